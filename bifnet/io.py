@@ -1,0 +1,97 @@
+"""Output files: atomic writes of CSV, JSON, NetCDF and figures.
+
+Every file is written to a temporary name in the same folder and renamed into
+place, so an interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    Example
+    -------
+    >>> with atomic_path("out.nc") as tmp:          # doctest: +SKIP
+    ...     dataset.to_netcdf(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def _jsonable(value: Any):
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, (complex, np.complexfloating)):
+        return {"real": _jsonable(value.real), "imag": _jsonable(value.imag)}
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "value") and hasattr(value, "name"):  # enums
+        return value.name
+    return value
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (numpy values converted, NaN -> null)."""
+    return write_text(path, json.dumps(_jsonable(data), indent=2) + "\n")
+
+
+def write_csv(path: str | os.PathLike, frame) -> Path:
+    """Write a pandas DataFrame as CSV atomically (no index column)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.10g")
+    return Path(path)
+
+
+def save_figure(path: str | os.PathLike, figure) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    plt.close(figure)
+    return path
+
+
+def write_netcdf(path: str | os.PathLike, dataset) -> Path:
+    """Write an xarray Dataset as NetCDF atomically."""
+    with atomic_path(path) as tmp:
+        dataset.to_netcdf(tmp)
+    return Path(path)
