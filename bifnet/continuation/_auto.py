@@ -1,0 +1,341 @@
+"""The one place that knows AUTO-07p (through bifpy).
+
+Everything AUTO-specific lives here: 1-based PAR slots and the reserved
+slots 11-14, the translation of :class:`ContinuationSettings` into AUTO
+constants, transpiled callbacks with AUTO's analytic Jacobian, and the
+conversion of bifpy results into :class:`~bifnet.continuation.branch.Branch`.
+
+bifpy workarounds (see docs/engine.md):
+
+* ``SolutionPoint.state`` holds at most 6 components; we read
+  ``extended_state`` / the periodic orbit instead.
+* On a closed cycle branch AUTO keeps going round until ``NMX``; we cut the
+  branch where it returns to a Hopf point (amplitude zero) or to its start.
+* AUTO reports "FOLD" where a cycle branch reaches a Hopf point; those are not
+  folds of cycles and are dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import shutil
+from typing import Mapping, Sequence
+
+import numpy as np
+import sympy
+
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint, Stability
+from bifnet.continuation.settings import ContinuationSettings
+from bifnet.errors import ContinuationError
+from bifnet.systems import SymbolicSystem
+
+log = logging.getLogger("bifnet.continuation")
+
+PERIOD_SLOT = 11
+_RESERVED_SLOTS = frozenset({11, 12, 13, 14})
+_MAX_SLOT = 36
+
+
+def _auto():
+    try:
+        from bifpy import auto
+    except ImportError as error:  # pragma: no cover - install problem
+        raise ContinuationError(f"the continuation engine bifpy is not installed ({error}); run `make install`") from None
+    return auto
+
+
+def parameter_slots(names: Sequence[str]) -> dict[str, int]:
+    """Map parameter names to AUTO PAR slots (1-based), skipping 11-14."""
+    slots = [s for s in range(1, _MAX_SLOT + 1) if s not in _RESERVED_SLOTS]
+    if len(names) > len(slots):
+        raise ContinuationError(f"AUTO-07p holds at most {len(slots)} parameters, the system has {len(names)}")
+    return dict(zip(names, slots))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AutoProblem:
+    """A symbolic system prepared for AUTO: slots and a traceable callback."""
+
+    system: SymbolicSystem
+    slots: Mapping[str, int]
+
+    @functools.cached_property
+    def func(self):
+        system = self.system
+        order = [self.slots[n] - 1 for n in system.parameter_names]
+        evaluate = sympy.lambdify([list(system.state), list(system.parameters)], list(system.rhs),
+                                  modules="numpy", cse=True)
+
+        def func(state, parameters):
+            return evaluate(state, [parameters[i] for i in order])
+
+        return func
+
+    @property
+    def npar(self) -> int:
+        return max(max(self.slots.values()), PERIOD_SLOT)
+
+    @property
+    def parnames(self) -> dict[int, str]:
+        return {slot: name for name, slot in self.slots.items()}
+
+    def parameter_vector(self, values: Mapping[str, float]) -> np.ndarray:
+        par = np.zeros(_MAX_SLOT)
+        for name, slot in self.slots.items():
+            par[slot - 1] = values[name]
+        return par
+
+
+@functools.lru_cache(maxsize=None)
+def auto_problem(system: SymbolicSystem) -> AutoProblem:
+    """The (memoised) AUTO problem of a system."""
+    return AutoProblem(system, parameter_slots(system.parameter_names))
+
+
+def auto_constants(settings: ContinuationSettings, *, ips: int, ndim: int, npar: int,
+                   principal: str | None, ds: float | None = None) -> dict:
+    """Translate :class:`ContinuationSettings` into AUTO-07p constants."""
+    auto = _auto()
+    lo, hi = settings.bounds.get(principal, (-1e300, 1e300)) if principal else (-1e300, 1e300)
+    periodic = ips == auto.IPS_PERIODIC_ORBIT
+    return dict(
+        ips=ips, ndim=ndim, npar=npar, nmx=settings.max_steps,
+        npr=settings.save_every if periodic else 0,
+        ntst=settings.ntst, ncol=settings.ncol, iad=3,
+        ilp=1, isp=2 if (settings.detect_cycle_bifurcations or not periodic) else 1,
+        iads=1, itmx=9, itnw=7, nwtn=3, jac=1,
+        ds=settings.ds if ds is None else ds, dsmin=settings.ds_min, dsmax=settings.ds_max,
+        rl0=lo, rl1=hi, a0=-1e300, a1=1e300,
+        epsl=settings.tolerance, epsu=settings.tolerance, epss=1e-6,
+    )
+
+
+def _uzstop(problem: AutoProblem, free: Sequence[str], settings: ContinuationSettings, periodic: bool) -> dict:
+    stops: dict[int, list[float]] = {}
+    for name in free[1:]:
+        if name in settings.bounds:
+            stops[problem.slots[name]] = list(settings.bounds[name])
+    if periodic:
+        stops[PERIOD_SLOT] = [settings.max_period]
+    return stops
+
+
+def _call(fn, *args, **kwargs):
+    auto = _auto()
+    try:
+        return fn(*args, **kwargs)
+    except auto.AutoError as error:
+        raise ContinuationError(f"AUTO-07p failed: {str(error).splitlines()[0]}",
+                                getattr(error, "output_directory", None)) from None
+    except auto.TranspileError as error:
+        raise ContinuationError(f"the model cannot be compiled for AUTO-07p: {error}") from None
+
+
+def run_equilibria(problem: AutoProblem, x0: np.ndarray, parameters: Mapping[str, float],
+                   free: Sequence[str], settings: ContinuationSettings, ds: float):
+    """Continue equilibria from ``x0`` in ``free``: one bifpy run."""
+    auto = _auto()
+    par0 = problem.parameter_vector(parameters)
+    x0 = np.asarray(x0, dtype=float)
+
+    def stpnt(state, par, t):
+        state[:] = x0
+        par[:] = par0
+
+    constants = auto_constants(settings, ips=auto.IPS_EQUILIBRIUM, ndim=problem.system.dimension,
+                               npar=problem.npar, principal=free[0], ds=ds)
+    icu = [problem.slots[n] for n in free]
+    return _call(auto.run, problem.func, stpnt, constants, icu=icu, transpile=True,
+                 jac=auto.AUTO_JACOBIAN, uzstop=_uzstop(problem, free, settings, False) or None)
+
+
+def restart(problem: AutoProblem, point, free: Sequence[str], settings: ContinuationSettings, *,
+            ips: str, source_ips: str, switch: str, ds: float, with_period: bool):
+    """Restart AUTO from a labelled bifpy point.
+
+    ``ips``/``source_ips``: ``"EP"`` or ``"LC"``; ``switch``: ``"hopf"``
+    (onto cycles), ``"locus"`` (two-parameter continuation), ``"branch"``
+    (branch switching at BP/PD) or ``"continue"`` (same branch).
+    """
+    auto = _auto()
+    kinds = {"EP": auto.IPS_EQUILIBRIUM, "LC": auto.IPS_PERIODIC_ORBIT}
+    isw = {"hopf": auto.ISW_HOPF_TO_PERIODIC_ORBIT, "locus": auto.ISW_SPECIAL_POINT_LOCUS,
+           "branch": -1, "continue": 1}[switch]
+    constants = auto_constants(settings, ips=kinds[ips], ndim=problem.system.dimension,
+                               npar=problem.npar, principal=free[0], ds=ds)
+    icu = [problem.slots[n] for n in free]
+    if with_period:
+        icu.append(PERIOD_SLOT)
+    return _call(auto.restart, problem.func, constants, point, icu=icu, isw=isw,
+                 source_ips=kinds[source_ips], transpile=True, jac=auto.AUTO_JACOBIAN,
+                 uzstop=_uzstop(problem, free, settings, ips == "LC") or None)
+
+
+# ---------------------------------------------------------------------------
+# bifpy result -> Branch
+
+_TYPE_MAP = {
+    "BRANCH_POINT": SpecialKind.BP,
+    "HOPF_BIFURCATION": SpecialKind.HB,
+    "PERIOD_DOUBLING": SpecialKind.PD,
+    "TORUS": SpecialKind.NS,
+    "BOGDANOV_TAKENS": SpecialKind.BT,
+    "CUSP": SpecialKind.CP,
+    "ZERO_HOPF": SpecialKind.ZH,
+    "GENERALIZED_HOPF": SpecialKind.GH,
+    "FOLD_FLIP": SpecialKind.LPPD,
+    "FOLD_TORUS": SpecialKind.LPNS,
+    "FLIP_TORUS": SpecialKind.PDNS,
+    "TORUS_TORUS": SpecialKind.NSNS,
+    "RESONANCE_1_1": SpecialKind.R1,
+    "RESONANCE_1_2": SpecialKind.R2,
+    "RESONANCE_1_3": SpecialKind.R3,
+    "RESONANCE_1_4": SpecialKind.R4,
+    "ABNORMAL_TERMINATION": SpecialKind.MX,
+}
+
+
+def _point_kind(point, branch_kind: BranchKind) -> SpecialKind | None:
+    name = point.point_type.name
+    if name == "FOLD":
+        if branch_kind is BranchKind.LOCUS:
+            return None  # a turning point of the curve, not a bifurcation
+        return SpecialKind.LPC if branch_kind is BranchKind.CYCLES else SpecialKind.LP
+    return _TYPE_MAP.get(name)
+
+
+def _stability(point) -> int:
+    name = point.stability.name
+    return {"STABLE": 1, "UNSTABLE": 0}.get(name, -1)
+
+
+def _full_state(point, ndim: int) -> np.ndarray:
+    state = point.extended_state if point.extended_state is not None else tuple(point.state)
+    state = np.asarray(state, dtype=float)
+    if state.size < ndim:
+        state = np.concatenate([state, np.full(ndim - state.size, np.nan)])
+    return state[:ndim]
+
+
+def _param(point, slot: int, name: str | None = None) -> float:
+    """PAR(slot) of a point: from all parameters when labelled, else by name."""
+    if point.all_parameters is not None:
+        return float(point.all_parameters[slot - 1])
+    for key in (f"PAR({slot})", name):
+        try:
+            return float(point.parameters[key])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+    return float("nan")
+
+
+def convert_branch(raw_branches, problem: AutoProblem, *, kind: BranchKind, name: str,
+                   free: Sequence[str], parameters: Mapping[str, float], reverse_first: bool = False,
+                   origin=None, locus_of=None, mode: int = 1, Lambda: complex = 1.0,
+                   state_slice: slice | None = None) -> Branch:
+    """Turn bifpy branches (one direction each) into one :class:`Branch`.
+
+    With two raw runs (backward and forward from one start), the first is
+    reversed and the two joined so the branch reads in one direction.
+    """
+    system = problem.system
+    ndim = system.dimension
+    names = system.state_names if state_slice is None else system.state_names[state_slice]
+    sl = state_slice or slice(None)
+    runs = [list(points) for points in raw_branches]
+    if reverse_first and len(runs) == 2:
+        runs = [runs[0][::-1][:-1], runs[1]]  # both start at the same point
+    points = [p for run in runs for p in run]
+
+    cols: dict[str, list] = {n: [] for n in free}
+    extra_params = [p for p in system.parameter_names if p not in free]
+    if kind is BranchKind.CYCLES:
+        cols["period"] = []
+        for n in names:
+            cols[f"{n}_min"] = []
+            cols[f"{n}_max"] = []
+    else:
+        for n in names:
+            cols[n] = []
+        if kind is BranchKind.LOCUS:
+            cols["period"] = []
+    cols["stable"] = []
+    cols["code"] = []
+    cols["label"] = []
+
+    specials = []
+    counts: dict[SpecialKind, int] = {}
+    engine_points = {}
+    for i, p in enumerate(points):
+        for n in free:
+            cols[n].append(_param(p, problem.slots[n], n))
+        if kind is BranchKind.CYCLES:
+            cols["period"].append(_param(p, PERIOD_SLOT))
+            orbit = p.periodic_orbit
+            if orbit is not None:
+                profile = np.asarray(orbit.state, dtype=float)[:, sl]
+                lo, hi = profile.min(axis=0), profile.max(axis=0)
+            else:
+                lo = hi = np.full(len(names), np.nan)
+            for j, n in enumerate(names):
+                cols[f"{n}_min"].append(lo[j])
+                cols[f"{n}_max"].append(hi[j])
+        else:
+            st = _full_state(p, ndim)[sl]
+            for j, n in enumerate(names):
+                cols[n].append(st[j])
+            if kind is BranchKind.LOCUS:
+                cols["period"].append(_param(p, PERIOD_SLOT))
+        cols["stable"].append(_stability(p))
+        cols["code"].append(int(p.point_type_code))
+        cols["label"].append(int(p.label))
+        sk = _point_kind(p, kind)
+        if p.is_labeled:
+            engine_points[i] = p
+        if sk is None:
+            continue
+        counts[sk] = counts.get(sk, 0) + 1
+        if kind is BranchKind.CYCLES:
+            eig = tuple(p.floquet_multipliers or ())
+            state0 = tuple(np.asarray(p.periodic_orbit.state[0], dtype=float)[sl]) if p.periodic_orbit else ()
+        else:
+            eig = tuple(p.eigenvalues or ())
+            state0 = tuple(_full_state(p, ndim)[sl])
+        period = _param(p, PERIOD_SLOT) if sk in (SpecialKind.HB,) or kind is not BranchKind.EQUILIBRIA else float("nan")
+        if kind is BranchKind.EQUILIBRIA and sk is SpecialKind.HB:
+            period = _hopf_period(eig, _param(p, PERIOD_SLOT))
+        specials.append(SpecialPoint(
+            kind=sk, index=i, parameters={n: _param(p, problem.slots[n], n) for n in free},
+            state=state0, label=int(p.label), code=int(p.point_type_code), eigenvalues=eig,
+            period=period, located=True, name=f"{sk.value}{counts[sk]}",
+        ))
+    columns = {k: np.asarray(v, dtype=float if k not in ("stable", "code", "label") else int) for k, v in cols.items()}
+    return Branch(
+        kind=kind, name=name, free=tuple(free), columns=columns, special_points=tuple(specials),
+        parameters=dict(parameters), origin=origin, locus_of=locus_of, mode=mode, Lambda=Lambda,
+        variables=tuple(names), engine={"problem": problem, "points": engine_points,
+                                        "parameters": dict(parameters)},
+    )
+
+
+def _hopf_period(eigenvalues, fallback: float) -> float:
+    """``2 pi / omega`` from the critical pair (smallest |Re| with Im != 0)."""
+    eig = np.asarray(eigenvalues, dtype=complex)
+    eig = eig[np.abs(eig.imag) > 1e-12]
+    if eig.size == 0:
+        return fallback
+    crit = eig[np.argmin(np.abs(eig.real))]
+    return float(2 * np.pi / abs(crit.imag))
+
+
+def cleanup(result) -> None:
+    """Remove a kept AUTO output folder, if any."""
+    folder = getattr(result, "output_directory", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def stability_value(code: int) -> Stability:
+    return {1: Stability.STABLE, 0: Stability.UNSTABLE}.get(int(code), Stability.NOT_EVALUATED)

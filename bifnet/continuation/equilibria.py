@@ -1,0 +1,175 @@
+"""Equilibria: finding one, and continuing them in one parameter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from bifnet.continuation import _auto
+from bifnet.continuation.branch import Branch, BranchKind
+from bifnet.continuation.settings import ContinuationSettings
+from bifnet.errors import ContinuationError
+from bifnet.model import NodeModel
+from bifnet.systems import SymbolicSystem, homogeneous_system
+
+log = logging.getLogger("bifnet.continuation")
+
+
+def as_system(model_or_system: NodeModel | SymbolicSystem) -> SymbolicSystem:
+    """The homogeneous system of a model, or the system itself."""
+    if isinstance(model_or_system, SymbolicSystem):
+        return model_or_system
+    return homogeneous_system(model_or_system)
+
+
+def parameter_vector(system: SymbolicSystem, parameters: Mapping[str, float]) -> np.ndarray:
+    """Parameter values in the system's order; a missing one raises :class:`ContinuationError`."""
+    missing = [n for n in system.parameter_names if n not in parameters]
+    if missing:
+        raise ContinuationError(f"no value for parameter(s) {', '.join(missing)} of {system.name}")
+    return np.array([float(parameters[n]) for n in system.parameter_names])
+
+
+def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, *,
+                     settle_time: float = 2000.0, tolerance: float = 1e-10) -> np.ndarray:
+    """An equilibrium of the homogeneous system near ``x0``.
+
+    Parameters
+    ----------
+    model_or_system : NodeModel or SymbolicSystem
+    parameters : mapping
+        Every parameter of the system.
+    x0 : array_like, optional
+        Starting guess (the model's initial values by default).
+    settle_time : float
+        Time (ms) to integrate before Newton; 0 skips integration.
+    tolerance : float
+        Largest acceptable residual ``max |f(x)|``.
+
+    Returns
+    -------
+    ndarray
+
+    Raises
+    ------
+    ContinuationError
+        When Newton does not converge to ``tolerance``.
+
+    Notes
+    -----
+    Integrates with LSODA and the exact Jacobian (so a stable equilibrium is
+    approached from anywhere in its basin), then polishes with a
+    Newton-type solver (``scipy.optimize.root``, method ``hybr``).
+    """
+    from scipy.integrate import solve_ivp
+    from scipy.optimize import root
+
+    from bifnet.codegen import jacobian_function, rhs_function
+
+    system = as_system(model_or_system)
+    f, J = rhs_function(system), jacobian_function(system)
+    p = parameter_vector(system, parameters)
+    x = np.asarray(system.model.default_state() if x0 is None else x0, dtype=float)
+    if x.shape != (system.dimension,):
+        raise ContinuationError(f"x0 must have {system.dimension} components, got shape {x.shape}")
+    if settle_time > 0:
+        sol = solve_ivp(lambda t, y: f(y, p), (0.0, settle_time), x, method="LSODA",
+                        jac=lambda t, y: J(y, p), rtol=1e-9, atol=1e-12)
+        if sol.success and np.all(np.isfinite(sol.y[:, -1])):
+            x = sol.y[:, -1]
+    sol = root(lambda y: f(y, p), x, jac=lambda y: J(y, p), tol=1e-14)
+    residual = float(np.max(np.abs(f(sol.x, p))))
+    if not np.all(np.isfinite(sol.x)) or residual > tolerance:
+        raise ContinuationError(
+            f"no equilibrium found near the starting guess (residual {residual:.3g}); "
+            "the homogeneous state may oscillate here: give x0 or start where it is at rest"
+        )
+    return sol.x
+
+
+def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: str | Sequence[str], *,
+                        x0=None, settings: ContinuationSettings | None = None, name: str = "eq",
+                        both_directions: bool = True) -> Branch:
+    """Continue equilibria in one parameter, detecting folds (LP) and Hopf points (HB).
+
+    Parameters
+    ----------
+    model_or_system : NodeModel or SymbolicSystem
+        A model (its homogeneous system is used) or any symbolic system.
+    parameters : mapping
+        Values of every parameter at the start.
+    free : str or (str,)
+        The continuation parameter.
+    x0 : array_like, optional
+        An equilibrium (or a guess, polished by :func:`find_equilibrium`).
+    settings : ContinuationSettings, optional
+        ``bounds`` limit the run (e.g. ``{"Iext_e": (0, 40)}``).
+    name : str
+        Name of the branch.
+    both_directions : bool
+        Continue from the start point both ways and join the two halves.
+
+    Returns
+    -------
+    Branch
+        Kind ``EQUILIBRIA``; columns: the free parameter, the state variables,
+        ``stable``, ``code``, ``label``; special points LP, HB, BP.
+
+    Raises
+    ------
+    ContinuationError
+
+    Example
+    -------
+    >>> from bifnet.model import load_model
+    >>> model = load_model("ngnmm_ping")
+    >>> p = model.resolve_parameters({"eps": 15.0})
+    >>> branch = continue_equilibria(model, p, "Iext_e",
+    ...     settings=ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)}))   # doctest: +SKIP
+    >>> [round(sp.parameters["Iext_e"], 4) for sp in branch.points_of_kind("HB")]   # doctest: +SKIP
+    [2.8758, 11.6378]
+
+    Notes
+    -----
+    AUTO-07p's pseudo-arclength continuation (IPS = 1) with the exact
+    Jacobian generated by sympy and compiled (bifpy ``transpile=True``).
+    """
+    free = (free,) if isinstance(free, str) else tuple(free)
+    if len(free) != 1:
+        raise ContinuationError(f"equilibria are continued in one parameter, got {list(free)}")
+    system = as_system(model_or_system)
+    missing = [n for n in free if n not in system.parameter_names]
+    if missing:
+        raise ContinuationError(f"{system.name} has no parameter {missing[0]!r}")
+    settings = settings or ContinuationSettings()
+    start = dict(parameters)
+    lo, hi = settings.bounds.get(free[0], (-np.inf, np.inf))
+    if not lo <= start[free[0]] <= hi:
+        raise ContinuationError(
+            f"start value {free[0]} = {start[free[0]]} lies outside its range [{lo}, {hi}]"
+        )
+    x = find_equilibrium(system, start, x0)
+    problem = _auto.auto_problem(system)
+    ds = abs(settings.ds)
+    runs = []
+    value = start[free[0]]
+    directions = [step for step in ((-ds, ds) if both_directions else (settings.ds,))
+                  if not (step < 0 and value <= lo) and not (step > 0 and value >= hi)]
+    for step in directions:
+        result = _auto.run_equilibria(problem, x, start, free, settings, step)
+        runs.append(result.branches[0].points if result.branches else ())
+    branch = _auto.convert_branch(runs, problem, kind=BranchKind.EQUILIBRIA, name=name, free=free,
+                                  parameters=start, reverse_first=len(runs) == 2)
+    last = branch["code"][-1] if len(branch) else 0
+    if len(branch) and abs(last) != 9:
+        branch = _with_status(branch, "max_steps" if len(branch) >= settings.max_steps else "stopped")
+    log.debug("%s: %d points, %s", name, len(branch), ", ".join(sp.name for sp in branch.special_points))
+    return branch
+
+
+def _with_status(branch: Branch, status: str) -> Branch:
+    import dataclasses
+
+    return dataclasses.replace(branch, status=status)
