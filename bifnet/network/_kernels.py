@@ -1,0 +1,356 @@
+"""Numba kernels of the network: right-hand side, tangent dynamics, integrators.
+
+Everything here is compiled lazily (``numba`` is imported inside the
+factories) and memoised per model, so ``import bifnet.network`` stays cheap
+and each model is compiled once per process.
+
+Kernel conventions
+------------------
+* A *vector field* is a jitted ``f(y, args, out)`` writing ``dy/dt`` into
+  ``out``; ``args`` is a tuple of arrays (for the network ``(p, W)``).
+* A *tangent field* is a jitted ``g(y, V, args, dy, dV)`` writing ``dy/dt``
+  and ``D f(y) V`` (``V`` is ``D x k``) into ``dy`` and ``dV``.
+* The integrators take the field as their first argument (numba specialises
+  on it) so the same compiled loop serves every model.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+# Dormand–Prince 5(4) tableau and Shampine's quartic dense output
+# (the same coefficients as scipy.integrate.RK45).
+DP_C = np.array([0.0, 0.2, 0.3, 0.8, 8.0 / 9.0, 1.0])
+DP_A = np.array([
+    [0.0, 0.0, 0.0, 0.0, 0.0],
+    [1.0 / 5.0, 0.0, 0.0, 0.0, 0.0],
+    [3.0 / 40.0, 9.0 / 40.0, 0.0, 0.0, 0.0],
+    [44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0, 0.0, 0.0],
+    [19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0, 0.0],
+    [9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
+])
+DP_B = np.array([35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0])
+DP_E = np.array([-71.0 / 57600.0, 0.0, 71.0 / 16695.0, -71.0 / 1920.0, 17253.0 / 339200.0,
+                 -22.0 / 525.0, 1.0 / 40.0])
+DP_P = np.array([
+    [1.0, -8048581381.0 / 2820520608.0, 8663915743.0 / 2820520608.0, -12715105075.0 / 11282082432.0],
+    [0.0, 0.0, 0.0, 0.0],
+    [0.0, 131558114200.0 / 32700410799.0, -68118460800.0 / 10900136933.0,
+     87487479700.0 / 32700410799.0],
+    [0.0, -1754552775.0 / 470086768.0, 14199869525.0 / 1410260304.0, -10690763975.0 / 1880347072.0],
+    [0.0, 127303824393.0 / 49829197408.0, -318862633887.0 / 49829197408.0,
+     701980252875.0 / 199316789632.0],
+    [0.0, -282668133.0 / 205662961.0, 2019193451.0 / 616988883.0, -1453857185.0 / 822651844.0],
+    [0.0, 40617522.0 / 29380423.0, -110615467.0 / 29380423.0, 69997945.0 / 29380423.0],
+])
+
+STATUS_OK = 0
+STATUS_NONFINITE = 1
+STATUS_STEP_TOO_SMALL = 2
+
+
+@functools.lru_cache(maxsize=None)
+def network_kernels(model):
+    """Compile ``(rhs, tangent)`` network fields for ``model``.
+
+    ``rhs(y, args, out)`` and ``tangent(y, V, args, dy, dV)`` with
+    ``args = (p, W)``, ``y`` the flat state (``N * n``, node-major) and ``W``
+    the row-normalised weights. Generated from
+    :func:`bifnet.codegen.numba_node_kernels`.
+    """
+    import numba
+
+    from bifnet.codegen import numba_node_kernels
+
+    node_rhs, node_jac = numba_node_kernels(model)
+    n = model.n_variables
+    ci = model.coupled_index
+    ieps = model.parameter_names.index(model.coupling.strength)
+
+    @numba.njit(nogil=True)
+    def coupling_input(y, p, W, C):
+        N = W.shape[0]
+        eps = p[ieps]
+        for i in range(N):
+            acc = 0.0
+            for j in range(N):
+                acc += W[i, j] * y[j * n + ci]
+            C[i] = eps * acc
+
+    @numba.njit(nogil=True)
+    def rhs(y, args, out):
+        p = args[0]
+        W = args[1]
+        N = W.shape[0]
+        C = np.empty(N)
+        coupling_input(y, p, W, C)
+        for i in range(N):
+            node_rhs(y[i * n:(i + 1) * n], p, C[i], out[i * n:(i + 1) * n])
+
+    @numba.njit(nogil=True)
+    def tangent(y, V, args, dy, dV):
+        p = args[0]
+        W = args[1]
+        N = W.shape[0]
+        k = V.shape[1]
+        eps = p[ieps]
+        C = np.empty(N)
+        coupling_input(y, p, W, C)
+        Vc = np.empty((N, k))
+        for j in range(N):
+            for m in range(k):
+                Vc[j, m] = V[j * n + ci, m]
+        WV = np.dot(W, Vc)
+        J = np.empty((n, n))
+        g = np.empty(n)
+        for i in range(N):
+            xi = y[i * n:(i + 1) * n]
+            node_rhs(xi, p, C[i], dy[i * n:(i + 1) * n])
+            node_jac(xi, p, C[i], J, g)
+            base = i * n
+            for a in range(n):
+                ga = g[a] * eps
+                for m in range(k):
+                    acc = ga * WV[i, m]
+                    for b in range(n):
+                        acc += J[a, b] * V[base + b, m]
+                    dV[base + a, m] = acc
+
+    @numba.njit(nogil=True)
+    def node_jacobians(y, p, W, Js, gs):
+        N = W.shape[0]
+        C = np.empty(N)
+        coupling_input(y, p, W, C)
+        for i in range(N):
+            node_jac(y[i * n:(i + 1) * n], p, C[i], Js[i], gs[i])
+
+    return rhs, tangent, node_jacobians
+
+
+@functools.lru_cache(maxsize=None)
+def integrators():
+    """Compile the generic integrator loops (once per process)."""
+    import numba
+
+    @numba.njit(nogil=True)
+    def first_nonfinite(y):
+        for i in range(y.shape[0]):
+            if not np.isfinite(y[i]):
+                return i
+        return -1
+
+    @numba.njit(nogil=True)
+    def rk4_steps(f, args, y, dt, nsteps, step0, stride, sigma, noise, out):
+        """Advance ``y`` in place by ``nsteps`` RK4 steps (plus optional
+        Euler–Maruyama noise ``sigma * sqrt(dt) * noise[s]``); record every
+        ``stride``-th global step into ``out``. Returns ``(status, step)``."""
+        D = y.shape[0]
+        k1 = np.empty(D)
+        k2 = np.empty(D)
+        k3 = np.empty(D)
+        k4 = np.empty(D)
+        tmp = np.empty(D)
+        use_noise = noise.shape[0] > 0
+        sq = np.sqrt(dt)
+        for s in range(nsteps):
+            f(y, args, k1)
+            for i in range(D):
+                tmp[i] = y[i] + 0.5 * dt * k1[i]
+            f(tmp, args, k2)
+            for i in range(D):
+                tmp[i] = y[i] + 0.5 * dt * k2[i]
+            f(tmp, args, k3)
+            for i in range(D):
+                tmp[i] = y[i] + dt * k3[i]
+            f(tmp, args, k4)
+            bad = False
+            for i in range(D):
+                y[i] += dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
+                if use_noise:
+                    y[i] += sigma[i] * sq * noise[s, i]
+                if not np.isfinite(y[i]):
+                    bad = True
+            g = step0 + s + 1
+            if bad:
+                return STATUS_NONFINITE, g
+            if g % stride == 0:
+                r = g // stride
+                if r < out.shape[0]:
+                    out[r, :] = y
+        return STATUS_OK, step0 + nsteps
+
+    @numba.njit(nogil=True)
+    def rms_norm(e, scale):
+        acc = 0.0
+        for i in range(e.shape[0]):
+            v = e[i] / scale[i]
+            acc += v * v
+        return np.sqrt(acc / e.shape[0])
+
+    @numba.njit(nogil=True)
+    def dopri5(f, args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out, A, B, Cc, E, P):
+        """Dormand–Prince 5(4) with scipy's step control and dense output at
+        ``t_out`` (ascending, within ``[t0, t1]``; ``t_out[0] == t0`` is
+        written by the caller). ``y`` is advanced in place; on failure it
+        holds the offending trial state. Returns
+        ``(status, t, nfev, n_accepted, n_rejected)``."""
+        D = y.shape[0]
+        K = np.empty((7, D))
+        ynew = np.empty(D)
+        tmp = np.empty(D)
+        err = np.empty(D)
+        scale = np.empty(D)
+        f(y, args, K[0])
+        nfev = 1
+        t = t0
+        h = h0
+        iout = 1
+        nacc = 0
+        nrej = 0
+        nout = t_out.shape[0]
+        while iout < nout and t_out[iout] <= t:
+            iout += 1
+        while t < t1:
+            if nacc + nrej >= max_steps:
+                return STATUS_STEP_TOO_SMALL, t, nfev, nacc, nrej
+            min_step = 10.0 * abs(np.nextafter(t, np.inf) - t)
+            if h < min_step:
+                h = min_step
+            rejected = False
+            while True:
+                if h < min_step:
+                    # report the last trial state if it was not finite
+                    for i in range(D):
+                        if not np.isfinite(ynew[i]):
+                            y[:] = ynew
+                            return STATUS_NONFINITE, t, nfev, nacc, nrej
+                    return STATUS_STEP_TOO_SMALL, t, nfev, nacc, nrej
+                tn = t + h
+                if tn > t1:
+                    tn = t1
+                hh = tn - t
+                for s in range(1, 6):
+                    for i in range(D):
+                        acc = 0.0
+                        for r in range(s):
+                            acc += A[s, r] * K[r, i]
+                        tmp[i] = y[i] + hh * acc
+                    f(tmp, args, K[s])
+                for i in range(D):
+                    acc = 0.0
+                    for r in range(6):
+                        acc += B[r] * K[r, i]
+                    ynew[i] = y[i] + hh * acc
+                f(ynew, args, K[6])
+                nfev += 6
+                finite = True
+                for i in range(D):
+                    acc = 0.0
+                    for r in range(7):
+                        acc += E[r] * K[r, i]
+                    err[i] = hh * acc
+                    scale[i] = atol + rtol * max(abs(y[i]), abs(ynew[i]))
+                    if not (np.isfinite(ynew[i]) and np.isfinite(err[i])):
+                        finite = False
+                if finite:
+                    en = rms_norm(err, scale)
+                else:
+                    en = np.inf
+                if en < 1.0:
+                    if en == 0.0:
+                        fac = 10.0
+                    else:
+                        fac = min(10.0, 0.9 * en ** (-0.2))
+                    if rejected:
+                        fac = min(1.0, fac)
+                    hnext = hh * fac
+                    break
+                else:
+                    if finite:
+                        fac = max(0.2, 0.9 * en ** (-0.2))
+                    else:
+                        fac = 0.2
+                    h = hh * fac
+                    rejected = True
+                    nrej += 1
+            # dense output in (t, tn]
+            while iout < nout and t_out[iout] <= tn:
+                th = (t_out[iout] - t) / hh
+                for i in range(D):
+                    acc = 0.0
+                    for r in range(7):
+                        q = P[r, 0] * th + P[r, 1] * th * th + P[r, 2] * th ** 3 + P[r, 3] * th ** 4
+                        acc += K[r, i] * q
+                    out[iout, i] = y[i] + hh * acc
+                iout += 1
+            y[:] = ynew
+            K[0, :] = K[6]
+            t = tn
+            nacc += 1
+            h = hnext
+        return STATUS_OK, t, nfev, nacc, nrej
+
+    @numba.njit(nogil=True)
+    def rk4_tangent_steps(g, args, y, V, dt, nsteps):
+        """Advance ``(y, V)`` in place by ``nsteps`` RK4 steps of the joint
+        (state, tangent) system. Returns ``False`` if it became non-finite."""
+        D = y.shape[0]
+        k = V.shape[1]
+        ky = np.empty((4, D))
+        kV = np.empty((4, D, k))
+        ty = np.empty(D)
+        tV = np.empty((D, k))
+        for s in range(nsteps):
+            g(y, V, args, ky[0], kV[0])
+            for i in range(D):
+                ty[i] = y[i] + 0.5 * dt * ky[0, i]
+                for m in range(k):
+                    tV[i, m] = V[i, m] + 0.5 * dt * kV[0, i, m]
+            g(ty, tV, args, ky[1], kV[1])
+            for i in range(D):
+                ty[i] = y[i] + 0.5 * dt * ky[1, i]
+                for m in range(k):
+                    tV[i, m] = V[i, m] + 0.5 * dt * kV[1, i, m]
+            g(ty, tV, args, ky[2], kV[2])
+            for i in range(D):
+                ty[i] = y[i] + dt * ky[2, i]
+                for m in range(k):
+                    tV[i, m] = V[i, m] + dt * kV[2, i, m]
+            g(ty, tV, args, ky[3], kV[3])
+            c = dt / 6.0
+            for i in range(D):
+                y[i] += c * (ky[0, i] + 2.0 * ky[1, i] + 2.0 * ky[2, i] + ky[3, i])
+                for m in range(k):
+                    V[i, m] += c * (kV[0, i, m] + 2.0 * kV[1, i, m] + 2.0 * kV[2, i, m] + kV[3, i, m])
+            if first_nonfinite(y) >= 0:
+                return False
+        return True
+
+    @numba.njit(nogil=True)
+    def benettin(g, args, y, V, dt, n_blocks, steps_per_block, logs):
+        """QR/Benettin: ``n_blocks`` blocks of RK4 steps, each followed by a QR
+        re-orthonormalisation; ``logs[b, :]`` receives ``log|R_ii|`` of block
+        ``b``. Returns the number of blocks completed."""
+        k = V.shape[1]
+        for b in range(n_blocks):
+            ok = rk4_tangent_steps(g, args, y, V, dt, steps_per_block)
+            if not ok:
+                return b
+            Q, R = np.linalg.qr(V)
+            for m in range(k):
+                d = R[m, m]
+                logs[b, m] = np.log(abs(d))
+                sgn = 1.0 if d >= 0 else -1.0
+                for i in range(V.shape[0]):
+                    V[i, m] = Q[i, m] * sgn
+        return n_blocks
+
+    return {
+        "rk4_steps": rk4_steps,
+        "dopri5": dopri5,
+        "rk4_tangent_steps": rk4_tangent_steps,
+        "benettin": benettin,
+        "first_nonfinite": first_nonfinite,
+    }

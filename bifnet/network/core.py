@@ -1,0 +1,434 @@
+"""The network: ``N`` copies of a node model coupled through a row-normalised ``W``.
+
+State layout: ``y`` has shape ``(N, n)`` (region × variable), flattened in C
+order (node-major) for the integrators. The network input of node ``i`` is
+``C_i = eps * sum_j W_ij c(x_j)`` with ``c`` the model's coupled variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from bifnet.errors import SimulationError
+from bifnet.model import NodeModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeSpectrum:
+    """Eigenvalues (sorted by real part, descending) and right eigenvectors (columns)."""
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    is_real: bool
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Network:
+    """A network of identical nodes coupled through row-normalised weights.
+
+    Attributes
+    ----------
+    model : NodeModel
+        The node model.
+    weights : numpy.ndarray
+        ``(N, N)`` row-normalised coupling matrix (read-only, C-contiguous).
+    parameters : mapping of str to float
+        Model parameters (all of them, resolved against the model defaults).
+    labels : tuple of str
+        Region labels.
+    connectome : Connectome or None
+        The connectome it was built from, if any (used for its spectrum).
+    """
+
+    model: NodeModel
+    weights: np.ndarray = dataclasses.field(repr=False)
+    parameters: Mapping[str, float]
+    labels: tuple[str, ...] = ()
+    connectome: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def n_variables(self) -> int:
+        return self.model.n_variables
+
+    @property
+    def dimension(self) -> int:
+        """Dimension ``N * n`` of the flat state."""
+        return self.n_regions * self.n_variables
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        return (self.n_regions, self.n_variables)
+
+    @functools.cached_property
+    def parameter_vector(self) -> np.ndarray:
+        """Parameters as a float array in ``model.parameter_names`` order."""
+        vec = np.array([self.parameters[name] for name in self.model.parameter_names], dtype=float)
+        vec.setflags(write=False)
+        return vec
+
+    @property
+    def kernel_args(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(p, W)`` as passed to the compiled kernels."""
+        return (np.array(self.parameter_vector), np.ascontiguousarray(self.weights, dtype=float))
+
+    @functools.cached_property
+    def spectrum(self) -> ModeSpectrum:
+        """Spectrum of ``W``: mode ``k`` (1-based) is column ``k - 1``."""
+        if self.connectome is not None:
+            s = self.connectome.spectrum()
+            return ModeSpectrum(np.asarray(s.eigenvalues), np.asarray(s.eigenvectors), bool(s.is_real))
+        return weights_spectrum(self.weights)
+
+    def with_parameters(self, **overrides: float) -> "Network":
+        """A copy with some parameters changed."""
+        merged = self.model.resolve_parameters({**self.parameters, **overrides})
+        return dataclasses.replace(self, parameters=MappingProxyType(merged))
+
+
+def weights_spectrum(weights: np.ndarray) -> ModeSpectrum:
+    """Eigen-decomposition of ``W`` sorted by real part (ties: imaginary part), descending.
+
+    Real arithmetic is used when ``W`` is symmetric, or is the row
+    normalisation of a symmetric matrix (then ``D^{1/2} W D^{-1/2}`` is
+    symmetric), or every eigenvalue is real to ``1e-12``.
+    """
+    W = np.asarray(weights, dtype=float)
+    values = vectors = None
+    if np.allclose(W, W.T, rtol=1e-12, atol=0):
+        values, vectors = np.linalg.eigh(0.5 * (W + W.T))
+    else:
+        # W = D^{-1} S with S symmetric  <=>  W_ij d_i symmetric for d from the
+        # stationary relation; try d = 1 / W-diagonal-free row scaling of S.
+        # S_ij = d_i W_ij; symmetry: d_i W_ij = d_j W_ji -> d_j = d_i W_ij / W_ji.
+        d = _symmetriser(W)
+        if d is not None:
+            sq = np.sqrt(d)
+            A = W * sq[:, None] / sq[None, :]
+            values, u = np.linalg.eigh(0.5 * (A + A.T))
+            vectors = u / sq[:, None]
+    if values is None:
+        values, vectors = np.linalg.eig(W)
+        if np.all(np.abs(values.imag) <= 1e-12 * max(1.0, np.abs(values).max())):
+            values, vectors = values.real, vectors.real
+    order = np.lexsort((-np.imag(values), -np.real(values)))
+    values = values[order]
+    vectors = vectors[:, order]
+    vectors = vectors / np.linalg.norm(vectors, axis=0, keepdims=True)
+    largest = np.argmax(np.abs(vectors), axis=0)
+    pivots = vectors[largest, np.arange(vectors.shape[1])]
+    if np.isrealobj(vectors):
+        vectors = vectors * np.sign(pivots)
+    else:
+        vectors = vectors * np.conj(pivots / np.abs(pivots))
+    return ModeSpectrum(values, vectors, bool(np.isrealobj(values)))
+
+
+def _symmetriser(W: np.ndarray):
+    """``d > 0`` with ``diag(d) W`` symmetric, or ``None``."""
+    N = W.shape[0]
+    nz = W != 0
+    if not np.array_equal(nz, nz.T):
+        return None
+    d = np.full(N, np.nan)
+    d[0] = 1.0
+    stack = [0]
+    while stack:
+        i = stack.pop()
+        for j in np.flatnonzero(nz[i]):
+            if np.isnan(d[j]):
+                d[j] = d[i] * W[i, j] / W[j, i]
+                stack.append(j)
+    if np.any(np.isnan(d)) or np.any(d <= 0):
+        return None
+    S = W * d[:, None]
+    if not np.allclose(S, S.T, rtol=1e-10, atol=0):
+        return None
+    return d
+
+
+def build_network(model: NodeModel, connectome_or_weights, parameters: Mapping[str, float] | None = None,
+                  *, normalise: bool = True) -> Network:
+    """Build a :class:`Network` from a model, a connectome (or matrix) and parameters.
+
+    Parameters
+    ----------
+    model : NodeModel
+        Node model (``bifnet.model.load_model``).
+    connectome_or_weights : Connectome or array_like
+        A :class:`~bifnet.connectome.Connectome` (row-normalised here if it is
+        not already) or an ``(N, N)`` non-negative matrix.
+    parameters : mapping, optional
+        Parameter overrides; the rest take the model defaults.
+    normalise : bool
+        Row-normalise the weights (default). With ``False`` the rows must
+        already sum to one.
+
+    Returns
+    -------
+    Network
+
+    Raises
+    ------
+    SimulationError
+        If the matrix is not square, not finite, has a zero row, or (with
+        ``normalise=False``) rows that do not sum to one.
+    ModelError
+        Unknown parameter names.
+
+    Example
+    -------
+    >>> net = build_network(load_model("ngnmm_ping"), np.ones((3, 3)), {"eps": 8})  # doctest: +SKIP
+    >>> net.weights.sum(axis=1)                                                     # doctest: +SKIP
+    array([1., 1., 1.])
+    """
+    connectome = None
+    labels: tuple[str, ...] = ()
+    if hasattr(connectome_or_weights, "weights") and hasattr(connectome_or_weights, "spectrum"):
+        connectome = connectome_or_weights
+        if normalise:
+            sums = np.asarray(connectome.weights).sum(axis=1)
+            if not np.allclose(sums, 1.0, rtol=0, atol=1e-12):
+                connectome = connectome.row_normalised()
+        W = np.array(connectome.weights, dtype=float)
+        labels = tuple(getattr(connectome, "labels", ()) or ())
+    else:
+        W = np.array(connectome_or_weights, dtype=float)
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] == 0:
+        raise SimulationError(f"connectome_or_weights: expected a square (N, N) matrix, got shape {W.shape}")
+    if not np.all(np.isfinite(W)):
+        raise SimulationError("connectome_or_weights: the weights contain NaN or infinity")
+    sums = W.sum(axis=1)
+    if normalise and connectome is None:
+        zero = np.flatnonzero(sums == 0)
+        if zero.size:
+            raise SimulationError(f"connectome_or_weights: row(s) {zero.tolist()} sum to zero; cannot row-normalise")
+        W = W / sums[:, None]
+    elif not np.allclose(W.sum(axis=1), 1.0, rtol=0, atol=1e-10):
+        raise SimulationError("connectome_or_weights: rows must sum to one (pass normalise=True)")
+    W = np.ascontiguousarray(W)
+    W.setflags(write=False)
+    if not labels:
+        labels = tuple(str(i) for i in range(W.shape[0]))
+    params = MappingProxyType(model.resolve_parameters(parameters))
+    return Network(model=model, weights=W, parameters=params, labels=labels, connectome=connectome)
+
+
+def homogeneous_network(model: NodeModel, parameters: Mapping[str, float] | None = None) -> Network:
+    """The self-coupled node as a one-region network (``W = [[1]]``).
+
+    Its vector field is the homogeneous system of
+    :func:`bifnet.systems.homogeneous_system`; useful for Lyapunov spectra and
+    simulations of the synchronous manifold.
+    """
+    return build_network(model, np.ones((1, 1)), parameters)
+
+
+# --------------------------------------------------------------------------- #
+# Vector field, Jacobian-vector products
+# --------------------------------------------------------------------------- #
+
+
+def _flat_state(network: Network, y, name: str = "y") -> np.ndarray:
+    y = np.asarray(y, dtype=float)
+    if y.shape == network.state_shape or y.shape == (network.dimension,):
+        return np.ascontiguousarray(y.reshape(network.dimension))
+    raise SimulationError(
+        f"{name}: expected shape {network.state_shape} or ({network.dimension},), got {y.shape}"
+    )
+
+
+def network_rhs(network: Network, y) -> np.ndarray:
+    """Evaluate the compiled network vector field.
+
+    Parameters
+    ----------
+    network : Network
+    y : array_like
+        State, ``(N, n)`` or flat ``(N * n,)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dy/dt`` with the shape of ``y``.
+    """
+    from bifnet.network._kernels import network_kernels
+
+    shape = np.shape(y)
+    flat = _flat_state(network, y)
+    rhs, _, _ = network_kernels(network.model)
+    out = np.empty_like(flat)
+    rhs(flat, network.kernel_args, out)
+    return out.reshape(shape)
+
+
+def network_jvp(network: Network, y, V) -> np.ndarray:
+    """Structured Jacobian–matrix product ``D F(y) V`` of the network.
+
+    Parameters
+    ----------
+    network : Network
+    y : array_like
+        State, ``(N, n)`` or flat.
+    V : array_like
+        ``(N * n,)`` or ``(N * n, k)`` tangent vector(s).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``D F(y) V`` with the shape of ``V``.
+
+    Notes
+    -----
+    ``(D F V)_i = D_x f(x_i, C_i) V_i + (df/dC)(x_i, C_i) eps sum_j W_ij (D_x c) V_j``:
+    block-diagonal node Jacobians plus a rank-one coupling per node, computed
+    with one ``W @ V_c`` product. No ``Nn x Nn`` matrix is formed.
+    """
+    from bifnet.network._kernels import network_kernels
+
+    flat = _flat_state(network, y)
+    V = np.asarray(V, dtype=float)
+    vector = V.ndim == 1
+    Vm = np.ascontiguousarray(V.reshape(network.dimension, -1))
+    if Vm.shape[0] != network.dimension:
+        raise SimulationError(f"V: expected {network.dimension} rows, got {V.shape}")
+    _, tangent, _ = network_kernels(network.model)
+    dy = np.empty_like(flat)
+    dV = np.empty_like(Vm)
+    tangent(flat, Vm, network.kernel_args, dy, dV)
+    return dV[:, 0] if vector else dV
+
+
+def network_jacobian_dense(network: Network, y) -> np.ndarray:
+    """The full ``(N n) x (N n)`` network Jacobian (for tests and small networks).
+
+    ``blockdiag(D_x f_i) + [(df/dC)_i eps W_ij e_c^T]_{ij}``.
+    """
+    from bifnet.network._kernels import network_kernels
+
+    flat = _flat_state(network, y)
+    N, n = network.state_shape
+    _, _, node_jacobians = network_kernels(network.model)
+    Js = np.empty((N, n, n))
+    gs = np.empty((N, n))
+    p, W = network.kernel_args
+    node_jacobians(flat, p, W, Js, gs)
+    eps = network.parameters[network.model.coupling.strength]
+    ci = network.model.coupled_index
+    J = np.zeros((N * n, N * n))
+    for i in range(N):
+        J[i * n:(i + 1) * n, i * n:(i + 1) * n] = Js[i]
+    # coupling: row block i, column (j, ci) gets eps W_ij g_i
+    for i in range(N):
+        J[i * n:(i + 1) * n, ci::n] += eps * np.outer(gs[i], W[i])
+    return J
+
+
+# --------------------------------------------------------------------------- #
+# Initial states
+# --------------------------------------------------------------------------- #
+
+
+def as_generator(rng) -> np.random.Generator:
+    """``rng`` as a :class:`numpy.random.Generator` (``int``/``None`` seed it)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    raise SimulationError(f"rng: expected a numpy Generator, an int seed or None, got {type(rng).__name__}")
+
+
+def check_rates(network_or_model, y, what: str = "y0") -> None:
+    """Refuse states with a negative firing rate (variables named ``r_*``).
+
+    Raises
+    ------
+    SimulationError
+        Naming the first offending region and variable.
+    """
+    model = getattr(network_or_model, "model", network_or_model)
+    names = model.variable_names
+    y = np.asarray(y, dtype=float).reshape(-1, len(names))
+    for k, name in enumerate(names):
+        if name.startswith("r_"):
+            bad = np.flatnonzero(y[:, k] < 0)
+            if bad.size:
+                i = int(bad[0])
+                raise SimulationError(
+                    f"{what}: firing rate {name} is negative ({y[i, k]:.3g}) at region {i}"
+                    f" ({bad.size} region(s) in all); rates must be >= 0 — use a smaller amplitude"
+                )
+    if not np.all(np.isfinite(y)):
+        raise SimulationError(f"{what}: contains NaN or infinity")
+
+
+def mode_vector(network: Network, mode: int) -> np.ndarray:
+    """Real part of the connectome eigenvector of ``mode`` (1-based), unit max-norm."""
+    N = network.n_regions
+    if not isinstance(mode, (int, np.integer)) or not 1 <= mode <= N:
+        raise SimulationError(f"mode: expected an integer in 1..{N}, got {mode!r}")
+    phi = np.real(network.spectrum.eigenvectors[:, mode - 1])
+    return phi / np.max(np.abs(phi))
+
+
+def homogeneous_initial_state(network: Network, x_hom, perturbation: str = "random", amplitude: float = 1e-4,
+                              *, mode: int = 2, direction=None, rng=None) -> np.ndarray:
+    """A homogeneous state ``x_hom`` in every region, plus a small perturbation.
+
+    Parameters
+    ----------
+    network : Network
+    x_hom : array_like
+        Node state ``(n,)`` copied into every region.
+    perturbation : {"random", "mode", "none"}
+        ``"random"``: independent normal deviates times ``amplitude``;
+        ``"mode"``: ``amplitude * Re(phi_mode)_i * direction`` with ``phi``
+        the connectome eigenvector scaled to unit maximum.
+    amplitude : float
+        Size of the perturbation (state units).
+    mode : int
+        1-based mode number for ``perturbation="mode"`` (1 = uniform).
+    direction : array_like, optional
+        ``(n,)`` direction in variable space; default: all ones.
+    rng : numpy.random.Generator or int or None
+        Randomness for ``"random"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, n)`` initial state.
+
+    Raises
+    ------
+    SimulationError
+        Bad arguments, or a firing rate made negative.
+    """
+    N, n = network.state_shape
+    x_hom = np.asarray(x_hom, dtype=float)
+    if x_hom.shape != (n,):
+        raise SimulationError(f"x_hom: expected shape ({n},), got {x_hom.shape}")
+    if not np.isfinite(amplitude) or amplitude < 0:
+        raise SimulationError(f"amplitude: expected a finite number >= 0, got {amplitude!r}")
+    d = np.ones(n) if direction is None else np.asarray(direction, dtype=float)
+    if d.shape != (n,):
+        raise SimulationError(f"direction: expected shape ({n},), got {d.shape}")
+    y = np.tile(x_hom, (N, 1))
+    if perturbation == "random":
+        y = y + amplitude * as_generator(rng).standard_normal((N, n)) * d
+    elif perturbation == "mode":
+        y = y + amplitude * np.outer(mode_vector(network, mode), d)
+    elif perturbation != "none":
+        raise SimulationError(f"perturbation: expected 'random', 'mode' or 'none', got {perturbation!r}")
+    check_rates(network, y, "initial state")
+    return y

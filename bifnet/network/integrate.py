@@ -1,0 +1,261 @@
+"""Integrators of the network: a method table, results as data.
+
+``simulate(network, t_span, y0, method="rk4", ...)`` follows the shape of
+:func:`scipy.integrate.solve_ivp`. The loops are compiled with numba
+(:mod:`bifnet.network._kernels`); a non-finite state stops the run and comes
+back as ``success=False`` with the time, region and variable in ``message``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time as _time
+from typing import Any, Callable
+
+import numpy as np
+
+from bifnet.errors import SimulationError
+from bifnet.network.core import Network, _flat_state, as_generator, check_rates
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SimulationResult:
+    """Output of :func:`simulate`.
+
+    Attributes
+    ----------
+    t : numpy.ndarray
+        ``(T,)`` output times (ms).
+    y : numpy.ndarray
+        ``(T, N, n)`` states at ``t`` (only up to the failure when ``success``
+        is ``False``).
+    success : bool
+        Whether the integration reached ``t_span[1]``.
+    message : str
+        Human-readable outcome; on failure names time, region and variable.
+    nfev : int
+        Evaluations of the network vector field.
+    stats : dict
+        Method, steps taken/rejected, wall time (s), step size(s), noise.
+    method : str
+        Name of the method.
+    """
+
+    t: np.ndarray
+    y: np.ndarray
+    success: bool
+    message: str
+    nfev: int
+    stats: dict
+    method: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """An entry of the method table."""
+
+    name: str
+    adaptive: bool
+    order: int
+    description: str
+    run: Callable[..., Any]
+
+
+def _nonfinite_message(network: Network, y_flat: np.ndarray, t: float) -> str:
+    idx = np.flatnonzero(~np.isfinite(y_flat))
+    n = network.n_variables
+    if idx.size == 0:
+        return f"integration failed at t = {t:.6g} ms"
+    i, k = divmod(int(idx[0]), n)
+    var = network.model.variable_names[k]
+    label = network.labels[i] if network.labels else str(i)
+    return (f"state became non-finite at t = {t:.6g} ms in region {i} ({label}), variable {var}"
+            f" ({idx.size} non-finite component(s))")
+
+
+def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
+    from bifnet.network._kernels import STATUS_OK, integrators, network_kernels
+
+    rhs, _, _ = network_kernels(network.model)
+    rk4_steps = integrators()["rk4_steps"]
+    nsteps = int(round((t1 - t0) / dt))
+    n_out = nsteps // stride + 1
+    out = np.empty((n_out, y.size))
+    out[0] = y
+    args = network.kernel_args
+    noisy = sigma is not None
+    sig = sigma if noisy else np.zeros(y.size)
+    empty = np.empty((0, y.size))
+    done = 0
+    status = STATUS_OK
+    while done < nsteps:
+        m = min(chunk, nsteps - done) if noisy else nsteps - done
+        noise = rng.standard_normal((m, y.size)) if noisy else empty
+        status, step = rk4_steps(rhs, args, y, dt, m, done, stride, sig, noise, out)
+        if status != STATUS_OK:
+            break
+        done += m
+    if status != STATUS_OK:
+        t_fail = t0 + step * dt
+        n_rec = (step - 1) // stride + 1
+        return dict(t=t0 + dt * stride * np.arange(n_rec), y=out[:n_rec], success=False,
+                    message=_nonfinite_message(network, y, t_fail), nfev=4 * step,
+                    stats=dict(n_steps=int(step), dt=dt))
+    return dict(t=t0 + dt * stride * np.arange(n_out), y=out, success=True,
+                message="reached the end of the interval", nfev=4 * nsteps,
+                stats=dict(n_steps=nsteps, dt=dt))
+
+
+def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=10_000_000, **_):
+    from bifnet.network import _kernels as K
+
+    rhs, _, _ = K.network_kernels(network.model)
+    dopri5 = K.integrators()["dopri5"]
+    spacing = dt * stride
+    n_out = int(math.floor((t1 - t0) / spacing + 1e-9)) + 1
+    t_out = t0 + spacing * np.arange(n_out)
+    out = np.full((n_out, y.size), np.nan)
+    out[0] = y
+    args = network.kernel_args
+    # initial step as in Hairer/scipy: h0 = 0.01 * |y| / |f|
+    f0 = np.empty_like(y)
+    rhs(y, args, f0)
+    scale = atol + rtol * np.abs(y)
+    d0 = np.sqrt(np.mean((y / scale) ** 2))
+    d1 = np.sqrt(np.mean((f0 / scale) ** 2))
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    h0 = min(h0, t1 - t0)
+    status, t_end, nfev, nacc, nrej = dopri5(rhs, args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out,
+                                             K.DP_A, K.DP_B, K.DP_C, K.DP_E, K.DP_P)
+    stats = dict(n_steps=int(nacc), n_rejected=int(nrej), rtol=rtol, atol=atol)
+    if status == K.STATUS_OK:
+        return dict(t=t_out, y=out, success=True, message="reached the end of the interval",
+                    nfev=int(nfev) + 1, stats=stats)
+    n_rec = int(np.searchsorted(t_out, t_end, side="right"))
+    if status == K.STATUS_NONFINITE:
+        message = _nonfinite_message(network, y, t_end)
+    elif nacc + nrej >= max_steps:
+        message = f"maximum number of steps ({max_steps}) reached at t = {t_end:.6g} ms"
+    else:
+        message = f"required step size became too small at t = {t_end:.6g} ms"
+        if not np.all(np.isfinite(y)):
+            message = _nonfinite_message(network, y, t_end)
+    return dict(t=t_out[:n_rec], y=out[:n_rec], success=False, message=message, nfev=int(nfev) + 1, stats=stats)
+
+
+METHODS: dict[str, Method] = {
+    "rk4": Method("rk4", False, 4, "classical Runge–Kutta, fixed step dt (additive noise: Euler–Maruyama)",
+                  _run_rk4),
+    "dopri5": Method("dopri5", True, 5, "Dormand–Prince 5(4), adaptive step, quartic dense output", _run_dopri5),
+}
+
+
+def _positive(value, name):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise SimulationError(f"{name}: expected a positive number, got {value!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise SimulationError(f"{name}: expected a positive number, got {value!r}")
+    return value
+
+
+def simulate(network: Network, t_span, y0, method: str = "rk4", *, dt: float = 0.01, rtol: float = 1e-6,
+             atol: float = 1e-9, stride: int = 10, noise=0.0, rng=None) -> SimulationResult:
+    """Integrate the network from ``y0`` over ``t_span``.
+
+    Parameters
+    ----------
+    network : Network
+    t_span : (float, float)
+        Start and end time (ms), ``t_span[1] > t_span[0]``.
+    y0 : array_like
+        Initial state ``(N, n)`` or flat ``(N * n,)``.
+    method : str
+        A key of :data:`METHODS`: ``"rk4"`` (fixed step ``dt``) or ``"dopri5"``
+        (adaptive, error control by ``rtol``/``atol``).
+    dt : float
+        Step of ``"rk4"`` (ms; the study uses 0.01). For adaptive methods the
+        base of the output grid only.
+    rtol, atol : float
+        Tolerances of adaptive methods.
+    stride : int
+        States are recorded every ``stride * dt`` ms (and at ``t_span[0]``).
+    noise : float or array_like
+        Additive noise intensity ``sigma`` (scalar, per variable ``(n,)`` or
+        per component ``(N, n)``): each RK4 step is followed by
+        ``y += sigma sqrt(dt) xi`` with ``xi`` standard normal
+        (Euler–Maruyama for the noise term, strong order 1/2 overall).
+        Only with fixed-step methods.
+    rng : numpy.random.Generator or int or None
+        Source of the noise.
+
+    Returns
+    -------
+    SimulationResult
+        ``success=False`` with a message naming time, region and variable if
+        the state becomes non-finite.
+
+    Raises
+    ------
+    SimulationError
+        A bad argument (named in the message), or a negative firing rate in
+        ``y0``.
+
+    Example
+    -------
+    >>> res = simulate(net, (0.0, 100.0), y0, dt=0.01, stride=10)  # doctest: +SKIP
+    >>> res.y.shape                                                  # doctest: +SKIP
+    (1001, 68, 6)
+    """
+    if not isinstance(network, Network):
+        raise SimulationError(f"network: expected a Network, got {type(network).__name__}")
+    if method not in METHODS:
+        raise SimulationError(f"method: unknown method {method!r} (known: {', '.join(METHODS)})")
+    spec = METHODS[method]
+    try:
+        t0, t1 = (float(v) for v in t_span)
+    except (TypeError, ValueError):
+        raise SimulationError(f"t_span: expected two numbers (t0, t1), got {t_span!r}") from None
+    if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
+        raise SimulationError(f"t_span: expected finite t0 < t1, got {t_span!r}")
+    dt = _positive(dt, "dt")
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise SimulationError(f"stride: expected a positive integer, got {stride!r}")
+    stride = int(stride)
+    if not spec.adaptive:
+        nsteps = (t1 - t0) / dt
+        if abs(nsteps - round(nsteps)) > 1e-6 * max(1.0, nsteps) or round(nsteps) < 1:
+            raise SimulationError(f"dt: the interval {t1 - t0:g} ms is not a whole number of steps of {dt:g} ms")
+    else:
+        rtol = _positive(rtol, "rtol")
+        atol = _positive(atol, "atol")
+    y = _flat_state(network, y0, "y0").copy()
+    check_rates(network, y, "y0")
+    sigma = None
+    noise_arr = np.asarray(noise, dtype=float)
+    if np.any(noise_arr != 0):
+        if spec.adaptive:
+            raise SimulationError(f"noise: method {method!r} is adaptive; use a fixed-step method (rk4) with noise")
+        N, n = network.state_shape
+        if noise_arr.ndim == 0 or noise_arr.shape in ((n,), (N, n)):
+            sigma = np.ascontiguousarray(np.broadcast_to(noise_arr, (N, n)).reshape(-1))
+        else:
+            raise SimulationError(f"noise: expected a scalar, shape ({n},) or ({N}, {n}), got {noise_arr.shape}")
+        if not np.all(np.isfinite(sigma)) or np.any(sigma < 0):
+            raise SimulationError("noise: intensities must be finite and >= 0")
+    gen = as_generator(rng) if sigma is not None else None
+    start = _time.perf_counter()
+    raw = spec.run(network, y, t0, t1, dt=dt, stride=stride, rtol=rtol, atol=atol, sigma=sigma, rng=gen)
+    wall = _time.perf_counter() - start
+    stats = {"method": method, "wall_time_s": wall, "noise": float(np.max(sigma)) if sigma is not None else 0.0,
+             **raw["stats"]}
+    if not raw["success"]:
+        logger.warning("simulation failed: %s", raw["message"])
+    N, n = network.state_shape
+    return SimulationResult(t=raw["t"], y=raw["y"].reshape(-1, N, n), success=bool(raw["success"]),
+                            message=raw["message"], nfev=int(raw["nfev"]), stats=stats, method=method)
