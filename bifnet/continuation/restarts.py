@@ -1,0 +1,350 @@
+"""Restarts from special points: cycles from Hopf points, period-doubled
+cycles from PD points, and two-parameter loci of LP, HB, LPC, PD and NS.
+
+One verb, :func:`continue_from`, dispatches on the point and on the number of
+free parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from bifnet.continuation import _auto
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
+from bifnet.continuation.settings import ContinuationSettings
+from bifnet.errors import ContinuationError
+
+log = logging.getLogger("bifnet.continuation")
+
+AMPLITUDE_TOLERANCE = 1e-6
+
+
+def _engine_point(branch: Branch, point: SpecialPoint):
+    engine = branch.engine or {}
+    raw = engine.get("points", {}).get(point.index)
+    if raw is None:
+        raise ContinuationError(f"cannot restart from {branch.name}:{point.name}: the engine kept no data for it")
+    return raw
+
+
+def _amplitude(branch: Branch) -> np.ndarray:
+    """Largest (max - min) over the variables of each cycle."""
+    spans = [branch[f"{v}_max"] - branch[f"{v}_min"] for v in branch.variables]
+    return np.nanmax(np.vstack(spans), axis=0)
+
+
+def _cut(branch: Branch, stop: int, status: str | None = None) -> Branch:
+    """Keep rows ``0..stop`` (inclusive) and the special points among them."""
+    columns = {k: v[: stop + 1] for k, v in branch.columns.items()}
+    specials = tuple(sp for sp in branch.special_points if sp.index <= stop)
+    points = {i: p for i, p in branch.engine["points"].items() if i <= stop}
+    return dataclasses.replace(branch, columns=columns, special_points=specials,
+                               engine={**branch.engine, "points": points},
+                               status=status or branch.status)
+
+
+def _close_cycle_branch(branch: Branch) -> Branch:
+    """Cut a cycle branch where it returns to zero amplitude or to its start.
+
+    AUTO-07p goes round a closed branch (Hopf to Hopf) until its step limit;
+    past a Hopf point it retraces the same orbits shifted by half a period.
+    AUTO also labels "FOLD" where the branch meets a Hopf point; those are not
+    folds of cycles and are dropped.
+    """
+    amp = _amplitude(branch)
+    if len(amp) < 3:
+        return branch
+    scale = max(np.nanmax(amp), 1e-12)
+    small = amp < max(AMPLITUDE_TOLERANCE, 1e-4 * scale)
+    stop = len(amp) - 1
+    status = branch.status
+    # skip the start (a Hopf point, amplitude zero) and find the first return to zero amplitude
+    leaving = np.flatnonzero(~small)
+    if leaving.size:
+        later = np.flatnonzero(small[leaving[0]:])
+        if later.size:
+            stop = leaving[0] + later[0]
+            status = "closed (reached a Hopf point)"
+    specials = tuple(sp for sp in branch.special_points
+                     if not (sp.kind is SpecialKind.LPC and amp[sp.index] < max(AMPLITUDE_TOLERANCE, 1e-3 * scale)))
+    branch = dataclasses.replace(branch, special_points=_renumber(specials))
+    return _cut(branch, stop, status)
+
+
+def _renumber(specials) -> tuple[SpecialPoint, ...]:
+    counts: dict[SpecialKind, int] = {}
+    out = []
+    for sp in sorted(specials, key=lambda s: s.index):
+        counts[sp.kind] = counts.get(sp.kind, 0) + 1
+        out.append(dataclasses.replace(sp, name=f"{sp.kind.value}{counts[sp.kind]}"))
+    return tuple(out)
+
+
+def _drop_duplicate_specials(branch: Branch) -> Branch:
+    """AUTO may report one bifurcation twice when a branch goes back over it."""
+    keep = []
+    for sp in branch.special_points:
+        twin = any(o.kind is sp.kind and all(abs(o.parameters[k] - v) < 1e-6 * max(1.0, abs(v))
+                                             for k, v in sp.parameters.items()) for o in keep)
+        if not twin:
+            keep.append(sp)
+    return dataclasses.replace(branch, special_points=_renumber(keep))
+
+
+def _classify_blow_up(cycles: Branch, source: Branch | None, settings: ContinuationSettings) -> Branch:
+    """Label a period blow-up as SNIC (at a fold of equilibria) or HOM."""
+    period = cycles["period"]
+    if len(period) == 0 or not np.isfinite(period[-1]) or period[-1] < 0.98 * settings.max_period:
+        return cycles
+    name = cycles.free[0]
+    value = float(cycles[name][-1])
+    kind = SpecialKind.HOM
+    details = {}
+    if source is not None and source.kind is BranchKind.EQUILIBRIA:
+        folds = [sp for sp in source.points_of_kind(SpecialKind.LP) if name in sp.parameters]
+        if folds:
+            nearest = min(folds, key=lambda sp: abs(sp.parameters[name] - value))
+            distance = abs(nearest.parameters[name] - value)
+            details["nearest_fold"] = nearest.name
+            details["distance_to_fold"] = distance
+            if distance < 1e-3 * max(1.0, abs(value)):
+                kind = SpecialKind.SNIC
+    index = len(period) - 1
+    sp = SpecialPoint(kind=kind, index=index, parameters={n: float(cycles[n][-1]) for n in cycles.free},
+                      period=float(period[-1]), located=False, name=f"{kind.value}1", details=details)
+    log.info("%s: period reached %.0f ms at %s = %.6g: %s", cycles.name, period[-1], name, value, kind.value)
+    return dataclasses.replace(cycles, special_points=cycles.special_points + (sp,),
+                               status=f"period blow-up ({kind.value})")
+
+
+def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = None,
+                    settings: ContinuationSettings | None = None, name: str | None = None) -> Branch:
+    """Periodic orbits from a Hopf point (or the doubled orbits from a PD point).
+
+    Parameters
+    ----------
+    branch : Branch
+        An equilibrium branch (for ``HB`` points) or a cycle branch (for
+        ``PD`` points).
+    point : str
+        ``"HB1"``, ``"PD2"``...
+    free : (str,), optional
+        Continuation parameter; the branch's own by default.
+    settings : ContinuationSettings, optional
+    name : str, optional
+        Branch name (default ``"<branch>:<point>"``).
+
+    Returns
+    -------
+    Branch
+        Kind ``CYCLES``: columns ``period`` (ms), ``<var>_min``, ``<var>_max``,
+        ``stable`` (from the Floquet multipliers); special points LPC, PD, NS,
+        and SNIC or HOM when the period blows up (``settings.max_period``).
+
+    Notes
+    -----
+    Orthogonal collocation (AUTO-07p IPS = 2) with ``settings.ntst`` mesh
+    intervals; period doubling and torus detection need ISP = 2
+    (``settings.detect_cycle_bifurcations``). A closed branch joining two Hopf
+    points is cut where it reaches the second one.
+    """
+    settings = settings or ContinuationSettings()
+    free = tuple(free) if free else branch.free[:1]
+    sp = branch.point(point)
+    raw = _engine_point(branch, sp)
+    problem = branch.engine["problem"]
+    params = dict(branch.parameters)
+    params.update(sp.parameters)
+    name = name or f"{branch.name}:{point}"
+    if sp.kind is SpecialKind.HB and branch.kind is BranchKind.EQUILIBRIA:
+        switch, source_ips = "hopf", "EP"
+    elif sp.kind in (SpecialKind.PD, SpecialKind.BP) and branch.kind is BranchKind.CYCLES:
+        switch, source_ips = "branch", "LC"
+    else:
+        raise ContinuationError(f"cannot start cycles from {sp.kind.value} on a {branch.kind.value} branch")
+    points = _continue_in_chunks(problem, raw, free, settings, switch=switch, source_ips=source_ips,
+                                 closes=switch == "hopf", name=name)
+    cycles = _auto.convert_branch([points], problem, kind=BranchKind.CYCLES, name=name, free=free,
+                                  parameters=params, origin=(branch.name, point), mode=branch.mode,
+                                  Lambda=branch.Lambda, state_slice=_state_slice(branch))
+    if switch == "hopf":
+        cycles = _close_cycle_branch(cycles)
+    cycles = _drop_duplicate_specials(cycles)
+    if cycles.status == "ok" and len(cycles) >= settings.max_steps:
+        cycles = dataclasses.replace(cycles, status="max_steps")
+    source = branch if branch.kind is BranchKind.EQUILIBRIA else None
+    return _classify_blow_up(cycles, source, settings)
+
+
+CHUNK_STEPS = 120
+
+
+def _continue_in_chunks(problem, raw, free, settings, *, switch, source_ips, closes, name):
+    """Run a cycle continuation in chunks of :data:`CHUNK_STEPS` steps.
+
+    AUTO-07p cannot be told to stop when a closed branch returns to a Hopf
+    point, so we run it in chunks, check after each, and restart from the
+    last point when more is needed (each chunk also reports progress).
+    """
+    chunk = settings.replace(max_steps=min(CHUNK_STEPS, settings.max_steps))
+    result = _auto.restart(problem, raw, free, chunk, ips="LC", source_ips=source_ips, switch=switch,
+                           ds=settings.ds, with_period=True)
+    points = list(result.branches[0].points) if result.branches else []
+    while points and len(points) < settings.max_steps:
+        last = points[-1]
+        if abs(last.point_type_code) == 9 or not last.is_labeled:
+            break  # reached a bound, the period limit, or failed
+        if len(points) < chunk.max_steps:
+            break
+        if closes and _returned_to_zero_amplitude(points):
+            break
+        if _period(last) >= 0.98 * settings.max_period:
+            break
+        log.info("%s: %d cycles so far (%s = %.6g, period %.4g ms)", name, len(points), free[0],
+                 _auto._param(last, problem.slots[free[0]]), _period(last))
+        more = _auto.restart(problem, last, free, chunk, ips="LC", source_ips="LC", switch="continue",
+                             ds=abs(settings.ds), with_period=True)
+        new = list(more.branches[0].points[1:]) if more.branches else []
+        if not new:
+            break
+        points.extend(new)
+    return points[: settings.max_steps]
+
+
+def _period(point) -> float:
+    return _auto._param(point, _auto.PERIOD_SLOT)
+
+
+def _returned_to_zero_amplitude(points) -> bool:
+    spans = []
+    for p in points:
+        if p.periodic_orbit is None:
+            continue
+        profile = np.asarray(p.periodic_orbit.state, dtype=float)
+        spans.append(float(np.max(profile.max(axis=0) - profile.min(axis=0))))
+    spans = np.asarray(spans)
+    if spans.size < 3:
+        return False
+    small = spans < max(AMPLITUDE_TOLERANCE, 1e-4 * spans.max())
+    leaving = np.flatnonzero(~small)
+    return bool(leaving.size and np.any(small[leaving[0]:]))
+
+
+def _state_slice(branch: Branch):
+    n = len(branch.variables)
+    return slice(0, n) if n else None
+
+
+def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
+                   settings: ContinuationSettings | None = None, name: str | None = None) -> Branch:
+    """Two-parameter curve of a special point (LP, HB, LPC, PD or NS).
+
+    Parameters
+    ----------
+    branch : Branch
+        The branch the point is on.
+    point : str
+        ``"HB1"``, ``"LP1"``, ``"LPC1"``, ``"PD1"``, ``"NS1"``...
+    free : (str, str)
+        The two parameters, e.g. ``("Iext_e", "eps")``.
+    settings : ContinuationSettings, optional
+        ``bounds`` on both parameters limit the curve.
+    name : str, optional
+
+    Returns
+    -------
+    Branch
+        Kind ``LOCUS`` (``locus_of`` says which point), continued in both
+        directions and joined; columns the two parameters, the state (at time
+        0 for cycle loci), ``period`` (for HB loci ``2 pi / omega``; ms) and
+        codimension-two points (BT, GH, CP, ZH, and R1-R4, LPPD, LPNS, PDNS,
+        NSNS on cycle loci).
+
+    Notes
+    -----
+    AUTO-07p's extended systems (ISW = 2). For cycle loci AUTO first
+    generates starting data for the extended system, then continues it; both
+    runs are made here.
+    """
+    settings = settings or ContinuationSettings()
+    free = tuple(free)
+    if len(free) != 2:
+        raise ContinuationError(f"a locus needs two free parameters, got {list(free)}")
+    sp = branch.point(point)
+    if sp.kind not in (SpecialKind.LP, SpecialKind.HB, SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS):
+        raise ContinuationError(f"cannot continue a locus of {sp.kind.value} points")
+    raw = _engine_point(branch, sp)
+    problem = branch.engine["problem"]
+    params = dict(branch.parameters)
+    params.update(sp.parameters)
+    for n in free:
+        if n not in problem.slots:
+            raise ContinuationError(f"{problem.system.name} has no parameter {n!r}")
+    name = name or f"{branch.name}:{point}:locus"
+    cycle = branch.kind is BranchKind.CYCLES
+    ips = "LC" if cycle else "EP"
+    runs = []
+    for step in (-abs(settings.ds), abs(settings.ds)):
+        start = raw
+        if cycle:
+            generated = _auto.restart(problem, raw, free, settings, ips=ips, source_ips=ips, switch="locus",
+                                      ds=step, with_period=True)
+            labelled = [p for b in generated.branches for p in b.points if p.is_labeled]
+            if not labelled:
+                raise ContinuationError(f"AUTO-07p generated no starting data for the {point} locus")
+            start = labelled[-1]
+        result = _auto.restart(problem, start, free, settings, ips=ips, source_ips=ips, switch="locus",
+                               ds=step, with_period=cycle)
+        runs.append(result.branches[0].points if result.branches else ())
+    locus = _auto.convert_branch(runs, problem, kind=BranchKind.LOCUS, name=name, free=free, parameters=params,
+                                 reverse_first=True, origin=(branch.name, point), locus_of=sp.kind,
+                                 mode=branch.mode, Lambda=branch.Lambda, state_slice=_state_slice(branch))
+    if sp.kind is SpecialKind.HB and not cycle:
+        locus = _with_hopf_period(locus, problem.system)
+    return _drop_duplicate_specials(locus)
+
+
+def _with_hopf_period(locus: Branch, system) -> Branch:
+    """Fill the ``period`` column of a Hopf locus with ``2 pi / omega``.
+
+    AUTO stores the period only at labelled points; we take omega from the
+    eigenvalues of the exact Jacobian at every point (the pair closest to the
+    imaginary axis).
+    """
+    from bifnet.codegen import jacobian_function
+
+    J = jacobian_function(system)
+    period = np.array(locus["period"], dtype=float)
+    values = dict(locus.parameters)
+    for i in range(len(locus)):
+        values.update({n: float(locus[n][i]) for n in locus.free})
+        x = np.array([locus[v][i] for v in locus.variables])
+        p = np.array([values[n] for n in system.parameter_names])
+        period[i] = _auto._hopf_period(np.linalg.eigvals(J(x, p)), np.nan)
+    columns = dict(locus.columns)
+    columns["period"] = period
+    return dataclasses.replace(locus, columns=columns)
+
+
+def continue_from(branch: Branch, point: str, free: Sequence[str] | str | None = None, *,
+                  settings: ContinuationSettings | None = None, name: str | None = None) -> Branch:
+    """Start a new branch from a special point of ``branch``.
+
+    One free parameter: cycles from HB, doubled cycles from PD. Two free
+    parameters: the locus of the point.
+
+    Example
+    -------
+    >>> cycles = continue_from(equilibria, "HB1")                       # doctest: +SKIP
+    >>> hopf_curve = continue_from(equilibria, "HB1", ("Iext_e", "eps"))  # doctest: +SKIP
+    """
+    if isinstance(free, str):
+        free = (free,)
+    free = tuple(free) if free else branch.free[:1]
+    if len(free) == 2:
+        return continue_locus(branch, point, free, settings=settings, name=name)
+    return continue_cycles(branch, point, free=free, settings=settings, name=name)
