@@ -14,6 +14,7 @@ from bifnet.network.core import (
     Network,
     build_network,
     check_rates,
+    find_homogeneous_equilibrium,
     homogeneous_initial_state,
     homogeneous_network,
     mode_vector,
@@ -23,6 +24,7 @@ from bifnet.network.core import (
     weights_spectrum,
 )
 from bifnet.network.integrate import METHODS, SimulationResult, simulate
+from bifnet.network.output import to_xarray, write_simulation
 
 __all__ = [
     "METHODS",
@@ -31,6 +33,7 @@ __all__ = [
     "SimulationResult",
     "build_network",
     "check_rates",
+    "find_homogeneous_equilibrium",
     "homogeneous_initial_state",
     "homogeneous_network",
     "mode_vector",
@@ -38,5 +41,7 @@ __all__ = [
     "network_jvp",
     "network_rhs",
     "simulate",
+    "to_xarray",
+    "write_simulation",
     "weights_spectrum",
 ]

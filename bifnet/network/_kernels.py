@@ -142,10 +142,11 @@ def integrators():
         return -1
 
     @numba.njit(nogil=True)
-    def rk4_steps(f, args, y, dt, nsteps, step0, stride, sigma, noise, out):
+    def rk4_steps(f, args, y, prev, dt, nsteps, step0, stride, sigma, noise, out):
         """Advance ``y`` in place by ``nsteps`` RK4 steps (plus optional
         Euler–Maruyama noise ``sigma * sqrt(dt) * noise[s]``); record every
-        ``stride``-th global step into ``out``. Returns ``(status, step)``."""
+        ``stride``-th global step into ``out``; ``prev`` holds the state before
+        the last step. Returns ``(status, step)``."""
         D = y.shape[0]
         k1 = np.empty(D)
         k2 = np.empty(D)
@@ -155,6 +156,7 @@ def integrators():
         use_noise = noise.shape[0] > 0
         sq = np.sqrt(dt)
         for s in range(nsteps):
+            prev[:] = y
             f(y, args, k1)
             for i in range(D):
                 tmp[i] = y[i] + 0.5 * dt * k1[i]

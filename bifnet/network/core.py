@@ -432,3 +432,57 @@ def homogeneous_initial_state(network: Network, x_hom, perturbation: str = "rand
         raise SimulationError(f"perturbation: expected 'random', 'mode' or 'none', got {perturbation!r}")
     check_rates(network, y, "initial state")
     return y
+
+
+def find_homogeneous_equilibrium(model: NodeModel, parameters: Mapping[str, float] | None = None, x0=None,
+                                 *, settle_time: float = 500.0, dt: float = 0.01, tol: float = 1e-12) -> np.ndarray:
+    """A homogeneous equilibrium ``f(x, eps c(x)) = 0`` of the self-coupled node.
+
+    Parameters
+    ----------
+    model : NodeModel
+    parameters : mapping, optional
+        Parameter overrides.
+    x0 : array_like, optional
+        Starting guess; default: the model's initial state integrated for
+        ``settle_time`` ms on the homogeneous system (RK4, step ``dt``).
+    settle_time, dt : float
+        Transient used to approach an attracting equilibrium (0 skips it).
+    tol : float
+        Required residual (max norm).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` equilibrium.
+
+    Raises
+    ------
+    SimulationError
+        If Newton's method (:func:`scipy.optimize.fsolve` with the exact
+        Jacobian) does not converge, or ends at a negative firing rate.
+    """
+    from scipy.optimize import fsolve
+
+    from bifnet.codegen import jacobian_function, rhs_function
+    from bifnet.systems import homogeneous_system
+
+    params = model.resolve_parameters(parameters)
+    p = np.array([params[k] for k in model.parameter_names])
+    x = model.default_state() if x0 is None else np.asarray(x0, dtype=float).copy()
+    if settle_time > 0:
+        from bifnet.network.integrate import simulate
+
+        res = simulate(homogeneous_network(model, params), (0.0, settle_time), x[None, :], dt=dt,
+                       stride=max(1, int(round(settle_time / dt))))
+        if res.success:
+            x = res.y[-1, 0]
+    system = homogeneous_system(model)
+    f = rhs_function(system)
+    jac = jacobian_function(system)
+    sol, info, ier, msg = fsolve(lambda z: f(z, p), x, fprime=lambda z: jac(z, p), xtol=1e-14, full_output=True)
+    residual = float(np.max(np.abs(f(sol, p))))
+    if residual > tol:
+        raise SimulationError(f"no homogeneous equilibrium found near the start (residual {residual:.2e}: {msg})")
+    check_rates(model, sol[None, :], "equilibrium")
+    return sol

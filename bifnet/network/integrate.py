@@ -65,16 +65,30 @@ class Method:
     run: Callable[..., Any]
 
 
-def _nonfinite_message(network: Network, y_flat: np.ndarray, t: float) -> str:
-    idx = np.flatnonzero(~np.isfinite(y_flat))
+def _nonfinite_message(network: Network, y_bad: np.ndarray, t: float, y_prev: np.ndarray | None = None) -> str:
+    """Name the region and variable responsible for a non-finite state.
+
+    With the last finite state ``y_prev`` the culprit is its largest component
+    (a blow-up spreads to every region within one step through the coupling);
+    otherwise the first non-finite component of ``y_bad``.
+    """
     n = network.n_variables
-    if idx.size == 0:
+    names = network.model.variable_names
+    bad = np.flatnonzero(~np.isfinite(y_bad))
+    if y_prev is not None and np.all(np.isfinite(y_prev)):
+        j = int(np.argmax(np.abs(y_prev)))
+        detail = f" (last finite value {y_prev[j]:.3g})"
+    elif bad.size:
+        j = int(bad[0])
+        detail = ""
+    else:
         return f"integration failed at t = {t:.6g} ms"
-    i, k = divmod(int(idx[0]), n)
-    var = network.model.variable_names[k]
+    i, k = divmod(j, n)
     label = network.labels[i] if network.labels else str(i)
-    return (f"state became non-finite at t = {t:.6g} ms in region {i} ({label}), variable {var}"
-            f" ({idx.size} non-finite component(s))")
+    where = f"region {i}" + (f" ({label})" if label != str(i) else "")
+    regions = len({int(b) // n for b in bad})
+    return (f"state became non-finite at t = {t:.6g} ms in {where}, variable {names[k]}{detail};"
+            f" {bad.size} non-finite component(s) in {regions} region(s)")
 
 
 def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
@@ -90,12 +104,13 @@ def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
     noisy = sigma is not None
     sig = sigma if noisy else np.zeros(y.size)
     empty = np.empty((0, y.size))
+    prev = np.empty_like(y)
     done = 0
     status = STATUS_OK
     while done < nsteps:
         m = min(chunk, nsteps - done) if noisy else nsteps - done
         noise = rng.standard_normal((m, y.size)) if noisy else empty
-        status, step = rk4_steps(rhs, args, y, dt, m, done, stride, sig, noise, out)
+        status, step = rk4_steps(rhs, args, y, prev, dt, m, done, stride, sig, noise, out)
         if status != STATUS_OK:
             break
         done += m
@@ -103,7 +118,7 @@ def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
         t_fail = t0 + step * dt
         n_rec = (step - 1) // stride + 1
         return dict(t=t0 + dt * stride * np.arange(n_rec), y=out[:n_rec], success=False,
-                    message=_nonfinite_message(network, y, t_fail), nfev=4 * step,
+                    message=_nonfinite_message(network, y, t_fail, prev), nfev=4 * step,
                     stats=dict(n_steps=int(step), dt=dt))
     return dict(t=t0 + dt * stride * np.arange(n_out), y=out, success=True,
                 message="reached the end of the interval", nfev=4 * nsteps,
@@ -141,9 +156,14 @@ def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=10_000_
     elif nacc + nrej >= max_steps:
         message = f"maximum number of steps ({max_steps}) reached at t = {t_end:.6g} ms"
     else:
-        message = f"required step size became too small at t = {t_end:.6g} ms"
         if not np.all(np.isfinite(y)):
             message = _nonfinite_message(network, y, t_end)
+        else:
+            j = int(np.argmax(np.abs(y)))
+            i, k = divmod(j, network.n_variables)
+            message = (f"required step size became too small at t = {t_end:.6g} ms (solution diverging?);"
+                       f" largest component: region {i}, variable {network.model.variable_names[k]}"
+                       f" = {y[j]:.3g}")
     return dict(t=t_out[:n_rec], y=out[:n_rec], success=False, message=message, nfev=int(nfev) + 1, stats=stats)
 
 
