@@ -330,29 +330,9 @@ def integrators():
                 return False
         return True
 
-    @numba.njit(nogil=True)
-    def benettin(g, args, y, V, dt, n_blocks, steps_per_block, logs):
-        """QR/Benettin: ``n_blocks`` blocks of RK4 steps, each followed by a QR
-        re-orthonormalisation; ``logs[b, :]`` receives ``log|R_ii|`` of block
-        ``b``. Returns the number of blocks completed."""
-        k = V.shape[1]
-        for b in range(n_blocks):
-            ok = rk4_tangent_steps(g, args, y, V, dt, steps_per_block)
-            if not ok:
-                return b
-            Q, R = np.linalg.qr(V)
-            for m in range(k):
-                d = R[m, m]
-                logs[b, m] = np.log(abs(d))
-                sgn = 1.0 if d >= 0 else -1.0
-                for i in range(V.shape[0]):
-                    V[i, m] = Q[i, m] * sgn
-        return n_blocks
-
     return {
         "rk4_steps": rk4_steps,
         "dopri5": dopri5,
         "rk4_tangent_steps": rk4_tangent_steps,
-        "benettin": benettin,
         "first_nonfinite": first_nonfinite,
     }

@@ -1,0 +1,87 @@
+"""Lyapunov spectra: linear systems, stable equilibria (exponents = real parts of
+the Jacobian eigenvalues) and a limit cycle (sum = mean trace, top exponent 0)."""
+
+import numpy as np
+import pytest
+import sympy
+
+from bifnet.analysis.lyapunov import (
+    kaplan_yorke_dimension,
+    linear_tangent_system,
+    lyapunov_convergence,
+    lyapunov_spectrum,
+)
+from bifnet.errors import SimulationError
+from bifnet.model import load_model
+from bifnet.network import (
+    build_network,
+    find_homogeneous_equilibrium,
+    homogeneous_network,
+    network_jacobian_dense,
+    simulate,
+)
+from bifnet.systems import homogeneous_system
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("ngnmm_ping")
+
+
+def test_linear_system_exponents_are_real_parts_of_eigenvalues():
+    A = np.array([[-0.1, 1.0, 0.0], [-1.0, -0.1, 0.0], [0.0, 0.0, 0.3]])
+    le = lyapunov_spectrum(linear_tangent_system(A), 3, t_max=200, transient=20, dt=0.01, rng=0)
+    np.testing.assert_allclose(le, [0.3, -0.1, -0.1], atol=5e-3)
+
+
+def test_stable_network_equilibrium_exponents_equal_jacobian_real_parts(model):
+    params = {"eps": 15.0, "Iext_e": 0.0}
+    x = find_homogeneous_equilibrium(model, params)
+    rng = np.random.default_rng(1)
+    A = rng.random((6, 6))
+    A = A + A.T
+    np.fill_diagonal(A, 0.0)
+    net = build_network(model, A, params)
+    J = network_jacobian_dense(net, np.tile(x, (6, 1)))
+    real_parts = np.sort(np.linalg.eigvals(J).real)[::-1]
+    assert real_parts[0] < 0  # a stable equilibrium
+    le = lyapunov_spectrum(net, 6, t_max=1000, transient=300, y0=x, rng=2)
+    np.testing.assert_allclose(le, real_parts[:6], atol=5e-3)
+    t, running = lyapunov_convergence(net, 2, t_max=200, transient=100, y0=x, rng=2)
+    assert running.shape == (t.size, 2) and np.isclose(t[-1], 200)
+    assert abs(running[-1, 0] - real_parts[0]) < 2e-2
+
+
+def test_limit_cycle_spectrum_sums_to_mean_trace(model):
+    params = {"eps": 15.0, "Iext_e": 6.0}
+    net = homogeneous_network(model, params)
+    dt, transient, t_max = 0.01, 500.0, 2000.0
+    le = lyapunov_spectrum(net, 6, t_max=t_max, transient=transient, dt=dt, rng=0)
+    assert abs(le[0]) < 5e-3  # the cycle's neutral direction
+    assert le[1] < -0.05
+    # time-averaged trace of the Jacobian along the same trajectory
+    system = homogeneous_system(model)
+    pvals = dict(zip(system.parameters, net.parameter_vector))
+    trace = sympy.lambdify([system.state], system.jacobian.trace().subs(pvals), "numpy")
+    run = simulate(net, (0.0, transient + t_max), model.default_state()[None, :], dt=dt, stride=1)
+    states = run.y[int(round(transient / dt)):, 0, :]
+    values = trace(states.T)
+    mean_trace = np.trapezoid(values, dx=dt) / t_max
+    np.testing.assert_allclose(le.sum(), mean_trace, rtol=0, atol=5e-3)
+    assert 1.0 < kaplan_yorke_dimension(le) < 2.0 or le[0] < 0
+
+
+def test_kaplan_yorke_dimension():
+    assert kaplan_yorke_dimension([0.5, 0.0, -1.0]) == pytest.approx(2.5)
+    assert kaplan_yorke_dimension([-0.1, -1.0]) == 0.0
+    assert kaplan_yorke_dimension([0.1, 0.2]) == 2.0
+
+
+def test_bad_arguments(model):
+    net = homogeneous_network(model, {"eps": 15.0})
+    with pytest.raises(SimulationError, match="k"):
+        lyapunov_spectrum(net, 7, t_max=1)
+    with pytest.raises(SimulationError, match="t_max"):
+        lyapunov_spectrum(net, 2, t_max=-1)
+    with pytest.raises(SimulationError, match="system"):
+        lyapunov_spectrum("net", 2, t_max=1)
