@@ -20,7 +20,6 @@ from bifnet.errors import ContinuationError
 
 log = logging.getLogger("bifnet.continuation")
 
-AMPLITUDE_TOLERANCE = 1e-6
 
 
 def _engine_point(branch: Branch, point: SpecialPoint):
@@ -47,8 +46,34 @@ def _cut(branch: Branch, stop: int, status: str | None = None) -> Branch:
                                status=status or branch.status)
 
 
-def _close_cycle_branch(branch: Branch) -> Branch:
-    """Cut a cycle branch where it returns to zero amplitude or to its start.
+def _closing_index(values, periods, amps, hopfs) -> int | None:
+    """Where a cycle branch returns to a Hopf point, or None.
+
+    ``hopfs`` holds ``(parameter, period)`` of the Hopf points of the source
+    branch. A return is a point of small amplitude (under 2 % of the largest so
+    far, and the branch has grown at least 50-fold since) whose parameter and
+    period are within 1 % and 5 % of a Hopf point; the branch is cut at the
+    smallest amplitude of that stretch.
+    """
+    amps = np.asarray(amps, dtype=float)
+    running = np.fmax.accumulate(np.nan_to_num(amps, nan=0.0))
+    near = np.zeros(len(amps), dtype=bool)
+    for value, period in hopfs:
+        near |= (np.abs(np.asarray(values) - value) < 0.01 * (1 + abs(value))) & (
+            np.abs(np.asarray(periods) - period) < 0.05 * period)
+    candidates = near & (amps < 0.02 * running) & (running > 50 * np.maximum(amps, 1e-300))
+    idx = np.flatnonzero(candidates)
+    if idx.size == 0:
+        return None
+    first = idx[0]
+    stretch = first
+    while stretch + 1 < len(amps) and candidates[stretch + 1]:
+        stretch += 1
+    return int(first + np.argmin(amps[first:stretch + 1]))
+
+
+def _close_cycle_branch(branch: Branch, hopfs) -> Branch:
+    """Cut a cycle branch where it returns to a Hopf point.
 
     AUTO-07p goes round a closed branch (Hopf to Hopf) until its step limit;
     past a Hopf point it retraces the same orbits shifted by half a period.
@@ -59,20 +84,13 @@ def _close_cycle_branch(branch: Branch) -> Branch:
     if len(amp) < 3:
         return branch
     scale = max(np.nanmax(amp), 1e-12)
-    small = amp < max(AMPLITUDE_TOLERANCE, 1e-4 * scale)
-    stop = len(amp) - 1
-    status = branch.status
-    # skip the start (a Hopf point, amplitude zero) and find the first return to zero amplitude
-    leaving = np.flatnonzero(~small)
-    if leaving.size:
-        later = np.flatnonzero(small[leaving[0]:])
-        if later.size:
-            stop = leaving[0] + later[0]
-            status = "closed (reached a Hopf point)"
     specials = tuple(sp for sp in branch.special_points
-                     if not (sp.kind is SpecialKind.LPC and amp[sp.index] < max(AMPLITUDE_TOLERANCE, 1e-3 * scale)))
+                     if not (sp.kind is SpecialKind.LPC and amp[sp.index] < 1e-3 * scale))
     branch = dataclasses.replace(branch, special_points=_renumber(specials))
-    return _cut(branch, stop, status)
+    stop = _closing_index(branch[branch.free[0]], branch["period"], amp, hopfs)
+    if stop is None:
+        return branch
+    return _cut(branch, stop, "closed (reached a Hopf point)")
 
 
 def _renumber(specials) -> tuple[SpecialPoint, ...]:
@@ -166,13 +184,15 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
         switch, source_ips = "branch", "LC"
     else:
         raise ContinuationError(f"cannot start cycles from {sp.kind.value} on a {branch.kind.value} branch")
+    hopfs = [(h.parameters[free[0]], h.period) for h in branch.points_of_kind(SpecialKind.HB)
+             if free[0] in h.parameters] if switch == "hopf" else []
     points = _continue_in_chunks(problem, raw, free, settings, switch=switch, source_ips=source_ips,
-                                 closes=switch == "hopf", name=name)
+                                 hopfs=hopfs, name=name)
     cycles = _auto.convert_branch([points], problem, kind=BranchKind.CYCLES, name=name, free=free,
                                   parameters=params, origin=(branch.name, point), mode=branch.mode,
                                   Lambda=branch.Lambda, state_slice=_state_slice(branch))
     if switch == "hopf":
-        cycles = _close_cycle_branch(cycles)
+        cycles = _close_cycle_branch(cycles, hopfs)
     cycles = _drop_duplicate_specials(cycles)
     if cycles.status == "ok" and len(cycles) >= settings.max_steps:
         cycles = dataclasses.replace(cycles, status="max_steps")
@@ -183,7 +203,7 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
 CHUNK_STEPS = 120
 
 
-def _continue_in_chunks(problem, raw, free, settings, *, switch, source_ips, closes, name):
+def _continue_in_chunks(problem, raw, free, settings, *, switch, source_ips, hopfs, name):
     """Run a cycle continuation in chunks of :data:`CHUNK_STEPS` steps.
 
     AUTO-07p cannot be told to stop when a closed branch returns to a Hopf
@@ -194,49 +214,74 @@ def _continue_in_chunks(problem, raw, free, settings, *, switch, source_ips, clo
     result = _auto.restart(problem, raw, free, chunk, ips="LC", source_ips=source_ips, switch=switch,
                            ds=settings.ds, with_period=True)
     points = list(result.branches[0].points) if result.branches else []
+    slot = problem.slots[free[0]]
+    lo, hi = settings.bounds.get(free[0], (-np.inf, np.inf))
     while points and len(points) < settings.max_steps:
         last = points[-1]
-        if abs(last.point_type_code) == 9 or not last.is_labeled:
-            break  # reached a bound, the period limit, or failed
-        if len(points) < chunk.max_steps:
+        value = _auto._param(last, slot)
+        if not last.is_labeled or len(points) < chunk.max_steps or abs(last.point_type_code) != 9:
+            break  # finished inside the chunk: a bound, the period limit, or a failure
+        if not lo < value < hi or _period(last) >= 0.98 * settings.max_period:
             break
-        if closes and _returned_to_zero_amplitude(points):
-            break
-        if _period(last) >= 0.98 * settings.max_period:
+        if hopfs and _closing_index(*_trace(points, slot), hopfs) is not None:
             break
         log.info("%s: %d cycles so far (%s = %.6g, period %.4g ms)", name, len(points), free[0],
-                 _auto._param(last, problem.slots[free[0]]), _period(last))
-        more = _auto.restart(problem, last, free, chunk, ips="LC", source_ips="LC", switch="continue",
-                             ds=abs(settings.ds), with_period=True)
-        new = list(more.branches[0].points[1:]) if more.branches else []
+                 value, _period(last))
+        new = []
+        for step in (abs(settings.ds), -abs(settings.ds)):
+            more = _auto.restart(problem, last, free, chunk, ips="LC", source_ips="LC", switch="continue",
+                                 ds=step, with_period=True)
+            new = list(more.branches[0].points[1:]) if more.branches else []
+            if len(new) < 2 or _same_direction(points[-2], last, new[0], slot):
+                break
         if not new:
             break
         points.extend(new)
     return points[: settings.max_steps]
 
 
+def _same_direction(before, last, after, slot) -> bool:
+    """Does ``after`` continue the way ``before -> last`` went (parameter and period)?"""
+    old = np.array([_auto._param(last, slot) - _auto._param(before, slot), _period(last) - _period(before)])
+    new = np.array([_auto._param(after, slot) - _auto._param(last, slot), _period(after) - _period(last)])
+    return bool(np.dot(old, new) > 0)
+
+
 def _period(point) -> float:
     return _auto._param(point, _auto.PERIOD_SLOT)
 
 
-def _returned_to_zero_amplitude(points) -> bool:
-    spans = []
+def _trace(points, slot):
+    """Parameter, period and amplitude of raw AUTO cycle points."""
+    values = [_auto._param(p, slot) for p in points]
+    periods = [_period(p) for p in points]
+    amps = []
     for p in points:
         if p.periodic_orbit is None:
+            amps.append(np.nan)
             continue
         profile = np.asarray(p.periodic_orbit.state, dtype=float)
-        spans.append(float(np.max(profile.max(axis=0) - profile.min(axis=0))))
-    spans = np.asarray(spans)
-    if spans.size < 3:
-        return False
-    small = spans < max(AMPLITUDE_TOLERANCE, 1e-4 * spans.max())
-    leaving = np.flatnonzero(~small)
-    return bool(leaving.size and np.any(small[leaving[0]:]))
+        amps.append(float(np.max(profile.max(axis=0) - profile.min(axis=0))))
+    return values, periods, amps
 
 
 def _state_slice(branch: Branch):
     n = len(branch.variables)
     return slice(0, n) if n else None
+
+
+def _locus_closing_index(points, slots) -> int | None:
+    """Index where a two-parameter curve comes back to its first point, or None."""
+    if len(points) < 10:
+        return None
+    xy = np.array([[_auto._param(p, s) for s in slots] for p in points])
+    scale = np.maximum(np.nanmax(xy, axis=0) - np.nanmin(xy, axis=0), 1e-12)
+    distance = np.nanmax(np.abs(xy - xy[0]) / scale, axis=1)
+    away = np.flatnonzero(distance > 0.2)
+    if away.size == 0:
+        return None
+    back = np.flatnonzero(distance[away[0]:] < 0.01)
+    return int(away[0] + back[0]) if back.size else None
 
 
 def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
@@ -299,9 +344,15 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
             start = labelled[-1]
         result = _auto.restart(problem, start, free, settings, ips=ips, source_ips=ips, switch="locus",
                                ds=step, with_period=cycle)
-        runs.append(result.branches[0].points if result.branches else ())
+        points = list(result.branches[0].points) if result.branches else []
+        closing = _locus_closing_index(points, [problem.slots[n] for n in free])
+        if closing is not None:
+            log.info("%s: closed curve (%d points)", name, closing + 1)
+            runs = [points[: closing + 1]]
+            break
+        runs.append(points)
     locus = _auto.convert_branch(runs, problem, kind=BranchKind.LOCUS, name=name, free=free, parameters=params,
-                                 reverse_first=True, origin=(branch.name, point), locus_of=sp.kind,
+                                 reverse_first=len(runs) == 2, origin=(branch.name, point), locus_of=sp.kind,
                                  mode=branch.mode, Lambda=branch.Lambda, state_slice=_state_slice(branch))
     if sp.kind is SpecialKind.HB and not cycle:
         locus = _with_hopf_period(locus, problem.system)

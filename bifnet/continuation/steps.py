@@ -1,0 +1,332 @@
+"""Run-file steps of the homogeneous analysis: ``equilibria``, ``cycles``, ``curve``.
+
+Each step stores its branches in ``context.results[name]`` (a list), appends
+rows to ``branches.csv`` and ``special_points.csv``, and draws figures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
+from bifnet.continuation.equilibria import continue_equilibria
+from bifnet.continuation.restarts import continue_cycles, continue_locus
+from bifnet.continuation.settings import ContinuationSettings
+from bifnet.continuation.tables import branches_frame, special_points_frame
+from bifnet.errors import BifnetError, ContinuationError, RunFileError
+from bifnet.steps import StepContext, check_keys
+
+log = logging.getLogger("bifnet")
+
+_COMMON = {"free", "range", "settings", "parameters", "start", "plot"}
+
+
+def _free(spec: dict, n: int | None, step: str) -> tuple[str, ...]:
+    free = spec.get("free")
+    if isinstance(free, str):
+        free = [free]
+    if not isinstance(free, list) or not free or not all(isinstance(f, str) for f in free):
+        raise RunFileError(f"step {step!r}: 'free' must be a list of parameter names")
+    if n is not None and len(free) != n:
+        raise RunFileError(f"step {step!r}: needs {n} free parameter(s), got {free}")
+    return tuple(free)
+
+
+def step_settings(context: StepContext, spec: dict, free: Sequence[str]) -> ContinuationSettings:
+    """Run-file ``[settings]`` updated by the step's ``settings`` and ``range``."""
+    step = spec["name"]
+    table = dict(context.results["__run__"].get("settings", {}))
+    table.update(spec.get("settings", {}))
+    bounds = {k: tuple(v) for k, v in dict(table.pop("bounds", {})).items()}
+    for name, pair in dict(spec.get("range", {})).items():
+        if name not in context.model.parameters and name != "Lambda":
+            raise RunFileError(f"step {step!r}: range names unknown parameter {name!r}")
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise RunFileError(f"step {step!r}: range of {name} must be [low, high]")
+        bounds[name] = tuple(float(v) for v in pair)
+    missing = [f for f in free if f not in bounds]
+    if missing:
+        raise RunFileError(f"step {step!r}: give a range for {', '.join(missing)}, e.g. range = {{ {missing[0]} = [0.0, 40.0] }}")
+    try:
+        return ContinuationSettings.from_mapping({**table, "bounds": bounds}, where=f"step {step!r} settings")
+    except ContinuationError as error:
+        raise RunFileError(str(error)) from None
+
+
+def _report(context: StepContext) -> list[str]:
+    """Parameters reported in every table: those any step varies."""
+    run = context.results["__run__"]
+    names = []
+    for spec in run["steps"]:
+        for key in ("free",):
+            value = spec.get(key, [])
+            names.extend([value] if isinstance(value, str) else value)
+        names.extend(spec.get("values", {}).keys())
+    return list(dict.fromkeys(n for n in names if n in context.model.parameters))
+
+
+def _append_tables(context: StepContext, step: str, branches: Sequence[Branch]) -> None:
+    import pandas as pd
+
+    from bifnet import io
+
+    report = _report(context)
+    for filename, build in (("branches.csv", branches_frame), ("special_points.csv", special_points_frame)):
+        path = context.out_dir / filename
+        new = build(step, branches, report)
+        if path.exists() and path.stat().st_size:
+            old = pd.read_csv(path, keep_default_na=False, na_values=[""])
+            old = old[old["step"] != step]
+            new = pd.concat([old, new], ignore_index=True, sort=False)
+        io.write_csv(path, new)
+
+
+def _summary(branches: Sequence[Branch]) -> dict:
+    return {"branches": [
+        {"name": b.name, "points": len(b), "status": b.status,
+         "special_points": [
+             {"name": sp.name, **{k: round(float(v), 10) for k, v in sp.parameters.items()},
+              **({"period_ms": round(sp.period, 8)} if np.isfinite(sp.period) else {})}
+             for sp in b.special_points if sp.kind not in (SpecialKind.EP,)]}
+        for b in branches]}
+
+
+def _start_points(context: StepContext, spec: dict, kinds: set[SpecialKind]) -> list[tuple[Branch, str]]:
+    """Resolve ``start = "step:HB1"`` (one point per branch) or ``"step:HB"`` (all HB points)."""
+    step = spec["name"]
+    start = spec.get("start")
+    if not isinstance(start, str) or ":" not in start:
+        raise RunFileError(f"step {step!r}: 'start' must look like \"eq:HB1\" or \"eq:HB\"")
+    source, point = start.split(":", 1)
+    branches = context.results.get(source)
+    if not isinstance(branches, list):
+        raise RunFileError(f"step {step!r}: step {source!r} produced no branches to start from")
+    selected = []
+    for branch in branches:
+        for sp in branch.special_points:
+            if sp.name == point or (sp.kind.value == point and sp.kind in kinds):
+                selected.append((branch, sp.name))
+    if not selected:
+        allowed = ", ".join(sorted(k.value for k in kinds))
+        raise RunFileError(f"step {step!r}: no special point {point!r} on the branches of step {source!r} (usable kinds: {allowed})")
+    return selected
+
+
+def _parameter_sets(context: StepContext, spec: dict) -> list[dict]:
+    """The step's parameters, one set per combination of ``values`` (a scan)."""
+    base = dict(context.parameters)
+    overrides = spec.get("parameters", {})
+    context.model.check_parameter_names(overrides)
+    base.update({k: float(v) for k, v in overrides.items()})
+    values = spec.get("values", {})
+    if not values:
+        return [base]
+    context.model.check_parameter_names(values)
+    names = list(values)
+    out = []
+    for combo in itertools.product(*(values[n] if isinstance(values[n], list) else [values[n]] for n in names)):
+        out.append({**base, **{n: float(v) for n, v in zip(names, combo)}})
+    return out
+
+
+def _tag(params: dict, spec: dict) -> str:
+    values = spec.get("values", {})
+    return ",".join(f"{n}={params[n]:g}" for n in values)
+
+
+def equilibria_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "equilibria"``: one-parameter continuation of homogeneous equilibria.
+
+    Keys: ``free`` (one name), ``range``, optional ``values`` (scan other
+    parameters: one branch per combination), ``x0``, ``parameters``,
+    ``settings``.
+    """
+    step = spec["name"]
+    check_keys(spec, _COMMON | {"values", "x0"}, step)
+    free = _free(spec, 1, step)
+    context.model.check_parameter_names(free)
+    settings = step_settings(context, spec, free)
+    branches = []
+    for params in _parameter_sets(context, spec):
+        tag = _tag(params, spec)
+        name = f"{step}[{tag}]" if tag else step
+        lo, hi = settings.bounds[free[0]]
+        if not lo <= params[free[0]] <= hi:
+            params = {**params, free[0]: lo}
+        branch = continue_equilibria(context.model, params, free, x0=spec.get("x0"), settings=settings, name=name)
+        log.info("  %s: %d points; %s", name, len(branch),
+                 ", ".join(f"{sp.name} at {free[0]} = {sp.parameters[free[0]]:.6f}"
+                           for sp in branch.special_points if sp.kind is not SpecialKind.EP) or "no bifurcations")
+        branches.append(branch)
+    context.results[step] = branches
+    _append_tables(context, step, branches)
+    return _summary(branches)
+
+
+def cycles_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "cycles"``: periodic orbits from Hopf points (``start = "eq:HB"``)
+    and, with ``period_doubling = N``, N levels of period-doubled orbits."""
+    step = spec["name"]
+    check_keys(spec, _COMMON | {"period_doubling"}, step)
+    starts = _start_points(context, spec, {SpecialKind.HB, SpecialKind.PD})
+    free = _free(spec, 1, step) if "free" in spec else starts[0][0].free[:1]
+    settings = step_settings(context, spec, free)
+    branches, failures = [], []
+    queue = [(b, p, 0) for b, p in starts]
+    depth = int(spec.get("period_doubling", 0))
+    while queue:
+        source, point, level = queue.pop(0)
+        name = f"{step}@{source.name}:{point}"
+        reached = _closed_onto(branches, source, point)
+        if reached:
+            log.info("  %s: skipped, the closed branch %s already ends there", name, reached)
+            continue
+        try:
+            cycles = continue_cycles(source, point, free=free, settings=settings, name=name)
+        except ContinuationError as error:
+            failures.append(f"{name}: {error}")
+            log.warning("  %s failed: %s", name, error)
+            continue
+        log.info("  %s: %d cycles, %s; %s", name, len(cycles), cycles.status,
+                 ", ".join(sp.name for sp in cycles.special_points) or "no bifurcations")
+        branches.append(cycles)
+        if level < depth:
+            queue.extend((cycles, sp.name, level + 1) for sp in cycles.points_of_kind(SpecialKind.PD))
+    context.results[step] = branches
+    _append_tables(context, step, branches)
+    _plot_one_parameter(context, step, branches)
+    summary = _summary(branches)
+    if failures:
+        summary["failures"] = failures
+        if not branches:
+            raise ContinuationError(f"step {step!r}: every cycle continuation failed: {failures[0]}")
+    return summary
+
+
+def _closed_onto(branches: Sequence[Branch], source: Branch, point: str) -> str | None:
+    """Name of a closed cycle branch from ``source`` that ends at ``point``."""
+    sp = source.point(point)
+    for b in branches:
+        if b.origin and b.origin[0] == source.name and b.status.startswith("closed"):
+            end = {n: float(b[n][-1]) for n in b.free}
+            if all(abs(end[n] - sp.parameters.get(n, np.inf)) < 1e-4 * (1 + abs(end[n])) for n in end):
+                return b.name
+    return None
+
+
+def curve_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "curve"``: two-parameter loci of special points
+    (``start = "eq:HB"``, ``"eq:LP1"``, ``"lc:LPC"``, ``"lc:PD"``...)."""
+    step = spec["name"]
+    check_keys(spec, _COMMON | {"dedupe"}, step)
+    free = _free(spec, 2, step)
+    context.model.check_parameter_names(free)
+    settings = step_settings(context, spec, free)
+    kinds = {SpecialKind.LP, SpecialKind.HB, SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS}
+    starts = _start_points(context, spec, kinds)
+    loci, failures = [], []
+    for source, point in starts:
+        name = f"{step}@{source.name}:{point}"
+        if spec.get("dedupe", True) and _on_existing_locus(loci, source, point, free):
+            log.info("  %s: already on a computed curve, skipped", name)
+            continue
+        try:
+            locus = continue_locus(source, point, free, settings=settings, name=name)
+        except BifnetError as error:
+            failures.append(f"{name}: {error}")
+            log.warning("  %s failed: %s", name, error)
+            continue
+        log.info("  %s: %d points; %s", name, len(locus),
+                 ", ".join(sp.name for sp in locus.special_points) or "no codimension-two points")
+        loci.append(locus)
+    context.results[step] = loci
+    _append_tables(context, step, loci)
+    _plot_two_parameter(context, step, free)
+    summary = _summary(loci)
+    if failures:
+        summary["failures"] = failures
+        if not loci:
+            raise ContinuationError(f"step {step!r}: every locus failed: {failures[0]}")
+    return summary
+
+
+def _on_existing_locus(loci: Sequence[Branch], source: Branch, point: str, free) -> bool:
+    """True when the start point lies on a locus already computed (same kind)."""
+    sp = source.point(point)
+    x = np.array([sp.parameters.get(f, source.parameters.get(f)) for f in free], dtype=float)
+    for locus in loci:
+        if locus.locus_of is not sp.kind:
+            continue
+        pts = np.column_stack([locus[f] for f in free])
+        scale = np.maximum(np.ptp(pts, axis=0), 1e-9)
+        if np.min(np.max(np.abs(pts - x) / scale, axis=1)) < 1e-3:
+            return True
+    return False
+
+
+def _plot_one_parameter(context: StepContext, step: str, cycle_branches: Sequence[Branch]) -> None:
+    """Figure per equilibrium branch: diagram of the coupled variable and frequency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+    from bifnet.plots import plot_frequency, plot_one_parameter
+
+    by_source: dict[str, list[Branch]] = {}
+    for b in cycle_branches:
+        root = b.origin[0] if b.origin else b.name
+        by_source.setdefault(root, []).append(b)
+    eq_branches = {b.name: b for v in context.results.values() if isinstance(v, list)
+                   for b in v if isinstance(b, Branch) and b.kind is BranchKind.EQUILIBRIA}
+    variable = context.model.variable_names[0]
+    for root, group in by_source.items():
+        # follow PD chains back to their equilibrium branch
+        eq = eq_branches.get(root)
+        if eq is None:
+            continue
+        members = [b for b in cycle_branches if _root_of(b, cycle_branches) == root]
+        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+        plot_one_parameter([eq, *members], eq.free[0], variable, ax1)
+        plot_frequency(members, eq.free[0], ax2)
+        ax1.set_title(f"{context.model.name}: {root}")
+        safe = root.replace("[", "_").replace("]", "").replace(",", "_").replace("=", "")
+        io.save_figure(context.out_dir / f"diagram_{safe}.png", fig)
+
+
+def _root_of(branch: Branch, branches: Sequence[Branch]) -> str:
+    names = {b.name: b for b in branches}
+    while branch.origin and branch.origin[0] in names:
+        branch = names[branch.origin[0]]
+    return branch.origin[0] if branch.origin else branch.name
+
+
+def _plot_two_parameter(context: StepContext, step: str, free) -> None:
+    """Two-parameter diagram of every locus computed so far in these parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+    from bifnet.plots import plot_two_parameter
+
+    loci = [b for v in context.results.values() if isinstance(v, list) for b in v
+            if isinstance(b, Branch) and b.kind is BranchKind.LOCUS and tuple(b.free) == tuple(free)]
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    plot_two_parameter(loci, free[0], free[1], ax)
+    run = context.results["__run__"]
+    for spec in run["steps"]:
+        if spec.get("name") == step:
+            rng = spec.get("range", {})
+            if free[0] in rng:
+                ax.set_xlim(*rng[free[0]])
+            if free[1] in rng:
+                ax.set_ylim(*rng[free[1]])
+    ax.set_title(f"{context.model.name}: two-parameter diagram")
+    io.save_figure(context.out_dir / f"two_parameter_{step}.png", fig)

@@ -1,0 +1,74 @@
+"""Branches as tables: the columns of ``branches.csv`` and ``special_points.csv``."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from bifnet.continuation.branch import Branch, BranchKind
+
+_LEADING = ["step", "branch", "point", "solution", "mode", "Lambda", "stable", "kind", "label"]
+
+
+def branches_frame(step: str, branches: Iterable[Branch], report: Sequence[str] = ()):
+    """One row per computed point of every branch of a step.
+
+    Columns: ``step, branch, point, solution`` (EP, LC or the locus kind),
+    ``mode, Lambda, stable`` (True/False/empty), ``kind`` (special point at the
+    row, else empty), ``label`` (AUTO's), the free parameters and those named
+    in ``report``, then the state (EP and loci) or ``period``, ``frequency_hz``
+    and ``<var>_min``/``<var>_max`` (LC).
+    """
+    import pandas as pd
+
+    frames = []
+    for branch in branches:
+        frame = branch.to_frame()
+        n = len(frame)
+        kinds = np.full(n, "", dtype=object)
+        for sp in branch.special_points:
+            kinds[sp.index] = sp.kind.value
+        stable = np.where(frame["stable"] == 1, "True", np.where(frame["stable"] == 0, "False", ""))
+        head = pd.DataFrame({
+            "step": step, "branch": branch.name, "point": frame["point"], "solution": branch.solution,
+            "mode": branch.mode, "Lambda": float(np.real(branch.Lambda)), "stable": stable, "kind": kinds,
+            "label": frame["label"],
+        })
+        for name in list(branch.free) + [r for r in report if r not in branch.free]:
+            head[name] = frame[name] if name in frame else branch.parameters.get(name, np.nan)
+        body = frame.drop(columns=["point", "stable", "code", "label"] + [c for c in branch.free if c in frame])
+        if "period" in body:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                body.insert(body.columns.get_loc("period") + 1, "frequency_hz", 1000.0 / body["period"])
+        frames.append(pd.concat([head, body.reset_index(drop=True)], axis=1))
+    if not frames:
+        return pd.DataFrame(columns=_LEADING)
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def special_points_frame(step: str, branches: Iterable[Branch], report: Sequence[str] = ()):
+    """One row per special point: ``step, branch, point, kind, name, mode, Lambda``,
+    the parameters, ``period``, ``frequency_hz``, ``located`` and details
+    (eigenvalues or multipliers as text)."""
+    import pandas as pd
+
+    rows = []
+    for branch in branches:
+        for sp in branch.special_points:
+            row = {"step": step, "branch": branch.name, "point": sp.index, "kind": sp.kind.value,
+                   "name": sp.name, "mode": branch.mode, "Lambda": float(np.real(branch.Lambda)),
+                   "Lambda_imag": float(np.imag(branch.Lambda)), "solution": branch.solution}
+            for name in list(branch.free) + [r for r in report if r not in branch.free]:
+                row[name] = float(sp.parameters.get(name, branch.parameters.get(name, np.nan)))
+            row["period"] = sp.period
+            row["frequency_hz"] = sp.frequency_hz
+            row["located"] = sp.located
+            row["label"] = sp.label
+            if sp.eigenvalues:
+                label = "multipliers" if branch.kind is BranchKind.CYCLES else "eigenvalues"
+                row[label] = " ".join(f"{complex(e).real:.6g}{complex(e).imag:+.6g}j" for e in sp.eigenvalues)
+            for key, value in sp.details.items():
+                row[key] = value
+            rows.append(row)
+    return pd.DataFrame(rows)
