@@ -92,3 +92,32 @@ def test_modulation_index_detects_theta_gamma_coupling():
     c = modulation_index(coupled, dt, phase_band=(4, 8), amplitude_band=(40, 60), n_surrogates=100, rng=2,
                          edge_ms=500)
     assert c["p_value"] == a["p_value"]
+
+
+def test_network_steps_write_their_files(model, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from bifnet.errors import RunFileError
+    from bifnet.network.steps import lyapunov_step, simulate_step, validate_step
+    from bifnet.steps import StepContext
+
+    rng = np.random.default_rng(4)
+    A = rng.random((5, 5))
+    ctx = StepContext(model=model, parameters=model.resolve_parameters({"eps": 8.0, "Iext_e": 3.5}),
+                      connectome=A + A.T, out_dir=tmp_path, rng_seed=1)
+    summary = simulate_step(ctx, {"name": "sim", "kind": "simulate", "t_max": 20.0})
+    assert summary["success"] and (tmp_path / "simulation.nc").exists() and (tmp_path / "simulation.png").exists()
+    summary = validate_step(ctx, {"name": "val", "kind": "validate", "mode": 2})
+    saved = json.loads((tmp_path / "validation.json").read_text())
+    assert saved["measured_growth_rate"] == pytest.approx(saved["predicted_growth_rate"], rel=0.02)
+    lyapunov_step(ctx, {"name": "ly", "kind": "lyapunov", "homogeneous": True, "k": 6, "t_max": 20.0,
+                        "transient": 5.0})
+    frame = pd.read_csv(tmp_path / "lyapunov.csv")
+    assert list(frame.columns) == ["index", "exponent_per_ms"] and len(frame) == 6
+    assert np.all(np.diff(frame["exponent_per_ms"]) <= 0)
+    with pytest.raises(RunFileError, match="t_maxx"):
+        simulate_step(ctx, {"name": "sim", "kind": "simulate", "t_maxx": 20.0})
+    with pytest.raises(RunFileError, match="dt"):
+        simulate_step(ctx, {"name": "sim", "kind": "simulate", "dt": -1})

@@ -1,0 +1,245 @@
+"""Run-file steps for network simulations and their analyses.
+
+Each step has the signature ``step(context, spec) -> dict`` (see
+:mod:`bifnet.steps`), writes its files into ``context.out_dir`` and returns a
+JSON-serialisable summary.
+
+* ``simulate_step``  -> ``simulation.nc``, ``simulation.png``
+* ``validate_step``  -> ``validation.json``, ``validation.png``
+* ``lyapunov_step``  -> ``lyapunov.csv`` (``index, exponent_per_ms``), ``lyapunov.png``
+* ``spectrum_step``  -> ``spectrum.csv``, ``pac.csv``, ``spectrum.png``, ``pac.png``
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bifnet.errors import RunFileError, SimulationError
+from bifnet.steps import StepContext, check_keys
+
+_SIM_KEYS = {"t_max", "dt", "method", "stride", "rtol", "atol", "perturbation", "amplitude", "mode", "seed",
+             "noise", "parameters", "initial"}
+
+
+def _number(spec, key, default, step, *, positive=True, integer=False):
+    value = spec.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok or (positive and not value > 0) or (not positive and value < 0):
+        kind = "integer" if integer else "number"
+        raise RunFileError(f"step {step!r}: {key} must be a {'positive ' if positive else 'non-negative '}{kind},"
+                           f" got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _name(spec, default):
+    return str(spec.get("name", default))
+
+
+def _network(context: StepContext, spec: dict, step: str, *, homogeneous: bool = False):
+    from bifnet.network.core import build_network, homogeneous_network
+
+    overrides = spec.get("parameters", {})
+    if not isinstance(overrides, dict):
+        raise RunFileError(f"step {step!r}: parameters must be a table of name = value")
+    params = {**context.parameters, **overrides}
+    if homogeneous:
+        return homogeneous_network(context.model, params)
+    return build_network(context.model, context.require_connectome(step), params)
+
+
+def _seed(context, spec):
+    return spec.get("seed", context.rng_seed)
+
+
+def _initial_node_state(context, network, spec, step):
+    from bifnet.network.core import find_homogeneous_equilibrium
+
+    initial = spec.get("initial", "equilibrium")
+    if initial == "equilibrium":
+        try:
+            return find_homogeneous_equilibrium(context.model, dict(network.parameters))
+        except SimulationError as error:
+            context.log.warning("step %s: %s; starting from the model's initial state", step, error)
+            return context.model.default_state()
+    if initial == "default":
+        return context.model.default_state()
+    raise RunFileError(f"step {step!r}: initial must be 'equilibrium' or 'default', got {initial!r}")
+
+
+def _run_simulation(context, spec, step):
+    from bifnet.network.core import homogeneous_initial_state
+    from bifnet.network.integrate import simulate
+
+    net = _network(context, spec, step)
+    x = _initial_node_state(context, net, spec, step)
+    rng = np.random.default_rng(_seed(context, spec))
+    y0 = homogeneous_initial_state(net, x, spec.get("perturbation", "random"),
+                                   _number(spec, "amplitude", 1e-3, step, positive=False),
+                                   mode=int(spec.get("mode", 2)), rng=rng)
+    dt = _number(spec, "dt", 0.01, step)
+    result = simulate(net, (0.0, _number(spec, "t_max", 1000.0, step)), y0, spec.get("method", "rk4"), dt=dt,
+                      stride=_number(spec, "stride", 10, step, integer=True),
+                      rtol=_number(spec, "rtol", 1e-6, step), atol=_number(spec, "atol", 1e-9, step),
+                      noise=spec.get("noise", 0.0), rng=rng)
+    return net, result
+
+
+def simulate_step(context: StepContext, spec: dict) -> dict:
+    """Simulate the network from a perturbed homogeneous state.
+
+    Keys: ``t_max`` (ms, 1000), ``dt`` (0.01), ``method`` ("rk4"),
+    ``stride`` (10), ``rtol``, ``atol``, ``initial`` ("equilibrium" or
+    "default"), ``perturbation`` ("random", "mode", "none"), ``amplitude``
+    (1e-3), ``mode`` (2), ``noise`` (0), ``seed``, ``parameters`` (overrides).
+    Writes ``simulation.nc`` and ``simulation.png``.
+    """
+    from bifnet.io import save_figure
+    from bifnet.network.output import write_simulation
+    from bifnet.network.plots import plot_spatiotemporal
+
+    step = _name(spec, "simulate")
+    check_keys(spec, _SIM_KEYS, step)
+    net, result = _run_simulation(context, spec, step)
+    out = context.out_dir
+    write_simulation(out / "simulation.nc", result, net)
+    ax = plot_spatiotemporal(result, net)
+    save_figure(out / "simulation.png", ax.figure)
+    context.results[step] = {"result": result, "network": net}
+    return {"success": result.success, "message": result.message, "n_times": int(result.t.size),
+            "nfev": result.nfev, "files": ["simulation.nc", "simulation.png"]}
+
+
+def validate_step(context: StepContext, spec: dict) -> dict:
+    """Check a mode's predicted growth rate against a simulation.
+
+    Keys: ``mode`` (default: most unstable), ``amplitude`` (1e-7), ``t_max``,
+    ``dt`` (0.01), ``linear_limit`` (1e-4), ``parameters``.
+    Writes ``validation.json`` and ``validation.png``.
+    """
+    from bifnet.analysis.validation import plot_validation, validate_mode
+    from bifnet.io import save_figure, write_json
+    from bifnet.network.core import find_homogeneous_equilibrium
+
+    step = _name(spec, "validate")
+    check_keys(spec, {"mode", "amplitude", "t_max", "dt", "linear_limit", "parameters"}, step)
+    net = _network(context, spec, step)
+    x = find_homogeneous_equilibrium(context.model, dict(net.parameters))
+    kwargs = dict(amplitude=_number(spec, "amplitude", 1e-7, step), dt=_number(spec, "dt", 0.01, step),
+                  linear_limit=_number(spec, "linear_limit", 1e-4, step), return_traces=True)
+    if "mode" in spec:
+        kwargs["mode"] = int(_number(spec, "mode", 1, step, integer=True))
+    if "t_max" in spec:
+        kwargs["t_max"] = _number(spec, "t_max", 0, step)
+    result = validate_mode(net, x, **kwargs)
+    summary = {k: v for k, v in result.items() if k not in ("t", "log_amplitude", "intercept")}
+    summary["equilibrium"] = dict(zip(context.model.variable_names, x.tolist()))
+    write_json(context.out_dir / "validation.json", summary)
+    ax = plot_validation(result)
+    save_figure(context.out_dir / "validation.png", ax.figure)
+    return {"mode": summary["mode"], "predicted_growth_rate": summary["predicted_growth_rate"],
+            "measured_growth_rate": summary["measured_growth_rate"],
+            "files": ["validation.json", "validation.png"]}
+
+
+def lyapunov_step(context: StepContext, spec: dict) -> dict:
+    """Lyapunov spectrum of the network (or of the homogeneous node).
+
+    Keys: ``k`` (default: all, capped at 20 for networks unless given),
+    ``t_max`` (ms, 2000), ``transient`` (300), ``dt`` (0.01),
+    ``renormalise_every`` (0.5), ``homogeneous`` (false), ``initial``,
+    ``amplitude``, ``seed``, ``parameters``.
+    Writes ``lyapunov.csv`` and ``lyapunov.png`` (running estimates).
+    """
+    import pandas as pd
+
+    from bifnet.analysis.lyapunov import kaplan_yorke_dimension, lyapunov_convergence, plot_convergence
+    from bifnet.io import save_figure, write_csv
+    from bifnet.network.core import homogeneous_initial_state
+
+    step = _name(spec, "lyapunov")
+    check_keys(spec, {"k", "t_max", "transient", "dt", "renormalise_every", "homogeneous", "initial",
+                      "amplitude", "seed", "parameters"}, step)
+    homogeneous = bool(spec.get("homogeneous", False))
+    net = _network(context, spec, step, homogeneous=homogeneous)
+    k = int(_number(spec, "k", min(net.dimension, 20), step, integer=True))
+    rng = np.random.default_rng(_seed(context, spec))
+    x = _initial_node_state(context, net, spec, step)
+    y0 = homogeneous_initial_state(net, x, "random", _number(spec, "amplitude", 1e-3, step, positive=False),
+                                   rng=rng)
+    t, running = lyapunov_convergence(net, k, t_max=_number(spec, "t_max", 2000.0, step),
+                                      transient=_number(spec, "transient", 300.0, step, positive=False),
+                                      dt=_number(spec, "dt", 0.01, step),
+                                      renormalise_every=_number(spec, "renormalise_every", 0.5, step),
+                                      y0=y0, rng=rng)
+    exponents = running[-1]
+    write_csv(context.out_dir / "lyapunov.csv",
+              pd.DataFrame({"index": np.arange(1, k + 1), "exponent_per_ms": exponents}))
+    ax = plot_convergence(t, running)
+    save_figure(context.out_dir / "lyapunov.png", ax.figure)
+    return {"largest_exponent_per_ms": float(exponents[0]), "k": k,
+            "kaplan_yorke_dimension": kaplan_yorke_dimension(exponents),
+            "files": ["lyapunov.csv", "lyapunov.png"]}
+
+
+def spectrum_step(context: StepContext, spec: dict) -> dict:
+    """Power spectra and phase–amplitude coupling of a network simulation.
+
+    Simulation keys as in :func:`simulate_step` plus ``transient`` (ms, 200),
+    ``variable`` ("v_e"), ``phase_band`` ([4, 8] Hz), ``amplitude_band``
+    ([30, 80] Hz), ``n_surrogates`` (200).
+    Writes ``spectrum.csv``, ``pac.csv`` (one row per region and the network
+    mean), ``spectrum.png`` and ``pac.png``.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from bifnet.analysis.spectral import (dominant_frequency, modulation_index, network_spectra,
+                                          plot_phase_amplitude, plot_power_spectrum)
+    from bifnet.io import save_figure, write_csv
+
+    step = _name(spec, "spectrum")
+    keys = _SIM_KEYS | {"transient", "variable", "phase_band", "amplitude_band", "n_surrogates"}
+    check_keys(spec, keys, step)
+    sim_spec = {k: v for k, v in spec.items() if k in _SIM_KEYS or k == "name"}
+    sim_spec.setdefault("t_max", 2200.0)
+    net, result = _run_simulation(context, sim_spec, step)
+    if not result.success:
+        raise SimulationError(f"step {step!r}: simulation failed: {result.message}")
+    variable = spec.get("variable", "v_e")
+    if variable not in context.model.variable_names:
+        raise RunFileError(f"step {step!r}: variable {variable!r} is not one of {context.model.variable_names}")
+    transient = _number(spec, "transient", 200.0, step, positive=False)
+    frame = network_spectra(result, net, variable=variable, transient=transient)
+    write_csv(context.out_dir / "spectrum.csv", frame)
+    ax = plot_power_spectrum(frame["frequency_hz"], frame["mean_power"], label="network mean")
+    plot_power_spectrum(frame["frequency_hz"], frame["region_mean_power"], ax=ax, label="mean of regions")
+    save_figure(context.out_dir / "spectrum.png", ax.figure)
+    k = context.model.variable_names.index(variable)
+    keep = result.t >= result.t[0] + transient
+    x = result.y[keep, :, k]
+    dt = float(result.t[1] - result.t[0])
+    rng = np.random.default_rng(_seed(context, spec))
+    bands = dict(phase_band=tuple(spec.get("phase_band", (4.0, 8.0))),
+                 amplitude_band=tuple(spec.get("amplitude_band", (30.0, 80.0))),
+                 n_surrogates=int(spec.get("n_surrogates", 200)), rng=rng)
+    rows = []
+    signals = [("mean", x.mean(axis=1))] + [(str(r), x[:, r]) for r in range(x.shape[1])]
+    pac_mean = None
+    for label, sig in signals:
+        try:
+            pac = modulation_index(sig, dt, **bands)
+        except SimulationError as error:
+            raise RunFileError(f"step {step!r}: {error}") from None
+        if label == "mean":
+            pac_mean = pac
+        rows.append({"region": label, "modulation_index": pac["modulation_index"], "p_value": pac["p_value"],
+                     "z_score": pac["z_score"], "preferred_phase": pac["preferred_phase"]})
+    write_csv(context.out_dir / "pac.csv", pd.DataFrame(rows))
+    ax = plot_phase_amplitude(pac_mean)
+    save_figure(context.out_dir / "pac.png", ax.figure)
+    plt.close("all")
+    return {"dominant_frequency_hz": dominant_frequency(x.mean(axis=1), dt),
+            "modulation_index_mean": pac_mean["modulation_index"], "p_value_mean": pac_mean["p_value"],
+            "files": ["spectrum.csv", "pac.csv", "spectrum.png", "pac.png"]}
