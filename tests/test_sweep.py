@@ -1,0 +1,77 @@
+"""Parameter sweeps: local pool, serial, checkpoint/resume and Dask agree."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from bifnet.sweep import checkpoint_path, run_sweep
+
+CALLS = []
+
+
+def leading_mode_growth(Iext_e, eps):
+    """Growth rate of the uniform mode at the homogeneous equilibrium (numpy only)."""
+    from bifnet.codegen import mode_jacobian_functions
+    from bifnet.model import load_model
+    from bifnet.network import find_homogeneous_equilibrium
+
+    model = load_model("ngnmm_ping")
+    params = model.resolve_parameters({"Iext_e": Iext_e, "eps": eps})
+    x0 = np.array([0.02, -1.5, 0.02, 0.02, -1.5, 0.02])
+    x = find_homogeneous_equilibrium(model, params, x0=x0, settle_time=0)
+    A, B = mode_jacobian_functions(model)
+    p = np.array([params[k] for k in model.parameter_names])
+    ev = np.linalg.eigvals(A(x, p) + B(x, p))
+    return {"growth_rate": ev.real.max(), "r_e": x[0]}
+
+
+def counted(a, b):
+    CALLS.append((a, b))
+    if a == 2 and b == 30:
+        raise RuntimeError("boom")
+    return {"sum": a + b, "product": a * b}
+
+
+GRID = {"Iext_e": [3.0, 3.5, 4.0], "eps": [6.0, 8.0]}
+
+
+def test_local_pool_equals_serial(tmp_path):
+    local = run_sweep(leading_mode_growth, GRID, out_path=tmp_path / "a.nc", workers=2, progress=False)
+    serial = run_sweep(leading_mode_growth, GRID, out_path=tmp_path / "b.nc", scheduler="serial", progress=False)
+    xr.testing.assert_allclose(local, serial)
+    assert local["growth_rate"].dims == ("Iext_e", "eps")
+    with xr.open_dataset(tmp_path / "a.nc") as back:
+        xr.testing.assert_allclose(back.load(), local)
+
+
+def test_checkpoint_resumes_without_recomputing(tmp_path):
+    grid = {"a": [1.0, 2.0, 3.0], "b": [10.0, 20.0, 30.0]}
+    out = tmp_path / "s.nc"
+    CALLS.clear()
+    full = run_sweep(counted, grid, out_path=out, scheduler="serial", progress=False)
+    assert len(CALLS) == 9 and full.attrs["n_failed"] == 1
+    assert np.isnan(full["sum"].sel(a=2.0, b=30.0)) and full["product"].sel(a=3.0, b=20.0) == 60.0
+    # simulate an interruption: keep the header and the first four points (and a torn line)
+    ckpt = checkpoint_path(out)
+    lines = ckpt.read_text().splitlines()
+    ckpt.write_text("\n".join(lines[:5]) + "\n" + lines[5][:7])
+    CALLS.clear()
+    resumed = run_sweep(counted, grid, out_path=out, scheduler="serial", progress=False)
+    assert len(CALLS) == 5
+    xr.testing.assert_identical(resumed, full)
+    CALLS.clear()
+    run_sweep(counted, grid, out_path=out, scheduler="serial", progress=False)
+    assert CALLS == []
+    from bifnet.errors import BifnetError
+    with pytest.raises(BifnetError, match="different grid"):
+        run_sweep(counted, {"a": [1.0], "b": [1.0]}, out_path=out, scheduler="serial", progress=False)
+
+
+def test_dask_local_cluster_equals_local(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    serial = run_sweep(leading_mode_growth, GRID, out_path=tmp_path / "s.nc", scheduler="serial", progress=False)
+    with distributed.LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            on_dask = run_sweep(leading_mode_growth, GRID, out_path=tmp_path / "d.nc", scheduler=client,
+                                progress=False)
+    xr.testing.assert_allclose(on_dask, serial)
