@@ -1,0 +1,202 @@
+"""Floquet dispersion of a homogeneous limit cycle (bifnet.transverse.floquet).
+
+Operating point: ngnmm_ping at eps = 15, Iext_e = 6, where the homogeneous
+state oscillates (period about 31 ms). Answers are checked against a direct
+scipy integration of the variational equations built from the numpy ``A, B``
+of :mod:`bifnet.codegen`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bifnet.errors import ContinuationError
+from bifnet.model import load_model
+from bifnet.transverse.floquet import (
+    FloquetDispersion,
+    HomogeneousCycle,
+    cycle_from_branch,
+    find_cycle,
+    floquet_dispersion,
+    homogeneous_floquet,
+)
+
+POINT = {"eps": 15.0, "Iext_e": 6.0}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("ngnmm_ping")
+
+
+@pytest.fixture(scope="module")
+def cycle(model):
+    return find_cycle(model, POINT)
+
+
+def _pvec(model, parameters):
+    values = model.resolve_parameters(parameters)
+    return np.array([values[k] for k in model.parameter_names])
+
+
+def _rhs(model, p):
+    from bifnet.codegen import rhs_function
+    from bifnet.systems import homogeneous_system
+
+    f = rhs_function(homogeneous_system(model))
+    return lambda x: f(x, p)
+
+
+def _reference_monodromy(model, cycle, Lambda):
+    """Monodromy of J(Lambda) = A + Lambda B by solve_ivp on [x; vec(Phi)]."""
+    from scipy.integrate import solve_ivp
+
+    from bifnet.codegen import mode_jacobian_functions
+
+    A, B = mode_jacobian_functions(model)
+    p = _pvec(model, cycle.parameters)
+    f = _rhs(model, p)
+    n = model.n_variables
+    dtype = complex if np.iscomplexobj(Lambda) else float
+
+    def joint(t, z):
+        x = z[:n].real
+        Phi = z[n:].reshape(n, n)
+        J = A(x, p) + Lambda * B(x, p)
+        return np.concatenate([f(x).astype(dtype), (J @ Phi).ravel()])
+
+    z0 = np.concatenate([cycle.x0, np.eye(n).ravel()]).astype(dtype)
+    sol = solve_ivp(joint, (0.0, cycle.period), z0, method="DOP853", rtol=1e-11, atol=1e-12)
+    assert sol.success
+    return sol.y[n:, -1].reshape(n, n)
+
+
+def _match(mu, ref):
+    """Max distance of each reference multiplier to the nearest computed one."""
+    return max(np.min(np.abs(mu - r)) for r in ref)
+
+
+def test_find_cycle_oscillates_and_closes(model, cycle):
+    from scipy.integrate import solve_ivp
+
+    assert 30.0 < cycle.period < 40.0
+    assert cycle.parameters["eps"] == 15.0 and cycle.parameters["Iext_e"] == 6.0
+    f = _rhs(model, _pvec(model, cycle.parameters))
+    sol = solve_ivp(lambda t, x: f(x), (0.0, cycle.period), cycle.x0, method="DOP853",
+                    rtol=1e-13, atol=1e-14)
+    assert np.max(np.abs(sol.y[:, -1] - cycle.x0)) < 1e-8
+    # and it is a genuine oscillation, not a fixed point
+    assert np.ptp(sol.y[1]) > 1.0
+
+
+def test_find_cycle_rejects_equilibrium(model):
+    # Iext_e = 0: the homogeneous state is a stable equilibrium (Hopf at ~2.88)
+    with pytest.raises(ContinuationError, match="equilibrium"):
+        find_cycle(model, {"eps": 15.0, "Iext_e": 0.0}, transient=500.0)
+
+
+def test_mode_one_has_trivial_exponent(model, cycle):
+    disp = floquet_dispersion(model, cycle, np.array([1.0]))
+    assert np.min(np.abs(disp.exponents[0])) < 1e-6
+    mu = homogeneous_floquet(model, cycle)
+    assert np.min(np.abs(mu - 1.0)) < 1e-6 * cycle.period
+    np.testing.assert_allclose(mu, disp.multipliers[0])
+
+
+@pytest.mark.parametrize("Lambda", [-0.73, 0.3, 1.0, 0.2 + 0.3j])
+def test_multipliers_match_direct_integration(model, cycle, Lambda):
+    ref = np.linalg.eigvals(_reference_monodromy(model, cycle, Lambda))
+    disp = floquet_dispersion(model, cycle, np.array([Lambda]))
+    mu = disp.multipliers[0]
+    scale = max(1.0, np.max(np.abs(ref)))
+    assert _match(mu, ref) < 1e-6 * scale
+    assert _match(ref, mu) < 1e-6 * scale
+
+
+def test_methods_and_meshes_agree(model, cycle):
+    lam = np.array([-0.73, 0.1, 0.95, 1.0])
+    adaptive = floquet_dispersion(model, cycle, lam)
+    uniform = floquet_dispersion(model, cycle, lam, steps=1000, method="dop853")
+    rk4 = floquet_dispersion(model, cycle, lam, steps=6000, method="rk4")
+    for other in (uniform, rk4):
+        scale = np.maximum(1.0, np.abs(adaptive.multipliers[:, :1]))
+        assert np.max(np.abs(other.multipliers - adaptive.multipliers) / scale) < 1e-8
+
+
+def test_growth_rate_excludes_trivial_only_for_mode_one(model, cycle):
+    lam = np.array([1.0, 0.999, -0.5])
+    disp = floquet_dispersion(model, cycle, lam)
+    T = cycle.period
+    mags = np.sort(np.abs(disp.multipliers[0]))[::-1]
+    assert disp.growth_rate[0] == pytest.approx(np.log(mags[1]) / T, rel=1e-12)
+    # other modes: the largest multiplier counts
+    for k in (1, 2):
+        assert disp.growth_rate[k] == pytest.approx(np.log(np.max(np.abs(disp.multipliers[k]))) / T,
+                                                    rel=1e-12)
+    # continuity: mode with Lambda near 1 has a multiplier near the trivial one
+    assert abs(disp.growth_rate[1]) < 0.01
+    # frequency of the exponent that sets the growth rate
+    expo = np.log(disp.multipliers[0]) / T
+    best = np.argmax(np.where(np.abs(disp.multipliers[0] - 1) > 1e-6, expo.real, -np.inf))
+    assert disp.frequency_hz[0] == pytest.approx(abs(expo[best].imag) / (2 * np.pi) * 1000.0)
+
+
+def test_connectome_dispersion_frame(model, cycle):
+    rng = np.random.default_rng(7)
+    W = rng.random((12, 12))
+    W = W + W.T
+    np.fill_diagonal(W, 0.0)
+    W = W / W.sum(axis=1, keepdims=True)
+    lam = np.sort(np.linalg.eigvals(W).real)[::-1]
+    disp = floquet_dispersion(model, cycle, lam)
+    assert isinstance(disp, FloquetDispersion)
+    assert disp.multipliers.shape == (12, 6) and disp.exponents.shape == (12, 6)
+    assert np.all(np.isfinite(disp.growth_rate)) and disp.period == cycle.period
+    frame = disp.to_frame()
+    assert list(frame.columns) == ["mode", "Lambda", "Lambda_imag", "growth_rate", "frequency_hz", "solution"]
+    assert frame["mode"].tolist() == list(range(1, 13))
+    assert (frame["solution"] == "LC").all()
+    np.testing.assert_allclose(frame["Lambda"], lam)
+    # the first mode (Lambda = 1 up to rounding) has its trivial multiplier removed
+    assert abs(lam[0] - 1.0) < 1e-12
+    assert disp.growth_rate[0] < -1e-3
+
+
+def test_complex_and_real_lambdas_agree(model, cycle):
+    lam = np.array([-0.6, 0.4])
+    real = floquet_dispersion(model, cycle, lam)
+    cplx = floquet_dispersion(model, cycle, lam + 0j)
+    np.testing.assert_allclose(cplx.multipliers, real.multipliers, rtol=1e-12, atol=1e-14)
+    conj = floquet_dispersion(model, cycle, np.array([0.2 + 0.3j, 0.2 - 0.3j]))
+    np.testing.assert_allclose(np.sort_complex(conj.multipliers[0]),
+                               np.sort_complex(np.conj(conj.multipliers[1])), atol=1e-10)
+
+
+def test_bad_arguments(model, cycle):
+    with pytest.raises(ValueError, match="method"):
+        floquet_dispersion(model, cycle, [0.5], method="euler")
+    with pytest.raises(ValueError, match="steps"):
+        floquet_dispersion(model, cycle, [0.5], steps=0)
+    with pytest.raises(ValueError, match="Lambdas"):
+        floquet_dispersion(model, cycle, [])
+    with pytest.raises(ValueError, match="modes"):
+        floquet_dispersion(model, cycle, [0.5, 0.2]).to_frame(modes=[1])
+
+
+def test_cycle_from_branch(cycle):
+    from types import SimpleNamespace
+
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    orbit = SimpleNamespace(state=np.vstack([cycle.x0, cycle.x0 + 1.0]), normalized_time=np.array([0.0, 1.0]))
+    branch = Branch(kind=BranchKind.CYCLES, name="lc@HB1", free=("Iext_e",),
+                    columns={"Iext_e": np.array([5.0, 6.0]), "period": np.array([30.0, cycle.period])},
+                    parameters={**cycle.parameters, "Iext_e": 5.0},
+                    engine={"points": {1: SimpleNamespace(periodic_orbit=orbit)}})
+    got = cycle_from_branch(branch, 1)
+    assert isinstance(got, HomogeneousCycle)
+    assert got.parameters["Iext_e"] == 6.0 and got.period == cycle.period
+    np.testing.assert_array_equal(got.x0, cycle.x0)
+    with pytest.raises(ContinuationError, match="no periodic orbit"):
+        cycle_from_branch(branch, 0)
