@@ -192,7 +192,8 @@ def _parse_expression(text, name: str, symbols: dict, where: str) -> sympy.Expr:
     local = {**_ALLOWED_FUNCTIONS, **_ALLOWED_CONSTANTS, **symbols}
     try:
         expr = parse_expr(text, local_dict=local, global_dict={"Integer": sympy.Integer,
-                          "Float": sympy.Float, "Rational": sympy.Rational, "Symbol": sympy.Symbol},
+                          "Float": sympy.Float, "Rational": sympy.Rational, "Symbol": sympy.Symbol,
+                          "Function": sympy.Function},
                           transformations=standard_transformations, evaluate=True)
     except Exception as error:  # sympy raises many kinds here
         raise ModelError(f"{where}: cannot parse equation for {name!r}: {error}") from None

@@ -102,7 +102,7 @@ def auto_constants(settings: ContinuationSettings, *, ips: int, ndim: int, npar:
     periodic = ips == auto.IPS_PERIODIC_ORBIT
     return dict(
         ips=ips, ndim=ndim, npar=npar, nmx=settings.max_steps,
-        npr=settings.save_every if periodic else 0,
+        npr=settings.save_every,
         ntst=settings.ntst, ncol=settings.ncol, iad=3,
         ilp=1, isp=2 if (settings.detect_cycle_bifurcations or not periodic) else 1,
         iads=1, itmx=9, itnw=7, nwtn=3, jac=1,
@@ -276,7 +276,8 @@ def convert_branch(raw_branches, problem: AutoProblem, *, kind: BranchKind, name
             orbit = p.periodic_orbit
             if orbit is not None:
                 profile = np.asarray(orbit.state, dtype=float)[:, sl]
-                lo, hi = profile.min(axis=0), profile.max(axis=0)
+                times = np.asarray(orbit.normalized_time, dtype=float)
+                lo, hi = orbit_extrema(times, profile)
             else:
                 lo = hi = np.full(len(names), np.nan)
             for j, n in enumerate(names):
@@ -303,9 +304,13 @@ def convert_branch(raw_branches, problem: AutoProblem, *, kind: BranchKind, name
         else:
             eig = tuple(p.eigenvalues or ())
             state0 = tuple(_full_state(p, ndim)[sl])
-        period = _param(p, PERIOD_SLOT) if sk in (SpecialKind.HB,) or kind is not BranchKind.EQUILIBRIA else float("nan")
-        if kind is BranchKind.EQUILIBRIA and sk is SpecialKind.HB:
-            period = _hopf_period(eig, _param(p, PERIOD_SLOT))
+        period = _param(p, PERIOD_SLOT) if kind is not BranchKind.EQUILIBRIA else float("nan")
+        if kind is BranchKind.EQUILIBRIA:
+            # AUTO prints eigenvalues to 6 digits; recompute them from the exact Jacobian
+            values = {**parameters, **{n: _param(p, problem.slots[n], n) for n in free}}
+            eig = tuple(_exact_eigenvalues(system, _full_state(p, ndim), values))
+            if sk is SpecialKind.HB:
+                period = _hopf_period(eig, _param(p, PERIOD_SLOT))
         specials.append(SpecialPoint(
             kind=sk, index=i, parameters={n: _param(p, problem.slots[n], n) for n in free},
             state=state0, label=int(p.label), code=int(p.point_type_code), eigenvalues=eig,
@@ -318,6 +323,53 @@ def convert_branch(raw_branches, problem: AutoProblem, *, kind: BranchKind, name
         variables=tuple(names), engine={"problem": problem, "points": engine_points,
                                         "parameters": dict(parameters)},
     )
+
+
+def _vertex(t, y, k):
+    """Extremum of the parabola through points k-1, k, k+1 (periodic indices)."""
+    n = len(t) - 1  # last mesh point repeats the first
+    i0, i2 = (k - 1) % n, (k + 1) % n
+    t0 = t[i0] - (1.0 if k == 0 else 0.0)
+    t2 = t[i2] + (1.0 if k + 1 >= n else 0.0)
+    t1 = t[k]
+    y0, y1, y2 = y[i0], y[k], y[i2]
+    d0, d2 = t0 - t1, t2 - t1
+    denom = d0 * d2 * (d0 - d2)
+    if denom == 0:
+        return y1
+    a = (d2 * (y0 - y1) - d0 * (y2 - y1)) / denom
+    b = (d0 * d0 * (y2 - y1) - d2 * d2 * (y0 - y1)) / denom
+    if a == 0:
+        return y1
+    s = -b / (2 * a)
+    if not min(d0, d2) <= s <= max(d0, d2):
+        return y1
+    return y1 + b * s + a * s * s
+
+
+def orbit_extrema(times: np.ndarray, profile: np.ndarray):
+    """Minimum and maximum of each column of a periodic profile.
+
+    The discrete extremum is refined by the vertex of the parabola through it
+    and its two neighbours (error O(h^3) instead of O(h^2) on the mesh).
+    """
+    lo = np.empty(profile.shape[1])
+    hi = np.empty(profile.shape[1])
+    n = len(times) - 1
+    for j in range(profile.shape[1]):
+        y = profile[:, j]
+        kmax, kmin = int(np.argmax(y[:n])), int(np.argmin(y[:n]))
+        hi[j] = max(y[kmax], _vertex(times, y, kmax))
+        lo[j] = min(y[kmin], _vertex(times, y, kmin))
+    return lo, hi
+
+
+def _exact_eigenvalues(system, state: np.ndarray, values: Mapping[str, float]) -> np.ndarray:
+    from bifnet.codegen import jacobian_function
+
+    p = np.array([values[n] for n in system.parameter_names])
+    ev = np.linalg.eigvals(jacobian_function(system)(state, p))
+    return ev[np.argsort(-ev.real)]
 
 
 def _hopf_period(eigenvalues, fallback: float) -> float:

@@ -61,7 +61,7 @@ def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, 
     -----
     Integrates with LSODA and the exact Jacobian (so a stable equilibrium is
     approached from anywhere in its basin), then polishes with a
-    Newton-type solver (``scipy.optimize.root``, method ``hybr``).
+    Newton-type solver (``scipy.optimize.root``: ``hybr``, then ``lm``).
     """
     from scipy.integrate import solve_ivp
     from scipy.optimize import root
@@ -79,14 +79,21 @@ def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, 
                         jac=lambda t, y: J(y, p), rtol=1e-9, atol=1e-12)
         if sol.success and np.all(np.isfinite(sol.y[:, -1])):
             x = sol.y[:, -1]
-    sol = root(lambda y: f(y, p), x, jac=lambda y: J(y, p), tol=1e-14)
-    residual = float(np.max(np.abs(f(sol.x, p))))
-    if not np.all(np.isfinite(sol.x)) or residual > tolerance:
+    residual, best = np.inf, x
+    for method in ("hybr", "lm"):
+        with np.errstate(all="ignore"):
+            sol = root(lambda y: f(y, p), x, jac=lambda y: J(y, p), method=method, tol=1e-13)
+            value = float(np.max(np.abs(f(sol.x, p))))
+        if np.all(np.isfinite(sol.x)) and value < residual:
+            residual, best = value, sol.x
+        if residual <= tolerance:
+            break
+    if residual > tolerance:
         raise ContinuationError(
             f"no equilibrium found near the starting guess (residual {residual:.3g}); "
             "the homogeneous state may oscillate here: give x0 or start where it is at rest"
         )
-    return sol.x
+    return best
 
 
 def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: str | Sequence[str], *,

@@ -270,6 +270,22 @@ def _state_slice(branch: Branch):
     return slice(0, n) if n else None
 
 
+def _trim_to_bounds(points, problem, free, settings):
+    """Cut a run at its first point outside the bounds (that point kept).
+
+    AUTO-07p's UZSTOP did not always stop a locus at the bound of its second
+    parameter (seen with bifpy 0.3.0 when the run went to decreasing values),
+    so the bounds are also enforced here.
+    """
+    for i, point in enumerate(points):
+        for name in free:
+            lo, hi = settings.bounds.get(name, (-np.inf, np.inf))
+            value = _auto._param(point, problem.slots[name])
+            if not lo - 1e-9 <= value <= hi + 1e-9:
+                return points[: i + 1]
+    return points
+
+
 def _locus_closing_index(points, slots) -> int | None:
     """Index where a two-parameter curve comes back to its first point, or None."""
     if len(points) < 10:
@@ -344,7 +360,8 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
             start = labelled[-1]
         result = _auto.restart(problem, start, free, settings, ips=ips, source_ips=ips, switch="locus",
                                ds=step, with_period=cycle)
-        points = list(result.branches[0].points) if result.branches else []
+        points = _trim_to_bounds(list(result.branches[0].points) if result.branches else [],
+                                 problem, free, settings)
         closing = _locus_closing_index(points, [problem.slots[n] for n in free])
         if closing is not None:
             log.info("%s: closed curve (%d points)", name, closing + 1)

@@ -38,8 +38,9 @@ class ContinuationSettings:
     detect_cycle_bifurcations : bool
         Detect PD and NS on cycle branches (AUTO ISP = 2; costs a little).
     save_every : int
-        Store every n-th cycle with its profile (1 = every point; needed
-        for min/max columns).
+        Store every n-th point with its full data (AUTO NPR). 1 (the default)
+        is needed for the ``<var>_min``/``<var>_max`` columns of cycles and for
+        state columns beyond the fifth on loci; larger values leave NaN there.
     """
 
     ds: float = 0.01

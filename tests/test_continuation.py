@@ -1,0 +1,160 @@
+"""Continuation checked against answers known independently:
+closed forms (fold, Stuart-Landau Hopf) and eigenvalue crossings."""
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from bifnet.codegen import jacobian_function
+from bifnet.continuation.branch import BranchKind, SpecialKind
+from bifnet.continuation.equilibria import continue_equilibria, find_equilibrium
+from bifnet.continuation.restarts import continue_from
+from bifnet.continuation.settings import ContinuationSettings
+from bifnet.errors import ContinuationError
+from bifnet.systems import homogeneous_system
+
+
+def test_fold_of_the_normal_form(toy_model):
+    model = toy_model("fold")
+    p = model.resolve_parameters({"mu": 1.0})
+    branch = continue_equilibria(model, p, "mu", x0=[1.0],
+                                 settings=ContinuationSettings(bounds={"mu": (-1.0, 2.0)}))
+    folds = branch.points_of_kind(SpecialKind.LP)
+    assert len(folds) == 1
+    assert abs(folds[0].parameters["mu"]) < 1e-7
+    assert abs(folds[0].state[0]) < 1e-4
+    # along the branch x^2 = mu exactly
+    np.testing.assert_allclose(branch["x"] ** 2, branch["mu"], atol=1e-9)
+    # upper half stable, lower half unstable
+    assert set(branch["stable"][branch["x"] > 1e-3]) == {1}
+    assert set(branch["stable"][branch["x"] < -1e-3]) == {0}
+
+
+@pytest.fixture(scope="module")
+def stuart_landau(toy_model):
+    model = toy_model("stuart_landau")
+    p = model.resolve_parameters({"mu": -0.5, "omega": 0.5})
+    settings = ContinuationSettings(bounds={"mu": (-0.5, 1.0), "omega": (0.1, 2.0)})
+    return model, continue_equilibria(model, p, "mu", x0=[0.0, 0.0], settings=settings), settings
+
+
+def test_stuart_landau_hopf_and_cycles(stuart_landau):
+    model, eq, settings = stuart_landau
+    (hopf,) = eq.points_of_kind(SpecialKind.HB)
+    assert abs(hopf.parameters["mu"]) < 1e-7
+    assert abs(hopf.period - 2 * np.pi / 0.5) < 1e-6
+    cycles = continue_from(eq, "HB1", settings=settings.replace(ds=0.02, ds_max=0.1, max_steps=200))
+    assert cycles.kind is BranchKind.CYCLES
+    mu = cycles["mu"]
+    far = mu > 0.05
+    # radius sqrt(mu), period 2 pi / omega for every mu
+    np.testing.assert_allclose(cycles["x_max"][far], np.sqrt(mu[far]), rtol=1e-5)
+    np.testing.assert_allclose(cycles["period"], 2 * np.pi / 0.5, rtol=1e-6)
+    assert np.all(cycles["stable"][far] == 1)
+
+
+def test_stuart_landau_hopf_locus_is_mu_zero(stuart_landau):
+    model, eq, settings = stuart_landau
+    locus = continue_from(eq, "HB1", ("mu", "omega"), settings=settings.replace(ds=0.05, ds_max=0.1))
+    assert locus.locus_of is SpecialKind.HB
+    assert np.ptp(locus["omega"]) > 1.0
+    np.testing.assert_allclose(locus["mu"], 0.0, atol=1e-8)
+    np.testing.assert_allclose(locus["period"], 2 * np.pi / locus["omega"], rtol=1e-8)
+
+
+# --- the reference model ---------------------------------------------------------
+
+def _max_real_eigenvalue(model, params, x_guess):
+    """Independent of AUTO: Newton for the equilibrium, numpy for the spectrum."""
+    x = find_equilibrium(model, params, x_guess, settle_time=0.0)
+    J = jacobian_function(homogeneous_system(model))(x, np.array([params[n] for n in model.parameter_names]))
+    ev = np.linalg.eigvals(J)
+    return ev[np.argmax(ev.real)], x
+
+
+@pytest.fixture(scope="module")
+def ping_eq15(ping):
+    p = ping.resolve_parameters({"eps": 15.0})
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 40.0), "eps": (0.0, 30.0)})
+    return continue_equilibria(ping, p, "Iext_e", settings=settings), settings
+
+
+def test_ping_hopf_points_at_eps_15(ping, ping_eq15):
+    branch, _ = ping_eq15
+    hopfs = branch.points_of_kind(SpecialKind.HB)
+    assert len(hopfs) == 2
+    found = [h.parameters["Iext_e"] for h in hopfs]
+    assert found == pytest.approx([2.87582, 11.63777], abs=1e-4)
+    # independent eigenvalue-crossing computation (brentq on the largest real part)
+    p = dict(branch.parameters)
+    for h in hopfs:
+        value = h.parameters["Iext_e"]
+        guess = np.array(h.state)
+
+        def growth(I):
+            return _max_real_eigenvalue(ping, {**p, "Iext_e": I}, guess)[0].real
+
+        root = brentq(growth, value - 0.05, value + 0.05, xtol=1e-12)
+        assert abs(root - value) < 1e-6
+        ev, _ = _max_real_eigenvalue(ping, {**p, "Iext_e": root}, guess)
+        assert abs(h.period - 2 * np.pi / abs(ev.imag)) < 1e-5
+
+
+def test_ping_stability_changes_at_hopf_points(ping_eq15):
+    branch, _ = ping_eq15
+    I = branch["Iext_e"]
+    h1, h2 = (h.parameters["Iext_e"] for h in branch.points_of_kind(SpecialKind.HB))
+    assert np.all(branch["stable"][I < h1 - 1e-3] == 1)
+    assert np.all(branch["stable"][(I > h1 + 1e-3) & (I < h2 - 1e-3)] == 0)
+    assert np.all(branch["stable"][I > h2 + 1e-3] == 1)
+
+
+def test_ping_cycle_period_tends_to_hopf_period(ping_eq15):
+    branch, settings = ping_eq15
+    cycles = continue_from(branch, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=600))
+    h1 = branch.point("HB1")
+    # near the Hopf point the period approaches 2 pi / omega of the critical pair
+    near = np.abs(cycles["Iext_e"] - h1.parameters["Iext_e"]) < 2e-3
+    assert near.sum() >= 2
+    np.testing.assert_allclose(cycles["period"][near], h1.period, rtol=2e-3)
+    # the closed branch ends at the other Hopf point with its period
+    h2 = branch.point("HB2")
+    assert cycles.status.startswith("closed")
+    assert abs(cycles["Iext_e"][-1] - h2.parameters["Iext_e"]) < 1e-3
+    assert abs(cycles["period"][-1] - h2.period) < 1e-2 * h2.period
+    # folds of cycles are genuine: a multiplier besides the trivial one is 1
+    for lpc in cycles.points_of_kind(SpecialKind.LPC):
+        mags = np.sort(np.abs(np.array(lpc.eigenvalues) - 1.0))
+        assert mags[1] < 1e-3
+
+
+def test_ping_hopf_locus_matches_eigenvalue_crossings(ping, ping_eq15):
+    branch, settings = ping_eq15
+    locus = continue_from(branch, "HB1", ("Iext_e", "eps"), settings=settings.replace(ds=0.05, ds_max=0.2))
+    p = dict(branch.parameters)
+    for eps in (5.0, 20.0):
+        order = np.argsort(locus["eps"])
+        I_interp = np.interp(eps, locus["eps"][order], locus["Iext_e"][order])
+        k = np.argmin(np.abs(locus["eps"] - eps))
+        guess = np.array([locus[v][k] for v in ping.variable_names])
+
+        def growth(I):
+            return _max_real_eigenvalue(ping, {**p, "eps": eps, "Iext_e": I}, guess)[0].real
+
+        root = brentq(growth, I_interp - 0.02, I_interp + 0.02, xtol=1e-12)
+        assert abs(root - I_interp) < 2e-3
+
+
+def test_settings_are_validated():
+    with pytest.raises(ContinuationError, match="ds_min"):
+        ContinuationSettings(ds_min=1.0, ds_max=0.5)
+    with pytest.raises(ContinuationError, match="bounds"):
+        ContinuationSettings(bounds={"eps": (2.0, 1.0)})
+    with pytest.raises(ContinuationError, match="unknown setting"):
+        ContinuationSettings.from_mapping({"step": 0.1})
+
+
+def test_start_outside_range_is_refused(ping):
+    p = ping.resolve_parameters({"eps": 15.0, "Iext_e": 50.0})
+    with pytest.raises(ContinuationError, match="outside its range"):
+        continue_equilibria(ping, p, "Iext_e", settings=ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)}))
