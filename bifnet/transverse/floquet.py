@@ -301,6 +301,84 @@ def _kernels(model: NodeModel):
                         M[r, q] = Z[r, q]
 
     @numba.njit(nogil=True)
+    def dop853(x0, p, t_end, rtol, atol, h0, c, a, b, E3, E5, hs, ys, record):
+        """Adaptive DOP853 of the homogeneous system on ``[0, t_end]`` (scipy's
+        error norm and step control). Accepted step sizes go to ``hs``; when
+        ``record`` the state after each step goes to ``ys[1:]`` (``ys[0] = x0``).
+        Returns ``(x_end, n_steps, status)``: status 0 ok, 1 too many steps,
+        2 step size underflow, 3 non-finite state."""
+        s = c.shape[0]
+        x = x0.copy()
+        k = np.empty((s + 1, n))
+        xt = np.empty(n)
+        xn = np.empty(n)
+        hom_rhs(x, p, k[0])
+        t = 0.0
+        h = h0
+        m = 0
+        if record:
+            ys[0, :] = x
+        while t < t_end:
+            if m >= hs.shape[0]:
+                return x, m, 1
+            h = min(h, t_end - t)
+            if h < 1e-14 * max(1.0, abs(t)):
+                return x, m, 2
+            rejected = False
+            while True:
+                for i in range(1, s):
+                    for q in range(n):
+                        acc = x[q]
+                        for j in range(i):
+                            acc += h * a[i, j] * k[j, q]
+                        xt[q] = acc
+                    hom_rhs(xt, p, k[i])
+                for q in range(n):
+                    acc = 0.0
+                    for i in range(s):
+                        acc += b[i] * k[i, q]
+                    xn[q] = x[q] + h * acc
+                hom_rhs(xn, p, k[s])
+                e5 = 0.0
+                e3 = 0.0
+                for q in range(n):
+                    sc = atol + rtol * max(abs(x[q]), abs(xn[q]))
+                    d5 = 0.0
+                    d3 = 0.0
+                    for i in range(s + 1):
+                        d5 += E5[i] * k[i, q]
+                        d3 += E3[i] * k[i, q]
+                    e5 += (d5 / sc) ** 2
+                    e3 += (d3 / sc) ** 2
+                if e5 == 0.0 and e3 == 0.0:
+                    err = 0.0
+                else:
+                    err = h * e5 / np.sqrt((e5 + 0.01 * e3) * n)
+                if not np.isfinite(err):
+                    err = np.inf
+                if err < 1.0:
+                    factor = 10.0 if err == 0.0 else min(10.0, 0.9 * err ** (-1.0 / 8.0))
+                    if rejected:
+                        factor = min(1.0, factor)
+                    break
+                h *= max(0.2, 0.9 * err ** (-1.0 / 8.0)) if np.isfinite(err) else 0.2
+                rejected = True
+                if h < 1e-14 * max(1.0, abs(t)):
+                    return x, m, 2
+            for q in range(n):
+                if not np.isfinite(xn[q]):
+                    return x, m, 3
+                x[q] = xn[q]
+                k[0, q] = k[s, q]
+            t += h
+            hs[m] = h
+            m += 1
+            if record:
+                ys[m, :] = x
+            h *= factor
+        return x, m, 0
+
+    @numba.njit(nogil=True)
     def rhs(x, p):
         out = np.empty(n)
         hom_rhs(x, p, out)
@@ -315,7 +393,7 @@ def _kernels(model: NodeModel):
             A[r, ci] += u[r]
         return A
 
-    return {"step_polynomials": step_polynomials, "propagate": propagate, "rhs": rhs,
+    return {"step_polynomials": step_polynomials, "propagate": propagate, "dop853": dop853, "rhs": rhs,
             "jacobian": jacobian}
 
 
@@ -341,19 +419,35 @@ def _sorted_eigenvalues(M: np.ndarray) -> np.ndarray:
     return np.take_along_axis(mu, order, axis=-1)
 
 
+def _integrate(model, p, x0, t_end, rtol, *, record=False, max_steps=1_000_000):
+    """Adaptive DOP853 (compiled) from ``x0`` over ``[0, t_end]``.
+
+    Returns ``(x_end, hs, ys)``: accepted step sizes and, with ``record``, the
+    states at the step ends (``ys[0] = x0``)."""
+    from scipy.integrate._ivp import dop853_coefficients as dc
+
+    ker = _kernels(model)
+    c, a, b = _tableau("dop853")
+    nst = dc.N_STAGES
+    hs = np.empty(max_steps)
+    n = model.n_variables
+    ys = np.empty((max_steps + 1 if record else 1, n))
+    h0 = min(1e-2, 1e-3 * t_end)
+    x_end, m, status = ker["dop853"](np.asarray(x0, dtype=float), p, float(t_end), rtol, 1e-2 * rtol, h0, c, a, b,
+                                     np.ascontiguousarray(dc.E3[:nst + 1]), np.ascontiguousarray(dc.E5[:nst + 1]),
+                                     hs, ys, record)
+    if status != 0:
+        why = {1: f"more than {max_steps} steps", 2: "step size too small", 3: "non-finite state"}[status]
+        raise ContinuationError(f"integration of the homogeneous system failed after {m} steps: {why}")
+    return x_end, hs[:m].copy(), (ys[:m + 1].copy() if record else None)
+
+
 def _mesh(model, p, x0, period, steps, rtol):
     """Step sizes over one period: ``steps`` equal steps, or (``steps=None``)
     the steps an adaptive DOP853 integration of the cycle takes at ``rtol``."""
     if steps is not None:
         return np.full(steps, period / steps)
-    from scipy.integrate import solve_ivp
-
-    rhs = _kernels(model)["rhs"]
-    sol = solve_ivp(lambda t, y: rhs(y, p), (0.0, period), np.asarray(x0, dtype=float), method="DOP853",
-                    rtol=rtol, atol=1e-2 * rtol)
-    if not sol.success:
-        raise ContinuationError(f"integration of the cycle failed: {sol.message}")
-    hs = np.diff(sol.t)
+    _, hs, _ = _integrate(model, p, x0, period, rtol)
     return hs * (period / hs.sum())
 
 
@@ -559,11 +653,14 @@ def find_cycle(model: NodeModel, parameters: Mapping[str, float], x0=None, *, pe
 
     Notes
     -----
-    The transient is integrated with LSODA (rtol 1e-10). Shooting: Newton on
-    ``(x0, T)`` for ``phi_T(x0) - x0 = 0`` with the phase condition
-    ``x0[section] = value``; the flow is integrated by DOP853 (rtol 1e-12)
-    and the Jacobian uses the monodromy ``M`` from the compiled
-    fixed-step kernels: ``[[M - I, f(phi_T(x0))], [e_s^T, 0]]``.
+    The transient and a 500 ms observation window (``4 * period_guess``)
+    are integrated by a compiled adaptive DOP853 (scipy's error control,
+    rtol 1e-10); an equilibrium is recognised by every variable's range
+    being below 1e-6 of its size. Shooting: Newton on ``(x0, T)`` for
+    ``phi_T(x0) - x0 = 0`` with the phase condition ``x0[section] = value``;
+    the flow is integrated at rtol 1e-12 and the Jacobian
+    ``[[M - I, f(phi_T(x0))], [e_s^T, 0]]`` uses the monodromy ``M`` of the
+    homogeneous Jacobian on the same steps.
 
     Example
     -------
@@ -571,8 +668,6 @@ def find_cycle(model: NodeModel, parameters: Mapping[str, float], x0=None, *, pe
     >>> round(cycle.period, 2)
     31.11
     """
-    from scipy.integrate import solve_ivp
-
     params = model.resolve_parameters(parameters)
     p = _parameter_vector(model, params)
     n = model.n_variables
@@ -587,68 +682,59 @@ def find_cycle(model: NodeModel, parameters: Mapping[str, float], x0=None, *, pe
         raise ValueError(f"x0 must have shape ({n},), got {x.shape}")
     if transient < 0:
         raise ValueError(f"transient must be non-negative, got {transient!r}")
-    ker = _kernels(model)
-    rhs = ker["rhs"]
-
-    def f(t, y):
-        return rhs(y, p)
-
-    def jac(t, y):
-        return ker["jacobian"](y, p)
+    if period_guess is not None and not period_guess > 0:
+        raise ValueError(f"period_guess must be positive, got {period_guess!r}")
+    rhs = _kernels(model)["rhs"]
+    where = ", ".join(f"{k}={params[k]:g}" for k in parameters)
 
     if transient > 0:
-        sol = solve_ivp(f, (0.0, transient), x, method="LSODA", rtol=1e-10, atol=1e-12, jac=jac)
-        if not sol.success:
-            raise ContinuationError(f"find_cycle: transient integration failed: {sol.message}")
-        x = sol.y[:, -1]
+        x, _, _ = _integrate(model, p, x, transient, 1e-10)
     # observe the attractor
     window = 4.0 * period_guess if period_guess else 500.0
-    obs = solve_ivp(f, (0.0, window), x, method="DOP853", rtol=1e-10, atol=1e-12, dense_output=True)
-    t = np.linspace(0.0, window, 20001)
-    X = obs.sol(t)
+    _, hs, X = _integrate(model, p, x, window, 1e-10, record=True)
+    t = np.concatenate([[0.0], np.cumsum(hs)])
+    X = X.T
     span = X.max(axis=1) - X.min(axis=1)
     scale = np.maximum(np.abs(X).max(axis=1), 1e-12)
     if np.all(span <= 1e-6 * scale):
         raise ContinuationError(
             f"find_cycle: the trajectory converged to an equilibrium, not a limit cycle "
-            f"(at {', '.join(f'{k}={params[k]:g}' for k in parameters)}; state {np.round(x, 6).tolist()})")
+            f"(at {where}; state {np.round(X[:, -1], 6).tolist()})")
     value = 0.5 * (X[iv].max() + X[iv].min())
     v = X[iv] - value
     ups = np.nonzero((v[:-1] < 0) & (v[1:] >= 0))[0]
     if len(ups) < 2 and period_guess is None:
         raise ContinuationError(f"find_cycle: fewer than two upward crossings of {section} = {value:.6g} "
-                                f"in {window:g} ms; no periodic orbit found (try a longer window or period_guess)")
-    # crossing times (linear interpolation then refine with dense output)
+                                f"in {window:g} ms at {where}; no periodic orbit found (try period_guess)")
+    if len(ups) == 0:
+        raise ContinuationError(f"find_cycle: no upward crossing of {section} = {value:.6g} in {window:g} ms "
+                                f"at {where}")
+
     def crossing(i):
-        from scipy.optimize import brentq
-        return brentq(lambda s: obs.sol(s)[iv] - value, t[i], t[i + 1], xtol=1e-14)
+        w = -v[i] / (v[i + 1] - v[i])
+        return t[i] + w * (t[i + 1] - t[i]), X[:, i] + w * (X[:, i + 1] - X[:, i])
 
-    t0 = crossing(ups[-2]) if len(ups) >= 2 else crossing(ups[0])
-    T = crossing(ups[-1]) - t0 if period_guess is None else float(period_guess)
-    y = obs.sol(t0)
+    t0, y = crossing(ups[-2] if len(ups) >= 2 else ups[-1])
+    T = crossing(ups[-1])[0] - t0 if period_guess is None else float(period_guess)
+    y[iv] = value
     amplitude = np.maximum(span, 1e-12)
-
-    def flow(y0, T):
-        s = solve_ivp(f, (0.0, T), y0, method="DOP853", rtol=1e-12, atol=1e-13)
-        return s.y[:, -1]
-
+    err = np.inf
     for it in range(max_iterations):
-        yT = flow(y, T)
+        yT, hs, _ = _integrate(model, p, y, T, 1e-12)
         res = yT - y
         err = float(np.max(np.abs(res) / amplitude))
         log.debug("find_cycle: iteration %d, residual %.3e, T = %.12g", it, err, T)
         if err < tol:
             return HomogeneousCycle(parameters=dict(params), period=float(T), x0=y.copy())
-        M, _ = _monodromies(model, p, y, _mesh(model, p, y, T, None, 1e-8), np.array([1.0]), "dop853")
+        M, _ = _monodromies(model, p, y, hs, np.array([1.0]), "dop853")
         G = np.zeros((n + 1, n + 1))
         G[:n, :n] = M[0] - np.eye(n)
         G[:n, n] = rhs(yT, p)
         G[n, iv] = 1.0
-        rhs_vec = np.concatenate([-res, [value - y[iv]]])
-        delta = np.linalg.solve(G, rhs_vec)
+        delta = np.linalg.solve(G, np.concatenate([-res, [value - y[iv]]]))
         y = y + delta[:n]
         T = T + delta[n]
-        if not (np.isfinite(T) and T > 0):
+        if not (np.isfinite(T) and T > 0 and np.all(np.isfinite(y))):
             break
-    raise ContinuationError(f"find_cycle: shooting did not converge in {max_iterations} iterations "
+    raise ContinuationError(f"find_cycle: shooting did not converge in {max_iterations} iterations at {where} "
                             f"(last residual {err:.3e}, period {T:.6g} ms)")
