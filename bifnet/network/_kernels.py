@@ -112,11 +112,15 @@ def network_kernels(model):
             base = i * n
             for a in range(n):
                 ga = g[a] * eps
+                row = dV[base + a]
                 for m in range(k):
-                    acc = ga * WV[i, m]
-                    for b in range(n):
-                        acc += J[a, b] * V[base + b, m]
-                    dV[base + a, m] = acc
+                    row[m] = ga * WV[i, m]
+                for b in range(n):
+                    jab = J[a, b]
+                    if jab != 0.0:
+                        vb = V[base + b]
+                        for m in range(k):
+                            row[m] += jab * vb[m]
 
     @numba.njit(nogil=True)
     def node_jacobians(y, p, W, Js, gs):
