@@ -78,14 +78,13 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     cycle = find_cycle(model, point)
-    t_first = time.perf_counter() - t0
     floquet_dispersion(model, cycle, lam)          # compile
     t_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
     cycle = find_cycle(model, point)
     t_cycle = time.perf_counter() - t0
     print(f"cycle: period {cycle.period:.6f} ms; find_cycle {t_cycle:.2f} s "
-          f"(first call incl. numba compilation {t_first:.1f} s, compilation total {t_compile:.1f} s)")
+          f"(first calls incl. sympy code generation and numba compilation: {t_compile:.1f} s, once per process)")
 
     times = []
     for _ in range(args.repeat):
