@@ -165,6 +165,10 @@ def restart(problem: AutoProblem, point, free: Sequence[str], settings: Continua
            "branch": -1, "continue": 1}[switch]
     constants = auto_constants(settings, ips=kinds[ips], ndim=problem.system.dimension,
                                npar=problem.npar, principal=free[0], ds=ds)
+    if ips == "LC" and switch == "locus":
+        # profiles of the extended system are not needed on a cycle locus and
+        # writing/parsing them for every point dominated the run time
+        constants["npr"] = settings.max_steps
     icu = [problem.slots[n] for n in free]
     if with_period:
         icu.append(PERIOD_SLOT)

@@ -186,8 +186,17 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
         raise ContinuationError(f"cannot start cycles from {sp.kind.value} on a {branch.kind.value} branch")
     hopfs = [(h.parameters[free[0]], h.period) for h in branch.points_of_kind(SpecialKind.HB)
              if free[0] in h.parameters] if switch == "hopf" else []
-    points = _continue_in_chunks(problem, raw, free, settings, switch=switch, source_ips=source_ips,
-                                 hopfs=hopfs, name=name)
+    slot = problem.slots[free[0]]
+    lo, hi = settings.bounds.get(free[0], (-np.inf, np.inf))
+
+    def done(points):
+        last = points[-1]
+        if not lo < _auto._param(last, slot) < hi or _period(last) >= 0.98 * settings.max_period:
+            return True
+        return bool(hopfs) and _closing_index(*_trace(points, slot), hopfs) is not None
+
+    points = _continue_in_chunks(problem, raw, free, settings, ips="LC", source_ips=source_ips, switch=switch,
+                                 ds=settings.ds, with_period=True, done=done, name=name)
     cycles = _auto.convert_branch([points], problem, kind=BranchKind.CYCLES, name=name, free=free,
                                   parameters=params, origin=(branch.name, point), mode=branch.mode,
                                   Lambda=branch.Lambda, state_slice=_state_slice(branch))
@@ -200,51 +209,47 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
     return _classify_blow_up(cycles, source, settings)
 
 
-CHUNK_STEPS = 120
+CHUNK_STEPS = 120  #: steps per AUTO call on cycle branches
 
 
-def _continue_in_chunks(problem, raw, free, settings, *, switch, source_ips, hopfs, name):
-    """Run a cycle continuation in chunks of :data:`CHUNK_STEPS` steps.
+def _continue_in_chunks(problem, start, free, settings, *, ips, source_ips, switch, ds, with_period,
+                        done, name):
+    """Run an AUTO restart in chunks of :data:`CHUNK_STEPS` steps.
 
     AUTO-07p cannot be told to stop when a closed branch returns to a Hopf
-    point, so we run it in chunks, check after each, and restart from the
-    last point when more is needed (each chunk also reports progress).
+    point or a closed curve to its start, so we run it in chunks, ask
+    ``done(points)`` after each, and restart from the last point when more is
+    needed (each chunk also reports progress).
     """
     chunk = settings.replace(max_steps=min(CHUNK_STEPS, settings.max_steps))
-    result = _auto.restart(problem, raw, free, chunk, ips="LC", source_ips=source_ips, switch=switch,
-                           ds=settings.ds, with_period=True)
+    result = _auto.restart(problem, start, free, chunk, ips=ips, source_ips=source_ips, switch=switch,
+                           ds=ds, with_period=with_period)
     points = list(result.branches[0].points) if result.branches else []
-    slot = problem.slots[free[0]]
-    lo, hi = settings.bounds.get(free[0], (-np.inf, np.inf))
-    while points and len(points) < settings.max_steps:
+    new = points
+    slots = [problem.slots[n] for n in free] + ([_auto.PERIOD_SLOT] if with_period else [])
+    again = "locus" if switch == "locus" else "continue"
+    while len(new) >= chunk.max_steps and len(points) < settings.max_steps:
         last = points[-1]
-        value = _auto._param(last, slot)
-        if not last.is_labeled or len(points) < chunk.max_steps or abs(last.point_type_code) != 9:
-            break  # finished inside the chunk: a bound, the period limit, or a failure
-        if not lo < value < hi or _period(last) >= 0.98 * settings.max_period:
+        if not last.is_labeled or abs(last.point_type_code) % 10 != 9 or done(points):
             break
-        if hopfs and _closing_index(*_trace(points, slot), hopfs) is not None:
-            break
-        log.info("%s: %d cycles so far (%s = %.6g, period %.4g ms)", name, len(points), free[0],
-                 value, _period(last))
+        log.info("%s: %d points so far (%s)", name, len(points),
+                 ", ".join(f"{n} = {_auto._param(last, problem.slots[n]):.6g}" for n in free))
         new = []
-        for step in (abs(settings.ds), -abs(settings.ds)):
-            more = _auto.restart(problem, last, free, chunk, ips="LC", source_ips="LC", switch="continue",
-                                 ds=step, with_period=True)
+        for step in (abs(ds), -abs(ds)):
+            more = _auto.restart(problem, last, free, chunk, ips=ips, source_ips=ips, switch=again,
+                                 ds=step, with_period=with_period)
             new = list(more.branches[0].points[1:]) if more.branches else []
-            if len(new) < 2 or _same_direction(points[-2], last, new[0], slot):
+            if len(new) < 2 or _same_direction(points[-2], last, new[0], slots):
                 break
-        if not new:
-            break
         points.extend(new)
     return points[: settings.max_steps]
 
 
-def _same_direction(before, last, after, slot) -> bool:
-    """Does ``after`` continue the way ``before -> last`` went (parameter and period)?"""
-    old = np.array([_auto._param(last, slot) - _auto._param(before, slot), _period(last) - _period(before)])
-    new = np.array([_auto._param(after, slot) - _auto._param(last, slot), _period(after) - _period(last)])
-    return bool(np.dot(old, new) > 0)
+def _same_direction(before, last, after, slots) -> bool:
+    """Does ``after`` continue the way ``before -> last`` went (in the given PAR slots)?"""
+    old = np.array([_auto._param(last, s) - _auto._param(before, s) for s in slots])
+    new = np.array([_auto._param(after, s) - _auto._param(last, s) for s in slots])
+    return bool(np.nansum(old * new) > 0)
 
 
 def _period(point) -> float:
@@ -358,11 +363,12 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
             if not labelled:
                 raise ContinuationError(f"AUTO-07p generated no starting data for the {point} locus")
             start = labelled[-1]
+        slots = [problem.slots[n] for n in free]
         result = _auto.restart(problem, start, free, settings, ips=ips, source_ips=ips, switch="locus",
                                ds=step, with_period=cycle)
         points = _trim_to_bounds(list(result.branches[0].points) if result.branches else [],
                                  problem, free, settings)
-        closing = _locus_closing_index(points, [problem.slots[n] for n in free])
+        closing = _locus_closing_index(points, slots)
         if closing is not None:
             log.info("%s: closed curve (%d points)", name, closing + 1)
             runs = [points[: closing + 1]]
