@@ -102,7 +102,14 @@ def network_kernels(model):
         for j in range(N):
             for m in range(k):
                 Vc[j, m] = V[j * n + ci, m]
-        WV = np.dot(W, Vc)
+        # W @ Vc as a loop: faster than numba's np.dot at these sizes and skips zero weights
+        WV = np.zeros((N, k))
+        for i in range(N):
+            for j in range(N):
+                w = W[i, j]
+                if w != 0.0:
+                    for m in range(k):
+                        WV[i, m] += w * Vc[j, m]
         J = np.empty((n, n))
         g = np.empty(n)
         for i in range(N):
