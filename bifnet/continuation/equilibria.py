@@ -98,7 +98,7 @@ def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, 
 
 def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: str | Sequence[str], *,
                         x0=None, settings: ContinuationSettings | None = None, name: str = "eq",
-                        both_directions: bool = True) -> Branch:
+                        both_directions: bool = True, settle_time: float = 2000.0) -> Branch:
     """Continue equilibria in one parameter, detecting folds (LP) and Hopf points (HB).
 
     Parameters
@@ -117,6 +117,9 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
         Name of the branch.
     both_directions : bool
         Continue from the start point both ways and join the two halves.
+    settle_time : float
+        Integrate this long (ms) from ``x0`` before Newton; 0 polishes ``x0``
+        directly (needed to start on an unstable equilibrium).
 
     Returns
     -------
@@ -157,7 +160,7 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
         raise ContinuationError(
             f"start value {free[0]} = {start[free[0]]} lies outside its range [{lo}, {hi}]"
         )
-    x = find_equilibrium(system, start, x0)
+    x = find_equilibrium(system, start, x0, settle_time=settle_time)
     problem = _auto.auto_problem(system)
     ds = abs(settings.ds)
     runs = []
@@ -167,8 +170,10 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
     for step in directions:
         result = _auto.run_equilibria(problem, x, start, free, settings, step)
         runs.append(result.branches[0].points if result.branches else ())
+    # the augmented system reports the homogeneous part x only (y = x on its solutions)
+    half = slice(0, system.dimension // 2) if system.kind == "augmented" else None
     branch = _auto.convert_branch(runs, problem, kind=BranchKind.EQUILIBRIA, name=name, free=free,
-                                  parameters=start, reverse_first=len(runs) == 2)
+                                  parameters=start, reverse_first=len(runs) == 2, state_slice=half)
     last = branch["code"][-1] if len(branch) else 0
     if len(branch) and abs(last) != 9:
         branch = _with_status(branch, "max_steps" if len(branch) >= settings.max_steps else "stopped")

@@ -389,9 +389,17 @@ def _with_hopf_period(locus: Branch, system) -> Branch:
     eigenvalues of the exact Jacobian at every point (the pair closest to the
     imaginary axis).
     """
-    from bifnet.codegen import jacobian_function
+    from bifnet.codegen import jacobian_function, mode_jacobian_functions
 
-    J = jacobian_function(system)
+    model = system.model
+    if system.kind == "augmented":
+        # the critical pair belongs to the y block J(Lambda) = A + Lambda B
+        A, B = mode_jacobian_functions(model)
+
+        def J(x, p):
+            return A(x, p[:-1]) + p[-1] * B(x, p[:-1])
+    else:
+        J = jacobian_function(system)
     period = np.array(locus["period"], dtype=float)
     values = dict(locus.parameters)
     for i in range(len(locus)):

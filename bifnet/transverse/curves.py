@@ -1,0 +1,252 @@
+"""Transverse (Turing-like) bifurcation curves, traced by continuation.
+
+For a mode with connectome eigenvalue ``Lambda`` the augmented system
+(:func:`bifnet.systems.augmented_system`) has the homogeneous solutions on
+``y = x`` and, there, a block-triangular Jacobian with blocks ``J_hom`` and
+``J(Lambda)``. A Hopf point or fold of its ``y`` block is exactly a
+transverse instability of that mode, and AUTO-07p continues it in two
+parameters with its standard extended systems.
+
+The search for starting points is cheap and exhaustive along "levels": at
+each level (a value of the second parameter, or of ``Lambda`` for neutral
+curves) the homogeneous equilibrium branch is continued once, the growth
+rate of every mode is evaluated at every point (``eig(A + Lambda B)``), and
+every sign change not already on a computed curve starts one short augmented
+continuation (which locates the point exactly) and one locus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
+from bifnet.continuation.equilibria import continue_equilibria
+from bifnet.continuation.restarts import continue_locus
+from bifnet.continuation.settings import ContinuationSettings
+from bifnet.errors import BifnetError, ContinuationError
+from bifnet.model import NodeModel
+from bifnet.systems import augmented_system
+
+log = logging.getLogger("bifnet.transverse")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """A distinct connectome eigenvalue and the modes (1-based) that share it."""
+
+    Lambda: complex
+    modes: tuple[int, ...]
+
+    @property
+    def mode(self) -> int:
+        return self.modes[0]
+
+    @property
+    def is_real(self) -> bool:
+        return abs(complex(self.Lambda).imag) < 1e-12
+
+
+def distinct_modes(eigenvalues, tolerance: float = 1e-9) -> list[Mode]:
+    """Group equal eigenvalues (sorted by real part descending, mode 1 first)."""
+    groups: list[Mode] = []
+    for k, lam in enumerate(np.asarray(eigenvalues), 1):
+        for i, g in enumerate(groups):
+            if abs(complex(g.Lambda) - complex(lam)) < tolerance:
+                groups[i] = Mode(g.Lambda, g.modes + (k,))
+                break
+        else:
+            groups.append(Mode(complex(lam) if np.iscomplexobj(lam) else float(np.real(lam)), (k,)))
+    return groups
+
+
+@dataclasses.dataclass(frozen=True)
+class Crossing:
+    """A sign change of a mode's growth rate between two points of a level."""
+
+    Lambda: float
+    level: float
+    index: int                  #: point before the change on the level's branch
+    value: float                #: interpolated value of the first free parameter
+    kind: SpecialKind           #: HB (complex pair) or LP (real eigenvalue)
+    frequency_hz: float
+
+
+def growth_table(model: NodeModel, branch: Branch, Lambdas) -> tuple[np.ndarray, np.ndarray]:
+    """Growth rate and frequency (Hz) of every ``Lambda`` at every point of an
+    equilibrium branch: arrays of shape (points, K)."""
+    from bifnet.codegen import mode_jacobian_functions
+
+    A_fn, B_fn = mode_jacobian_functions(model)
+    lam = np.real(np.asarray(Lambdas)).astype(float)
+    params = dict(branch.parameters)
+    rates = np.empty((len(branch), len(lam)))
+    freqs = np.empty_like(rates)
+    for i in range(len(branch)):
+        params.update({n: float(branch[n][i]) for n in branch.free})
+        x = np.array([branch[v][i] for v in branch.variables])
+        p = np.array([params[n] for n in model.parameter_names])
+        A, B = A_fn(x, p), B_fn(x, p)
+        ev = np.linalg.eigvals(A[None] + lam[:, None, None] * B[None])
+        lead = np.take_along_axis(ev, np.argmax(ev.real, axis=1)[:, None], axis=1)[:, 0]
+        rates[i] = lead.real
+        freqs[i] = np.abs(lead.imag) / (2 * np.pi) * 1000.0
+    return rates, freqs
+
+
+def find_crossings(branch: Branch, rates: np.ndarray, freqs: np.ndarray, Lambdas, level: float) -> list[Crossing]:
+    """Sign changes of each column of ``rates`` along the branch."""
+    out = []
+    x = branch[branch.free[0]]
+    for k, lam in enumerate(np.real(np.asarray(Lambdas))):
+        r = rates[:, k]
+        for i in np.flatnonzero(np.sign(r[:-1]) * np.sign(r[1:]) < 0):
+            t = r[i] / (r[i] - r[i + 1])
+            f = (1 - t) * freqs[i, k] + t * freqs[i + 1, k]
+            kind = SpecialKind.HB if min(freqs[i, k], freqs[i + 1, k]) > 1e-6 else SpecialKind.LP
+            out.append(Crossing(float(lam), float(level), int(i), float((1 - t) * x[i] + t * x[i + 1]), kind, float(f)))
+    return out
+
+
+def _on_curve(curves: Sequence[Branch], Lambda: float, point: Sequence[float], free, tolerance: float) -> bool:
+    """Is ``point`` (in the ``free`` plane) on a computed curve of this ``Lambda``?"""
+    p = np.asarray(point, dtype=float)
+    for c in curves:
+        if abs(float(np.real(c.Lambda)) - Lambda) > 1e-9 and "Lambda" not in free:
+            continue
+        xy = np.column_stack([c[f] for f in free])
+        if len(xy) < 2:
+            continue
+        seg = xy[1:] - xy[:-1]
+        rel = p - xy[:-1]
+        denom = np.maximum((seg ** 2).sum(axis=1), 1e-300)
+        t = np.clip((rel * seg).sum(axis=1) / denom, 0.0, 1.0)
+        nearest = xy[:-1] + t[:, None] * seg
+        if np.min(np.max(np.abs(nearest - p), axis=1)) < tolerance:
+            return True
+    return False
+
+
+def _block_of(model: NodeModel, x, params: Mapping[str, float], Lambda: float) -> str:
+    """``"transverse"`` when the eigenvalue closest to the imaginary axis belongs
+    to ``J(Lambda)`` rather than to ``J_hom = J(1)`` (on ``y = x``)."""
+    from bifnet.codegen import mode_jacobian_functions
+
+    A_fn, B_fn = mode_jacobian_functions(model)
+    p = np.array([params[k] for k in model.parameter_names])
+    A, B = A_fn(np.asarray(x, dtype=float), p), B_fn(np.asarray(x, dtype=float), p)
+    hom = np.linalg.eigvals(A + B)
+    trans = np.linalg.eigvals(A + Lambda * B)
+    return "transverse" if np.min(np.abs(trans.real)) < np.min(np.abs(hom.real)) else "homogeneous"
+
+
+def locate_and_continue(model: NodeModel, level_branch: Branch, crossing: Crossing, free: tuple[str, str],
+                        settings: ContinuationSettings, *, Lambda: float, name: str) -> Branch | None:
+    """From a crossing on a level, locate the transverse point with AUTO on the
+    augmented system and continue its locus in ``free``."""
+    system = augmented_system(model)
+    p1 = level_branch.free[0]
+    i = crossing.index
+    params = dict(level_branch.parameters)
+    params[p1] = float(level_branch[p1][i])
+    params["Lambda"] = float(Lambda)
+    x = np.array([level_branch[v][i] for v in level_branch.variables])
+    lo = float(min(level_branch[p1][i], level_branch[p1][i + 1]))
+    hi = float(max(level_branch[p1][i], level_branch[p1][i + 1]))
+    width = hi - lo
+    local = settings.replace(bounds={**settings.bounds, p1: (lo - 0.5 * width - 1e-6, hi + 0.5 * width + 1e-6)},
+                             ds=min(settings.ds, max(width / 4, 2 * settings.ds_min)),
+                             ds_max=max(width / 2, 2 * settings.ds_min), max_steps=50)
+    branch = continue_equilibria(system, params, p1, x0=np.concatenate([x, x]), settings=local,
+                                 name=f"{name}:locate", settle_time=0.0)
+    candidates = [sp for sp in branch.special_points if sp.kind is crossing.kind]
+    if not candidates:
+        return None
+    target = min(candidates, key=lambda sp: abs(sp.parameters[p1] - crossing.value))
+    at = {**params, **target.parameters}
+    if _block_of(model, target.state, at, Lambda) != "transverse":
+        return None
+    locus = continue_locus(branch, target.name, free, settings=settings, name=name)
+    return locus
+
+
+def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], modes: Sequence[Mode],
+                            free: tuple[str, str], levels: Sequence[float], settings: ContinuationSettings,
+                            *, progress=None) -> tuple[list[Branch], list[Crossing], dict]:
+    """Every transverse fold and Hopf curve of equilibria, mode by mode.
+
+    Parameters
+    ----------
+    model : NodeModel
+    parameters : mapping
+        Parameters (the free ones give the start of each level).
+    modes : sequence of Mode
+        Distinct real eigenvalues to follow (mode 1, ``Lambda = 1``, is the
+        homogeneous one and is skipped).
+    free : (str, str)
+        Continuation parameter along levels, and the level parameter
+        (a model parameter, or ``"Lambda"`` for neutral curves).
+    levels : sequence of float
+        Values of ``free[1]`` at which starting points are searched.
+    settings : ContinuationSettings
+        With bounds on both free parameters.
+
+    Returns
+    -------
+    curves : list of Branch
+        Kind ``LOCUS`` of the augmented system; ``mode`` and ``Lambda`` set
+        (for neutral curves, ``Lambda`` varies along the curve).
+    crossings : list of Crossing
+        Where each level's dispersion changed sign (interpolated).
+    levels : dict
+        ``{level: (equilibrium branch, growth rates (points, K), frequencies)}``.
+    """
+    p1, q = free
+    neutral = q == "Lambda"
+    lo1, hi1 = settings.bounds[p1]
+    curves: list[Branch] = []
+    crossings: list[Crossing] = []
+    table = {}
+    real_modes = [m for m in modes if m.is_real and m.mode != 1]
+    for level in levels:
+        params = dict(parameters)
+        params[p1] = lo1
+        if not neutral:
+            params[q] = float(level)
+        try:
+            eq = continue_equilibria(model, params, p1, settings=settings.replace(bounds={p1: (lo1, hi1)}),
+                                     name=f"level[{q}={level:g}]")
+        except BifnetError as error:
+            log.warning("level %s = %g: no homogeneous equilibrium branch (%s)", q, level, error)
+            continue
+        lams = [float(level)] if neutral else [float(np.real(m.Lambda)) for m in real_modes]
+        rates, freqs = growth_table(model, eq, lams)
+        table[float(level)] = (eq, rates, freqs)
+        for c in find_crossings(eq, rates, freqs, lams, level):
+            crossings.append(c)
+            q_value = c.Lambda if neutral else level
+            point = (c.value, q_value)
+            scale = np.array([hi1 - lo1, np.ptp(settings.bounds[q]) if q in settings.bounds else 1.0])
+            tol = 2e-3 * float(np.max(scale))
+            same = [cv for cv in curves if neutral or abs(float(np.real(cv.Lambda)) - c.Lambda) < 1e-9]
+            if _on_curve(same, c.Lambda, point, free, tol):
+                continue
+            mode = next((m for m in real_modes if abs(float(np.real(m.Lambda)) - c.Lambda) < 1e-9), None)
+            tag = f"Lambda={c.Lambda:.6g}" if mode is None else f"mode{mode.mode}"
+            name = f"{c.kind.value}[{tag}]#{sum(1 for cv in curves if cv.name.startswith(f'{c.kind.value}[{tag}]')) + 1}"
+            try:
+                locus = locate_and_continue(model, eq, c, free, settings, Lambda=c.Lambda, name=name)
+            except BifnetError as error:
+                log.warning("%s from %s = %g: %s", name, p1, c.value, error)
+                continue
+            if locus is None:
+                continue
+            locus = dataclasses.replace(locus, mode=mode.mode if mode else 0,
+                                        Lambda=c.Lambda if not neutral else locus.Lambda)
+            curves.append(locus)
+            if progress:
+                progress(name, locus)
+    return curves, crossings, table
