@@ -1,0 +1,62 @@
+"""Sphinx configuration of the bifnet documentation (Markdown via myst-parser)."""
+
+import os
+import sys
+import warnings
+
+sys.path.insert(0, os.path.abspath(".."))
+
+import bifnet  # noqa: E402
+
+project = "bifnet"
+author = "bifnet contributors"
+copyright = "2025, bifnet contributors"
+release = bifnet.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "numpydoc",
+    "sphinx.ext.mathjax",
+]
+
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+root_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+
+myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 3
+
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+autodoc_member_order = "bysource"
+autodoc_typehints = "none"
+
+html_theme = "alabaster"
+html_title = "bifnet"
+
+
+# A few docstrings in bifnet use the heading "Example" (numpydoc knows only
+# "Examples" and would drop the section with a warning) or write |x| inside
+# prose, which reStructuredText reads as a substitution. Fix both before
+# numpydoc parses the docstring (numpydoc listens with priority 500).
+def _tidy_docstring(app, what, name, obj, options, lines):
+    import re
+
+    for i, line in enumerate(lines):
+        if line.strip() == "Example" and i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"}:
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = indent + "Examples"
+            lines[i + 1] = indent + "--------"
+        elif not line.lstrip().startswith(">>>"):
+            lines[i] = re.sub(r"(?<![\\`|])\|(Im|Re) ([^|`]+)\|", r"\\|\1 \2\\|", line)
+
+
+# numpydoc also reads the raw docstring when it mangles signatures and warns
+# there about the same "Example" headings; the rendered text is fixed above.
+warnings.filterwarnings("ignore", message="Unknown section Example", category=UserWarning)
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _tidy_docstring, priority=400)
