@@ -167,15 +167,28 @@ def mode_jacobian(model: NodeModel) -> ModeJacobian:
 
 
 @functools.lru_cache(maxsize=None)
-def augmented_system(model: NodeModel) -> SymbolicSystem:
+def augmented_system(model: NodeModel, homogeneous: str = "flow") -> SymbolicSystem:
     """The augmented system in ``z = (x, y)`` for transverse bifurcations.
 
-    ``x' = f_hom(x)``, ``y' = f(y, eps [Lambda c(y) + (1 - Lambda) c(x)])`` with
-    ``Lambda`` an extra (real) parameter. On ``y = x`` its Jacobian is block
-    lower-triangular with diagonal blocks ``J_hom(x)`` and ``J(Lambda)``, so
-    bifurcations of the ``y`` block are the transverse instabilities of mode
-    ``Lambda``.
+    ``y' = f(y, eps [Lambda c(y) + (1 - Lambda) c(x)])`` with ``Lambda`` an
+    extra (real) parameter. On ``y = x`` the Jacobian is block lower-triangular
+    with the ``y`` block ``J(Lambda)``, so bifurcations of the ``y`` block are
+    the transverse instabilities of mode ``Lambda``.
+
+    Parameters
+    ----------
+    model : NodeModel
+    homogeneous : {"flow", "gradient"}
+        ``"flow"``: ``x' = f_hom(x)`` (needed for cycles). ``"gradient"``:
+        ``x' = -J_hom(x)^T f_hom(x)``, which has the same equilibria (where
+        ``J_hom`` is invertible) but the Jacobian ``-J_hom^T J_hom`` there:
+        symmetric negative definite, so the ``x`` block never has a Hopf
+        pair. AUTO-07p then sees only the transverse Hopf points; with the true
+        flow a homogeneous and a transverse pair crossing close together hide
+        each other from AUTO's Hopf test function.
     """
+    if homogeneous not in ("flow", "gradient"):
+        raise ValueError(f"homogeneous must be 'flow' or 'gradient', got {homogeneous!r}")
     hom = homogeneous_system(model)
     x = model.state_symbols
     y = tuple(sympy.Symbol(f"{s}__y", real=True) for s in x)
@@ -187,11 +200,16 @@ def augmented_system(model: NodeModel) -> SymbolicSystem:
         sympy.expand_mul(eq.xreplace(swap).subs(C, eps * (LAMBDA * y[k] + (1 - LAMBDA) * x[k])))
         for eq in model.equations
     )
+    if homogeneous == "flow":
+        x_rhs = hom.rhs
+    else:
+        F = sympy.Matrix(hom.rhs)
+        x_rhs = tuple(-(hom.jacobian.T * F))
     return SymbolicSystem(
-        name=f"{model.name}:augmented",
+        name=f"{model.name}:augmented" + ("" if homogeneous == "flow" else "-gradient"),
         kind="augmented",
         state=x + y,
         parameters=model.parameter_symbols + (LAMBDA,),
-        rhs=hom.rhs + y_rhs,
+        rhs=tuple(x_rhs) + y_rhs,
         model=model,
     )

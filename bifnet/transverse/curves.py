@@ -147,19 +147,21 @@ def locate_and_continue(model: NodeModel, level_branch: Branch, crossing: Crossi
                         settings: ContinuationSettings, *, Lambda: float, name: str) -> Branch | None:
     """From a crossing on a level, locate the transverse point with AUTO on the
     augmented system and continue its locus in ``free``."""
-    system = augmented_system(model)
+    system = augmented_system(model, "gradient")
     p1 = level_branch.free[0]
     i = crossing.index
+    # AUTO tests for bifurcations only after its first step: start one point before the change
+    j = max(i - 1, 0)
     params = dict(level_branch.parameters)
-    params[p1] = float(level_branch[p1][i])
+    params[p1] = float(level_branch[p1][j])
     params["Lambda"] = float(Lambda)
-    x = np.array([level_branch[v][i] for v in level_branch.variables])
-    lo = float(min(level_branch[p1][i], level_branch[p1][i + 1]))
-    hi = float(max(level_branch[p1][i], level_branch[p1][i + 1]))
-    width = hi - lo
-    local = settings.replace(bounds={**settings.bounds, p1: (lo - 0.5 * width - 1e-6, hi + 0.5 * width + 1e-6)},
-                             ds=min(settings.ds, max(width / 4, 2 * settings.ds_min)),
-                             ds_max=max(width / 2, 2 * settings.ds_min), max_steps=50)
+    x = np.array([level_branch[v][j] for v in level_branch.variables])
+    ends = level_branch[p1][[j, i, min(i + 1, len(level_branch) - 1)]]
+    lo, hi = float(np.min(ends)), float(np.max(ends))
+    width = max(hi - lo, 1e-6)
+    local = settings.replace(bounds={**settings.bounds, p1: (lo - 0.25 * width, hi + 0.25 * width)},
+                             ds=max(width / 10, 2 * settings.ds_min), ds_max=max(width / 4, 2 * settings.ds_min),
+                             max_steps=60)
     branch = continue_equilibria(system, params, p1, x0=np.concatenate([x, x]), settings=local,
                                  name=f"{name}:locate", settle_time=0.0)
     candidates = [sp for sp in branch.special_points if sp.kind is crossing.kind]

@@ -1,0 +1,440 @@
+"""Run-file steps of the transverse analysis: ``dispersion``, ``transverse``, ``neutral``."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
+from bifnet.continuation.restarts import continue_cycles
+from bifnet.continuation.steps import _append_tables, _free, step_settings
+from bifnet.errors import BifnetError, RunFileError
+from bifnet.steps import StepContext, check_keys
+from bifnet.transverse.curves import Mode, distinct_modes, trace_transverse_curves
+
+log = logging.getLogger("bifnet")
+
+
+def _step_parameters(context: StepContext, spec: dict) -> dict:
+    params = dict(context.parameters)
+    overrides = spec.get("parameters", {})
+    context.model.check_parameter_names(overrides)
+    params.update({k: float(v) for k, v in overrides.items()})
+    return params
+
+
+def _modes(context: StepContext, spec: dict) -> tuple[np.ndarray, list[Mode]]:
+    connectome = context.require_connectome(spec["name"])
+    eigenvalues = connectome.spectrum().eigenvalues
+    groups = distinct_modes(eigenvalues)
+    chosen = spec.get("modes", "all")
+    if chosen != "all":
+        if not isinstance(chosen, list) or not all(isinstance(m, int) for m in chosen):
+            raise RunFileError(f"step {spec['name']!r}: modes must be \"all\" or a list of mode numbers")
+        bad = [m for m in chosen if not 1 <= m <= len(eigenvalues)]
+        if bad:
+            raise RunFileError(f"step {spec['name']!r}: no mode {bad[0]} (the connectome has {len(eigenvalues)})")
+        groups = [g for g in groups if set(g.modes) & set(chosen)]
+    return eigenvalues, groups
+
+
+def _append_csv(context: StepContext, filename: str, frame, step: str) -> None:
+    import pandas as pd
+
+    from bifnet import io
+
+    path = context.out_dir / filename
+    frame = frame.copy()
+    frame.insert(0, "step", step)
+    if path.exists() and path.stat().st_size:
+        old = pd.read_csv(path)
+        frame = pd.concat([old[old["step"] != step], frame], ignore_index=True, sort=False)
+    io.write_csv(path, frame)
+
+
+def dispersion_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "dispersion"``: growth rate against Lambda at one parameter point.
+
+    Keys: ``parameters``, ``x0``, ``solution`` (``"auto"``, ``"EP"``, ``"LC"``),
+    ``curve_points`` (default 401), ``Lambda_range`` (default: the spectrum's
+    real range, padded).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+    from bifnet.transverse.dispersion import dispersion_at
+
+    step = spec["name"]
+    check_keys(spec, {"parameters", "x0", "solution", "curve_points", "Lambda_range"}, step)
+    params = _step_parameters(context, spec)
+    eigenvalues = context.require_connectome(step).spectrum().eigenvalues
+    relation = dispersion_at(context.model, params, eigenvalues, x0=spec.get("x0"),
+                             solution=spec.get("solution", "auto"))
+    modes = np.arange(1, len(eigenvalues) + 1)
+    frame = relation.to_frame(modes)
+    lo = float(np.min(np.real(eigenvalues))) - 0.1
+    lam_lo, lam_hi = spec.get("Lambda_range", [max(lo, -1.0), 1.0])
+    curve_lam = np.linspace(float(lam_lo), float(lam_hi), int(spec.get("curve_points", 401)))
+    if relation.solution == "EP":
+        from bifnet.transverse.dispersion import equilibrium_dispersion
+
+        curve = equilibrium_dispersion(context.model, params, relation.state, curve_lam)
+    else:
+        from bifnet.transverse.dispersion import cycle_dispersion
+        from bifnet.transverse.floquet import HomogeneousCycle
+
+        cycle = HomogeneousCycle(parameters=params, period=relation.period, x0=relation.state)
+        curve = cycle_dispersion(context.model, cycle, curve_lam)
+    _append_csv(context, "dispersion.csv", frame, step)
+    _append_csv(context, "dispersion_curve.csv", curve.to_frame(), step)
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    ax1.axhline(0, color="0.6", lw=0.8)
+    ax1.plot(curve_lam, curve.growth_rate, "k-", lw=1.2, label="dispersion relation")
+    lam_r = np.real(eigenvalues)
+    unstable = relation.growth_rate > 0
+    ax1.plot(lam_r[~unstable], relation.growth_rate[~unstable], "o", ms=4, color="tab:blue", label="connectome modes")
+    ax1.plot(lam_r[unstable], relation.growth_rate[unstable], "o", ms=5, color="tab:red", label="unstable modes")
+    ax1.set_ylabel("growth rate (1/ms)")
+    ax1.legend(fontsize=8)
+    ax2.plot(curve_lam, curve.frequency_hz, "k-", lw=1.0)
+    ax2.plot(lam_r, relation.frequency_hz, "o", ms=3, color="tab:blue")
+    ax2.set_xlabel("Lambda (connectome eigenvalue)")
+    ax2.set_ylabel("frequency (Hz)")
+    where = ", ".join(f"{k} = {params[k]:g}" for k in ("Iext_e", "eps") if k in params)
+    ax1.set_title(f"{context.model.name}: dispersion of the homogeneous {relation.solution} ({where})")
+    io.save_figure(context.out_dir / f"dispersion_{step}.png", fig)
+    n_unstable = int(np.sum(unstable[1:]))
+    log.info("  %s: homogeneous %s, mode 1 growth %.4g /ms, %d unstable non-uniform mode(s)",
+             step, relation.solution, relation.growth_rate[0], n_unstable)
+    return {"solution": relation.solution, "uniform_growth_rate_per_ms": float(relation.growth_rate[0]),
+            "unstable_modes": [int(m) for m in modes[1:][unstable[1:]]],
+            "period_ms": None if not np.isfinite(relation.period) else relation.period}
+
+
+def _levels(spec: dict, bounds, step: str) -> list[float]:
+    levels = spec.get("levels", 7)
+    lo, hi = bounds
+    if isinstance(levels, int):
+        if levels < 1:
+            raise RunFileError(f"step {step!r}: levels must be a positive number or a list")
+        # avoid the exact ends, where branches start on their bounds
+        return list(np.linspace(lo, hi, levels + 2)[1:-1]) if levels > 1 else [(lo + hi) / 2]
+    if not isinstance(levels, list) or not levels:
+        raise RunFileError(f"step {step!r}: levels must be a positive number or a list")
+    return [float(v) for v in levels]
+
+
+def _curves_frame(curves, free):
+    import pandas as pd
+
+    rows = []
+    for c in curves:
+        kinds = {sp.index: sp.kind.value for sp in c.special_points}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            freq = 1000.0 / c["period"] if "period" in c.columns else np.full(len(c), np.nan)
+        frame = pd.DataFrame({
+            "mode": c.mode, "modes": " ".join(str(m) for m in c.engine.get("modes", (c.mode,))),
+            "Lambda": float(np.real(c.Lambda)), "Lambda_imag": float(np.imag(c.Lambda)),
+            "kind": c.locus_of.value if c.locus_of else "", "curve": c.name, "point": np.arange(len(c)),
+            free[0]: c[free[0]], free[1]: c[free[1]], "frequency_hz": freq,
+            "codim2": [kinds.get(i, "") for i in range(len(c))],
+        })
+        rows.append(frame)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["mode", "Lambda", "Lambda_imag", "kind", "curve", "point", *free, "frequency_hz"])
+
+
+def _cycle_crossings(context, level_branch, cycles, groups, p1, q, level):
+    """Floquet growth rates of every mode along homogeneous cycles of a level,
+    and where they change sign (interpolated, PD/LPC/NS by the multiplier)."""
+    from bifnet.transverse.floquet import cycle_from_branch, floquet_dispersion
+
+    lams = np.array([g.Lambda for g in groups])
+    rows = []
+    table = []
+    for cyc in cycles:
+        rates = np.full((len(cyc), len(lams)), np.nan)
+        mults = np.full((len(cyc), len(lams)), np.nan, dtype=complex)
+        for i in range(len(cyc)):
+            try:
+                cycle = cycle_from_branch(cyc, i)
+                cycle = type(cycle)(parameters=cycle.parameters, period=cycle.period,
+                                    x0=np.asarray(cycle.x0)[: context.model.n_variables])
+                fd = floquet_dispersion(context.model, cycle, lams)
+            except BifnetError:
+                continue
+            rates[i] = fd.growth_rate
+            # the multiplier behind the growth rate: largest modulus (trivial one removed for mode 1)
+            for k in range(len(lams)):
+                mu = np.asarray(fd.multipliers[k])
+                if abs(lams[k] - 1) < 1e-12:
+                    mu = np.delete(mu, np.argmin(np.abs(mu - 1)))
+                mults[i, k] = mu[np.argmax(np.abs(mu))]
+        table.append((cyc, rates))
+        x = cyc[p1]
+        for k, g in enumerate(groups):
+            if g.mode == 1:
+                continue
+            r = rates[:, k]
+            ok = np.isfinite(r[:-1]) & np.isfinite(r[1:])
+            for i in np.flatnonzero(ok & (np.sign(r[:-1]) * np.sign(r[1:]) < 0)):
+                t = r[i] / (r[i] - r[i + 1])
+                mu = mults[i + 1][k] if abs(r[i + 1]) < abs(r[i]) else mults[i][k]
+                kind = "NS" if abs(mu.imag) > 1e-3 * abs(mu) else ("PD" if mu.real < 0 else "LPC")
+                rows.append({"mode": g.mode, "Lambda": float(np.real(g.Lambda)),
+                             "Lambda_imag": float(np.imag(g.Lambda)), "solution": "LC", "kind": kind,
+                             p1: float((1 - t) * x[i] + t * x[i + 1]), q: level, "branch": cyc.name,
+                             "located": False})
+    return rows, table
+
+
+def _map_level(branch_rates, samples, n_modes):
+    """Growth rates of every mode at ``samples`` along the stable parts of branches.
+
+    ``branch_rates``: list of (branch, rates (points, K)). Returns (solution
+    code per sample: 0 none, 1 EP, 2 LC, 3 both; rates (samples, K) from the
+    first stable solution found, EP preferred)."""
+    solution = np.zeros(len(samples), dtype=int)
+    rates = np.full((len(samples), n_modes), np.nan)
+    for branch, table in branch_rates:
+        code = 1 if branch.kind is BranchKind.EQUILIBRIA else 2
+        x = branch[branch.free[0]]
+        stable = branch["stable"] == 1
+        for i in range(len(branch) - 1):
+            if not (stable[i] and stable[i + 1]) or not np.all(np.isfinite(table[i])) or not np.all(np.isfinite(table[i + 1])):
+                continue
+            a, b = sorted((x[i], x[i + 1]))
+            inside = (samples >= a) & (samples <= b)
+            if not inside.any() or b == a:
+                continue
+            t = ((samples[inside] - x[i]) / (x[i + 1] - x[i]))[:, None]
+            values = (1 - t) * table[i] + t * table[i + 1]
+            fresh = solution[inside] == 0
+            idx = np.flatnonzero(inside)
+            rates[idx[fresh]] = values[fresh]
+            solution[idx] = np.where(solution[idx] == 0, code, np.where(solution[idx] == code, code, 3))
+    return solution, rates
+
+
+def transverse_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "transverse"``: transverse bifurcation curves of every mode and the instability map.
+
+    Keys: ``free`` (two parameters), ``range`` (both), ``modes`` (``"all"`` or
+    mode numbers), ``levels`` (number or list of values of the second
+    parameter where starting points are searched; default 7), ``cycles``
+    (analyse homogeneous cycles too; default true), ``map_points`` (samples
+    along the first parameter per level; default 201), ``parameters``,
+    ``settings``.
+    """
+    import pandas as pd
+
+    step = spec["name"]
+    check_keys(spec, {"free", "range", "modes", "levels", "cycles", "map_points", "parameters", "settings",
+                      "plot"}, step)
+    free = _free(spec, 2, step)
+    context.model.check_parameter_names(free)
+    settings = step_settings(context, spec, free)
+    params = _step_parameters(context, spec)
+    eigenvalues, groups = _modes(context, spec)
+    p1, q = free
+    levels = _levels(spec, settings.bounds[q], step)
+    complex_groups = [g for g in groups if not g.is_real]
+    if complex_groups:
+        log.warning("  %s: %d complex eigenvalue(s): their equilibria curves are located on the levels only "
+                    "(continuation of complex modes is not implemented)", step, len(complex_groups))
+    begin = time.perf_counter()
+    done = []
+
+    def progress(name, locus):
+        done.append(name)
+        log.info("  %s: %s, %d points (%d curves, %.0f s)", step, name, len(locus), len(done),
+                 time.perf_counter() - begin)
+
+    curves, crossings, table = trace_transverse_curves(context.model, params, groups, free, levels, settings,
+                                                       progress=progress)
+    for c in curves:
+        c.engine["modes"] = next((g.modes for g in groups if g.mode == c.mode), (c.mode,))
+    # where the growth rates of the equilibria change sign on each level (interpolated)
+    point_rows = [{"mode": next((g.mode for g in groups if abs(float(np.real(g.Lambda)) - c.Lambda) < 1e-9), 0),
+                   "Lambda": c.Lambda, "Lambda_imag": 0.0, "solution": "EP", "kind": c.kind.value,
+                   p1: c.value, q: c.level, "branch": f"level[{q}={c.level:g}]", "located": False}
+                  for c in crossings]
+    # instability map along the levels, equilibria and (optionally) cycles
+    lam_all = np.array([g.Lambda for g in groups])
+    samples = np.linspace(*settings.bounds[p1], int(spec.get("map_points", 201)))
+    from bifnet.transverse.curves import growth_table
+
+    map_solution, map_rates = [], []
+    for level in levels:
+        if level not in table:
+            map_solution.append(np.zeros(len(samples), dtype=int))
+            map_rates.append(np.full((len(samples), len(groups)), np.nan))
+            continue
+        eq = table[level][0]
+        eq_rates, _ = growth_table(context.model, eq, np.real(lam_all))
+        branch_rates = [(eq, eq_rates)]
+        if spec.get("cycles", True):
+            cycles = []
+            for hb in eq.points_of_kind(SpecialKind.HB):
+                if any(c.status.startswith("closed") and abs(c[p1][-1] - hb.parameters[p1]) < 1e-4 * (1 + abs(c[p1][-1]))
+                       for c in cycles):
+                    continue
+                try:
+                    cycles.append(continue_cycles(eq, hb.name, settings=settings.replace(max_steps=600),
+                                                  name=f"{eq.name}:{hb.name}"))
+                except BifnetError as error:
+                    log.warning("  %s: cycles from %s on %s failed: %s", step, hb.name, eq.name, error)
+            rows, cyc_table = _cycle_crossings(context, eq, cycles, groups, p1, q, level)
+            point_rows.extend(rows)
+            branch_rates.extend(cyc_table)
+        sol, rates = _map_level(branch_rates, samples, len(groups))
+        map_solution.append(sol)
+        map_rates.append(rates)
+        log.info("  %s: level %s = %g analysed (%.0f s)", step, q, level, time.perf_counter() - begin)
+
+    _write_map(context, step, free, levels, samples, groups, np.array(map_solution), np.array(map_rates))
+    curves_frame = _curves_frame(curves, free)
+    _append_csv(context, "transverse_curves.csv", curves_frame, step)
+    _append_csv(context, "transverse_points.csv", pd.DataFrame(point_rows), step)
+    _append_tables(context, step, curves)
+    context.results[step] = curves
+    _plot_transverse(context, step, free, curves, levels, samples, np.array(map_solution), np.array(map_rates),
+                     settings.bounds[q])
+    kinds = {}
+    for c in curves:
+        kinds[c.locus_of.value] = kinds.get(c.locus_of.value, 0) + 1
+    return {"curves": len(curves), "curves_by_kind": kinds, "levels": levels,
+            "modes_with_curves": sorted({c.mode for c in curves}),
+            "cycle_crossings": sum(1 for r in point_rows if r["solution"] == "LC"),
+            "complex_modes_not_continued": [g.mode for g in complex_groups]}
+
+
+def _write_map(context, step, free, levels, samples, groups, solution, rates):
+    """``instability_map_<step>.nc``: per level and sample, the homogeneous
+    solution, its uniform stability, the number of unstable non-uniform modes
+    and the most unstable one."""
+    import xarray as xr
+
+    from bifnet import io
+
+    modes = np.array([g.mode for g in groups])
+    uniform = modes == 1
+    with np.errstate(invalid="ignore"):
+        uniform_rate = rates[:, :, uniform][:, :, 0] if uniform.any() else np.full(solution.shape, np.nan)
+        others = rates[:, :, ~uniform]
+        multiplicity = np.array([len(g.modes) for g in groups])[~uniform]
+        n_unstable = np.where(np.isfinite(others).all(axis=2), ((others > 0) * multiplicity).sum(axis=2), -1)
+        safe = np.where(np.isfinite(others), others, -np.inf)
+        best = np.argmax(safe, axis=2)
+        most = np.where(np.isfinite(others).all(axis=2), modes[~uniform][best], 0)
+        max_rate = np.max(safe, axis=2)
+    p1, q = free
+    ds = xr.Dataset(
+        {
+            "homogeneous_solution": ((q, p1), solution, {"description": "0 none stable, 1 EP, 2 LC, 3 both (EP used)"}),
+            "uniform_growth_rate": ((q, p1), uniform_rate, {"units": "1/ms"}),
+            "uniform_stable": ((q, p1), (uniform_rate < 0).astype(int)),
+            "n_unstable_modes": ((q, p1), n_unstable.astype(int), {"description": "non-uniform modes with positive growth, with multiplicity; -1 where no stable homogeneous state"}),
+            "most_unstable_mode": ((q, p1), most.astype(int)),
+            "max_transverse_growth_rate": ((q, p1), np.where(np.isfinite(max_rate), max_rate, np.nan), {"units": "1/ms"}),
+            "growth_rate": ((q, p1, "mode_group"), rates, {"units": "1/ms"}),
+        },
+        coords={q: np.asarray(levels, dtype=float), p1: samples, "mode_group": modes,
+                "Lambda": ("mode_group", np.real([g.Lambda for g in groups]).astype(float))},
+        attrs={"step": step, "time_unit": "ms", "model": context.model.name},
+    )
+    io.write_netcdf(context.out_dir / f"instability_map_{step}.nc", ds)
+
+
+def _plot_transverse(context, step, free, curves, levels, samples, solution, rates, bounds):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+
+    p1, q = free
+    fig, ax = plt.subplots(figsize=(8, 6))
+    if len(levels) > 1:
+        with np.errstate(invalid="ignore"):
+            others = rates[:, :, 1:]
+            n_unstable = np.where(np.isfinite(others).all(axis=2), (others > 0).sum(axis=2), np.nan)
+            uniform_ok = rates[:, :, 0] < 0
+        shown = np.where(uniform_ok, n_unstable, np.nan)
+        mesh = ax.pcolormesh(samples, levels, shown, shading="nearest", cmap="viridis", alpha=0.55)
+        fig.colorbar(mesh, ax=ax, label="unstable non-uniform modes (homogeneous state stable to mode 1)")
+    cmap = plt.get_cmap("coolwarm")
+    lam = [float(np.real(c.Lambda)) for c in curves]
+    lo, hi = (min(lam), max(lam)) if lam else (-1, 1)
+    for c in curves:
+        colour = cmap((float(np.real(c.Lambda)) - lo) / max(hi - lo, 1e-9))
+        ax.plot(c[p1], c[q], color=colour, lw=0.8, ls="-" if c.locus_of is SpecialKind.HB else "--")
+    homogeneous = [b for v in context.results.values() if isinstance(v, list) for b in v
+                   if isinstance(b, Branch) and b.kind is BranchKind.LOCUS and b.mode == 1 and tuple(b.free) == tuple(free)]
+    for b in homogeneous:
+        ax.plot(b[p1], b[q], color="k", lw=1.6)
+    ax.set_xlim(samples[0], samples[-1])
+    ax.set_ylim(*bounds)
+    ax.set_xlabel(p1)
+    ax.set_ylabel(q)
+    ax.set_title(f"{context.model.name}: transverse curves ({len(curves)}; colour = Lambda, "
+                 f"solid HB, dashed LP; black: homogeneous)", fontsize=9)
+    io.save_figure(context.out_dir / f"transverse_{step}.png", fig)
+
+
+def neutral_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "neutral"``: neutral-stability curves ``Lambda_c(p)`` at fixed
+    other parameters, traced with ``Lambda`` as a continuation parameter.
+
+    Keys: ``free`` (one model parameter), ``range`` (it, and optionally
+    ``Lambda``; default [-1, 1]), ``levels`` (number or list of Lambda values
+    where starting points are searched; default 21), ``parameters``, ``settings``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+
+    step = spec["name"]
+    check_keys(spec, {"free", "range", "levels", "parameters", "settings"}, step)
+    (p1,) = _free(spec, 1, step)
+    context.model.check_parameter_names([p1])
+    spec = {**spec, "range": {"Lambda": [-1.0, 1.0], **spec.get("range", {})}}
+    settings = step_settings(context, spec, (p1, "Lambda"))
+    params = _step_parameters(context, spec)
+    levels = _levels({"levels": spec.get("levels", 21)}, settings.bounds["Lambda"], step)
+    curves, crossings, _ = trace_transverse_curves(context.model, params, [], (p1, "Lambda"), levels, settings)
+    import pandas as pd
+
+    rows = []
+    for c in curves:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            freq = 1000.0 / c["period"] if "period" in c.columns else np.full(len(c), np.nan)
+        rows.append(pd.DataFrame({"kind": c.locus_of.value, "curve": c.name, "point": np.arange(len(c)),
+                                  p1: c[p1], "Lambda_c": c["Lambda"], "frequency_hz": freq}))
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["kind", "curve", "point", p1, "Lambda_c", "frequency_hz"])
+    _append_csv(context, "neutral_curves.csv", frame, step)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for c in curves:
+        ax.plot(c[p1], c["Lambda"], color="tab:red" if c.locus_of is SpecialKind.HB else "tab:blue", lw=1.3)
+    if context.connectome is not None:
+        for lam in np.real(context.connectome.spectrum().eigenvalues):
+            ax.axhline(lam, color="0.8", lw=0.5, zorder=0)
+    ax.set_xlabel(p1)
+    ax.set_ylabel("Lambda (neutral: growth rate 0)")
+    ax.set_xlim(*settings.bounds[p1])
+    ax.set_ylim(*settings.bounds["Lambda"])
+    ax.set_title(f"{context.model.name}: neutral curves (red HB, blue LP; grey lines: connectome eigenvalues)",
+                 fontsize=9)
+    io.save_figure(context.out_dir / f"neutral_{step}.png", fig)
+    return {"curves": len(curves), "crossings": len(crossings)}
