@@ -1,0 +1,126 @@
+"""Transverse stability checked independently: the full network Jacobian against the
+mode Jacobians, transverse curves against brentq roots of the growth rate."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import brentq
+
+from bifnet.connectome import load_connectome
+from bifnet.continuation.equilibria import find_equilibrium
+from bifnet.continuation.settings import ContinuationSettings
+from bifnet.network import build_network
+from bifnet.network.core import network_jacobian_dense
+from bifnet.transverse.curves import distinct_modes, trace_transverse_curves
+from bifnet.transverse.dispersion import equilibrium_dispersion
+
+
+def _match(a, b):
+    """Largest distance from each eigenvalue of a to its nearest unused one in b."""
+    b = list(b)
+    worst = 0.0
+    for z in sorted(a, key=lambda z: (z.real, z.imag)):
+        k = int(np.argmin([abs(z - w) for w in b]))
+        worst = max(worst, abs(z - b.pop(k)))
+    return worst
+
+
+@pytest.mark.parametrize("name", ["tvb68", "tvb96"])
+def test_network_spectrum_is_union_of_mode_spectra(ping, name):
+    connectome = load_connectome(name).row_normalised()
+    params = ping.resolve_parameters({"eps": 8.0, "Iext_e": 2.0})
+    x = find_equilibrium(ping, params)
+    network = build_network(ping, connectome, params)
+    N, n = connectome.n_regions, ping.n_variables
+    full = np.linalg.eigvals(network_jacobian_dense(network, np.tile(x, N)))
+    lam = connectome.spectrum().eigenvalues
+    assert np.iscomplexobj(lam) == (name == "tvb96")
+    modes = equilibrium_dispersion(ping, params, x, lam).eigenvalues.ravel()
+    assert full.size == modes.size == N * n
+    assert _match(full, modes) < 1e-8
+
+
+@pytest.fixture(scope="module")
+def curves_tvb68(ping):
+    spectrum = load_connectome("tvb68").row_normalised().spectrum()
+    modes = [m for m in distinct_modes(spectrum.eigenvalues) if m.mode in (2, 68)]
+    params = ping.resolve_parameters({"Iext_e": 0.0})
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 16.0), "eps": (0.0, 30.0)}, ds=0.05, ds_max=0.25)
+    curves, crossings, _ = trace_transverse_curves(ping, params, modes, ("Iext_e", "eps"), [8.0], settings)
+    return curves, crossings, params
+
+
+def _growth(ping, params, Lambda, I, eps, guess):
+    p = {**params, "Iext_e": I, "eps": eps}
+    x = find_equilibrium(ping, p, guess, settle_time=0.0)
+    return equilibrium_dispersion(ping, p, x, [Lambda]).growth_rate[0]
+
+
+def test_transverse_curves_match_growth_rate_roots(ping, curves_tvb68):
+    curves, crossings, params = curves_tvb68
+    by_mode = {c.mode for c in curves}
+    assert {2, 68} <= by_mode
+    # every sign change found on the level lies on a continued curve of its mode
+    assert {c.Lambda for c in crossings} == {float(np.real(c.Lambda)) for c in curves}
+    for curve in curves:
+        rows = np.linspace(5, len(curve) - 6, 4).astype(int)
+        for k in rows:
+            I, eps = curve["Iext_e"][k], curve["eps"][k]
+            guess = np.array([curve[v][k] for v in ping.variable_names])
+            lam = float(np.real(curve.Lambda))
+            root = brentq(lambda i: _growth(ping, params, lam, i, eps, guess), I - 0.02, I + 0.02, xtol=1e-12)
+            assert abs(root - I) < 1e-4, (curve.name, eps, root, I)
+
+
+def test_mode_68_curve_values_of_the_engine_notes(ping, curves_tvb68):
+    """Lambda = -0.730518, eps = 8: 4.7670668 (brentq on eigenvalues)."""
+    curves, _, params = curves_tvb68
+    (c68,) = [c for c in curves if c.mode == 68]
+    order = np.argsort(c68["eps"])
+    assert np.interp(8.0, c68["eps"][order], c68["Iext_e"][order]) == pytest.approx(4.7670668, abs=1e-4)
+    # its frequency is that of the critical pair of J(Lambda)
+    k = int(np.argmin(np.abs(c68["eps"] - 8.0)))
+    x = np.array([c68[v][k] for v in ping.variable_names])
+    p = {**params, "Iext_e": c68["Iext_e"][k], "eps": c68["eps"][k]}
+    rel = equilibrium_dispersion(ping, p, x, [c68.Lambda])
+    assert abs(rel.growth_rate[0]) < 1e-7
+    assert 2 * np.pi / c68["period"][k] == pytest.approx(2 * np.pi * rel.frequency_hz[0] / 1000.0, rel=1e-8)
+
+
+def test_transverse_step_outputs(tmp_path):
+    from bifnet.runs import execute_run_file
+
+    run = tmp_path / "t.toml"
+    run.write_text("""
+model = "ngnmm_ping"
+connectome = "tvb68"
+[[steps]]
+name = "disp"
+kind = "dispersion"
+parameters = { Iext_e = 4.9, eps = 8.0 }
+solution = "EP"
+[[steps]]
+name = "tr"
+kind = "transverse"
+free = ["Iext_e", "eps"]
+range = { Iext_e = [0.0, 16.0], eps = [0.0, 30.0] }
+modes = [68]
+levels = [8.0]
+cycles = false
+settings = { ds = 0.05, ds_max = 0.25 }
+""")
+    out = execute_run_file(run, out=tmp_path / "out")
+    disp = pd.read_csv(out / "dispersion.csv")
+    assert list(disp["mode"]) == list(range(1, 69))
+    assert disp["Lambda"].iloc[0] == pytest.approx(1.0)
+    assert np.all(np.diff(disp["Lambda"]) <= 1e-12)
+    # at Iext_e = 4.9 > 4.767 mode 68 grows, and the homogeneous state itself is unstable there
+    assert disp["growth_rate"].iloc[-1] > 0
+    curves = pd.read_csv(out / "transverse_curves.csv")
+    assert set(curves["mode"]) == {68} and set(curves["kind"]) == {"HB"}
+    assert {"Lambda", "Lambda_imag", "curve", "point", "Iext_e", "eps", "frequency_hz"} <= set(curves.columns)
+    import xarray as xr
+
+    ds = xr.open_dataset(out / f"instability_map_tr.nc")
+    assert ds["n_unstable_modes"].shape == (1, 201)
+    ds.close()
