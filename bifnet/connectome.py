@@ -955,7 +955,7 @@ def describe_connectome(source: str | os.PathLike, *, key: str | None = None) ->
     str
         Lines: name and source, regions, symmetry, self-loops, zero-sum rows,
         weight range, density, and the spectrum of the row-normalised matrix
-        (real or complex, range of Re Λ, largest |Im Λ|, second-largest Re Λ).
+        (real or complex, range of Re Λ, largest ``|Im Λ|``, second-largest Re Λ).
 
     Raises
     ------

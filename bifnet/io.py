@@ -19,8 +19,8 @@ from typing import Any, Iterator
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
-    Example
-    -------
+    Examples
+    --------
     >>> with atomic_path("out.nc") as tmp:          # doctest: +SKIP
     ...     dataset.to_netcdf(tmp)
     """

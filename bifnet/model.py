@@ -327,8 +327,8 @@ def load_model(name_or_path: str | Path) -> NodeModel:
     ModelError
         Unknown name, missing file or a bad specification.
 
-    Example
-    -------
+    Examples
+    --------
     >>> model = load_model("ngnmm_ping")
     >>> model.variable_names
     ('r_e', 'v_e', 's_e', 'r_i', 'v_i', 's_i')

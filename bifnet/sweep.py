@@ -159,8 +159,8 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
     function raises is recorded with its error (and logged), not retried on
     resume; delete its line from the checkpoint to retry it.
 
-    Example
-    -------
+    Examples
+    --------
     >>> ds = run_sweep(growth, {"Iext_e": np.linspace(3, 8, 21), "eps": [4, 8, 12]},
     ...                out_path="sweep.nc")             # doctest: +SKIP
     """

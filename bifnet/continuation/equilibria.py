@@ -131,8 +131,8 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
     ------
     ContinuationError
 
-    Example
-    -------
+    Examples
+    --------
     >>> from bifnet.model import load_model
     >>> model = load_model("ngnmm_ping")
     >>> p = model.resolve_parameters({"eps": 15.0})

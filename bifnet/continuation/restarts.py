@@ -419,8 +419,8 @@ def continue_from(branch: Branch, point: str, free: Sequence[str] | str | None =
     One free parameter: cycles from HB, doubled cycles from PD. Two free
     parameters: the locus of the point.
 
-    Example
-    -------
+    Examples
+    --------
     >>> cycles = continue_from(equilibria, "HB1")                       # doctest: +SKIP
     >>> hopf_curve = continue_from(equilibria, "HB1", ("Iext_e", "eps"))  # doctest: +SKIP
     """

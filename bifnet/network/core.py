@@ -187,8 +187,8 @@ def build_network(model: NodeModel, connectome_or_weights, parameters: Mapping[s
     ModelError
         Unknown parameter names.
 
-    Example
-    -------
+    Examples
+    --------
     >>> net = build_network(load_model("ngnmm_ping"), np.ones((3, 3)), {"eps": 8})  # doctest: +SKIP
     >>> net.weights.sum(axis=1)                                                     # doctest: +SKIP
     array([1., 1., 1.])

@@ -226,8 +226,8 @@ def simulate(network: Network, t_span, y0, method: str = "rk4", *, dt: float = 0
         A bad argument (named in the message), or a negative firing rate in
         ``y0``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> res = simulate(net, (0.0, 100.0), y0, dt=0.01, stride=10)  # doctest: +SKIP
     >>> res.y.shape                                                  # doctest: +SKIP
     (1001, 68, 6)

@@ -26,8 +26,8 @@ def to_xarray(result, network: Network):
         ``state`` with dims ``time x region x variable``. Attributes: model,
         method, success, message, ``time_unit = "ms"`` and every parameter.
 
-    Example
-    -------
+    Examples
+    --------
     >>> ds = to_xarray(simulate(net, (0, 100), y0), net)   # doctest: +SKIP
     >>> ds["v_e"].mean("region")                           # doctest: +SKIP
     """

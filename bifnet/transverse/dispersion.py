@@ -91,8 +91,8 @@ def equilibrium_dispersion(model: NodeModel, parameters: Mapping[str, float], st
     -------
     DispersionRelation
 
-    Example
-    -------
+    Examples
+    --------
     >>> rel = equilibrium_dispersion(model, p, x, spectrum.eigenvalues)   # doctest: +SKIP
     >>> rel.growth_rate[0]      # mode 1 (Lambda = 1): the homogeneous growth rate  # doctest: +SKIP
     """

@@ -470,8 +470,8 @@ def homogeneous_floquet(model: NodeModel, cycle: HomogeneousCycle, *, steps: int
     ndarray, shape (n,), complex
         Multipliers sorted by decreasing modulus; one of them is 1 (trivial).
 
-    Example
-    -------
+    Examples
+    --------
     >>> mu = homogeneous_floquet(model, find_cycle(model, {"eps": 15, "Iext_e": 6}))
     """
     return floquet_dispersion(model, cycle, np.array([1.0]), steps=steps, method=method,
@@ -526,8 +526,8 @@ def floquet_dispersion(model: NodeModel, cycle: HomogeneousCycle, Lambdas, *, st
     the Runge–Kutta solution of the joint system ``[x; Phi_1; ...; Phi_K]``.
     Real ``Lambdas`` use real arithmetic.
 
-    Example
-    -------
+    Examples
+    --------
     >>> lam = load_connectome("tvb68").row_normalised().spectrum().eigenvalues
     >>> disp = floquet_dispersion(model, cycle, lam)
     >>> disp.to_frame().head()
@@ -662,8 +662,8 @@ def find_cycle(model: NodeModel, parameters: Mapping[str, float], x0=None, *, pe
     ``[[M - I, f(phi_T(x0))], [e_s^T, 0]]`` uses the monodromy ``M`` of the
     homogeneous Jacobian on the same steps.
 
-    Example
-    -------
+    Examples
+    --------
     >>> cycle = find_cycle(load_model("ngnmm_ping"), {"eps": 15, "Iext_e": 6})
     >>> round(cycle.period, 2)
     31.11
