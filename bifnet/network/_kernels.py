@@ -347,3 +347,254 @@ def integrators():
         "rk4_tangent_steps": rk4_tangent_steps,
         "first_nonfinite": first_nonfinite,
     }
+
+
+# --------------------------------------------------------------------------- #
+# Fused RK4 stepper of the state and a block of tangent vectors (Lyapunov)
+# --------------------------------------------------------------------------- #
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_dgemm():
+    """scipy's Fortran ``dgemm`` as a ctypes function callable from numba."""
+    import ctypes
+
+    from numba.extending import get_cython_function_address
+
+    addr = get_cython_function_address("scipy.linalg.cython_blas", "dgemm")
+    return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))(addr)
+
+
+def _node_tangent_source(model) -> str:
+    """Source of the three per-node tangent updates of the fused RK4 stage.
+
+    With ``K_i = J_i X_i + eps (df/dC)_i (W X_c)_i`` (``X`` the stage input,
+    ``n x kb`` rows of node ``i``) the updates are:
+
+    * ``first``:  ``X = V``;  ``T = V + a K``;  ``A = V + b K``
+    * ``middle``: ``X = T``;  ``T = V + a K``;  ``A += b K``
+    * ``last``:   ``X = T``;  ``V = A + b K``
+
+    The Jacobian's structural zeros (from the symbolic model) are skipped and
+    the ``n x n`` block is unrolled into one loop per row of ``K``; each loop
+    touches few arrays so that LLVM vectorises it (with more, its runtime
+    alias checks exceed their limit and the loop stays scalar).
+    """
+    import sympy
+
+    n = model.n_variables
+    f = sympy.Matrix(model.equations)
+    jac = f.jacobian(sympy.Matrix(model.state_symbols))
+    dfdc = f.diff(model.input_symbol)
+    terms = [[b for b in range(n) if jac[a, b] != 0] for a in range(n)]
+    coupled = [a for a in range(n) if dfdc[a] != 0]
+    lines = []
+    for kind in ("first", "middle", "last"):
+        src = "V" if kind == "first" else "T"
+        lines.append(f"def tangent_{kind}(J, g, eps, V, T, A, K, WT, i, base, a, b):")
+        lines.append("    kb = V.shape[1]")
+        lines.append("    w = WT[i]")
+        for r in range(n):
+            lines.append(f"    x{r} = {src}[base + {r}]")
+        for r in range(n):
+            parts = [f"J[{r}, {c}] * x{c}[m]" for c in terms[r]]
+            if r in coupled:
+                lines.append(f"    g{r} = eps * g[{r}]")
+                parts.append(f"g{r} * w[m]")
+            lines.append(f"    k = K[{r}]")
+            for c in terms[r]:
+                lines.append(f"    j{r}_{c} = J[{r}, {c}]")
+            parts = [f"j{r}_{c} * x{c}[m]" for c in terms[r]] + ([f"g{r} * w[m]"] if r in coupled else [])
+            lines.append("    for m in range(kb):")
+            lines.append(f"        k[m] = {' + '.join(parts) if parts else '0.0'}")
+        lines.append("    kf = K.reshape(-1)")
+        lines.append(f"    vf = V[base:base + {n}].reshape(-1)")
+        lines.append(f"    af = A[base:base + {n}].reshape(-1)")
+        if kind != "last":
+            lines.append(f"    tf = T[base:base + {n}].reshape(-1)")
+        lines.append("    for m in range(kf.shape[0]):")
+        if kind == "first":
+            lines.append("        tf[m] = vf[m] + a * kf[m]")
+            lines.append("        af[m] = vf[m] + b * kf[m]")
+        elif kind == "middle":
+            lines.append("        tf[m] = vf[m] + a * kf[m]")
+            lines.append("        af[m] += b * kf[m]")
+        else:
+            lines.append("        vf[m] = af[m] + b * kf[m]")
+        lines.append("    return None")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=None)
+def lyapunov_kernels(model):
+    """Compile the fused RK4 stepper of the network state and a tangent block.
+
+    Returns ``rk4_block(y, V, p, W, dt, nsteps, work) -> bool``: advance the
+    flat state ``y`` and the C-contiguous ``D x kb`` tangent block ``V`` in
+    place by ``nsteps`` classical RK4 steps of ``y' = f(y)``,
+    ``V' = Df(y) V`` (the same scheme as ``rk4_tangent_steps`` with the
+    network's ``tangent`` field); ``False`` if the state became non-finite.
+    ``work`` comes from :func:`lyapunov_workspace`.
+
+    Per stage the coupling ``W @ X_c`` of the ``kb`` vectors is one BLAS
+    ``dgemm`` (the strided coupled rows are passed with their leading
+    dimension, no copy) and the node blocks are an unrolled loop generated
+    from the symbolic Jacobian's sparsity (:func:`_node_tangent_source`);
+    the RK4 combinations are fused into that loop. ``nogil``: independent
+    blocks of tangent vectors can run on separate threads.
+    """
+    import numba
+
+    from bifnet.codegen import numba_node_kernels
+
+    node_rhs, node_jac = numba_node_kernels(model)
+    n = model.n_variables
+    ci = model.coupled_index
+    ieps = model.parameter_names.index(model.coupling.strength)
+    dgemm = _blas_dgemm()
+    namespace = {"np": np}
+    exec(compile(_node_tangent_source(model), f"<bifnet:{model.name}:tangent_block>", "exec"), namespace)
+    jit = numba.njit(nogil=True, fastmath={"contract"})
+    tangent_first = jit(namespace["tangent_first"])
+    tangent_middle = jit(namespace["tangent_middle"])
+    tangent_last = jit(namespace["tangent_last"])
+
+    @numba.njit(nogil=True)
+    def coupling_product(W, X, WT, ints, flts, chars):
+        # WT = W @ X[ci::n] (row-major) as column-major WT^T = X_c^T W^T
+        Xc = X[ci:]
+        dgemm(chars.ctypes, chars.ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[1:].ctypes, flts[0:].ctypes,
+              Xc.ctypes, ints[2:].ctypes, W.ctypes, ints[1:].ctypes, flts[1:].ctypes, WT.ctypes, ints[0:].ctypes)
+
+    @numba.njit(nogil=True)
+    def coupling_input(y, W, eps, C):
+        N = W.shape[0]
+        for i in range(N):
+            acc = 0.0
+            for j in range(N):
+                acc += W[i, j] * y[j * n + ci]
+            C[i] = eps * acc
+
+    @numba.njit(nogil=True)
+    def rk4_block(y, V, p, W, dt, nsteps, T, A, K, WT, ys, ya, C, J, g, f, ints, flts, chars):
+        N = W.shape[0]
+        kb = V.shape[1]
+        eps = p[ieps]
+        ints[0] = kb
+        ints[1] = N
+        ints[2] = n * kb
+        flts[0] = 1.0
+        flts[1] = 0.0
+        h = 0.5 * dt
+        w1 = dt / 6.0
+        w2 = dt / 3.0
+        for s in range(nsteps):
+            # stage 1 at (y, V)
+            coupling_input(y, W, eps, C)
+            coupling_product(W, V, WT, ints, flts, chars)
+            for i in range(N):
+                base = i * n
+                x = y[base:base + n]
+                node_rhs(x, p, C[i], f)
+                node_jac(x, p, C[i], J, g)
+                tangent_first(J, g, eps, V, T, A, K, WT, i, base, h, w1)
+                for a in range(n):
+                    ys[base + a] = x[a] + h * f[a]
+                    ya[base + a] = x[a] + w1 * f[a]
+            # stages 2 and 3 at (ys, T)
+            for stage in range(2):
+                c = h if stage == 0 else dt
+                coupling_input(ys, W, eps, C)
+                coupling_product(W, T, WT, ints, flts, chars)
+                for i in range(N):
+                    base = i * n
+                    x = ys[base:base + n]
+                    node_rhs(x, p, C[i], f)
+                    node_jac(x, p, C[i], J, g)
+                    tangent_middle(J, g, eps, V, T, A, K, WT, i, base, c, w2)
+                    for a in range(n):
+                        ys[base + a] = y[base + a] + c * f[a]
+                        ya[base + a] += w2 * f[a]
+            # stage 4 at (ys, T); V <- A + dt/6 K4, y <- ya + dt/6 f
+            coupling_input(ys, W, eps, C)
+            coupling_product(W, T, WT, ints, flts, chars)
+            bad = False
+            for i in range(N):
+                base = i * n
+                x = ys[base:base + n]
+                node_rhs(x, p, C[i], f)
+                node_jac(x, p, C[i], J, g)
+                tangent_last(J, g, eps, V, T, A, K, WT, i, base, 0.0, w1)
+                for a in range(n):
+                    y[base + a] = ya[base + a] + w1 * f[a]
+                    if not np.isfinite(y[base + a]):
+                        bad = True
+            if bad:
+                return False
+        return True
+
+    return rk4_block
+
+
+def lyapunov_workspace(N: int, n: int, kb: int):
+    """Scratch arrays of :func:`lyapunov_kernels`' ``rk4_block`` (one set per thread)."""
+    D = N * n
+    return (np.empty((D, kb)), np.empty((D, kb)), np.empty((n, kb)), np.empty((N, kb)), np.empty(D), np.empty(D), np.empty(N),
+            np.empty((n, n)), np.empty(n), np.empty(n), np.empty(3, np.int32), np.empty(2),
+            np.array([ord("N")], np.int8))
+
+
+@functools.lru_cache(maxsize=None)
+def _openblas_thread_controls():
+    """``[(get, set), ...]`` of every loaded OpenBLAS (numpy's and scipy's wheels bundle one each)."""
+    import ctypes
+
+    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS)
+
+    controls = []
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:  # not Linux: leave the BLAS alone
+        return controls
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                                   ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                                   ("openblas_get_num_threads", "openblas_set_num_threads"),
+                                   ("openblas_get_num_threads64_", "openblas_set_num_threads64_")):
+            get = getattr(lib, get_name, None)
+            set_ = getattr(lib, set_name, None)
+            if get is not None and set_ is not None:
+                get.restype = ctypes.c_int
+                set_.argtypes = [ctypes.c_int]
+                controls.append((get, set_))
+                break
+    return controls
+
+
+class single_threaded_blas:
+    """Context manager: every loaded OpenBLAS on one thread (restored on exit).
+
+    The Lyapunov stepper calls ``dgemm`` on ``N x N x k`` products (``N``
+    about 100) from its own threads, and the QR steps work on ``Nn x k``
+    matrices; OpenBLAS's internal threading at these sizes costs far more
+    than it gains (its idle workers spin and take the cores from the
+    stepper's threads). A no-op for other BLAS libraries.
+    """
+
+    def __enter__(self):
+        self._saved = []
+        for get, set_ in _openblas_thread_controls():
+            self._saved.append((set_, int(get())))
+            set_(1)
+        return self
+
+    def __exit__(self, *exc):
+        for set_, value in self._saved:
+            set_(value)
+        return False
