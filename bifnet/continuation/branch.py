@@ -180,6 +180,26 @@ class Branch:
         kind = SpecialKind(kind) if isinstance(kind, str) else kind
         return tuple(sp for sp in self.special_points if sp.kind is kind)
 
+    def distance_to(self, values: Mapping[str, float], scale: Mapping[str, float] | None = None) -> float:
+        """Distance from a point to the branch's polyline in the plane of its free parameters.
+
+        The largest coordinate difference (each divided by ``scale[name]``, 1
+        by default) to the nearest point of any segment; inf for an empty
+        branch.
+        """
+        names = list(self.free)
+        if len(self) == 0:
+            return float("inf")
+        div = np.array([(scale or {}).get(n, 1.0) for n in names], dtype=float)
+        xy = np.column_stack([self.columns[n] for n in names]) / div
+        p = np.array([values[n] for n in names], dtype=float) / div
+        if len(xy) == 1:
+            return float(np.max(np.abs(xy[0] - p)))
+        seg = xy[1:] - xy[:-1]
+        t = np.clip(((p - xy[:-1]) * seg).sum(axis=1) / np.maximum((seg ** 2).sum(axis=1), 1e-300), 0.0, 1.0)
+        nearest = xy[:-1] + t[:, None] * seg
+        return float(np.nanmin(np.max(np.abs(nearest - p), axis=1)))
+
     def to_frame(self):
         """The branch as a pandas DataFrame (one row per computed point)."""
         import pandas as pd

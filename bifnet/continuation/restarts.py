@@ -72,6 +72,18 @@ def _closing_index(values, periods, amps, hopfs) -> int | None:
     return int(first + np.argmin(amps[first:stretch + 1]))
 
 
+def ends_at_hopf(cycles: Branch, hopf: SpecialPoint) -> bool:
+    """Did a closed cycle branch end at ``hopf`` (same tolerances as the cut)?"""
+    if not cycles.status.startswith("closed") or len(cycles) == 0:
+        return False
+    name = cycles.free[0]
+    value, period = hopf.parameters.get(name), hopf.period
+    if value is None or not np.isfinite(period):
+        return False
+    return bool(abs(cycles[name][-1] - value) < 0.01 * (1 + abs(value))
+                and abs(cycles["period"][-1] - period) < 0.05 * period)
+
+
 def _close_cycle_branch(branch: Branch, hopfs) -> Branch:
     """Cut a cycle branch where it returns to a Hopf point.
 

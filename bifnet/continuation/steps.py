@@ -14,7 +14,7 @@ import numpy as np
 
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
 from bifnet.continuation.equilibria import continue_equilibria
-from bifnet.continuation.restarts import continue_cycles, continue_locus
+from bifnet.continuation.restarts import continue_cycles, continue_locus, ends_at_hopf
 from bifnet.continuation.settings import ContinuationSettings
 from bifnet.continuation.tables import branches_frame, special_points_frame
 from bifnet.errors import BifnetError, ContinuationError, RunFileError
@@ -211,10 +211,8 @@ def _closed_onto(branches: Sequence[Branch], source: Branch, point: str) -> str 
     """Name of a closed cycle branch from ``source`` that ends at ``point``."""
     sp = source.point(point)
     for b in branches:
-        if b.origin and b.origin[0] == source.name and b.status.startswith("closed"):
-            end = {n: float(b[n][-1]) for n in b.free}
-            if all(abs(end[n] - sp.parameters.get(n, np.inf)) < 1e-4 * (1 + abs(end[n])) for n in end):
-                return b.name
+        if b.origin and b.origin[0] == source.name and ends_at_hopf(b, sp):
+            return b.name
     return None
 
 
@@ -255,15 +253,14 @@ def curve_step(context: StepContext, spec: dict) -> dict:
 
 
 def _on_existing_locus(loci: Sequence[Branch], source: Branch, point: str, free) -> bool:
-    """True when the start point lies on a locus already computed (same kind)."""
+    """True when the start point lies on a locus of the same kind already computed."""
     sp = source.point(point)
-    x = np.array([sp.parameters.get(f, source.parameters.get(f)) for f in free], dtype=float)
+    values = {f: float(sp.parameters.get(f, source.parameters.get(f))) for f in free}
     for locus in loci:
         if locus.locus_of is not sp.kind:
             continue
-        pts = np.column_stack([locus[f] for f in free])
-        scale = np.maximum(np.ptp(pts, axis=0), 1e-9)
-        if np.min(np.max(np.abs(pts - x) / scale, axis=1)) < 1e-3:
+        scale = {f: max(float(np.ptp(locus[f])), 1e-9) for f in free}
+        if locus.distance_to(values, scale) < 1e-3:
             return True
     return False
 

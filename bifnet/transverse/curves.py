@@ -111,23 +111,10 @@ def find_crossings(branch: Branch, rates: np.ndarray, freqs: np.ndarray, Lambdas
     return out
 
 
-def _on_curve(curves: Sequence[Branch], Lambda: float, point: Sequence[float], free, tolerance: float) -> bool:
-    """Is ``point`` (in the ``free`` plane) on a computed curve of this ``Lambda``?"""
-    p = np.asarray(point, dtype=float)
-    for c in curves:
-        if abs(float(np.real(c.Lambda)) - Lambda) > 1e-9 and "Lambda" not in free:
-            continue
-        xy = np.column_stack([c[f] for f in free])
-        if len(xy) < 2:
-            continue
-        seg = xy[1:] - xy[:-1]
-        rel = p - xy[:-1]
-        denom = np.maximum((seg ** 2).sum(axis=1), 1e-300)
-        t = np.clip((rel * seg).sum(axis=1) / denom, 0.0, 1.0)
-        nearest = xy[:-1] + t[:, None] * seg
-        if np.min(np.max(np.abs(nearest - p), axis=1)) < tolerance:
-            return True
-    return False
+def _on_curve(curves: Sequence[Branch], point: Sequence[float], free, tolerance: float) -> bool:
+    """Is ``point`` (in the ``free`` plane) on one of ``curves``?"""
+    values = dict(zip(free, point))
+    return any(c.distance_to(values) < tolerance for c in curves)
 
 
 def _block_of(model: NodeModel, x, params: Mapping[str, float], Lambda: float) -> str:
@@ -234,7 +221,7 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
             scale = np.array([hi1 - lo1, np.ptp(settings.bounds[q]) if q in settings.bounds else 1.0])
             tol = 2e-3 * float(np.max(scale))
             same = [cv for cv in curves if neutral or abs(float(np.real(cv.Lambda)) - c.Lambda) < 1e-9]
-            if _on_curve(same, c.Lambda, point, free, tol):
+            if _on_curve(same, point, free, tol):
                 continue
             mode = next((m for m in real_modes if abs(float(np.real(m.Lambda)) - c.Lambda) < 1e-9), None)
             tag = f"Lambda={c.Lambda:.6g}" if mode is None else f"mode{mode.mode}"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
-from bifnet.continuation.restarts import continue_cycles
+from bifnet.continuation.restarts import continue_cycles, ends_at_hopf
 from bifnet.continuation.steps import _append_tables, _free, step_settings
 from bifnet.errors import BifnetError, RunFileError
 from bifnet.steps import StepContext, check_keys
@@ -282,8 +282,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
         if spec.get("cycles", True):
             cycles = []
             for hb in eq.points_of_kind(SpecialKind.HB):
-                if any(c.status.startswith("closed") and abs(c[p1][-1] - hb.parameters[p1]) < 1e-4 * (1 + abs(c[p1][-1]))
-                       for c in cycles):
+                if any(ends_at_hopf(c, hb) for c in cycles):
                     continue
                 try:
                     cycles.append(continue_cycles(eq, hb.name, settings=settings.replace(max_steps=600),

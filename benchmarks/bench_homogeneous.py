@@ -1,0 +1,106 @@
+"""Homogeneous continuation speed (issue 2), printed, never asserted.
+
+1. eps = 15: equilibria in Iext_e in [0, 40] and the cycles from HB1, with
+   AUTO-07p transpiled (compiled model + exact Jacobian, bifnet's path),
+   including compilation, against the same equilibria with bifpy's
+   interpreted Python callbacks measured in the same run.
+2. The whole two-parameter homogeneous diagram (continuation_runs/homogeneous_study.toml).
+
+Run: .venv/bin/python benchmarks/bench_homogeneous.py [--skip-diagram]
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def interpreted_equilibria(model, params, x0):
+    """The same equilibrium run through bifpy's interpreted (ctypes) callbacks."""
+    import sympy
+    from bifpy import auto
+
+    from bifnet.continuation._auto import auto_problem
+    from bifnet.codegen import jacobian_function, rhs_function
+    from bifnet.systems import homogeneous_system
+
+    system = homogeneous_system(model)
+    problem = auto_problem(system)
+    f, J = rhs_function(system), jacobian_function(system)
+    order = [problem.slots[n] - 1 for n in system.parameter_names]
+
+    def func(u, par):
+        return f(np.asarray(u), np.asarray([par[i] for i in order]))
+
+    def jac(u, par):
+        return J(np.asarray(u), np.asarray([par[i] for i in order]))
+
+    par0 = problem.parameter_vector(params)
+
+    def stpnt(u, par, t):
+        u[:] = x0
+        par[:] = par0
+
+    settings = dict(ips=auto.IPS_EQUILIBRIUM, ndim=6, npar=problem.npar, nmx=2000, ilp=1, isp=2, jac=0,
+                    ds=0.01, dsmin=1e-5, dsmax=0.25, rl0=0.0, rl1=40.0, a0=-1e300, a1=1e300,
+                    epsl=1e-8, epsu=1e-8, epss=1e-6, npr=1)
+    del sympy, jac
+    return auto.run(func, stpnt, settings, icu=[problem.slots["Iext_e"]])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-diagram", action="store_true")
+    args = parser.parse_args()
+
+    from bifnet.continuation.equilibria import continue_equilibria, find_equilibrium
+    from bifnet.continuation.restarts import continue_from
+    from bifnet.continuation.settings import ContinuationSettings
+    from bifnet.model import load_model
+
+    model = load_model("ngnmm_ping")
+    params = model.resolve_parameters({"eps": 15.0})
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)})
+    t0 = time.perf_counter()
+    eq = continue_equilibria(model, params, "Iext_e", settings=settings)
+    t1 = time.perf_counter()
+    lc = continue_from(eq, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=600))
+    t2 = time.perf_counter()
+    hopf = [round(sp.parameters["Iext_e"], 5) for sp in eq.points_of_kind("HB")]
+    print(f"eps = 15 equilibria (transpiled, incl. compilation): {t1 - t0:6.2f} s, {len(eq)} points, HB at {hopf}")
+    print(f"eps = 15 cycles from HB1 (transpiled, incl. compilation): {t2 - t1:6.2f} s, {len(lc)} cycles, {lc.status}")
+    print(f"eps = 15 equilibria + cycles: {t2 - t0:6.2f} s (target < 10 s)")
+
+    x0 = find_equilibrium(model, params)
+    t3 = time.perf_counter()
+    result = interpreted_equilibria(model, params, x0)
+    t4 = time.perf_counter()
+    n = len(result.branches[0].points)
+    print(f"baseline, same equilibria with interpreted Python callbacks: {t4 - t3:6.2f} s, {n} points")
+    print(f"ratio interpreted / transpiled (equilibria): {(t4 - t3) / (t1 - t0):.2f}x")
+
+    if args.skip_diagram:
+        return
+    from bifnet.runs import execute_run_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t5 = time.perf_counter()
+        execute_run_file(ROOT / "continuation_runs" / "homogeneous_study.toml", out=Path(tmp) / "out")
+        t6 = time.perf_counter()
+        import json
+
+        manifest = json.loads((Path(tmp) / "out" / "run.json").read_text())
+    print(f"whole homogeneous study (8 one-parameter diagrams, cycles, PD switching, HB/LP/LPC/PD loci): "
+          f"{t6 - t5:6.1f} s (target < 120 s)")
+    for step in manifest["steps"]:
+        print(f"    {step['name']:>6}: {step['seconds']:7.1f} s  {step['status']}")
+
+
+if __name__ == "__main__":
+    main()
