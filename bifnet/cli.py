@@ -34,7 +34,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="override a top-level key or a parameter (repeatable), e.g. --set eps=12",
     )
     run.add_argument("--force", action="store_true", help="overwrite an existing output folder")
-    run.add_argument("--resume", action="store_true", help="keep finished steps of an existing output folder")
+    run.add_argument("--resume", action="store_true",
+                     help="run again in an existing output folder; sweeps skip the points they finished")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="Dask scheduler (tcp://host:port) for sweep steps; default: local processes")
 
     conn = sub.add_parser("connectome", help="connectome utilities")
     conn_sub = conn.add_subparsers(dest="connectome_command", required=True)
@@ -47,8 +50,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def _command_run(args) -> int:
     from bifnet.runs import execute_run_file
 
+    overrides = list(args.overrides) + ([f"dask.scheduler={args.scheduler!r}"] if args.scheduler else [])
     folder = execute_run_file(
-        args.run_file, out=args.out, overrides=args.overrides, force=args.force, resume=args.resume
+        args.run_file, out=args.out, overrides=overrides, force=args.force, resume=args.resume
     )
     logging.getLogger("bifnet").info("results written to %s", folder)
     return 0

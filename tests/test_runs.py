@@ -123,3 +123,39 @@ def test_set_overrides_parameters_and_keys(tmp_path):
     assert run.data["parameters"]["eps"] == 12
     assert run.data["connectome"] == "tvb96"
     assert run.data["settings"]["ds"] == 0.02
+
+
+def test_sweep_step_resumes(tmp_path):
+    """A dispersion sweep at resting points: the values equal a direct computation,
+    and a resumed run takes every point from the checkpoint."""
+    import xarray as xr
+
+    from bifnet.connectome import load_connectome
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.model import load_model
+    from bifnet.transverse.dispersion import equilibrium_dispersion
+
+    path = tmp_path / "s.toml"
+    path.write_text("""
+model = "ngnmm_ping"
+connectome = "tvb68"
+[[steps]]
+name = "sw"
+kind = "sweep"
+analysis = "dispersion"
+grid = { Iext_e = [0.0, 1.0, 2], eps = [2.0, 4.0] }
+scheduler = "serial"
+progress = false
+""")
+    out = execute_run_file(path, out=tmp_path / "o")
+    with xr.open_dataset(out / "sweep_sw.nc") as ds:
+        value = float(ds["max_transverse_growth_rate"].sel(Iext_e=1.0, eps=4.0))
+    model = load_model("ngnmm_ping")
+    p = model.resolve_parameters({"Iext_e": 1.0, "eps": 4.0})
+    lam = load_connectome("tvb68").row_normalised().spectrum().eigenvalues
+    rel = equilibrium_dispersion(model, p, find_equilibrium(model, p), lam)
+    assert value == pytest.approx(rel.growth_rate[1:].max(), abs=1e-10)
+    checkpoint = (out / "sweep_sw.nc.checkpoint.jsonl").read_text().splitlines()
+    assert len(checkpoint) == 1 + 4  # header + one line per point
+    execute_run_file(path, out=out, resume=True)
+    assert (out / "sweep_sw.nc.checkpoint.jsonl").read_text().splitlines() == checkpoint

@@ -240,7 +240,7 @@ def _continue_in_chunks(problem, start, free, settings, *, ips, source_ips, swit
     new = points
     slots = [problem.slots[n] for n in free] + ([_auto.PERIOD_SLOT] if with_period else [])
     again = "locus" if switch == "locus" else "continue"
-    while len(new) >= chunk.max_steps and len(points) < settings.max_steps:
+    while len(new) >= chunk.max_steps - 1 and len(points) < settings.max_steps:
         last = points[-1]
         if not last.is_labeled or abs(last.point_type_code) % 10 != 9 or done(points):
             break

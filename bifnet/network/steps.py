@@ -8,6 +8,7 @@ JSON-serialisable summary.
 * ``validate_step``  -> ``validation.json``, ``validation.png``
 * ``lyapunov_step``  -> ``lyapunov.csv`` (``index, exponent_per_ms``), ``lyapunov.png``
 * ``spectrum_step``  -> ``spectrum.csv``, ``pac.csv``, ``spectrum.png``, ``pac.png``
+* ``sweep_step``     -> ``sweep_<step>.nc`` (+ checkpoint), ``sweep_<step>.png``
 """
 
 from __future__ import annotations
@@ -243,3 +244,136 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
     return {"dominant_frequency_hz": dominant_frequency(x.mean(axis=1), dt),
             "modulation_index_mean": pac_mean["modulation_index"], "p_value_mean": pac_mean["p_value"],
             "files": ["spectrum.csv", "pac.csv", "spectrum.png", "pac.png"]}
+
+
+# ---------------------------------------------------------------------------
+# sweeps
+
+_SWEEP_ANALYSES = ("lyapunov", "dispersion")
+
+
+def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, lambdas, **point) -> dict:
+    """One point of a sweep (module level, so process pools and Dask can pickle it).
+
+    ``analysis = "lyapunov"``: the ``k`` largest Lyapunov exponents (1/ms) of the
+    homogeneous system (or of the network when ``options["weights"]`` is given).
+    ``analysis = "dispersion"``: the homogeneous attractor's growth rate for
+    mode 1 and the largest over the other modes, and how many grow.
+    """
+    from bifnet.model import load_model
+
+    model = load_model(model_source)
+    params = {**base, **point}
+    if analysis == "lyapunov":
+        from bifnet.analysis.lyapunov import lyapunov_spectrum
+        from bifnet.network.core import build_network, homogeneous_network
+
+        weights = options.get("weights")
+        net = homogeneous_network(model, params) if weights is None else build_network(model, np.asarray(weights), params)
+        k = int(options.get("k", model.n_variables if weights is None else 4))
+        exps = lyapunov_spectrum(net, k, t_max=options["t_max"], transient=options["transient"],
+                                 dt=options["dt"], rng=options.get("seed"))
+        out = {f"lyapunov_{i + 1}": float(e) for i, e in enumerate(exps)}
+        out["lyapunov_sum"] = float(np.sum(exps))
+        return out
+    from bifnet.transverse.dispersion import dispersion_at
+
+    lam = np.asarray(lambdas)
+    rel = dispersion_at(model, params, lam)
+    others = rel.growth_rate[1:]
+    return {"uniform_growth_rate": float(rel.growth_rate[0]),
+            "max_transverse_growth_rate": float(np.max(others)) if others.size else float("nan"),
+            "most_unstable_mode": float(np.argmax(others) + 2) if others.size else float("nan"),
+            "n_unstable_modes": float(np.sum(others > 0)),
+            "homogeneous_cycle": float(rel.solution == "LC")}
+
+
+def _sweep_grid(spec: dict, model, step: str) -> dict:
+    grid = spec.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise RunFileError(f"step {step!r}: grid must be a table, e.g. grid = {{ Iext_e = [0.0, 16.0, 33] }}")
+    model.check_parameter_names(grid)
+    out = {}
+    for name, value in grid.items():
+        if isinstance(value, list) and len(value) == 3 and isinstance(value[2], int) and value[2] > 1:
+            out[name] = np.linspace(float(value[0]), float(value[1]), value[2])
+        elif isinstance(value, list) and value:
+            out[name] = np.asarray(value, dtype=float)
+        else:
+            raise RunFileError(f"step {step!r}: grid.{name} must be [low, high, count] or a list of values")
+    return out
+
+
+def sweep_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "sweep"``: one analysis on every point of a parameter grid.
+
+    Keys: ``grid`` (``{name = [low, high, count]}`` or lists), ``analysis``
+    (``"lyapunov"`` or ``"dispersion"``), ``network`` (Lyapunov exponents of
+    the full network instead of the homogeneous system), ``k``, ``t_max``,
+    ``transient``, ``dt``, ``seed``, ``workers``, ``scheduler`` (a Dask
+    address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
+    ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
+    checkpoint: an interrupted sweep resumes with ``--resume``) and a figure.
+    """
+    import functools
+
+    from bifnet import io
+    from bifnet.sweep import run_sweep
+
+    step = _name(spec, "sweep")
+    check_keys(spec, {"grid", "analysis", "network", "k", "t_max", "transient", "dt", "seed", "workers",
+                      "scheduler", "parameters", "progress"}, step)
+    analysis = spec.get("analysis", "lyapunov")
+    if analysis not in _SWEEP_ANALYSES:
+        raise RunFileError(f"step {step!r}: analysis must be one of {', '.join(_SWEEP_ANALYSES)}, got {analysis!r}")
+    grid = _sweep_grid(spec, context.model, step)
+    base = {**context.parameters, **{k: float(v) for k, v in spec.get("parameters", {}).items()}}
+    options = {"t_max": _number(spec, "t_max", 2000.0, step), "transient": _number(spec, "transient", 500.0, step,
+                                                                                   positive=False),
+               "dt": _number(spec, "dt", 0.01, step), "seed": _seed(context, spec)}
+    if "k" in spec:
+        options["k"] = _number(spec, "k", 1, step, integer=True)
+    lambdas = None
+    if analysis == "dispersion" or spec.get("network", False):
+        connectome = context.require_connectome(step)
+        lambdas = connectome.spectrum().eigenvalues
+        if spec.get("network", False):
+            options["weights"] = np.asarray(connectome.weights)
+    function = functools.partial(sweep_point, model_source=context.model.source, base=base, analysis=analysis,
+                                 options=options, lambdas=lambdas)
+    run = context.results.get("__run__", {})
+    scheduler = spec.get("scheduler", run.get("dask", {}).get("scheduler"))
+    out_path = context.out_dir / f"sweep_{step}.nc"
+    ds = run_sweep(function, grid, out_path=out_path, scheduler=scheduler, workers=spec.get("workers"),
+                   progress=bool(spec.get("progress", True)))
+    _plot_sweep(context, step, ds, list(grid))
+    return {"points": int(np.prod([len(v) for v in grid.values()])), "failed": int(ds.attrs.get("n_failed", 0)),
+            "file": out_path.name, "variables": list(ds.data_vars), "units": "1/ms for rates and exponents",
+            "scheduler": str(scheduler or "local processes")}
+
+
+def _plot_sweep(context, step, ds, names):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+
+    var = "lyapunov_1" if "lyapunov_1" in ds else ("max_transverse_growth_rate" if "max_transverse_growth_rate" in ds
+                                                   else next(iter(ds.data_vars)))
+    data = ds[var]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if len(names) == 2:
+        mesh = ax.pcolormesh(ds[names[0]], ds[names[1]], data.transpose(names[1], names[0]), shading="nearest",
+                             cmap="RdBu_r", vmin=-float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else None,
+                             vmax=float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else None)
+        fig.colorbar(mesh, ax=ax, label=f"{var} (1/ms)")
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+    else:
+        ax.plot(ds[names[0]], data.values.reshape(len(ds[names[0]]), -1))
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(f"{var} (1/ms)")
+    ax.set_title(f"{context.model.name}: sweep {step}")
+    io.save_figure(context.out_dir / f"sweep_{step}.png", fig)
