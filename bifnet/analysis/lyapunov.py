@@ -138,6 +138,8 @@ def _thread_count(threads, k: int) -> int:
 
 # below this many tangent vectors per thread the threads' fixed costs dominate
 _MIN_COLUMNS_PER_THREAD = 16
+# column blocks are padded to a multiple of this (the SIMD loops' remainders are scalar)
+_PAD = 4
 
 
 class _GenericBlocks:
@@ -178,10 +180,19 @@ class _NetworkBlocks:
         N, n = ts.network.state_shape
         self._stepper = stepper
         self._p, self._W = ts.args
-        self._columns = [c for c in np.array_split(np.arange(V.shape[1]), threads) if c.size]
-        self._V = [np.ascontiguousarray(V[:, c]) for c in self._columns]
+        # blocks of a multiple of _PAD columns (zero columns pad the last block: they stay zero)
+        # so that the compiled loops over a block's columns run fully vectorised
+        k = V.shape[1]
+        width = -(-k // threads)
+        width = -(-width // _PAD) * _PAD
+        self._columns = [np.arange(a, min(a + width, k)) for a in range(0, k, width)]
+        self._V = []
+        for c in self._columns:
+            block = np.zeros((V.shape[0], -(-c.size // _PAD) * _PAD))
+            block[:, :c.size] = V[:, c]
+            self._V.append(block)
         self._y = [y] + [y.copy() for _ in self._columns[1:]]
-        self._work = [lyapunov_workspace(N, n, c.size) for c in self._columns]
+        self._work = [lyapunov_workspace(N, n, block.shape[1]) for block in self._V]
         self._pool = None
         if len(self._columns) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -205,11 +216,11 @@ class _NetworkBlocks:
         return ok
 
     def tangent(self):
-        return np.hstack(self._V) if len(self._V) > 1 else self._V[0]
+        return np.hstack([block[:, :c.size] for c, block in zip(self._columns, self._V)])
 
     def set_tangent(self, Q):
         for c, block in zip(self._columns, self._V):
-            block[:] = Q[:, c]
+            block[:, :c.size] = Q[:, c]
 
     def close(self):
         if self._pool is not None:
