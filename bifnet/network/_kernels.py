@@ -467,17 +467,21 @@ def lyapunov_kernels(model):
         dgemm(chars.ctypes, chars.ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[1:].ctypes, flts[0:].ctypes,
               Xc.ctypes, ints[2:].ctypes, W.ctypes, ints[1:].ctypes, flts[1:].ctypes, WT.ctypes, ints[0:].ctypes)
 
-    @numba.njit(nogil=True)
-    def coupling_input(y, W, eps, C):
+    @numba.njit(nogil=True, fastmath={"contract", "reassoc"})
+    def coupling_input(y, W, eps, C, yc):
+        # contiguous copy of the coupled variable, then SIMD dot products (re-associated sums)
         N = W.shape[0]
+        for j in range(N):
+            yc[j] = y[j * n + ci]
         for i in range(N):
+            row = W[i]
             acc = 0.0
             for j in range(N):
-                acc += W[i, j] * y[j * n + ci]
+                acc += row[j] * yc[j]
             C[i] = eps * acc
 
     @numba.njit(nogil=True)
-    def rk4_block(y, V, p, W, dt, nsteps, T, A, K, WT, ys, ya, C, J, g, f, ints, flts, chars):
+    def rk4_block(y, V, p, W, dt, nsteps, T, A, K, WT, ys, ya, C, yc, J, g, f, ints, flts, chars):
         N = W.shape[0]
         kb = V.shape[1]
         eps = p[ieps]
@@ -491,7 +495,7 @@ def lyapunov_kernels(model):
         w2 = dt / 3.0
         for s in range(nsteps):
             # stage 1 at (y, V)
-            coupling_input(y, W, eps, C)
+            coupling_input(y, W, eps, C, yc)
             coupling_product(W, V, WT, ints, flts, chars)
             for i in range(N):
                 base = i * n
@@ -505,7 +509,7 @@ def lyapunov_kernels(model):
             # stages 2 and 3 at (ys, T)
             for stage in range(2):
                 c = h if stage == 0 else dt
-                coupling_input(ys, W, eps, C)
+                coupling_input(ys, W, eps, C, yc)
                 coupling_product(W, T, WT, ints, flts, chars)
                 for i in range(N):
                     base = i * n
@@ -517,7 +521,7 @@ def lyapunov_kernels(model):
                         ys[base + a] = y[base + a] + c * f[a]
                         ya[base + a] += w2 * f[a]
             # stage 4 at (ys, T); V <- A + dt/6 K4, y <- ya + dt/6 f
-            coupling_input(ys, W, eps, C)
+            coupling_input(ys, W, eps, C, yc)
             coupling_product(W, T, WT, ints, flts, chars)
             bad = False
             for i in range(N):
@@ -540,7 +544,7 @@ def lyapunov_kernels(model):
 def lyapunov_workspace(N: int, n: int, kb: int):
     """Scratch arrays of :func:`lyapunov_kernels`' ``rk4_block`` (one set per thread)."""
     D = N * n
-    return (np.empty((D, kb)), np.empty((D, kb)), np.empty((n, kb)), np.empty((N, kb)), np.empty(D), np.empty(D), np.empty(N),
+    return (np.empty((D, kb)), np.empty((D, kb)), np.empty((n, kb)), np.empty((N, kb)), np.empty(D), np.empty(D), np.empty(N), np.empty(N),
             np.empty((n, n)), np.empty(n), np.empty(n), np.empty(3, np.int32), np.empty(2),
             np.array([ord("N")], np.int8))
 
