@@ -218,14 +218,32 @@ def _closed_onto(branches: Sequence[Branch], source: Branch, point: str) -> str 
 
 def curve_step(context: StepContext, spec: dict) -> dict:
     """``kind = "curve"``: two-parameter loci of special points
-    (``start = "eq:HB"``, ``"eq:LP1"``, ``"lc:LPC"``, ``"lc:PD"``...)."""
+    (``start = "eq:HB"``, ``"eq:LP1"``, ``"lc:LPC"``, ``"lc:PD"``...).
+
+    ``max_per_branch`` keeps the first N start points of each branch (cycle
+    branches that wind towards a homoclinic orbit carry dozens of folds);
+    ``dedupe = false`` continues points that lie on a curve already computed.
+    """
     step = spec["name"]
-    check_keys(spec, _COMMON | {"dedupe"}, step)
+    check_keys(spec, _COMMON | {"dedupe", "max_per_branch"}, step)
     free = _free(spec, 2, step)
     context.model.check_parameter_names(free)
     settings = step_settings(context, spec, free)
     kinds = {SpecialKind.LP, SpecialKind.HB, SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS}
     starts = _start_points(context, spec, kinds)
+    limit = spec.get("max_per_branch")
+    if limit is not None:
+        if not isinstance(limit, int) or limit < 1:
+            raise RunFileError(f"step {step!r}: max_per_branch must be a positive integer")
+        kept: dict[str, int] = {}
+        selected = []
+        for source, point in starts:
+            kept[source.name] = kept.get(source.name, 0) + 1
+            if kept[source.name] <= limit:
+                selected.append((source, point))
+        if len(selected) < len(starts):
+            log.info("  %s: %d of %d start points kept (max_per_branch = %d)", step, len(selected), len(starts), limit)
+        starts = selected
     loci, failures = [], []
     for source, point in starts:
         name = f"{step}@{source.name}:{point}"
