@@ -138,6 +138,75 @@ def _make_spectrum(values: np.ndarray, vectors: np.ndarray) -> Spectrum:
     return Spectrum(eigenvalues=values, eigenvectors=vectors, is_real=is_real)
 
 
+def _symmetriser(W: np.ndarray) -> np.ndarray | None:
+    """``d > 0`` with ``diag(d) W`` symmetric (so ``W = D^-1 S``), or ``None``."""
+    N = W.shape[0]
+    nz = W != 0
+    if not np.array_equal(nz, nz.T):
+        return None
+    d = np.full(N, np.nan)
+    d[0] = 1.0
+    stack = [0]
+    while stack:
+        i = stack.pop()
+        for j in np.flatnonzero(nz[i]):
+            if np.isnan(d[j]):
+                d[j] = d[i] * W[i, j] / W[j, i]
+                stack.append(j)
+    if np.any(np.isnan(d)) or np.any(d <= 0):
+        return None
+    if not np.allclose(W * d[:, None], (W * d[:, None]).T, rtol=1e-10, atol=0):
+        return None
+    return d
+
+
+def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None) -> Spectrum:
+    """Eigenvalues and right eigenvectors of a weight matrix, sorted by real part descending.
+
+    Parameters
+    ----------
+    weights : array_like
+        ``(N, N)`` matrix, e.g. a row-normalised connectome.
+    symmetric_original : ndarray, optional
+        A symmetric ``S`` with ``weights = S / S.sum(1)``, when known.
+
+    Returns
+    -------
+    Spectrum
+
+    Notes
+    -----
+    Real arithmetic whenever it is exact: ``weights = D^{-1} S`` with ``S``
+    symmetric (given, or detected: ``diag(d) W`` symmetric for some ``d > 0``)
+    is similar to the symmetric ``D^{-1/2} S D^{-1/2}`` (:func:`numpy.linalg.eigh`,
+    eigenvectors ``v = D^{-1/2} u``); a symmetric matrix uses ``eigh`` directly;
+    otherwise :func:`numpy.linalg.eig` (complex in general; real when every
+    eigenvalue is).
+    """
+    W = np.asarray(weights, dtype=float)
+    if symmetric_original is None and not np.allclose(W, W.T, rtol=1e-12, atol=0):
+        d = _symmetriser(W)
+        if d is not None:
+            symmetric_original = W * d[:, None]
+    if symmetric_original is not None:
+        S = np.asarray(symmetric_original, dtype=float)
+        scale = 1.0 / np.sqrt(S.sum(axis=1))
+        similar = S * scale[:, None] * scale[None, :]
+        values, vectors = np.linalg.eigh(0.5 * (similar + similar.T))
+        vectors = vectors * scale[:, None]
+        method = "eigh of D^-1/2 S D^-1/2"
+    elif np.allclose(W, W.T, rtol=1e-12, atol=0):
+        values, vectors = np.linalg.eigh(0.5 * (W + W.T))
+        method = "eigh"
+    else:
+        values, vectors = np.linalg.eig(W)
+        if np.all(np.abs(values.imag) <= 1e-12 * max(1.0, float(np.abs(values).max()))):
+            values, vectors = values.real, vectors.real
+        method = "eig"
+    logger.debug("spectrum by %s", method)
+    return _make_spectrum(values, vectors)
+
+
 # --------------------------------------------------------------------------- #
 # Connectome
 # --------------------------------------------------------------------------- #
@@ -329,23 +398,7 @@ class Connectome:
         cached = self._cache.get("spectrum")
         if cached is not None:
             return cached
-        original = self._symmetric_original
-        if original is not None:
-            d = original.sum(axis=1)
-            scale = 1.0 / np.sqrt(d)
-            similar = original * scale[:, None] * scale[None, :]
-            similar = 0.5 * (similar + similar.T)
-            values, vectors = np.linalg.eigh(similar)
-            vectors = vectors * scale[:, None]
-            method = "eigh of D^-1/2 S D^-1/2"
-        elif self.is_symmetric:
-            values, vectors = np.linalg.eigh(self.weights)
-            method = "eigh"
-        else:
-            values, vectors = np.linalg.eig(self.weights)
-            method = "eig"
-        logger.debug("spectrum of connectome %s by %s", self.name, method)
-        result = _make_spectrum(values, vectors)
+        result = matrix_spectrum(self.weights, symmetric_original=self._symmetric_original)
         self._cache["spectrum"] = result
         return result
 

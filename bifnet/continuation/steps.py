@@ -95,6 +95,21 @@ def _summary(branches: Sequence[Branch]) -> dict:
         for b in branches]}
 
 
+def _finish(context: StepContext, step: str, branches: Sequence[Branch], failures: list[str], what: str) -> dict:
+    """Store and tabulate a step's branches; its summary, failures included.
+
+    Raises :class:`ContinuationError` only when every start failed.
+    """
+    context.results[step] = list(branches)
+    _append_tables(context, step, branches)
+    summary = _summary(branches)
+    if failures:
+        summary["failures"] = failures
+        if not branches:
+            raise ContinuationError(f"step {step!r}: every {what} failed: {failures[0]}")
+    return summary
+
+
 def _start_points(context: StepContext, spec: dict, kinds: set[SpecialKind]) -> list[tuple[Branch, str]]:
     """Resolve ``start = "step:HB1"`` (one point per branch) or ``"step:HB"`` (all HB points)."""
     step = spec["name"]
@@ -196,15 +211,8 @@ def cycles_step(context: StepContext, spec: dict) -> dict:
         branches.append(cycles)
         if level < depth:
             queue.extend((cycles, sp.name, level + 1) for sp in cycles.points_of_kind(SpecialKind.PD))
-    context.results[step] = branches
-    _append_tables(context, step, branches)
     _plot_one_parameter(context, step, branches)
-    summary = _summary(branches)
-    if failures:
-        summary["failures"] = failures
-        if not branches:
-            raise ContinuationError(f"step {step!r}: every cycle continuation failed: {failures[0]}")
-    return summary
+    return _finish(context, step, branches, failures, "cycle continuation")
 
 
 def _closed_onto(branches: Sequence[Branch], source: Branch, point: str) -> str | None:
@@ -260,14 +268,8 @@ def curve_step(context: StepContext, spec: dict) -> dict:
                  ", ".join(sp.name for sp in locus.special_points) or "no codimension-two points")
         loci.append(locus)
     context.results[step] = loci
-    _append_tables(context, step, loci)
     _plot_two_parameter(context, step, free)
-    summary = _summary(loci)
-    if failures:
-        summary["failures"] = failures
-        if not loci:
-            raise ContinuationError(f"step {step!r}: every locus failed: {failures[0]}")
-    return summary
+    return _finish(context, step, loci, failures, "locus")
 
 
 def _on_existing_locus(loci: Sequence[Branch], source: Branch, point: str, free) -> bool:

@@ -10,7 +10,6 @@ to_xarray, write_simulation (``bifnet.network.output``)
 """
 
 from bifnet.network.core import (
-    ModeSpectrum,
     Network,
     build_network,
     check_rates,
@@ -21,14 +20,12 @@ from bifnet.network.core import (
     network_jacobian_dense,
     network_jvp,
     network_rhs,
-    weights_spectrum,
 )
 from bifnet.network.integrate import METHODS, SimulationResult, simulate
 from bifnet.network.output import to_xarray, write_simulation
 
 __all__ = [
     "METHODS",
-    "ModeSpectrum",
     "Network",
     "SimulationResult",
     "build_network",
@@ -43,5 +40,4 @@ __all__ = [
     "simulate",
     "to_xarray",
     "write_simulation",
-    "weights_spectrum",
 ]

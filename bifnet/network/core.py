@@ -21,15 +21,6 @@ from bifnet.model import NodeModel
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class ModeSpectrum:
-    """Eigenvalues (sorted by real part, descending) and right eigenvectors (columns)."""
-
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray
-    is_real: bool
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Network:
     """A network of identical nodes coupled through row-normalised weights.
@@ -84,78 +75,18 @@ class Network:
         return (np.array(self.parameter_vector), np.ascontiguousarray(self.weights, dtype=float))
 
     @functools.cached_property
-    def spectrum(self) -> ModeSpectrum:
-        """Spectrum of ``W``: mode ``k`` (1-based) is column ``k - 1``."""
+    def spectrum(self):
+        """Spectrum of ``W`` (:class:`bifnet.connectome.Spectrum`): mode ``k`` (1-based) is column ``k - 1``."""
+        from bifnet.connectome import matrix_spectrum
+
         if self.connectome is not None:
-            s = self.connectome.spectrum()
-            return ModeSpectrum(np.asarray(s.eigenvalues), np.asarray(s.eigenvectors), bool(s.is_real))
-        return weights_spectrum(self.weights)
+            return self.connectome.spectrum()
+        return matrix_spectrum(self.weights)
 
     def with_parameters(self, **overrides: float) -> "Network":
         """A copy with some parameters changed."""
         merged = self.model.resolve_parameters({**self.parameters, **overrides})
         return dataclasses.replace(self, parameters=MappingProxyType(merged))
-
-
-def weights_spectrum(weights: np.ndarray) -> ModeSpectrum:
-    """Eigen-decomposition of ``W`` sorted by real part (ties: imaginary part), descending.
-
-    Real arithmetic is used when ``W`` is symmetric, or is the row
-    normalisation of a symmetric matrix (then ``D^{1/2} W D^{-1/2}`` is
-    symmetric), or every eigenvalue is real to ``1e-12``.
-    """
-    W = np.asarray(weights, dtype=float)
-    values = vectors = None
-    if np.allclose(W, W.T, rtol=1e-12, atol=0):
-        values, vectors = np.linalg.eigh(0.5 * (W + W.T))
-    else:
-        # W = D^{-1} S with S symmetric  <=>  W_ij d_i symmetric for d from the
-        # stationary relation; try d = 1 / W-diagonal-free row scaling of S.
-        # S_ij = d_i W_ij; symmetry: d_i W_ij = d_j W_ji -> d_j = d_i W_ij / W_ji.
-        d = _symmetriser(W)
-        if d is not None:
-            sq = np.sqrt(d)
-            A = W * sq[:, None] / sq[None, :]
-            values, u = np.linalg.eigh(0.5 * (A + A.T))
-            vectors = u / sq[:, None]
-    if values is None:
-        values, vectors = np.linalg.eig(W)
-        if np.all(np.abs(values.imag) <= 1e-12 * max(1.0, np.abs(values).max())):
-            values, vectors = values.real, vectors.real
-    order = np.lexsort((-np.imag(values), -np.real(values)))
-    values = values[order]
-    vectors = vectors[:, order]
-    vectors = vectors / np.linalg.norm(vectors, axis=0, keepdims=True)
-    largest = np.argmax(np.abs(vectors), axis=0)
-    pivots = vectors[largest, np.arange(vectors.shape[1])]
-    if np.isrealobj(vectors):
-        vectors = vectors * np.sign(pivots)
-    else:
-        vectors = vectors * np.conj(pivots / np.abs(pivots))
-    return ModeSpectrum(values, vectors, bool(np.isrealobj(values)))
-
-
-def _symmetriser(W: np.ndarray):
-    """``d > 0`` with ``diag(d) W`` symmetric, or ``None``."""
-    N = W.shape[0]
-    nz = W != 0
-    if not np.array_equal(nz, nz.T):
-        return None
-    d = np.full(N, np.nan)
-    d[0] = 1.0
-    stack = [0]
-    while stack:
-        i = stack.pop()
-        for j in np.flatnonzero(nz[i]):
-            if np.isnan(d[j]):
-                d[j] = d[i] * W[i, j] / W[j, i]
-                stack.append(j)
-    if np.any(np.isnan(d)) or np.any(d <= 0):
-        return None
-    S = W * d[:, None]
-    if not np.allclose(S, S.T, rtol=1e-10, atol=0):
-        return None
-    return d
 
 
 def build_network(model: NodeModel, connectome_or_weights, parameters: Mapping[str, float] | None = None,
@@ -459,16 +390,13 @@ def find_homogeneous_equilibrium(model: NodeModel, parameters: Mapping[str, floa
     Raises
     ------
     SimulationError
-        If Newton's method (:func:`scipy.optimize.fsolve` with the exact
-        Jacobian) does not converge, or ends at a negative firing rate.
+        If Newton's method (:func:`bifnet.continuation.equilibria.find_equilibrium`)
+        does not converge, or ends at a negative firing rate.
     """
-    from scipy.optimize import fsolve
-
-    from bifnet.codegen import jacobian_function, rhs_function
-    from bifnet.systems import homogeneous_system
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.errors import ContinuationError
 
     params = model.resolve_parameters(parameters)
-    p = np.array([params[k] for k in model.parameter_names])
     x = model.default_state() if x0 is None else np.asarray(x0, dtype=float).copy()
     if settle_time > 0:
         from bifnet.network.integrate import simulate
@@ -477,12 +405,9 @@ def find_homogeneous_equilibrium(model: NodeModel, parameters: Mapping[str, floa
                        stride=max(1, int(round(settle_time / dt))))
         if res.success:
             x = res.y[-1, 0]
-    system = homogeneous_system(model)
-    f = rhs_function(system)
-    jac = jacobian_function(system)
-    sol, info, ier, msg = fsolve(lambda z: f(z, p), x, fprime=lambda z: jac(z, p), xtol=1e-14, full_output=True)
-    residual = float(np.max(np.abs(f(sol, p))))
-    if residual > tol:
-        raise SimulationError(f"no homogeneous equilibrium found near the start (residual {residual:.2e}: {msg})")
+    try:
+        sol = find_equilibrium(model, params, x, settle_time=0.0, tolerance=tol)
+    except ContinuationError as error:
+        raise SimulationError(str(error)) from None
     check_rates(model, sol[None, :], "equilibrium")
     return sol
