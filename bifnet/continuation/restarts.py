@@ -105,6 +105,26 @@ def _close_cycle_branch(branch: Branch, hopfs) -> Branch:
     return _cut(branch, stop, "closed (reached a Hopf point)")
 
 
+def _cut_at_parent_doubling(doubled: Branch, parent: Branch, start: SpecialPoint) -> Branch:
+    """Cut a period-doubled branch where it returns to a PD point of its parent.
+
+    There the doubled orbits merge with the parent orbit traversed twice (its
+    own start included: the doubled orbits often form a loop between PD
+    points), and AUTO goes on along that double cover, a copy of the parent
+    branch rather than new orbits.
+    """
+    name = doubled.free[0]
+    for sp in doubled.special_points:
+        if sp.index < 3:
+            continue
+        for pd in parent.points_of_kind(SpecialKind.PD):
+            value = pd.parameters.get(name)
+            if value is not None and abs(sp.parameters[name] - value) < 1e-3 * (1 + abs(value)) and \
+                    abs(doubled["period"][sp.index] - 2 * pd.period) < 1e-3 * pd.period:
+                return _cut(doubled, sp.index, f"closed (returned to {pd.name} of {parent.name})")
+    return doubled
+
+
 def _renumber(specials) -> tuple[SpecialPoint, ...]:
     counts: dict[SpecialKind, int] = {}
     out = []
@@ -214,6 +234,8 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
                                   Lambda=branch.Lambda, state_slice=_state_slice(branch))
     if switch == "hopf":
         cycles = _close_cycle_branch(cycles, hopfs)
+    elif sp.kind is SpecialKind.PD:
+        cycles = _cut_at_parent_doubling(cycles, branch, sp)
     cycles = _drop_duplicate_specials(cycles)
     if cycles.status == "ok" and len(cycles) >= settings.max_steps:
         cycles = dataclasses.replace(cycles, status="max_steps")
