@@ -67,7 +67,7 @@ def distinct_modes(eigenvalues, tolerance: float = 1e-9) -> list[Mode]:
 class Crossing:
     """A sign change of a mode's growth rate between two points of a level."""
 
-    Lambda: float
+    Lambda: complex             #: real for real modes
     level: float
     index: int                  #: point before the change on the level's branch
     value: float                #: interpolated value of the first free parameter
@@ -76,24 +76,18 @@ class Crossing:
 
 
 def growth_table(model: NodeModel, branch: Branch, Lambdas) -> tuple[np.ndarray, np.ndarray]:
-    """Growth rate and frequency (Hz) of every ``Lambda`` at every point of an
-    equilibrium branch: arrays of shape (points, K)."""
-    from bifnet.codegen import mode_jacobian_functions
+    """Growth rate and frequency (Hz) of every ``Lambda`` (real or complex) at
+    every point of an equilibrium branch: arrays of shape (points, K)."""
+    from bifnet.transverse.dispersion import equilibrium_dispersion
 
-    A_fn, B_fn = mode_jacobian_functions(model)
-    lam = np.real(np.asarray(Lambdas)).astype(float)
     params = dict(branch.parameters)
-    rates = np.empty((len(branch), len(lam)))
+    rates = np.empty((len(branch), len(Lambdas)))
     freqs = np.empty_like(rates)
     for i in range(len(branch)):
         params.update({n: float(branch[n][i]) for n in branch.free})
         x = np.array([branch[v][i] for v in branch.variables])
-        p = np.array([params[n] for n in model.parameter_names])
-        A, B = A_fn(x, p), B_fn(x, p)
-        ev = np.linalg.eigvals(A[None] + lam[:, None, None] * B[None])
-        lead = np.take_along_axis(ev, np.argmax(ev.real, axis=1)[:, None], axis=1)[:, 0]
-        rates[i] = lead.real
-        freqs[i] = np.abs(lead.imag) / (2 * np.pi) * 1000.0
+        rel = equilibrium_dispersion(model, params, x, Lambdas)
+        rates[i], freqs[i] = rel.growth_rate, rel.frequency_hz
     return rates, freqs
 
 
@@ -101,13 +95,14 @@ def find_crossings(branch: Branch, rates: np.ndarray, freqs: np.ndarray, Lambdas
     """Sign changes of each column of ``rates`` along the branch."""
     out = []
     x = branch[branch.free[0]]
-    for k, lam in enumerate(np.real(np.asarray(Lambdas))):
+    for k, lam in enumerate(np.asarray(Lambdas)):
+        lam = complex(lam) if abs(complex(lam).imag) > 0 else float(np.real(lam))
         r = rates[:, k]
         for i in np.flatnonzero(np.sign(r[:-1]) * np.sign(r[1:]) < 0):
             t = r[i] / (r[i] - r[i + 1])
             f = (1 - t) * freqs[i, k] + t * freqs[i + 1, k]
             kind = SpecialKind.HB if min(freqs[i, k], freqs[i + 1, k]) > 1e-6 else SpecialKind.LP
-            out.append(Crossing(float(lam), float(level), int(i), float((1 - t) * x[i] + t * x[i + 1]), kind, float(f)))
+            out.append(Crossing(lam, float(level), int(i), float((1 - t) * x[i] + t * x[i + 1]), kind, float(f)))
     return out
 
 
@@ -173,8 +168,9 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
     parameters : mapping
         Parameters (the free ones give the start of each level).
     modes : sequence of Mode
-        Distinct real eigenvalues to follow (mode 1, ``Lambda = 1``, is the
-        homogeneous one and is skipped).
+        Distinct eigenvalues to follow (mode 1, ``Lambda = 1``, is the
+        homogeneous one and is skipped). Real ones are continued; complex ones
+        are located on the levels only (``crossings``).
     free : (str, str)
         Continuation parameter along levels, and the level parameter
         (a model parameter, or ``"Lambda"`` for neutral curves).
@@ -199,7 +195,7 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
     curves: list[Branch] = []
     crossings: list[Crossing] = []
     table = {}
-    real_modes = [m for m in modes if m.is_real and m.mode != 1]
+    followed = [m for m in modes if m.mode != 1]
     for level in levels:
         params = dict(parameters)
         params[p1] = lo1
@@ -211,11 +207,13 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
         except BifnetError as error:
             log.warning("level %s = %g: no homogeneous equilibrium branch (%s)", q, level, error)
             continue
-        lams = [float(level)] if neutral else [float(np.real(m.Lambda)) for m in real_modes]
+        lams = [float(level)] if neutral else [m.Lambda for m in followed]
         rates, freqs = growth_table(model, eq, lams)
         table[float(level)] = (eq, rates, freqs)
         for c in find_crossings(eq, rates, freqs, lams, level):
             crossings.append(c)
+            if isinstance(c.Lambda, complex):
+                continue  # complex modes: located on the level only, not continued
             q_value = c.Lambda if neutral else level
             point = (c.value, q_value)
             scale = np.array([hi1 - lo1, np.ptp(settings.bounds[q]) if q in settings.bounds else 1.0])
@@ -223,7 +221,7 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
             same = [cv for cv in curves if neutral or abs(float(np.real(cv.Lambda)) - c.Lambda) < 1e-9]
             if _on_curve(same, point, free, tol):
                 continue
-            mode = next((m for m in real_modes if abs(float(np.real(m.Lambda)) - c.Lambda) < 1e-9), None)
+            mode = next((m for m in followed if abs(complex(m.Lambda) - c.Lambda) < 1e-9), None)
             tag = f"Lambda={c.Lambda:.6g}" if mode is None else f"mode{mode.mode}"
             name = f"{c.kind.value}[{tag}]#{sum(1 for cv in curves if cv.name.startswith(f'{c.kind.value}[{tag}]')) + 1}"
             try:

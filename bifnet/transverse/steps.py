@@ -36,7 +36,8 @@ def _modes(context: StepContext, spec: dict) -> tuple[np.ndarray, list[Mode]]:
         bad = [m for m in chosen if not 1 <= m <= len(eigenvalues)]
         if bad:
             raise RunFileError(f"step {spec['name']!r}: no mode {bad[0]} (the connectome has {len(eigenvalues)})")
-        groups = [g for g in groups if set(g.modes) & set(chosen)]
+        # mode 1 always: the map needs the uniform growth rate
+        groups = [g for g in groups if set(g.modes) & (set(chosen) | {1})]
     return eigenvalues, groups
 
 
@@ -246,8 +247,8 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     levels = _levels(spec, settings.bounds[q], step)
     complex_groups = [g for g in groups if not g.is_real]
     if complex_groups:
-        log.warning("  %s: %d complex eigenvalue(s): their equilibria curves are located on the levels only "
-                    "(continuation of complex modes is not implemented)", step, len(complex_groups))
+        log.warning("  %s: %d complex eigenvalue(s): their sign changes are located on the levels "
+                    "(transverse_points.csv) but not continued", step, len(complex_groups))
     begin = time.perf_counter()
     done = []
 
@@ -261,8 +262,9 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     for c in curves:
         c.engine["modes"] = next((g.modes for g in groups if g.mode == c.mode), (c.mode,))
     # where the growth rates of the equilibria change sign on each level (interpolated)
-    point_rows = [{"mode": next((g.mode for g in groups if abs(float(np.real(g.Lambda)) - c.Lambda) < 1e-9), 0),
-                   "Lambda": c.Lambda, "Lambda_imag": 0.0, "solution": "EP", "kind": c.kind.value,
+    point_rows = [{"mode": next((g.mode for g in groups if abs(complex(g.Lambda) - c.Lambda) < 1e-9), 0),
+                   "Lambda": float(np.real(c.Lambda)), "Lambda_imag": float(np.imag(c.Lambda)), "solution": "EP",
+                   "kind": c.kind.value,
                    p1: c.value, q: c.level, "branch": f"level[{q}={c.level:g}]", "located": False}
                   for c in crossings]
     # instability map along the levels, equilibria and (optionally) cycles
@@ -277,7 +279,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
             map_rates.append(np.full((len(samples), len(groups)), np.nan))
             continue
         eq = table[level][0]
-        eq_rates, _ = growth_table(context.model, eq, np.real(lam_all))
+        eq_rates, _ = growth_table(context.model, eq, lam_all)
         branch_rates = [(eq, eq_rates)]
         if spec.get("cycles", True):
             cycles = []
@@ -368,7 +370,7 @@ def _plot_transverse(context, step, free, curves, levels, samples, solution, rat
             uniform_ok = rates[:, :, 0] < 0
         shown = np.where(uniform_ok, n_unstable, np.nan)
         mesh = ax.pcolormesh(samples, levels, shown, shading="nearest", cmap="viridis", alpha=0.55)
-        fig.colorbar(mesh, ax=ax, label="unstable non-uniform modes (homogeneous state stable to mode 1)")
+        fig.colorbar(mesh, ax=ax, label="unstable distinct non-uniform eigenvalues\n(where the homogeneous state is stable to mode 1)")
     cmap = plt.get_cmap("coolwarm")
     lam = [float(np.real(c.Lambda)) for c in curves]
     lo, hi = (min(lam), max(lam)) if lam else (-1, 1)
