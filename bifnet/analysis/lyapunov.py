@@ -9,7 +9,12 @@ re-orthonormalise with a QR decomposition at fixed intervals.
 For a network the tangent field is the structured product of
 :func:`bifnet.network.network_jvp` (never a dense ``Nn x Nn`` matrix); the
 homogeneous (self-coupled) node is the one-region network ``W = [[1]]``
-(:func:`bifnet.network.homogeneous_network`).
+(:func:`bifnet.network.homogeneous_network`). A network's own tangent system
+is integrated by a fused compiled RK4 step (BLAS for ``W @ V_c``, unrolled
+node blocks), its tangent vectors split by columns over threads; other
+tangent systems by a generic loop over their ``field``. OpenBLAS is kept on
+one thread for the duration of a run (see
+:class:`bifnet.network._kernels.single_threaded_blas`).
 """
 
 from __future__ import annotations
