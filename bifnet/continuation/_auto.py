@@ -43,7 +43,107 @@ def _auto():
         from bifpy import auto
     except ImportError as error:  # pragma: no cover - install problem
         raise ContinuationError(f"the continuation engine bifpy is not installed ({error}); run `make install`") from None
+    _install_transpile_cache()
     return auto
+
+
+# ---------------------------------------------------------------------------
+# A cache for bifpy's transpiled path.
+#
+# bifpy 0.3.0 traces the model with sympy, derives the Jacobian, writes Fortran,
+# compiles and links it on every run and restart (about 0.14 s + 0.12 s here),
+# although a restart of the same system with the same free parameters produces
+# the same source every time. We memoise the generated model source per
+# callback object and free parameters (for a cold start only the traced
+# starting point is spliced in), and gfortran's outputs by the hash of their
+# inputs, in a per-process folder. Both hooks touch only
+# bifpy.auto._process, and only for the pinned bifpy version they were checked
+# against.
+
+_CHECKED_BIFPY = "0.3.0"
+_cache_state: dict = {}
+
+
+class _CachingSubprocess:
+    """Stands in for the ``subprocess`` module inside bifpy.auto._process:
+    ``gfortran`` compile and link commands are answered from a cache."""
+
+    def __init__(self, real, folder):
+        self._real = real
+        self._folder = folder
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def run(self, args, **kwargs):
+        import hashlib
+        import pathlib
+
+        if not (isinstance(args, list) and args and args[0] == "gfortran" and "-o" in args):
+            return self._real.run(args, **kwargs)
+        target = pathlib.Path(args[args.index("-o") + 1])
+        inputs = [a for a in args[1:] if a != target.as_posix() and not a.startswith("-")
+                  and pathlib.Path(a).is_file()]
+        digest = hashlib.sha256(" ".join(args[:1] + [a for a in args[1:] if a.startswith("-")]).encode())
+        for name in inputs:
+            digest.update(pathlib.Path(name).read_bytes())
+        cached = self._folder / (digest.hexdigest() + target.suffix)
+        if cached.exists():
+            shutil.copy2(cached, target)
+            return self._real.CompletedProcess(args, 0, "", "")
+        result = self._real.run(args, **kwargs)
+        if result.returncode == 0 and target.exists():
+            shutil.copy2(target, cached)
+        return result
+
+
+def _install_transpile_cache() -> None:
+    if _cache_state:
+        return
+    _cache_state["installed"] = False
+    try:
+        import atexit
+        import subprocess
+        import tempfile
+        from importlib import metadata
+        from pathlib import Path
+
+        from bifpy.auto import _process, _transpile
+
+        if metadata.version("bifpy") != _CHECKED_BIFPY:
+            log.debug("bifpy %s: transpile cache not installed (checked with %s)",
+                      metadata.version("bifpy"), _CHECKED_BIFPY)
+            return
+        folder = Path(tempfile.mkdtemp(prefix="bifnet-gfortran-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _process.subprocess = _CachingSubprocess(subprocess, folder)
+        original = _transpile.generate_equation_file
+        sources: dict = {}
+
+        header = "      DOUBLE PRECISION, INTENT(IN) :: T\n"
+        footer = "      END SUBROUTINE STPNT"
+
+        def generate_equation_file(func, stpnt, ndim, **kwargs):
+            if any(kwargs.get(k) is not None for k in ("bcnd", "icnd", "fopt")):
+                return original(func, stpnt, ndim, **kwargs)
+            key = (id(func), ndim, repr(sorted((k, repr(v)) for k, v in kwargs.items())))
+            hit = sources.get(key)
+            if hit is None or hit[0] is not func:
+                hit = (func, original(func, None, ndim, **kwargs))
+                sources[key] = hit
+            source = hit[1]
+            if stpnt is None:
+                return source
+            # a cold start: only the starting point differs; trace just that
+            body = _transpile._indent(_transpile._trace_stpnt_body(stpnt, ndim, kwargs.get("stpnt_state_length")))
+            start = source.index(header) + len(header)
+            end = source.index(footer, start)
+            return source[:start] + body + "\n" + source[end:]
+
+        _transpile.generate_equation_file = generate_equation_file
+        _cache_state["installed"] = True
+    except Exception as error:  # pragma: no cover - never let the cache break a run
+        log.debug("transpile cache not installed: %s", error)
 
 
 def parameter_slots(names: Sequence[str]) -> dict[str, int]:
