@@ -28,6 +28,7 @@ import sympy
 from bifnet.model import NodeModel
 
 LAMBDA = sympy.Symbol("Lambda", real=True)
+LAMBDA_IMAG = sympy.Symbol("Lambda_imag", real=True)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -211,5 +212,45 @@ def augmented_system(model: NodeModel, homogeneous: str = "flow") -> SymbolicSys
         state=x + y,
         parameters=model.parameter_symbols + (LAMBDA,),
         rhs=tuple(x_rhs) + y_rhs,
+        model=model,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def complex_augmented_system(model: NodeModel) -> SymbolicSystem:
+    """The augmented system for a complex ``Lambda = Lambda + i Lambda_imag``.
+
+    ``z = (x, a, b)`` with ``y = a + i b``: ``x' = -J_hom^T f_hom(x)`` (the
+    gradient form of :func:`augmented_system`) and ``a' + i b' =
+    f(y, eps [Lambda c(y) + (1 - Lambda) c(x)])`` continued analytically to
+    complex ``y`` and split into real and imaginary parts. On ``a = x, b = 0``
+    its Jacobian has the ``(a, b)`` block ``[[Re J, -Im J], [Im J, Re J]]``
+    with ``J = J(Lambda)``, whose eigenvalues are those of ``J(Lambda)`` and
+    their conjugates: an eigenvalue of ``J(Lambda)`` crossing the imaginary
+    axis is a Hopf pair for AUTO.
+    """
+    real_part = augmented_system(model, "gradient")
+    x = model.state_symbols
+    a = tuple(sympy.Symbol(f"{s}__a", real=True) for s in x)
+    b = tuple(sympy.Symbol(f"{s}__b", real=True) for s in x)
+    k = model.coupled_index
+    eps = _strength(model)
+    C = model.input_symbol
+    lam = LAMBDA + sympy.I * LAMBDA_IMAG
+    y = {s: ai + sympy.I * bi for s, ai, bi in zip(x, a, b)}
+    a_rhs, b_rhs = [], []
+    for eq in model.equations:
+        value = sympy.expand(eq.subs({**y, C: eps * (lam * (a[k] + sympy.I * b[k]) + (1 - lam) * x[k])},
+                                     simultaneous=True))
+        re, im = value.as_real_imag()
+        a_rhs.append(sympy.expand(re))
+        b_rhs.append(sympy.expand(im))
+    n = model.n_variables
+    return SymbolicSystem(
+        name=f"{model.name}:augmented-complex",
+        kind="augmented",
+        state=x + a + b,
+        parameters=model.parameter_symbols + (LAMBDA, LAMBDA_IMAG),
+        rhs=tuple(real_part.rhs[:n]) + tuple(a_rhs) + tuple(b_rhs),
         model=model,
     )

@@ -124,3 +124,22 @@ settings = { ds = 0.05, ds_max = 0.25 }
     ds = xr.open_dataset(out / f"instability_map_tr.nc")
     assert ds["n_unstable_modes"].shape == (1, 201)
     ds.close()
+
+
+def test_complex_mode_curve_matches_growth_rate_roots(ping):
+    """tvb96 has complex eigenvalues: their curves come from the realified augmented system."""
+    spectrum = load_connectome("tvb96").row_normalised().spectrum()
+    pair = [m for m in distinct_modes(spectrum.eigenvalues) if not m.is_real][:2]
+    assert abs(complex(pair[0].Lambda) - np.conj(complex(pair[1].Lambda))) < 1e-12
+    params = ping.resolve_parameters({"Iext_e": 0.0})
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 16.0), "eps": (0.0, 30.0)}, ds=0.05, ds_max=0.25)
+    curves, crossings, _ = trace_transverse_curves(ping, params, pair, ("Iext_e", "eps"), [8.0], settings)
+    assert len(crossings) == 2 and len(curves) == 1  # the conjugate shares the curve
+    (curve,) = curves
+    lam = complex(curve.Lambda)
+    assert abs(lam.imag) > 1e-3
+    for k in np.linspace(5, len(curve) - 6, 3).astype(int):
+        I, eps = curve["Iext_e"][k], curve["eps"][k]
+        guess = np.array([curve[v][k] for v in ping.variable_names])
+        root = brentq(lambda i: _growth(ping, params, lam, i, eps, guess), I - 0.02, I + 0.02, xtol=1e-12)
+        assert abs(root - I) < 1e-4

@@ -171,7 +171,7 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
         result = _auto.run_equilibria(problem, x, start, free, settings, step)
         runs.append(result.branches[0].points if result.branches else ())
     # the augmented system reports the homogeneous part x only (y = x on its solutions)
-    half = slice(0, system.dimension // 2) if system.kind == "augmented" else None
+    half = slice(0, system.model.n_variables) if system.kind == "augmented" else None
     branch = _auto.convert_branch(runs, problem, kind=BranchKind.EQUILIBRIA, name=name, free=free,
                                   parameters=start, reverse_first=len(runs) == 2, state_slice=half)
     last = branch["code"][-1] if len(branch) else 0

