@@ -2,8 +2,9 @@
 
 1. eps = 15: equilibria in Iext_e in [0, 40] and the cycles from HB1, with
    AUTO-07p transpiled (compiled model + exact Jacobian, bifnet's path),
-   including compilation, against the same equilibria with bifpy's
-   interpreted Python callbacks measured in the same run.
+   including compilation; baseline in the same run: the first 40 cycle steps
+   through bifpy's interpreted Python callbacks against the same 40 steps
+   transpiled.
 2. The whole two-parameter homogeneous diagram (continuation_runs/homogeneous_study.toml).
 
 Run: .venv/bin/python benchmarks/bench_homogeneous.py [--skip-diagram]
@@ -21,37 +22,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def interpreted_equilibria(model, params, x0):
-    """The same equilibrium run through bifpy's interpreted (ctypes) callbacks."""
-    import sympy
+def interpreted_cycles(eq, steps):
+    """Cycles from HB1 through bifpy's interpreted (ctypes) Python callbacks, ``steps`` steps."""
     from bifpy import auto
 
-    from bifnet.continuation._auto import auto_problem
     from bifnet.codegen import jacobian_function, rhs_function
     from bifnet.systems import homogeneous_system
 
-    system = homogeneous_system(model)
-    problem = auto_problem(system)
+    problem = eq.engine["problem"]
+    system = homogeneous_system(problem.system.model)
     f, J = rhs_function(system), jacobian_function(system)
     order = [problem.slots[n] - 1 for n in system.parameter_names]
+    slot = problem.slots["Iext_e"]
 
     def func(u, par):
         return f(np.asarray(u), np.asarray([par[i] for i in order]))
 
-    def jac(u, par):
-        return J(np.asarray(u), np.asarray([par[i] for i in order]))
-
-    par0 = problem.parameter_vector(params)
-
-    def stpnt(u, par, t):
-        u[:] = x0
-        par[:] = par0
-
-    settings = dict(ips=auto.IPS_EQUILIBRIUM, ndim=6, npar=problem.npar, nmx=2000, ilp=1, isp=2, jac=0,
-                    ds=0.01, dsmin=1e-5, dsmax=0.25, rl0=0.0, rl1=40.0, a0=-1e300, a1=1e300,
-                    epsl=1e-8, epsu=1e-8, epss=1e-6, npr=1)
-    del sympy, jac
-    return auto.run(func, stpnt, settings, icu=[problem.slots["Iext_e"]])
+    hopf = eq.engine["points"][eq.point("HB1").index]
+    settings = dict(ips=auto.IPS_PERIODIC_ORBIT, ndim=6, npar=problem.npar, nmx=steps, npr=1, ntst=40, ncol=4,
+                    ilp=1, isp=2, jac=0, ds=0.05, dsmin=1e-5, dsmax=0.5, rl0=0.0, rl1=40.0,
+                    a0=-1e300, a1=1e300, epsl=1e-8, epsu=1e-8, epss=1e-6)
+    del J
+    return auto.restart(func, settings, hopf, icu=[slot, auto.PERIOD_INDEX], isw=auto.ISW_HOPF_TO_PERIODIC_ORBIT,
+                        source_ips=auto.IPS_EQUILIBRIUM)
 
 
 def main():
@@ -59,7 +52,7 @@ def main():
     parser.add_argument("--skip-diagram", action="store_true")
     args = parser.parse_args()
 
-    from bifnet.continuation.equilibria import continue_equilibria, find_equilibrium
+    from bifnet.continuation.equilibria import continue_equilibria
     from bifnet.continuation.restarts import continue_from
     from bifnet.continuation.settings import ContinuationSettings
     from bifnet.model import load_model
@@ -77,13 +70,15 @@ def main():
     print(f"eps = 15 cycles from HB1 (transpiled, incl. compilation): {t2 - t1:6.2f} s, {len(lc)} cycles, {lc.status}")
     print(f"eps = 15 equilibria + cycles: {t2 - t0:6.2f} s (target < 10 s)")
 
-    x0 = find_equilibrium(model, params)
+    steps = 40
     t3 = time.perf_counter()
-    result = interpreted_equilibria(model, params, x0)
+    interpreted_cycles(eq, steps)
     t4 = time.perf_counter()
-    n = len(result.branches[0].points)
-    print(f"baseline, same equilibria with interpreted Python callbacks: {t4 - t3:6.2f} s, {n} points")
-    print(f"ratio interpreted / transpiled (equilibria): {(t4 - t3) / (t1 - t0):.2f}x")
+    t5 = time.perf_counter()
+    continue_from(eq, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=steps))
+    t6 = time.perf_counter()
+    print(f"{steps} cycle steps from HB1: interpreted Python callbacks {t4 - t3:6.2f} s, "
+          f"transpiled (incl. compilation) {t6 - t5:6.2f} s: ratio {(t4 - t3) / (t6 - t5):.1f}x")
 
     if args.skip_diagram:
         return
