@@ -19,7 +19,7 @@ from bifnet.errors import RunFileError, SimulationError
 from bifnet.steps import StepContext, check_keys
 
 _SIM_KEYS = {"t_max", "dt", "method", "stride", "rtol", "atol", "perturbation", "amplitude", "mode", "seed",
-             "noise", "parameters", "initial"}
+             "noise", "parameters", "initial", "animate"}
 
 
 def _number(spec, key, default, step, *, positive=True, integer=False):
@@ -93,8 +93,10 @@ def simulate_step(context: StepContext, spec: dict) -> dict:
     Keys: ``t_max`` (ms, 1000), ``dt`` (0.01), ``method`` ("rk4"),
     ``stride`` (10), ``rtol``, ``atol``, ``initial`` ("equilibrium" or
     "default"), ``perturbation`` ("random", "mode", "none"), ``amplitude``
-    (1e-3), ``mode`` (2), ``noise`` (0), ``seed``, ``parameters`` (overrides).
-    Writes ``simulation.nc`` and ``simulation.png``.
+    (1e-3), ``mode`` (2), ``noise`` (0), ``seed``, ``parameters`` (overrides),
+    ``animate`` (false; an MP4 on the brain when ffmpeg is installed).
+    Writes ``simulation.nc``, ``simulation.png`` and, when the connectome has
+    region centres, ``simulation_brain.png`` (the last snapshot on three views).
     """
     from bifnet.io import save_figure
     from bifnet.network.output import write_simulation
@@ -107,9 +109,23 @@ def simulate_step(context: StepContext, spec: dict) -> dict:
     write_simulation(out / "simulation.nc", result, net)
     ax = plot_spatiotemporal(result, net)
     save_figure(out / "simulation.png", ax.figure)
+    files = ["simulation.nc", "simulation.png"]
+    centres = getattr(net.connectome, "centres", None)
+    if centres is not None and result.y.shape[0] > 1:
+        from bifnet.network.plots import animate_simulation, plot_brain_views
+
+        k = context.model.variable_names.index("v_e") if "v_e" in context.model.variable_names else 0
+        last = np.asarray(result.y)[-1, :, k]
+        fig = plot_brain_views(last - last.mean(), centres,
+                               title=f"{context.model.variable_names[k]} - network mean at t = {result.t[-1]:.1f} ms")
+        save_figure(out / "simulation_brain.png", fig)
+        files.append("simulation_brain.png")
+        if spec.get("animate", False) and animate_simulation(result, net, out / "simulation.mp4",
+                                                             variable=context.model.variable_names[k]):
+            files.append("simulation.mp4")
     context.results[step] = {"result": result, "network": net}
     return {"success": result.success, "message": result.message, "n_times": int(result.t.size),
-            "nfev": result.nfev, "files": ["simulation.nc", "simulation.png"]}
+            "nfev": result.nfev, "files": files}
 
 
 def validate_step(context: StepContext, spec: dict) -> dict:
@@ -117,7 +133,8 @@ def validate_step(context: StepContext, spec: dict) -> dict:
 
     Keys: ``mode`` (default: most unstable), ``amplitude`` (1e-7), ``t_max``,
     ``dt`` (0.01), ``linear_limit`` (1e-4), ``parameters``.
-    Writes ``validation.json`` and ``validation.png``.
+    Writes ``validation.json``, ``validation.png`` and, when the connectome has
+    region centres, ``validation_mode.png`` (the mode's eigenvector on the brain).
     """
     from bifnet.analysis.validation import plot_validation, validate_mode
     from bifnet.io import save_figure, write_json
@@ -139,9 +156,18 @@ def validate_step(context: StepContext, spec: dict) -> dict:
     write_json(context.out_dir / "validation.json", summary)
     ax = plot_validation(result)
     save_figure(context.out_dir / "validation.png", ax.figure)
+    files = ["validation.json", "validation.png"]
+    centres = getattr(net.connectome, "centres", None)
+    if centres is not None:
+        from bifnet.network.plots import plot_brain_views
+
+        vector = net.spectrum.eigenvectors[:, summary["mode"] - 1]
+        fig = plot_brain_views(vector, centres, title=f"mode {summary['mode']} (Lambda = "
+                               f"{complex(net.spectrum.eigenvalues[summary['mode'] - 1]).real:.4g}): eigenvector")
+        save_figure(context.out_dir / "validation_mode.png", fig)
+        files.append("validation_mode.png")
     return {"mode": summary["mode"], "predicted_growth_rate": summary["predicted_growth_rate"],
-            "measured_growth_rate": summary["measured_growth_rate"],
-            "files": ["validation.json", "validation.png"]}
+            "measured_growth_rate": summary["measured_growth_rate"], "files": files}
 
 
 def lyapunov_step(context: StepContext, spec: dict) -> dict:
