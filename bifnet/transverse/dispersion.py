@@ -128,20 +128,16 @@ def cycle_dispersion(model: NodeModel, cycle, Lambdas) -> DispersionRelation:
     )
 
 
-def homogeneous_attractor(model: NodeModel, parameters: Mapping[str, float], x0=None, *,
-                          transient: float = 2000.0):
-    """The homogeneous state reached from ``x0``: ``("EP", x)`` or ``("LC", HomogeneousCycle)``.
+def settle(model: NodeModel, parameters: Mapping[str, float], x0=None, *, transient: float = 2000.0):
+    """Integrate the homogeneous system for ``transient`` ms: ``(at_rest, final state)``.
 
-    Integrates the homogeneous system for ``transient`` ms; if it settles the
-    equilibrium is polished by Newton, otherwise the cycle is found by
-    shooting. With bistability the answer depends on ``x0``.
+    ``at_rest`` is True when every variable varies by less than 1e-6 (relative)
+    over the last fifth of the run.
     """
     from scipy.integrate import solve_ivp
 
     from bifnet.codegen import jacobian_function, rhs_function
-    from bifnet.continuation.equilibria import find_equilibrium
     from bifnet.systems import homogeneous_system
-    from bifnet.transverse.floquet import find_cycle
 
     system = homogeneous_system(model)
     f, J = rhs_function(system), jacobian_function(system)
@@ -153,9 +149,24 @@ def homogeneous_attractor(model: NodeModel, parameters: Mapping[str, float], x0=
         raise ContinuationError(f"integration of the homogeneous system failed: {sol.message}")
     tail = sol.sol(np.linspace(0.8 * transient, transient, 400))
     spread = np.max(np.ptp(tail, axis=1) / np.maximum(1.0, np.abs(tail).max(axis=1)))
-    if spread < 1e-6:
-        return "EP", find_equilibrium(system, parameters, sol.y[:, -1], settle_time=0.0)
-    return "LC", find_cycle(model, parameters, sol.y[:, -1], transient=200.0)
+    return bool(spread < 1e-6), sol.y[:, -1]
+
+
+def homogeneous_attractor(model: NodeModel, parameters: Mapping[str, float], x0=None, *,
+                          transient: float = 2000.0):
+    """The homogeneous state reached from ``x0``: ``("EP", x)`` or ``("LC", HomogeneousCycle)``.
+
+    Integrates the homogeneous system for ``transient`` ms (:func:`settle`); if it
+    settles the equilibrium is polished by Newton, otherwise the cycle is found
+    by shooting. With bistability the answer depends on ``x0``.
+    """
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.transverse.floquet import find_cycle
+
+    at_rest, x = settle(model, parameters, x0, transient=transient)
+    if at_rest:
+        return "EP", find_equilibrium(model, parameters, x, settle_time=0.0)
+    return "LC", find_cycle(model, parameters, x, transient=200.0)
 
 
 def dispersion_at(model: NodeModel, parameters: Mapping[str, float], Lambdas, *, x0=None,
