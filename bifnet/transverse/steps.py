@@ -162,7 +162,10 @@ def _cycle_crossings(context, level_branch, cycles, groups, p1, q, level):
     for cyc in cycles:
         rates = np.full((len(cyc), len(lams)), np.nan)
         mults = np.full((len(cyc), len(lams)), np.nan, dtype=complex)
+        span = np.nanmax(np.vstack([cyc[f"{v}_max"] - cyc[f"{v}_min"] for v in cyc.variables]), axis=0)
         for i in range(len(cyc)):
+            if not span[i] > 1e-3 * np.nanmax(span):
+                continue  # a Hopf point (zero amplitude): its "multipliers" are exp(lambda T), not Floquet's
             try:
                 cycle = cycle_from_branch(cyc, i)
                 cycle = type(cycle)(parameters=cycle.parameters, period=cycle.period,
