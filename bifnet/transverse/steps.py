@@ -194,6 +194,7 @@ def _cycle_crossings(context, level_branch, cycles, groups, p1, q, level):
                 rows.append({"mode": g.mode, "Lambda": float(np.real(g.Lambda)),
                              "Lambda_imag": float(np.imag(g.Lambda)), "solution": "LC", "kind": kind,
                              p1: float((1 - t) * x[i] + t * x[i + 1]), q: level, "branch": cyc.name,
+                             "homogeneous_stable": bool(cyc["stable"][i] == 1 and cyc["stable"][i + 1] == 1),
                              "located": False})
     return rows, table
 
@@ -265,7 +266,10 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     point_rows = [{"mode": next((g.mode for g in groups if abs(complex(g.Lambda) - c.Lambda) < 1e-9), 0),
                    "Lambda": float(np.real(c.Lambda)), "Lambda_imag": float(np.imag(c.Lambda)), "solution": "EP",
                    "kind": c.kind.value,
-                   p1: c.value, q: c.level, "branch": f"level[{q}={c.level:g}]", "located": False}
+                   p1: c.value, q: c.level, "branch": f"level[{q}={c.level:g}]",
+                   "homogeneous_stable": bool(table[c.level][0]["stable"][c.index] == 1
+                                              and table[c.level][0]["stable"][c.index + 1] == 1),
+                   "located": False}
                   for c in crossings]
     # instability map along the levels, equilibria and (optionally) cycles
     lam_all = np.array([g.Lambda for g in groups])
