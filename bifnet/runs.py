@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bifnet.errors import BifnetError, ContinuationError, RunFileError
-from bifnet.steps import StepContext, check_keys
+from bifnet.steps import StepContext
 
 log = logging.getLogger("bifnet")
 

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import sympy
 
-from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint, Stability
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
 from bifnet.continuation.settings import ContinuationSettings
 from bifnet.errors import ContinuationError
 from bifnet.systems import SymbolicSystem
@@ -354,7 +354,6 @@ def convert_branch(raw_branches, problem: AutoProblem, *, kind: BranchKind, name
     points = [p for run in runs for p in run]
 
     cols: dict[str, list] = {n: [] for n in free}
-    extra_params = [p for p in system.parameter_names if p not in free]
     if kind is BranchKind.CYCLES:
         cols["period"] = []
         for n in names:
@@ -484,14 +483,3 @@ def _hopf_period(eigenvalues, fallback: float) -> float:
         return fallback
     crit = eig[np.argmin(np.abs(eig.real))]
     return float(2 * np.pi / abs(crit.imag))
-
-
-def cleanup(result) -> None:
-    """Remove a kept AUTO output folder, if any."""
-    folder = getattr(result, "output_directory", None)
-    if folder:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def stability_value(code: int) -> Stability:
-    return {1: Stability.STABLE, 0: Stability.UNSTABLE}.get(int(code), Stability.NOT_EVALUATED)

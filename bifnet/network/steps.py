@@ -343,7 +343,6 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     """
     import functools
 
-    from bifnet import io
     from bifnet.sweep import run_sweep
 
     step = _name(spec, "sweep")

@@ -23,11 +23,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
+from bifnet.continuation.branch import Branch, SpecialKind
 from bifnet.continuation.equilibria import continue_equilibria
 from bifnet.continuation.restarts import continue_locus
 from bifnet.continuation.settings import ContinuationSettings
-from bifnet.errors import BifnetError, ContinuationError
+from bifnet.errors import BifnetError
 from bifnet.model import NodeModel
 from bifnet.systems import augmented_system, complex_augmented_system
 

@@ -151,7 +151,7 @@ def _curves_frame(curves, free):
         columns=["mode", "Lambda", "Lambda_imag", "kind", "curve", "point", *free, "frequency_hz"])
 
 
-def _cycle_crossings(context, level_branch, cycles, groups, p1, q, level):
+def _cycle_crossings(context, cycles, groups, p1, q, level):
     """Floquet growth rates of every mode along homogeneous cycles of a level,
     and where they change sign (interpolated, PD/LPC/NS by the multiplier)."""
     from bifnet.transverse.floquet import cycle_from_branch, floquet_dispersion
@@ -295,7 +295,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
                                                   name=f"{eq.name}:{hb.name}"))
                 except BifnetError as error:
                     log.warning("  %s: cycles from %s on %s failed: %s", step, hb.name, eq.name, error)
-            rows, cyc_table = _cycle_crossings(context, eq, cycles, groups, p1, q, level)
+            rows, cyc_table = _cycle_crossings(context, cycles, groups, p1, q, level)
             point_rows.extend(rows)
             branch_rates.extend(cyc_table)
         sol, rates = _map_level(branch_rates, samples, len(groups))
