@@ -121,7 +121,7 @@ settings = { ds = 0.05, ds_max = 0.25 }
     assert {"Lambda", "Lambda_imag", "curve", "point", "Iext_e", "eps", "frequency_hz"} <= set(curves.columns)
     import xarray as xr
 
-    ds = xr.open_dataset(out / f"instability_map_tr.nc")
+    ds = xr.open_dataset(out / "instability_map_tr.nc")
     assert ds["n_unstable_modes"].shape == (1, 201)
     ds.close()
 
