@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def connectome_or_random(n=90, seed=0):
@@ -54,6 +58,48 @@ def numpy_rk4(rhs, y, dt, nsteps):
     return y
 
 
+def jitcode_end_to_end(net, y0, t_max, reference):
+    """The same network in jitcode (if installed): compile + integrate (dopri5, rtol 1e-6)."""
+    try:
+        import symengine
+        from jitcode import jitcode, y as Y
+    except ImportError:
+        print("jitcode    : not installed (pip install jitcode) - comparison skipped")
+        return
+    import sympy
+
+    from bifnet.systems import node_system
+
+    model = net.model
+    system = node_system(model)
+    N, n = net.state_shape
+    W = np.asarray(net.weights)
+    values = {s: net.parameters[str(s)] for s in system.parameters}
+    ci = model.coupled_index
+    eps = net.parameters[model.coupling.strength]
+    rhs = []
+    for i in range(N):
+        C = eps * sum(float(W[i, j]) * Y(j * n + ci) for j in range(N) if W[i, j] != 0)
+        subs = {**values, **{s: Y(i * n + k) for k, s in enumerate(system.state)}}
+        for expr in system.rhs:
+            e = expr.subs(system.inputs[0], sympy.Symbol("C__")).subs(values)
+            e = symengine.sympify(str(e).replace("pi", str(float(np.pi))))
+            mapping = {symengine.Symbol(str(s)): Y(i * n + k) for k, s in enumerate(system.state)}
+            mapping[symengine.Symbol("C__")] = C
+            rhs.append(e.subs(mapping))
+    t0 = time.perf_counter()
+    ode = jitcode(rhs, verbose=False)
+    ode.set_integrator("dopri5", rtol=1e-6, atol=1e-9)
+    ode.set_initial_value(np.asarray(y0).ravel(), 0.0)
+    t_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    final = ode.integrate(t_max)
+    t_run = time.perf_counter() - t0
+    diff = np.abs(final - reference.y[-1].ravel()).max()
+    print(f"jitcode   : compilation {t_compile:.2f} s + integration {t_run:.3f} s = {t_compile + t_run:.2f} s "
+          f"(max diff at t_max vs bifnet {diff:.1e})")
+
+
 def main():
     from scipy.integrate import solve_ivp
 
@@ -72,9 +118,11 @@ def main():
     y0 = homogeneous_initial_state(net, model.default_state(), "random", 1e-3, rng=0)
     print(f"network: {name}, {net.dimension} state variables, {args.t_max:g} ms, params {params}")
 
-    # warm-up (compilation excluded from timings)
-    simulate(net, (0, 1), y0, "rk4")
+    # first calls: numba compilation of the generated kernels (what "end to end" adds)
+    t0 = time.perf_counter()
     simulate(net, (0, 1), y0, "dopri5")
+    t_compile = time.perf_counter() - t0
+    simulate(net, (0, 1), y0, "rk4")
 
     t0 = time.perf_counter()
     a = simulate(net, (0, args.t_max), y0, "dopri5", rtol=1e-6, atol=1e-9, stride=1000)
@@ -87,6 +135,10 @@ def main():
     diff = np.abs(b.y.T - a.y.reshape(a.t.size, -1)).max()
     print(f"adaptive  : bifnet dopri5 {t_dopri:.3f} s ({a.stats['n_steps']} steps) | scipy RK45 numpy "
           f"{t_scipy:.3f} s ({b.nfev} nfev) | speed-up x{t_scipy / t_dopri:.1f} | max diff {diff:.2e}")
+
+    print(f"end to end: bifnet dopri5 compilation {t_compile:.2f} s + integration {t_dopri:.3f} s = "
+          f"{t_compile + t_dopri:.2f} s")
+    jitcode_end_to_end(net, y0, args.t_max, a)
 
     t0 = time.perf_counter()
     c = simulate(net, (0, args.t_max), y0, "rk4", dt=0.01, stride=1000)
