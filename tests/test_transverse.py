@@ -143,3 +143,45 @@ def test_complex_mode_curve_matches_growth_rate_roots(ping):
         guess = np.array([curve[v][k] for v in ping.variable_names])
         root = brentq(lambda i: _growth(ping, params, lam, i, eps, guess), I - 0.02, I + 0.02, xtol=1e-12)
         assert abs(root - I) < 1e-4
+
+
+@pytest.mark.slow
+def test_cycle_period_doubling_curve_has_multiplier_minus_one(ping, tmp_path):
+    """A transverse PD curve of cycles (mode 68, tvb68): along it the mode's Floquet
+    multiplier is -1, computed independently by shooting + variational integration."""
+    from bifnet.errors import BifnetError
+    from bifnet.runs import execute_run_file
+    from bifnet.transverse.floquet import find_cycle, floquet_dispersion
+
+    run = tmp_path / "lc.toml"
+    run.write_text("""
+model = "ngnmm_ping"
+connectome = "tvb68"
+[settings]
+ds = 0.05
+ds_max = 0.25
+[[steps]]
+name = "tr"
+kind = "transverse"
+free = ["Iext_e", "eps"]
+range = { Iext_e = [0.0, 16.0], eps = [0.0, 30.0] }
+modes = [68]
+levels = [10.0]
+cycle_curves = [68]
+""")
+    out = execute_run_file(run, out=tmp_path / "out")
+    curves = pd.read_csv(out / "transverse_curves.csv")
+    pd_curve = curves[curves["kind"] == "PD"]
+    assert len(pd_curve) > 20
+    lam = float(pd_curve["Lambda"].iloc[0])
+    checked = 0
+    for _, row in pd_curve.iloc[::8].iterrows():
+        params = ping.resolve_parameters({"Iext_e": row["Iext_e"], "eps": row["eps"]})
+        try:
+            cycle = find_cycle(ping, params)
+        except BifnetError:
+            continue  # the homogeneous cycle does not attract from the default state here
+        mu = floquet_dispersion(ping, cycle, [lam]).multipliers[0]
+        assert np.min(np.abs(mu + 1)) < 1e-3
+        checked += 1
+    assert checked >= 2

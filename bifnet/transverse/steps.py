@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -199,6 +200,47 @@ def _cycle_crossings(context, cycles, groups, p1, q, level):
     return rows, table
 
 
+def _continue_cycle_crossings(context, step, level_branch, rows, cycle_modes, groups, free, settings, done):
+    """Continue the cycle crossings of the modes in ``cycle_modes`` (see
+    :mod:`bifnet.transverse.cycle_curves`); one augmented cycle branch per Hopf
+    point and mode, reused for all its crossings."""
+    from bifnet.transverse.cycle_curves import augmented_cycles, trace_cycle_curve
+    from bifnet.transverse.curves import _on_curve
+
+    p1, q = free
+    scale = max(np.ptp(settings.bounds[p1]), np.ptp(settings.bounds[q]))
+    branches = {}
+    new = []
+    for row in rows:
+        group = next((g for g in groups if g.mode == row["mode"]), None)
+        if group is None or not set(group.modes) & set(cycle_modes) or not group.is_real:
+            continue
+        same = [c for c in done + new if c.mode == group.mode and c.locus_of.value == row["kind"]]
+        if _on_curve(same, (row[p1], row[q]), free, 2e-3 * scale):
+            continue
+        hopf = row["branch"].rsplit(":", 1)[-1]
+        key = (hopf, group.mode)
+        name = f"{row['kind']}[mode{group.mode}]#{len(same) + 1}"
+        try:
+            if key not in branches:
+                branches[key] = augmented_cycles(context.model, level_branch, hopf, float(np.real(group.Lambda)),
+                                                 settings, name=f"{level_branch.name}:mode{group.mode}")
+            if branches[key] is None:
+                continue
+            locus = trace_cycle_curve(context.model, branches[key], float(np.real(group.Lambda)), row["kind"],
+                                      row[p1], free, settings, name=name)
+        except BifnetError as error:
+            log.warning("  %s: %s: %s", step, name, error)
+            continue
+        if locus is None:
+            log.info("  %s: %s at %s = %.5g: no matching point on the augmented cycles", step, name, p1, row[p1])
+            continue
+        locus = dataclasses.replace(locus, mode=group.mode, Lambda=float(np.real(group.Lambda)))
+        log.info("  %s: %s, %d points", step, name, len(locus))
+        new.append(locus)
+    return new
+
+
 def _map_level(branch_rates, samples, n_modes):
     """Growth rates of every mode at ``samples`` along the stable parts of branches.
 
@@ -241,7 +283,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
 
     step = spec["name"]
     check_keys(spec, {"free", "range", "modes", "levels", "cycles", "map_points", "parameters", "settings",
-                      "plot"}, step)
+                      "plot", "cycle_curves"}, step)
     free = _free(spec, 2, step)
     context.model.check_parameter_names(free)
     settings = step_settings(context, spec, free)
@@ -250,6 +292,9 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     p1, q = free
     levels = _levels(spec, settings.bounds[q], step)
     complex_groups = [g for g in groups if not g.is_real]
+    cycle_modes = spec.get("cycle_curves", [])
+    if not isinstance(cycle_modes, list) or not all(isinstance(m, int) for m in cycle_modes):
+        raise RunFileError(f"step {step!r}: cycle_curves must be a list of mode numbers")
     begin = time.perf_counter()
     done = []
 
@@ -298,6 +343,10 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
             rows, cyc_table = _cycle_crossings(context, cycles, groups, p1, q, level)
             point_rows.extend(rows)
             branch_rates.extend(cyc_table)
+            curves.extend(_continue_cycle_crossings(context, step, eq, rows, cycle_modes, groups, free, settings,
+                                                    [c for c in curves if c.kind is BranchKind.LOCUS
+                                                     and c.locus_of in (SpecialKind.PD, SpecialKind.NS,
+                                                                        SpecialKind.LPC)]))
         sol, rates = _map_level(branch_rates, samples, len(groups))
         map_solution.append(sol)
         map_rates.append(rates)
