@@ -107,3 +107,21 @@ def test_fused_network_stepper_matches_generic_tangent_loop(model, threads):
     np.testing.assert_allclose(running[-1], slow, rtol=0, atol=1e-9)
     with pytest.raises(SimulationError, match="threads"):
         lyapunov_spectrum(net, 2, t_max=1.0, threads=0)
+
+
+@pytest.mark.parametrize("spread", [5.0, 30.0])
+def test_positive_qr_matches_householder(spread):
+    """CholeskyQR2 (and its Householder fallback when V is too ill-conditioned, cond ~ e^30)
+    gives the positive-diagonal QR of numpy's Householder QR to rounding."""
+    from bifnet.analysis.lyapunov import _positive_qr
+
+    rng = np.random.default_rng(5)
+    U = np.linalg.qr(rng.standard_normal((120, 30)))[0]
+    Vt = np.linalg.qr(rng.standard_normal((30, 30)))[0]
+    V = U @ np.diag(np.exp(-np.linspace(0.0, spread, 30))) @ Vt
+    Q, log_d = _positive_qr(V)
+    Qh, R = np.linalg.qr(V)
+    d = np.diag(R)
+    np.testing.assert_allclose(log_d, np.log(np.abs(d)), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(Q, Qh * np.where(d < 0, -1.0, 1.0), rtol=0, atol=1e-6 if spread > 20 else 1e-9)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(30), rtol=0, atol=1e-12)

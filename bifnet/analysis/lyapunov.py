@@ -232,6 +232,44 @@ class _NetworkBlocks:
             self._pool.shutdown()
 
 
+# CholeskyQR2 is used while its second pass finds the first one's Q this close to orthonormal
+# (the first pass's error is about cond(V)^2 eps; the second squares it)
+_CHOLQR_TOLERANCE = 1e-4
+
+
+def _positive_qr(V):
+    """``V = Q R`` with ``R``'s diagonal positive: ``(Q, log(diag(R)))``.
+
+    CholeskyQR2 (Fukaya et al. 2014: ``R1 = chol(V^T V)``, ``Q1 = V R1^-1``,
+    the same again on ``Q1``): three BLAS-3 calls per pass instead of the
+    Householder QR's panel updates, about 3x faster at ``576 x 90``, and the
+    same ``Q`` and ``R`` to rounding (the positive-diagonal QR is unique).
+    Falls back to :func:`numpy.linalg.qr` when ``V`` is too ill-conditioned
+    for it (Cholesky fails or the second pass corrects more than
+    ``_CHOLQR_TOLERANCE``).
+    """
+    import scipy.linalg
+    from scipy.linalg.blas import dsyrk, dtrsm
+
+    # work on V^T (Fortran order, no copy for a C-contiguous V): V^T V = (V^T)(V^T)^T
+    # and Q^T = R^-T V^T
+    Vt = np.asarray(V, dtype=float).T
+    try:
+        R1 = scipy.linalg.cholesky(dsyrk(1.0, Vt), lower=False, overwrite_a=True, check_finite=False)
+        Q1t = dtrsm(1.0, R1, Vt, side=0, lower=0, trans_a=1)
+        R2 = scipy.linalg.cholesky(dsyrk(1.0, Q1t), lower=False, overwrite_a=True, check_finite=False)
+        d2 = np.diag(R2)
+        if np.all(np.abs(d2 - 1.0) < _CHOLQR_TOLERANCE) and np.all(np.isfinite(R1)):
+            Qt = dtrsm(1.0, R2, Q1t, side=0, lower=0, trans_a=1, overwrite_b=1)
+            # diag(R2 R1) = diag(R2) diag(R1) (both upper triangular)
+            return Qt.T, np.log(d2) + np.log(np.diag(R1))
+    except np.linalg.LinAlgError:
+        pass
+    Q, R = np.linalg.qr(V)
+    d = np.diag(R)
+    return Q * np.where(d < 0, -1.0, 1.0), np.log(np.abs(d))
+
+
 def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads=None, generic=False):
     from bifnet.network._kernels import single_threaded_blas
     from bifnet.network.core import as_generator, check_rates
@@ -263,11 +301,10 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
             if not state.advance(dt, steps_per_block):
                 raise SimulationError(
                     f"the state became non-finite at t = {t_start + (b + 1) * steps_per_block * dt:.6g} ms")
-            Q, R = np.linalg.qr(state.tangent())
-            d = np.diag(R)
+            Q, log_d = _positive_qr(state.tangent())
             if logs is not None:
-                logs[b] = np.log(np.abs(d))
-            state.set_tangent(Q * np.where(d < 0, -1.0, 1.0))
+                logs[b] = log_d
+            state.set_tangent(Q)
 
     # the transient aligns the tangent vectors too (their logs are discarded)
     n_transient = int(round(transient / (dt * steps_per_block)))
