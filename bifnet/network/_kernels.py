@@ -373,13 +373,13 @@ def _node_tangent_source(model) -> str:
     the updates are:
 
     * ``first``:  ``X = V``;  ``T = V + a K``;  ``A = V + b K``
-    * ``middle``: ``X = T``;  ``T = V + a K``;  ``A += b K``
+    * ``middle``: ``X = T``;  ``U = V + a K``;  ``A += b K``
     * ``last``:   ``X = T``;  ``V = A + b K``
 
-    The Jacobian's structural zeros (from the symbolic model) are skipped and
-    the ``n x n`` block is unrolled into one loop per row of ``K``; in
-    ``first`` and ``last`` (input not overwritten) that loop also writes the
-    outputs' row (K is not stored: a third less time for those stages); each loop
+    (``T`` and ``U`` alternate as the stage buffers.) The Jacobian's
+    structural zeros (from the symbolic model) are skipped and the ``n x n``
+    block is unrolled into one loop per row of ``K`` that also writes the
+    outputs' row (no input is overwritten, so ``K`` is never stored); each loop
     touches few arrays so that LLVM vectorises it (with more, its runtime
     alias checks exceed their limit and the loop stays scalar). The loop over
     the nodes is inside the function and the arrays are indexed directly (no
@@ -397,7 +397,7 @@ def _node_tangent_source(model) -> str:
     lines = []
     for kind in ("first", "middle", "last"):
         src = "V" if kind == "first" else "T"
-        lines.append(f"def tangent_{kind}(Js, gs, eps, V, T, A, K, WT, a, b):")
+        lines.append(f"def tangent_{kind}(Js, gs, eps, V, T, A, U, WT, a, b):")
         lines.append("    kb = V.shape[1]")
         lines.append("    for i in range(WT.shape[0]):")
         lines.append(f"        base = i * {n}")
@@ -417,13 +417,10 @@ def _node_tangent_source(model) -> str:
                 lines.append(f"            A[base + {r}, m] = V[base + {r}, m] + b * k")
             elif kind == "last":  # nor is T
                 lines.append(f"            V[base + {r}, m] = A[base + {r}, m] + b * ({k_row})")
-            else:  # T is the input and an output: all of K before any of T
-                lines.append(f"            K[{r}, m] = {k_row}")
-        if kind == "middle":
-            lines.append(f"        for r in range({n}):")
-            lines.append("            for m in range(kb):")
-            lines.append("                T[base + r, m] = V[base + r, m] + a * K[r, m]")
-            lines.append("                A[base + r, m] += b * K[r, m]")
+            else:  # input T, output (the next stage's input) the other buffer U
+                lines.append(f"            k = {k_row}")
+                lines.append(f"            U[base + {r}, m] = V[base + {r}, m] + a * k")
+                lines.append(f"            A[base + {r}, m] += b * k")
         lines.append("    return None")
         lines.append("")
     return "\n".join(lines)
@@ -513,7 +510,8 @@ def lyapunov_kernels(model):
             for stage in range(2):
                 c = h if stage == 0 else dt
                 coupling_input(ys, W, eps, C, yc)
-                coupling_product(W, T, WT, ints, flts, chars)
+                X = T if stage == 0 else K
+                coupling_product(W, X, WT, ints, flts, chars)
                 for i in range(N):
                     base = i * n
                     x = ys[base:base + n]
@@ -522,7 +520,8 @@ def lyapunov_kernels(model):
                     for a in range(n):
                         ys[base + a] = y[base + a] + c * f[a]
                         ya[base + a] += w2 * f[a]
-                tangent_middle(J, g, eps, V, T, A, K, WT, c, w2)
+                # stage 2: T -> K, stage 3: K -> T
+                tangent_middle(J, g, eps, V, X, A, T if stage == 1 else K, WT, c, w2)
             # stage 4 at (ys, T); V <- A + dt/6 K4, y <- ya + dt/6 f
             coupling_input(ys, W, eps, C, yc)
             coupling_product(W, T, WT, ints, flts, chars)
@@ -547,7 +546,7 @@ def lyapunov_kernels(model):
 def lyapunov_workspace(N: int, n: int, kb: int):
     """Scratch arrays of :func:`lyapunov_kernels`' ``rk4_block`` (one set per thread)."""
     D = N * n
-    return (np.empty((D, kb)), np.empty((D, kb)), np.empty((n, kb)), np.empty((N, kb)), np.empty(D), np.empty(D), np.empty(N), np.empty(N),
+    return (np.empty((D, kb)), np.empty((D, kb)), np.empty((D, kb)), np.empty((N, kb)), np.empty(D), np.empty(D), np.empty(N), np.empty(N),
             np.empty((N, n, n)), np.empty((N, n)), np.empty(n), np.empty(3, np.int32), np.empty(2),
             np.array([ord("N")], np.int8))
 
