@@ -80,10 +80,9 @@ def jitcode_end_to_end(net, y0, t_max, reference):
     rhs = []
     for i in range(N):
         C = eps * sum(float(W[i, j]) * Y(j * n + ci) for j in range(N) if W[i, j] != 0)
-        subs = {**values, **{s: Y(i * n + k) for k, s in enumerate(system.state)}}
         for expr in system.rhs:
-            e = expr.subs(system.inputs[0], sympy.Symbol("C__")).subs(values)
-            e = symengine.sympify(str(e).replace("pi", str(float(np.pi))))
+            e = expr.subs(system.inputs[0], sympy.Symbol("C__")).subs(values).subs(sympy.pi, float(np.pi))
+            e = symengine.sympify(str(e))
             mapping = {symengine.Symbol(str(s)): Y(i * n + k) for k, s in enumerate(system.state)}
             mapping[symengine.Symbol("C__")] = C
             rhs.append(e.subs(mapping))
