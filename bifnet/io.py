@@ -79,6 +79,24 @@ def write_csv(path: str | os.PathLike, frame) -> Path:
     return Path(path)
 
 
+def write_step_rows(path: str | os.PathLike, step: str, frame) -> Path:
+    """Write a step's rows into a CSV shared by several steps, atomically.
+
+    Rows of ``step`` already in the file are replaced, other steps' rows kept;
+    a ``step`` column is added first when ``frame`` has none.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if "step" not in frame.columns:
+        frame = frame.copy()
+        frame.insert(0, "step", step)
+    if path.exists() and path.stat().st_size:
+        old = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        frame = pd.concat([old[old["step"] != step], frame], ignore_index=True, sort=False)
+    return write_csv(path, frame)
+
+
 def save_figure(path: str | os.PathLike, figure) -> Path:
     """Save a matplotlib figure atomically and close it."""
     import matplotlib.pyplot as plt

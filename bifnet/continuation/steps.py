@@ -70,19 +70,11 @@ def _report(context: StepContext) -> list[str]:
 
 
 def _append_tables(context: StepContext, step: str, branches: Sequence[Branch]) -> None:
-    import pandas as pd
-
     from bifnet import io
 
     report = _report(context)
     for filename, build in (("branches.csv", branches_frame), ("special_points.csv", special_points_frame)):
-        path = context.out_dir / filename
-        new = build(step, branches, report)
-        if path.exists() and path.stat().st_size:
-            old = pd.read_csv(path, keep_default_na=False, na_values=[""])
-            old = old[old["step"] != step]
-            new = pd.concat([old, new], ignore_index=True, sort=False)
-        io.write_csv(path, new)
+        io.write_step_rows(context.out_dir / filename, step, build(step, branches, report))
 
 
 def _summary(branches: Sequence[Branch]) -> dict:

@@ -192,7 +192,8 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
     crossings : list of Crossing
         Where each level's dispersion changed sign (interpolated).
     levels : dict
-        ``{level: (equilibrium branch, growth rates (points, K), frequencies)}``.
+        ``{level: (equilibrium branch, growth rates (points, K), frequencies)}``, one column per
+        entry of ``modes`` (mode 1 included), or the level's Lambda for neutral curves.
     """
     p1, q = free
     neutral = q == "Lambda"
@@ -212,10 +213,12 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
         except BifnetError as error:
             log.warning("level %s = %g: no homogeneous equilibrium branch (%s)", q, level, error)
             continue
-        lams = [float(level)] if neutral else [m.Lambda for m in followed]
+        # every mode's growth rate (the map reuses them); crossings of all but mode 1
+        lams = [float(level)] if neutral else [m.Lambda for m in modes]
         rates, freqs = growth_table(model, eq, lams)
         table[float(level)] = (eq, rates, freqs)
-        for c in find_crossings(eq, rates, freqs, lams, level):
+        keep = [k for k, m in enumerate(modes) if m.mode != 1] if not neutral else [0]
+        for c in find_crossings(eq, rates[:, keep], freqs[:, keep], [lams[k] for k in keep], level):
             crossings.append(c)
             q_value = c.Lambda if neutral else level
             point = (c.value, q_value)

@@ -43,17 +43,9 @@ def _modes(context: StepContext, spec: dict) -> tuple[np.ndarray, list[Mode]]:
 
 
 def _append_csv(context: StepContext, filename: str, frame, step: str) -> None:
-    import pandas as pd
-
     from bifnet import io
 
-    path = context.out_dir / filename
-    frame = frame.copy()
-    frame.insert(0, "step", step)
-    if path.exists() and path.stat().st_size:
-        old = pd.read_csv(path)
-        frame = pd.concat([old[old["step"] != step], frame], ignore_index=True, sort=False)
-    io.write_csv(path, frame)
+    io.write_step_rows(context.out_dir / filename, step, frame)
 
 
 def dispersion_step(context: StepContext, spec: dict) -> dict:
@@ -317,9 +309,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
                    "located": False}
                   for c in crossings]
     # instability map along the levels, equilibria and (optionally) cycles
-    lam_all = np.array([g.Lambda for g in groups])
     samples = np.linspace(*settings.bounds[p1], int(spec.get("map_points", 201)))
-    from bifnet.transverse.curves import growth_table
 
     map_solution, map_rates = [], []
     for level in levels:
@@ -327,8 +317,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
             map_solution.append(np.zeros(len(samples), dtype=int))
             map_rates.append(np.full((len(samples), len(groups)), np.nan))
             continue
-        eq = table[level][0]
-        eq_rates, _ = growth_table(context.model, eq, lam_all)
+        eq, eq_rates, _ = table[level]  # columns in the order of groups
         branch_rates = [(eq, eq_rates)]
         if spec.get("cycles", True):
             cycles = []
