@@ -8,6 +8,9 @@ The AUTO-07p callbacks live in :mod:`bifnet.continuation._auto`.
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import sympy
@@ -58,17 +61,14 @@ def _expr_code(expr, names: dict) -> str:
     return code
 
 
-@functools.lru_cache(maxsize=None)
-def numba_node_kernels(model: NodeModel):
-    """Compiled scalar kernels of the node for the network integrator.
+def node_kernel_source(model: NodeModel) -> str:
+    """Python source of the node kernels ``node_rhs`` and ``node_jac`` (undecorated).
 
-    Returns ``(rhs, jac)`` where ``rhs(x, p, C, out)`` writes ``f(x, C)`` into
-    ``out`` and ``jac(x, p, C, J, dfdC)`` writes ``D_x f`` into ``J`` (n x n) and
-    ``df/dC`` into ``dfdC`` (n). Both are numba ``njit`` functions taking 1-D
-    float arrays, usable from other jitted code.
+    ``node_rhs(x, p, C, out)`` writes ``f(x, C)`` into ``out``;
+    ``node_jac(x, p, C, J, dfdC)`` writes ``D_x f`` into ``J`` (n x n) and
+    ``df/dC`` into ``dfdC`` (n). Common subexpressions are shared; only
+    ``math`` functions are used, so the source compiles with numba.
     """
-    import numba
-
     x = model.state_symbols
     p = model.parameter_symbols
     C = model.input_symbol
@@ -89,14 +89,72 @@ def numba_node_kernels(model: NodeModel):
         for (target, _), e in zip(targets, reduced):
             lines.append(f"    {target} = {_expr_code(e, {})}")
         lines.append("    return None")
-        src = "\n".join(lines)
-        namespace = {"numpy": np, "math": __import__("math")}
-        exec(compile(src, f"<bifnet:{model.name}:{name}>", "exec"), namespace)
-        return numba.njit(cache=False, fastmath=False, nogil=True)(namespace[name]), src
+        return "\n".join(lines)
 
     n = len(x)
-    rhs, _ = build("node_rhs", ["x", "p", "C", "out"], [(f"out[{i}]", f[i]) for i in range(n)])
+    rhs = build("node_rhs", ["x", "p", "C", "out"], [(f"out[{i}]", f[i]) for i in range(n)])
     jac_targets = [(f"J[{i}, {j}]", J[i, j]) for i in range(n) for j in range(n)]
     jac_targets += [(f"dfdC[{i}]", dfdC[i]) for i in range(n)]
-    jac, _ = build("node_jac", ["x", "p", "C", "J", "dfdC"], jac_targets)
-    return rhs, jac
+    jac = build("node_jac", ["x", "p", "C", "J", "dfdC"], jac_targets)
+    return rhs + "\n\n\n" + jac + "\n"
+
+
+def kernel_cache_dir() -> Path:
+    """Folder of generated kernel modules and numba's on-disk cache of them.
+
+    ``$BIFNET_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/bifnet/kernels``
+    (``~/.cache/bifnet/kernels``); a per-user temporary folder if that
+    cannot be created. Deleting it is always safe.
+    """
+    env = os.environ.get("BIFNET_CACHE_DIR")
+    if env:
+        candidates = [Path(env)]
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        candidates = [Path(base) / "bifnet" / "kernels"]
+    candidates.append(Path(tempfile.gettempdir()) / f"bifnet-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            continue
+    raise OSError(f"no writable folder for bifnet's kernel cache (tried {', '.join(map(str, candidates))})")
+
+
+_modules: dict = {}
+
+
+def kernel_module(source: str, name: str):
+    """Import generated ``source`` as a module whose numba kernels are cached on disk.
+
+    The source is written once to ``<kernel_cache_dir()>/<name>_<hash>.py``
+    (content-addressed, so a changed model or bifnet gets a new file and
+    stale files are never reused) and imported from there. Functions it
+    decorates with ``numba.njit(cache=True)`` then keep their machine code in
+    numba's cache next to it: the first run compiles, later runs (and other
+    processes) load in a fraction of a second.
+    """
+    import hashlib
+    import importlib.util
+    import sys
+
+    import numba
+
+    digest = hashlib.sha256(f"{numba.__version__}\n{sys.version}\n{source}".encode()).hexdigest()[:20]
+    module_name = f"_bifnet_kernels_{name}_{digest}"
+    if module_name in _modules:
+        return _modules[module_name]
+    path = kernel_cache_dir() / f"{module_name}.py"
+    if not path.exists() or path.read_text() != source:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{module_name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(source)
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    _modules[module_name] = module
+    return module

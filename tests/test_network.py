@@ -192,3 +192,33 @@ def test_mode_perturbation_follows_eigenvector(model):
     dev = y[:, 1] - x[1]
     np.testing.assert_allclose(dev, 1e-3 * phi / np.abs(phi).max(), atol=1e-15)
     np.testing.assert_allclose(net.weights @ phi, net.spectrum.eigenvalues[2] * phi, atol=1e-12)
+
+
+_CACHE_PROBE = """
+import numpy as np
+from bifnet.model import load_model
+from bifnet.network import build_network, network_rhs, simulate
+from bifnet.network._kernels import network_module
+m = load_model("wilson_cowan")
+net = build_network(m, np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [3.0, 1.0, 0.0]]), {})
+y0 = np.tile(m.default_state(), (3, 1)) + 0.01 * np.arange(3)[:, None]
+res = simulate(net, (0.0, 5.0), y0, "dopri5")
+module = network_module(m)
+hits = sum(module.dopri5.stats.cache_hits.values()) + sum(module.rhs.stats.cache_hits.values())
+print(hits, repr(res.y[-1].ravel().tolist()))
+"""
+
+
+def test_kernels_compiled_once_are_loaded_from_the_disk_cache(tmp_path):
+    """A second process finds the generated module's machine code in the cache and gets the same result."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BIFNET_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True,
+                           check=True).stdout.split(maxsplit=1) for _ in range(2)]
+    (hits1, y1), (hits2, y2) = runs
+    assert int(hits1) == 0 and int(hits2) == 2
+    assert y1 == y2
+    assert len(list(tmp_path.glob("_bifnet_kernels_wilson_cowan_*.py"))) == 1

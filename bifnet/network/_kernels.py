@@ -1,22 +1,29 @@
 """Numba kernels of the network: right-hand side, tangent dynamics, integrators.
 
-Everything here is compiled lazily (``numba`` is imported inside the
-factories) and memoised per model, so ``import bifnet.network`` stays cheap
-and each model is compiled once per process.
+A model's kernels are one generated module (:func:`network_module`): the
+template ``_kernel_template.py`` with the model's node kernels and constants
+filled in, written to the kernel cache and compiled by numba with
+``cache=True``, so a model is compiled once per machine, not once per run.
+``import bifnet.network`` stays cheap (nothing is generated until used).
 
 Kernel conventions
 ------------------
-* A *vector field* is a jitted ``f(y, args, out)`` writing ``dy/dt`` into
-  ``out``; ``args`` is a tuple of arrays (for the network ``(p, W)``).
-* A *tangent field* is a jitted ``g(y, V, args, dy, dV)`` writing ``dy/dt``
-  and ``D f(y) V`` (``V`` is ``D x k``) into ``dy`` and ``dV``.
-* The integrators take the field as their first argument (numba specialises
-  on it) so the same compiled loop serves every model.
+* ``rhs(y, args, out)`` writes ``dy/dt`` into ``out``; ``args`` is ``(p, W)``.
+* ``tangent(y, V, args, dy, dV)`` writes ``dy/dt`` and ``D f(y) V`` (``V``
+  is ``D x k``) into ``dy`` and ``dV``.
+* The integrators of the module (``rk4_steps``, ``dopri5``) call the
+  model's ``rhs`` directly; :func:`integrators` holds the one generic loop
+  (over any tangent field passed as an argument, not cached).
+* The Lyapunov stepper (:func:`lyapunov_kernels`) calls scipy's BLAS
+  through a process-specific address, so it is compiled per process; the
+  functions it calls come from the cached module.
 """
 
 from __future__ import annotations
 
 import functools
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -51,98 +58,53 @@ STATUS_NONFINITE = 1
 STATUS_STEP_TOO_SMALL = 2
 
 
+_TEMPLATE = Path(__file__).with_name("_kernel_template.py")
+_BEGIN = "# ---- BEGIN GENERATED ----\n"
+_END = "# ---- END GENERATED ----\n"
+
+
+def network_module_source(model) -> str:
+    """Source of ``model``'s kernel module: the template with the model filled in."""
+    from bifnet.codegen import node_kernel_source
+
+    template = _TEMPLATE.read_text()
+    head, rest = template.split(_BEGIN)
+    _, body = rest.split(_END)
+    constants = {"N_VAR": model.n_variables, "CI": model.coupled_index,
+                 "IEPS": model.parameter_names.index(model.coupling.strength)}
+    for name, value in constants.items():
+        head, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", head, count=1, flags=re.M)
+        if count != 1:  # pragma: no cover - a broken template
+            raise RuntimeError(f"kernel template: no line '{name} = ...'")
+    node = node_kernel_source(model).replace("\ndef ", "\n@jit\ndef ")
+    node = "@jit\n" + node if node.startswith("def ") else node
+    stages = _node_tangent_source(model).replace("def tangent_", "@jit_contract\ndef tangent_")
+    return f"{head}# model {model.name!r}\n\n{node}\n\n{stages}\n{body}"
+
+
 @functools.lru_cache(maxsize=None)
+def network_module(model):
+    """The compiled kernel module of ``model`` (generated once, cached on disk by numba)."""
+    from bifnet.codegen import kernel_module
+
+    return kernel_module(network_module_source(model), re.sub(r"\W", "_", model.name))
+
+
 def network_kernels(model):
-    """Compile ``(rhs, tangent)`` network fields for ``model``.
+    """``(rhs, tangent, node_jacobians)`` of ``model``'s network.
 
     ``rhs(y, args, out)`` and ``tangent(y, V, args, dy, dV)`` with
     ``args = (p, W)``, ``y`` the flat state (``N * n``, node-major) and ``W``
-    the row-normalised weights. Generated from
-    :func:`bifnet.codegen.numba_node_kernels`.
+    the row-normalised weights; ``node_jacobians(y, p, W, Js, gs)`` writes
+    each node's ``D_x f`` and ``df/dC``.
     """
-    import numba
-
-    from bifnet.codegen import numba_node_kernels
-
-    node_rhs, node_jac = numba_node_kernels(model)
-    n = model.n_variables
-    ci = model.coupled_index
-    ieps = model.parameter_names.index(model.coupling.strength)
-
-    @numba.njit(nogil=True)
-    def coupling_input(y, p, W, C):
-        N = W.shape[0]
-        eps = p[ieps]
-        for i in range(N):
-            acc = 0.0
-            for j in range(N):
-                acc += W[i, j] * y[j * n + ci]
-            C[i] = eps * acc
-
-    @numba.njit(nogil=True)
-    def rhs(y, args, out):
-        p = args[0]
-        W = args[1]
-        N = W.shape[0]
-        C = np.empty(N)
-        coupling_input(y, p, W, C)
-        for i in range(N):
-            node_rhs(y[i * n:(i + 1) * n], p, C[i], out[i * n:(i + 1) * n])
-
-    @numba.njit(nogil=True)
-    def tangent(y, V, args, dy, dV):
-        p = args[0]
-        W = args[1]
-        N = W.shape[0]
-        k = V.shape[1]
-        eps = p[ieps]
-        C = np.empty(N)
-        coupling_input(y, p, W, C)
-        Vc = np.empty((N, k))
-        for j in range(N):
-            for m in range(k):
-                Vc[j, m] = V[j * n + ci, m]
-        # W @ Vc as a loop: faster than numba's np.dot at these sizes and skips zero weights
-        WV = np.zeros((N, k))
-        for i in range(N):
-            for j in range(N):
-                w = W[i, j]
-                if w != 0.0:
-                    for m in range(k):
-                        WV[i, m] += w * Vc[j, m]
-        J = np.empty((n, n))
-        g = np.empty(n)
-        for i in range(N):
-            xi = y[i * n:(i + 1) * n]
-            node_rhs(xi, p, C[i], dy[i * n:(i + 1) * n])
-            node_jac(xi, p, C[i], J, g)
-            base = i * n
-            for a in range(n):
-                ga = g[a] * eps
-                row = dV[base + a]
-                for m in range(k):
-                    row[m] = ga * WV[i, m]
-                for b in range(n):
-                    jab = J[a, b]
-                    if jab != 0.0:
-                        vb = V[base + b]
-                        for m in range(k):
-                            row[m] += jab * vb[m]
-
-    @numba.njit(nogil=True)
-    def node_jacobians(y, p, W, Js, gs):
-        N = W.shape[0]
-        C = np.empty(N)
-        coupling_input(y, p, W, C)
-        for i in range(N):
-            node_jac(y[i * n:(i + 1) * n], p, C[i], Js[i], gs[i])
-
-    return rhs, tangent, node_jacobians
+    m = network_module(model)
+    return m.rhs, m.tangent, m.node_jacobians
 
 
 @functools.lru_cache(maxsize=None)
 def integrators():
-    """Compile the generic integrator loops (once per process)."""
+    """The generic tangent loop over a field passed as an argument (compiled once per process)."""
     import numba
 
     @numba.njit(nogil=True)
@@ -151,159 +113,6 @@ def integrators():
             if not np.isfinite(y[i]):
                 return i
         return -1
-
-    @numba.njit(nogil=True)
-    def rk4_steps(f, args, y, prev, dt, nsteps, step0, stride, sigma, noise, out):
-        """Advance ``y`` in place by ``nsteps`` RK4 steps (plus optional
-        Euler–Maruyama noise ``sigma * sqrt(dt) * noise[s]``); record every
-        ``stride``-th global step into ``out``; ``prev`` holds the state before
-        the last step. Returns ``(status, step)``."""
-        D = y.shape[0]
-        k1 = np.empty(D)
-        k2 = np.empty(D)
-        k3 = np.empty(D)
-        k4 = np.empty(D)
-        tmp = np.empty(D)
-        use_noise = noise.shape[0] > 0
-        sq = np.sqrt(dt)
-        for s in range(nsteps):
-            prev[:] = y
-            f(y, args, k1)
-            for i in range(D):
-                tmp[i] = y[i] + 0.5 * dt * k1[i]
-            f(tmp, args, k2)
-            for i in range(D):
-                tmp[i] = y[i] + 0.5 * dt * k2[i]
-            f(tmp, args, k3)
-            for i in range(D):
-                tmp[i] = y[i] + dt * k3[i]
-            f(tmp, args, k4)
-            bad = False
-            for i in range(D):
-                y[i] += dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
-                if use_noise:
-                    y[i] += sigma[i] * sq * noise[s, i]
-                if not np.isfinite(y[i]):
-                    bad = True
-            g = step0 + s + 1
-            if bad:
-                return STATUS_NONFINITE, g
-            if g % stride == 0:
-                r = g // stride
-                if r < out.shape[0]:
-                    out[r, :] = y
-        return STATUS_OK, step0 + nsteps
-
-    @numba.njit(nogil=True)
-    def rms_norm(e, scale):
-        acc = 0.0
-        for i in range(e.shape[0]):
-            v = e[i] / scale[i]
-            acc += v * v
-        return np.sqrt(acc / e.shape[0])
-
-    @numba.njit(nogil=True)
-    def dopri5(f, args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out, A, B, Cc, E, P):
-        """Dormand–Prince 5(4) with scipy's step control and dense output at
-        ``t_out`` (ascending, within ``[t0, t1]``; ``t_out[0] == t0`` is
-        written by the caller). ``y`` is advanced in place; on failure it
-        holds the offending trial state. Returns
-        ``(status, t, nfev, n_accepted, n_rejected)``."""
-        D = y.shape[0]
-        K = np.empty((7, D))
-        ynew = np.empty(D)
-        tmp = np.empty(D)
-        err = np.empty(D)
-        scale = np.empty(D)
-        f(y, args, K[0])
-        nfev = 1
-        t = t0
-        h = h0
-        iout = 1
-        nacc = 0
-        nrej = 0
-        nout = t_out.shape[0]
-        while iout < nout and t_out[iout] <= t:
-            iout += 1
-        while t < t1:
-            if nacc + nrej >= max_steps:
-                return STATUS_STEP_TOO_SMALL, t, nfev, nacc, nrej
-            min_step = 10.0 * abs(np.nextafter(t, np.inf) - t)
-            if h < min_step:
-                h = min_step
-            rejected = False
-            while True:
-                if h < min_step:
-                    # report the last trial state if it was not finite
-                    for i in range(D):
-                        if not np.isfinite(ynew[i]):
-                            y[:] = ynew
-                            return STATUS_NONFINITE, t, nfev, nacc, nrej
-                    return STATUS_STEP_TOO_SMALL, t, nfev, nacc, nrej
-                tn = t + h
-                if tn > t1:
-                    tn = t1
-                hh = tn - t
-                for s in range(1, 6):
-                    for i in range(D):
-                        acc = 0.0
-                        for r in range(s):
-                            acc += A[s, r] * K[r, i]
-                        tmp[i] = y[i] + hh * acc
-                    f(tmp, args, K[s])
-                for i in range(D):
-                    acc = 0.0
-                    for r in range(6):
-                        acc += B[r] * K[r, i]
-                    ynew[i] = y[i] + hh * acc
-                f(ynew, args, K[6])
-                nfev += 6
-                finite = True
-                for i in range(D):
-                    acc = 0.0
-                    for r in range(7):
-                        acc += E[r] * K[r, i]
-                    err[i] = hh * acc
-                    scale[i] = atol + rtol * max(abs(y[i]), abs(ynew[i]))
-                    if not (np.isfinite(ynew[i]) and np.isfinite(err[i])):
-                        finite = False
-                if finite:
-                    en = rms_norm(err, scale)
-                else:
-                    en = np.inf
-                if en < 1.0:
-                    if en == 0.0:
-                        fac = 10.0
-                    else:
-                        fac = min(10.0, 0.9 * en ** (-0.2))
-                    if rejected:
-                        fac = min(1.0, fac)
-                    hnext = hh * fac
-                    break
-                else:
-                    if finite:
-                        fac = max(0.2, 0.9 * en ** (-0.2))
-                    else:
-                        fac = 0.2
-                    h = hh * fac
-                    rejected = True
-                    nrej += 1
-            # dense output in (t, tn]
-            while iout < nout and t_out[iout] <= tn:
-                th = (t_out[iout] - t) / hh
-                for i in range(D):
-                    acc = 0.0
-                    for r in range(7):
-                        q = P[r, 0] * th + P[r, 1] * th * th + P[r, 2] * th ** 3 + P[r, 3] * th ** 4
-                        acc += K[r, i] * q
-                    out[iout, i] = y[i] + hh * acc
-                iout += 1
-            y[:] = ynew
-            K[0, :] = K[6]
-            t = tn
-            nacc += 1
-            h = hnext
-        return STATUS_OK, t, nfev, nacc, nrej
 
     @numba.njit(nogil=True)
     def rk4_tangent_steps(g, args, y, V, dt, nsteps):
@@ -341,12 +150,7 @@ def integrators():
                 return False
         return True
 
-    return {
-        "rk4_steps": rk4_steps,
-        "dopri5": dopri5,
-        "rk4_tangent_steps": rk4_tangent_steps,
-        "first_nonfinite": first_nonfinite,
-    }
+    return {"rk4_tangent_steps": rk4_tangent_steps, "first_nonfinite": first_nonfinite}
 
 
 # --------------------------------------------------------------------------- #
@@ -446,19 +250,14 @@ def lyapunov_kernels(model):
     """
     import numba
 
-    from bifnet.codegen import numba_node_kernels
-
-    node_rhs, node_jac = numba_node_kernels(model)
+    m = network_module(model)
+    node_rhs, node_jac = m.node_rhs, m.node_jac
+    tangent_first, tangent_middle, tangent_last = m.tangent_first, m.tangent_middle, m.tangent_last
+    coupling_input = m.coupling_input_simd
     n = model.n_variables
     ci = model.coupled_index
     ieps = model.parameter_names.index(model.coupling.strength)
     dgemm = _blas_dgemm()
-    namespace = {"np": np}
-    exec(compile(_node_tangent_source(model), f"<bifnet:{model.name}:tangent_block>", "exec"), namespace)
-    jit = numba.njit(nogil=True, fastmath={"contract"})
-    tangent_first = jit(namespace["tangent_first"])
-    tangent_middle = jit(namespace["tangent_middle"])
-    tangent_last = jit(namespace["tangent_last"])
 
     @numba.njit(nogil=True)
     def coupling_product(W, X, WT, ints, flts, chars):
@@ -466,19 +265,6 @@ def lyapunov_kernels(model):
         Xc = X[ci:]
         dgemm(chars.ctypes, chars.ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[1:].ctypes, flts[0:].ctypes,
               Xc.ctypes, ints[2:].ctypes, W.ctypes, ints[1:].ctypes, flts[1:].ctypes, WT.ctypes, ints[0:].ctypes)
-
-    @numba.njit(nogil=True, fastmath={"contract", "reassoc"})
-    def coupling_input(y, W, eps, C, yc):
-        # contiguous copy of the coupled variable, then SIMD dot products (re-associated sums)
-        N = W.shape[0]
-        for j in range(N):
-            yc[j] = y[j * n + ci]
-        for i in range(N):
-            row = W[i]
-            acc = 0.0
-            for j in range(N):
-                acc += row[j] * yc[j]
-            C[i] = eps * acc
 
     @numba.njit(nogil=True)
     def rk4_block(y, V, p, W, dt, nsteps, T, A, K, WT, ys, ya, C, yc, J, g, f, ints, flts, chars):

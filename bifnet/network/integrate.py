@@ -92,10 +92,9 @@ def _nonfinite_message(network: Network, y_bad: np.ndarray, t: float, y_prev: np
 
 
 def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
-    from bifnet.network._kernels import STATUS_OK, integrators, network_kernels
+    from bifnet.network._kernels import STATUS_OK, network_module
 
-    rhs, _, _ = network_kernels(network.model)
-    rk4_steps = integrators()["rk4_steps"]
+    rk4_steps = network_module(network.model).rk4_steps
     nsteps = int(round((t1 - t0) / dt))
     n_out = nsteps // stride + 1
     out = np.empty((n_out, y.size))
@@ -110,7 +109,7 @@ def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
     while done < nsteps:
         m = min(chunk, nsteps - done) if noisy else nsteps - done
         noise = rng.standard_normal((m, y.size)) if noisy else empty
-        status, step = rk4_steps(rhs, args, y, prev, dt, m, done, stride, sig, noise, out)
+        status, step = rk4_steps(args, y, prev, dt, m, done, stride, sig, noise, out)
         if status != STATUS_OK:
             break
         done += m
@@ -128,8 +127,8 @@ def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
 def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=10_000_000, **_):
     from bifnet.network import _kernels as K
 
-    rhs, _, _ = K.network_kernels(network.model)
-    dopri5 = K.integrators()["dopri5"]
+    kernels = K.network_module(network.model)
+    rhs, dopri5 = kernels.rhs, kernels.dopri5
     spacing = dt * stride
     n_out = int(math.floor((t1 - t0) / spacing + 1e-9)) + 1
     t_out = t0 + spacing * np.arange(n_out)
@@ -144,7 +143,7 @@ def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=10_000_
     d1 = np.sqrt(np.mean((f0 / scale) ** 2))
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, t1 - t0)
-    status, t_end, nfev, nacc, nrej = dopri5(rhs, args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out,
+    status, t_end, nfev, nacc, nrej = dopri5(args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out,
                                              K.DP_A, K.DP_B, K.DP_C, K.DP_E, K.DP_P)
     stats = dict(n_steps=int(nacc), n_rejected=int(nrej), rtol=rtol, atol=atol)
     if status == K.STATUS_OK:
