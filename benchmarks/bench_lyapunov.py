@@ -1,6 +1,6 @@
 """Benchmark: Lyapunov spectrum of a ~90-node network (90 exponents, 7000 ms after 300 ms).
 
-    python benchmarks/bench_lyapunov.py [--quick] [-k K] [--threads T]
+    python benchmarks/bench_lyapunov.py [--quick] [-k K] [--threads T] [--precision double|single|both]
 
 Prints the wall time per model ms of :func:`lyapunov_spectrum` (the fused
 network stepper), its CPU time per RK4 step (all threads: on a shared machine
@@ -8,6 +8,10 @@ the wall time also counts other jobs' load) and, as the baseline measured in the
 generic tangent loop it replaced (``_lyapunov_spectrum_reference``, one
 thread) on a short run, with the largest difference of the exponents of the
 two on that short run. ``--quick``: 100 ms after 10 ms, timing extrapolated.
+With ``--precision both`` (the default) the full run is made in double and
+in single precision (float32 tangent vectors), and the largest difference
+of their exponents is printed next to the difference another set of
+initial tangent vectors makes (double, seed 2 instead of 1).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def main():
     parser.add_argument("-k", type=int, default=90)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--baseline-ms", type=float, default=3.0, help="model ms of the baseline comparison run")
+    parser.add_argument("--precision", choices=["double", "single", "both"], default="both")
     args = parser.parse_args()
     t_max, transient = (100.0, 10.0) if args.quick else (7000.0, 300.0)
 
@@ -61,20 +66,32 @@ def main():
           f"{ref_per_ms * 1000:.1f} ms, fused stepper {new_per_ms * 1000:.1f} ms of wall time per model ms "
           f"(x{ref_per_ms / new_per_ms:.1f}); max |difference of exponents| {np.max(np.abs(ref - new)):.1e} 1/ms")
 
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    le = lyapunov_spectrum(net, args.k, t_max=t_max, transient=transient, threads=args.threads, **common)
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - c0
-    per_ms = wall / (t_max + transient)
-    steps = (t_max + transient) / common["dt"]
-    print(f"per RK4 step (dt = {common['dt']:g} ms, QR every 0.5 ms included): {cpu / steps * 1e6:.0f} us of CPU "
-          f"(all threads), {wall / steps * 1e6:.0f} us of wall time")
-    print(f"{t_max:g} ms after {transient:g} ms: {wall:.2f} s ({per_ms * 1000:.1f} ms of wall time per model ms, "
-          f"x{ref_per_ms / per_ms:.1f} vs the generic loop; full 7300 ms run ~ {per_ms * 7300 / 60:.1f} min, "
-          f"generic loop ~ {ref_per_ms * 7300 / 60:.1f} min)")
-    print(f"largest exponents (1/ms): {np.array2string(le[:5], precision=4)}; "
-          f"Kaplan-Yorke dimension {kaplan_yorke_dimension(le):.2f}")
+    precisions = ["double", "single"] if args.precision == "both" else [args.precision]
+    results = {}
+    for precision in precisions:
+        lyapunov_spectrum(net, args.k, t_max=0.5, threads=args.threads, precision=precision, **common)  # compile
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        le = lyapunov_spectrum(net, args.k, t_max=t_max, transient=transient, threads=args.threads,
+                               precision=precision, **common)
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        results[precision] = le
+        per_ms = wall / (t_max + transient)
+        steps = (t_max + transient) / common["dt"]
+        print(f"[{precision}] per RK4 step (dt = {common['dt']:g} ms, QR every 0.5 ms included): "
+              f"{cpu / steps * 1e6:.0f} us of CPU (all threads), {wall / steps * 1e6:.0f} us of wall time")
+        print(f"[{precision}] {t_max:g} ms after {transient:g} ms: {wall:.2f} s = {wall / 60:.2f} min "
+              f"({per_ms * 1000:.1f} ms of wall time per model ms, x{ref_per_ms / per_ms:.1f} vs the generic loop; "
+              f"full 7300 ms run ~ {per_ms * 7300 / 60:.2f} min, generic loop ~ {ref_per_ms * 7300 / 60:.1f} min)")
+        print(f"[{precision}] largest exponents (1/ms): {np.array2string(le[:5], precision=5)}; "
+              f"Kaplan-Yorke dimension {kaplan_yorke_dimension(le):.3f}")
+    if len(results) == 2:
+        other = lyapunov_spectrum(net, args.k, t_max=t_max, transient=transient, threads=args.threads,
+                                  **{**common, "rng": 2})
+        print(f"max |single - double| = {np.max(np.abs(results['single'] - results['double'])):.1e} 1/ms; "
+              f"max |double seed 2 - double seed 1| = {np.max(np.abs(other - results['double'])):.1e} 1/ms "
+              f"(the statistical spread the precision is compared with)")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,30 @@ def test_fused_network_stepper_matches_generic_tangent_loop(model, threads):
         lyapunov_spectrum(net, 2, t_max=1.0, threads=0)
 
 
+def test_single_precision_tangent_vectors_stay_close_to_double(model):
+    """precision="single" (float32 tangent vectors, Jacobians and sgemm) moves the exponents by
+    rounding only: far less than the difference made by other initial tangent vectors."""
+    from bifnet.analysis.lyapunov import _lyapunov_spectrum_reference
+    from bifnet.network import homogeneous_initial_state
+
+    rng = np.random.default_rng(3)
+    A = rng.random((7, 7)) * (rng.random((7, 7)) < 0.6)
+    A = A + A.T + np.eye(7) * 1e-3
+    net = build_network(model, A, {"eps": 8.0, "Iext_e": 5.0})
+    y0 = homogeneous_initial_state(net, model.default_state(), "random", 1e-3, rng=0)
+    kwargs = dict(t_max=40.0, transient=10.0, dt=0.01, y0=y0)
+    double = _lyapunov_spectrum_reference(net, 20, rng=4, **kwargs)
+    single = lyapunov_spectrum(net, 20, threads=2, precision="single", rng=4, **kwargs)
+    other_start = _lyapunov_spectrum_reference(net, 20, rng=5, **kwargs)
+    difference = np.abs(single - double).max()
+    assert 0 < difference < 1e-5
+    assert difference < 1e-2 * np.abs(other_start - double).max()
+    with pytest.raises(SimulationError, match="precision"):
+        lyapunov_spectrum(net, 2, t_max=1.0, precision="half")
+    with pytest.raises(SimulationError, match="networks only"):
+        lyapunov_spectrum(linear_tangent_system(np.eye(2)), 2, t_max=1.0, precision="single")
+
+
 @pytest.mark.parametrize("spread", [5.0, 30.0])
 def test_positive_qr_matches_householder(spread):
     """CholeskyQR2 (and its Householder fallback when V is too ill-conditioned, cond ~ e^30)

@@ -118,7 +118,7 @@ def linear_tangent_system(A, y0=None) -> TangentSystem:
     return TangentSystem(A.shape[0], _linear_field(), (A,), y0, "linear")
 
 
-def _network_stepper(ts: TangentSystem):
+def _network_stepper(ts: TangentSystem, precision: str = "double"):
     """The fused network stepper for ``ts`` (``None`` if ``ts`` is not a network's own tangent system)."""
     if ts.network is None:
         return None
@@ -126,7 +126,7 @@ def _network_stepper(ts: TangentSystem):
 
     if ts.field is not network_kernels(ts.network.model)[1]:
         return None
-    return lyapunov_kernels(ts.network.model)
+    return lyapunov_kernels(ts.network.model, precision)
 
 
 def _thread_count(threads, k: int) -> int:
@@ -143,8 +143,10 @@ def _thread_count(threads, k: int) -> int:
 
 # below this many tangent vectors per thread the threads' fixed costs dominate
 _MIN_COLUMNS_PER_THREAD = 16
-# column blocks are padded to a multiple of this (the SIMD loops' remainders are scalar)
-_PAD = 4
+# column blocks are padded to a multiple of this (the SIMD loops' remainders are scalar):
+# one AVX2 register of the tangent dtype
+_PAD = {"double": 4, "single": 8}
+PRECISIONS = ("double", "single")
 
 
 class _GenericBlocks:
@@ -179,25 +181,28 @@ class _NetworkBlocks:
     threads meet only at re-orthonormalisations.
     """
 
-    def __init__(self, ts, stepper, y, V, threads):
-        from bifnet.network._kernels import lyapunov_workspace
+    def __init__(self, ts, stepper, y, V, threads, precision="double"):
+        from bifnet.network._kernels import TANGENT_DTYPES, lyapunov_workspace
 
         N, n = ts.network.state_shape
         self._stepper = stepper
         self._p, self._W = ts.args
-        # blocks of a multiple of _PAD columns (zero columns pad the last block: they stay zero)
+        dtype = TANGENT_DTYPES[precision]
+        self._Wg = self._W if dtype == self._W.dtype else np.ascontiguousarray(self._W, dtype=dtype)
+        # blocks of a multiple of pad columns (zero columns pad the last block: they stay zero)
         # so that the compiled loops over a block's columns run fully vectorised
+        pad = _PAD[precision]
         k = V.shape[1]
         width = -(-k // threads)
-        width = -(-width // _PAD) * _PAD
+        width = -(-width // pad) * pad
         self._columns = [np.arange(a, min(a + width, k)) for a in range(0, k, width)]
         self._V = []
         for c in self._columns:
-            block = np.zeros((V.shape[0], -(-c.size // _PAD) * _PAD))
+            block = np.zeros((V.shape[0], -(-c.size // pad) * pad), dtype)
             block[:, :c.size] = V[:, c]
             self._V.append(block)
         self._y = [y] + [y.copy() for _ in self._columns[1:]]
-        self._work = [lyapunov_workspace(N, n, block.shape[1]) for block in self._V]
+        self._work = [lyapunov_workspace(N, n, block.shape[1], precision) for block in self._V]
         self._pool = None
         if len(self._columns) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -209,7 +214,7 @@ class _NetworkBlocks:
         return self._y[0]
 
     def _run(self, b, dt, nsteps):
-        return self._stepper(self._y[b], self._V[b], self._p, self._W, dt, nsteps, *self._work[b])
+        return self._stepper(self._y[b], self._V[b], self._p, self._W, self._Wg, dt, nsteps, *self._work[b])
 
     def advance(self, dt, nsteps):
         if self._pool is None:
@@ -223,7 +228,8 @@ class _NetworkBlocks:
         return ok
 
     def tangent(self):
-        return np.hstack([block[:, :c.size] for c, block in zip(self._columns, self._V)])
+        # float64 for the QR step whatever the blocks' dtype
+        return np.hstack([block[:, :c.size] for c, block in zip(self._columns, self._V)]).astype(float, copy=False)
 
     def set_tangent(self, Q):
         for c, block in zip(self._columns, self._V):
@@ -272,7 +278,8 @@ def _positive_qr(V):
     return Q * np.where(d < 0, -1.0, 1.0), np.log(np.abs(d))
 
 
-def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads=None, generic=False):
+def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads=None, generic=False,
+                   precision="double"):
     from bifnet.network._kernels import single_threaded_blas
     from bifnet.network.core import as_generator, check_rates
 
@@ -296,7 +303,11 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
     steps_per_block = max(1, int(round(renormalise_every / dt)))
     gen = as_generator(rng)
     V0 = gen.standard_normal((D, k))
-    stepper = None if generic else _network_stepper(ts)
+    if precision not in PRECISIONS:
+        raise SimulationError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    stepper = None if generic else _network_stepper(ts, precision)
+    if stepper is None and precision != "double":
+        raise SimulationError(f"precision {precision!r} is available for networks only (this is {ts.name or 'a tangent system'})")
 
     def run_blocks(n_blocks, logs, t_start):
         for b in range(n_blocks):
@@ -314,7 +325,8 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
     logs = np.zeros((n_blocks, k))
     with single_threaded_blas():
         V = np.ascontiguousarray(np.linalg.qr(V0)[0])
-        state = _GenericBlocks(ts, y, V) if stepper is None else _NetworkBlocks(ts, stepper, y, V, n_threads)
+        state = (_GenericBlocks(ts, y, V) if stepper is None
+                 else _NetworkBlocks(ts, stepper, y, V, n_threads, precision))
         try:
             run_blocks(n_transient, None, 0.0)
             run_blocks(n_blocks, logs, n_transient * steps_per_block * dt)
@@ -326,7 +338,8 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
 
 
 def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: float = 0.0, dt: float = 0.01,
-                      renormalise_every: float = 0.5, y0=None, rng=None, threads: int | None = None) -> np.ndarray:
+                      renormalise_every: float = 1.0, y0=None, rng=None, threads: int | None = None,
+                      precision: str = "double") -> np.ndarray:
     """The ``k`` largest Lyapunov exponents (1/ms), sorted descending.
 
     Parameters
@@ -344,7 +357,13 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
     dt : float
         RK4 step (ms).
     renormalise_every : float
-        Interval between QR re-orthonormalisations (ms; rounded to whole steps).
+        Interval between QR re-orthonormalisations (ms; rounded to whole
+        steps). The exponents do not depend on it beyond rounding (the
+        product of the ``R`` factors is the same) as long as the tangent
+        vectors stay numerically independent over one interval; 1 ms, as
+        ChaosTools' default ``Δt = 1``, is safe for millisecond-scale models
+        (an ill-conditioned block falls back to Householder QR). Each QR
+        step costs about as much as five RK4 steps of 90 vectors.
     y0 : array_like, optional
         Initial state (default: the system's).
     rng : numpy.random.Generator or int or None
@@ -353,6 +372,13 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
         Threads sharing the tangent vectors of a network (default: the
         available cores, at most one per 16 vectors). The result does not
         depend on it.
+    precision : {"double", "single"}
+        Arithmetic of the tangent vectors of a network. ``"single"`` keeps
+        them, the node Jacobians and the coupling product in float32 (the
+        state, the QR steps and the sums of logarithms stay float64): about
+        1.5x faster at 90 vectors, and on the reference model the exponents
+        move by far less than their statistical error (see the docs). Other
+        tangent systems are double only.
 
     Returns
     -------
@@ -384,7 +410,8 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
     >>> lyapunov_spectrum(homogeneous_network(model, {"eps": 15, "Iext_e": 6}), 6,
     ...                   t_max=2000, transient=500)          # doctest: +SKIP
     """
-    logs, _, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads)
+    logs, _, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads,
+                                precision=precision)
     duration = logs.shape[0] * _block(dt, renormalise_every)
     return np.sort(logs.sum(axis=0) / duration)[::-1]
 
@@ -404,7 +431,8 @@ def _block(dt, renormalise_every):
 
 
 def lyapunov_convergence(system, k: int | None = None, *, t_max: float, transient: float = 0.0, dt: float = 0.01,
-                         renormalise_every: float = 0.5, y0=None, rng=None, threads: int | None = None):
+                         renormalise_every: float = 1.0, y0=None, rng=None, threads: int | None = None,
+                         precision: str = "double"):
     """Running estimates of the Lyapunov exponents, for convergence plots.
 
     Same parameters as :func:`lyapunov_spectrum`.
@@ -417,7 +445,8 @@ def lyapunov_convergence(system, k: int | None = None, *, t_max: float, transien
         ``(B, k)``: column ``i`` is the running estimate of the exponent that
         ends ``i``-th largest (1/ms).
     """
-    logs, block, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads)
+    logs, block, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads,
+                                    precision=precision)
     t = block * np.arange(1, logs.shape[0] + 1)
     estimates = np.cumsum(logs, axis=0) / t[:, None]
     order = np.argsort(estimates[-1])[::-1]

@@ -158,14 +158,18 @@ def integrators():
 # --------------------------------------------------------------------------- #
 
 
+#: dtype of the tangent vectors for each ``precision`` of the Lyapunov stepper
+TANGENT_DTYPES = {"double": np.float64, "single": np.float32}
+
+
 @functools.lru_cache(maxsize=None)
-def _blas_dgemm():
-    """scipy's Fortran ``dgemm`` as a ctypes function callable from numba."""
+def _blas_gemm(name: str):
+    """scipy's Fortran ``dgemm`` or ``sgemm`` as a ctypes function callable from numba."""
     import ctypes
 
     from numba.extending import get_cython_function_address
 
-    addr = get_cython_function_address("scipy.linalg.cython_blas", "dgemm")
+    addr = get_cython_function_address("scipy.linalg.cython_blas", name)
     return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))(addr)
 
 
@@ -231,25 +235,32 @@ def _node_tangent_source(model) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def lyapunov_kernels(model):
+def lyapunov_kernels(model, precision: str = "double"):
     """Compile the fused RK4 stepper of the network state and a tangent block.
 
-    Returns ``rk4_block(y, V, p, W, dt, nsteps, work) -> bool``: advance the
-    flat state ``y`` and the C-contiguous ``D x kb`` tangent block ``V`` in
-    place by ``nsteps`` classical RK4 steps of ``y' = f(y)``,
+    Returns ``rk4_block(y, V, p, W, Wg, dt, nsteps, *work) -> bool``: advance
+    the flat state ``y`` and the C-contiguous ``D x kb`` tangent block ``V``
+    in place by ``nsteps`` classical RK4 steps of ``y' = f(y)``,
     ``V' = Df(y) V`` (the same scheme as ``rk4_tangent_steps`` with the
     network's ``tangent`` field); ``False`` if the state became non-finite.
-    ``work`` comes from :func:`lyapunov_workspace`.
+    ``work`` comes from :func:`lyapunov_workspace`; ``Wg`` is ``W`` in the
+    tangent dtype.
 
     Per stage the coupling ``W @ X_c`` of the ``kb`` vectors is one BLAS
-    ``dgemm`` (the strided coupled rows are passed with their leading
+    ``gemm`` (the strided coupled rows are passed with their leading
     dimension, no copy) and the node blocks are an unrolled loop generated
     from the symbolic Jacobian's sparsity (:func:`_node_tangent_source`);
     the RK4 combinations are fused into that loop. ``nogil``: independent
     blocks of tangent vectors can run on separate threads.
+
+    ``precision``: ``"double"``, or ``"single"`` for float32 tangent vectors,
+    node Jacobians and ``sgemm`` (the state stays float64). The tangent
+    loops are bound by memory traffic, so single precision halves them.
     """
     import numba
 
+    if precision not in TANGENT_DTYPES:
+        raise ValueError(f"precision: expected one of {sorted(TANGENT_DTYPES)}, got {precision!r}")
     m = network_module(model)
     node_rhs, node_jac = m.node_rhs, m.node_jac
     tangent_first, tangent_middle, tangent_last = m.tangent_first, m.tangent_middle, m.tangent_last
@@ -257,32 +268,41 @@ def lyapunov_kernels(model):
     n = model.n_variables
     ci = model.coupled_index
     ieps = model.parameter_names.index(model.coupling.strength)
-    dgemm = _blas_dgemm()
+    gemm = _blas_gemm("dgemm" if precision == "double" else "sgemm")
 
     @numba.njit(nogil=True)
     def coupling_product(W, X, WT, ints, flts, chars):
         # WT = W @ X[ci::n] (row-major) as column-major WT^T = X_c^T W^T
         Xc = X[ci:]
-        dgemm(chars.ctypes, chars.ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[1:].ctypes, flts[0:].ctypes,
-              Xc.ctypes, ints[2:].ctypes, W.ctypes, ints[1:].ctypes, flts[1:].ctypes, WT.ctypes, ints[0:].ctypes)
+        gemm(chars.ctypes, chars.ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[1:].ctypes, flts[0:].ctypes,
+             Xc.ctypes, ints[2:].ctypes, W.ctypes, ints[1:].ctypes, flts[1:].ctypes, WT.ctypes, ints[0:].ctypes)
 
     @numba.njit(nogil=True)
-    def rk4_block(y, V, p, W, dt, nsteps, T, A, K, WT, ys, ya, C, yc, J, g, f, ints, flts, chars):
+    def rk4_block(y, V, p, W, Wg, dt, nsteps, T, A, K, WT, ys, ya, C, yc, J, g, f, ints, flts, chars):
         N = W.shape[0]
         kb = V.shape[1]
         eps = p[ieps]
         ints[0] = kb
         ints[1] = N
         ints[2] = n * kb
+        # flts (tangent dtype): gemm's alpha and beta, then the scalars of the tangent loops, so that
+        # those loops do all their arithmetic in the tangent dtype
         flts[0] = 1.0
         flts[1] = 0.0
         h = 0.5 * dt
         w1 = dt / 6.0
         w2 = dt / 3.0
+        flts[2] = eps
+        flts[3] = h
+        flts[4] = w1
+        flts[5] = w2
+        flts[6] = dt
+        flts[7] = 0.0
+        eps_t = flts[2]
         for s in range(nsteps):
             # stage 1 at (y, V)
             coupling_input(y, W, eps, C, yc)
-            coupling_product(W, V, WT, ints, flts, chars)
+            coupling_product(Wg, V, WT, ints, flts, chars)
             for i in range(N):
                 base = i * n
                 x = y[base:base + n]
@@ -291,13 +311,13 @@ def lyapunov_kernels(model):
                 for a in range(n):
                     ys[base + a] = x[a] + h * f[a]
                     ya[base + a] = x[a] + w1 * f[a]
-            tangent_first(J, g, eps, V, T, A, K, WT, h, w1)
+            tangent_first(J, g, eps_t, V, T, A, K, WT, flts[3], flts[4])
             # stages 2 and 3 at (ys, T)
             for stage in range(2):
                 c = h if stage == 0 else dt
                 coupling_input(ys, W, eps, C, yc)
                 X = T if stage == 0 else K
-                coupling_product(W, X, WT, ints, flts, chars)
+                coupling_product(Wg, X, WT, ints, flts, chars)
                 for i in range(N):
                     base = i * n
                     x = ys[base:base + n]
@@ -307,10 +327,10 @@ def lyapunov_kernels(model):
                         ys[base + a] = y[base + a] + c * f[a]
                         ya[base + a] += w2 * f[a]
                 # stage 2: T -> K, stage 3: K -> T
-                tangent_middle(J, g, eps, V, X, A, T if stage == 1 else K, WT, c, w2)
+                tangent_middle(J, g, eps_t, V, X, A, T if stage == 1 else K, WT, flts[3 + 3 * stage], flts[5])
             # stage 4 at (ys, T); V <- A + dt/6 K4, y <- ya + dt/6 f
             coupling_input(ys, W, eps, C, yc)
-            coupling_product(W, T, WT, ints, flts, chars)
+            coupling_product(Wg, T, WT, ints, flts, chars)
             bad = False
             for i in range(N):
                 base = i * n
@@ -321,7 +341,7 @@ def lyapunov_kernels(model):
                     y[base + a] = ya[base + a] + w1 * f[a]
                     if not np.isfinite(y[base + a]):
                         bad = True
-            tangent_last(J, g, eps, V, T, A, K, WT, 0.0, w1)
+            tangent_last(J, g, eps_t, V, T, A, K, WT, flts[7], flts[4])
             if bad:
                 return False
         return True
@@ -329,11 +349,13 @@ def lyapunov_kernels(model):
     return rk4_block
 
 
-def lyapunov_workspace(N: int, n: int, kb: int):
+def lyapunov_workspace(N: int, n: int, kb: int, precision: str = "double"):
     """Scratch arrays of :func:`lyapunov_kernels`' ``rk4_block`` (one set per thread)."""
     D = N * n
-    return (np.empty((D, kb)), np.empty((D, kb)), np.empty((D, kb)), np.empty((N, kb)), np.empty(D), np.empty(D), np.empty(N), np.empty(N),
-            np.empty((N, n, n)), np.empty((N, n)), np.empty(n), np.empty(3, np.int32), np.empty(2),
+    dt = TANGENT_DTYPES[precision]
+    return (np.empty((D, kb), dt), np.empty((D, kb), dt), np.empty((D, kb), dt), np.empty((N, kb), dt),
+            np.empty(D), np.empty(D), np.empty(N), np.empty(N),
+            np.empty((N, n, n), dt), np.empty((N, n), dt), np.empty(n), np.empty(3, np.int32), np.empty(8, dt),
             np.array([ord("N")], np.int8))
 
 

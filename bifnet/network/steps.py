@@ -175,8 +175,9 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
 
     Keys: ``k`` (default: all, capped at 20 for networks unless given),
     ``t_max`` (ms, 2000), ``transient`` (300), ``dt`` (0.01),
-    ``renormalise_every`` (0.5), ``homogeneous`` (false), ``initial``,
-    ``amplitude``, ``seed``, ``parameters``.
+    ``renormalise_every`` (1.0), ``precision`` (``"double"``, or ``"single"``
+    for float32 tangent vectors of a network), ``homogeneous`` (false),
+    ``initial``, ``amplitude``, ``seed``, ``parameters``.
     Writes ``lyapunov.csv`` and ``lyapunov.png`` (running estimates).
     """
     import pandas as pd
@@ -186,8 +187,9 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
     from bifnet.network.core import homogeneous_initial_state
 
     step = _name(spec, "lyapunov")
-    check_keys(spec, {"k", "t_max", "transient", "dt", "renormalise_every", "homogeneous", "initial",
+    check_keys(spec, {"k", "t_max", "transient", "dt", "renormalise_every", "precision", "homogeneous", "initial",
                       "amplitude", "seed", "parameters"}, step)
+    precision = _precision(spec, step)
     homogeneous = bool(spec.get("homogeneous", False))
     net = _network(context, spec, step, homogeneous=homogeneous)
     k = int(_number(spec, "k", min(net.dimension, 20), step, integer=True))
@@ -198,16 +200,26 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
     t, running = lyapunov_convergence(net, k, t_max=_number(spec, "t_max", 2000.0, step),
                                       transient=_number(spec, "transient", 300.0, step, positive=False),
                                       dt=_number(spec, "dt", 0.01, step),
-                                      renormalise_every=_number(spec, "renormalise_every", 0.5, step),
-                                      y0=y0, rng=rng)
+                                      renormalise_every=_number(spec, "renormalise_every", 1.0, step),
+                                      y0=y0, rng=rng, precision=precision)
     exponents = running[-1]
     write_csv(context.out_dir / "lyapunov.csv",
               pd.DataFrame({"index": np.arange(1, k + 1), "exponent_per_ms": exponents}))
     ax = plot_convergence(t, running)
     save_figure(context.out_dir / "lyapunov.png", ax.figure)
     return {"largest_exponent_per_ms": float(exponents[0]), "k": k,
-            "kaplan_yorke_dimension": kaplan_yorke_dimension(exponents),
+            "kaplan_yorke_dimension": kaplan_yorke_dimension(exponents), "precision": precision,
             "files": ["lyapunov.csv", "lyapunov.png"]}
+
+
+def _precision(spec: dict, step: str) -> str:
+    from bifnet.analysis.lyapunov import PRECISIONS
+
+    precision = spec.get("precision", "double")
+    if precision not in PRECISIONS:
+        raise RunFileError(f"step {step!r}: precision must be one of {', '.join(map(repr, PRECISIONS))}, "
+                           f"got {precision!r}")
+    return precision
 
 
 def spectrum_step(context: StepContext, spec: dict) -> dict:
@@ -298,7 +310,8 @@ def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, 
         net = homogeneous_network(model, params) if weights is None else build_network(model, np.asarray(weights), params)
         k = int(options.get("k", model.n_variables if weights is None else 4))
         exps = lyapunov_spectrum(net, k, t_max=options["t_max"], transient=options["transient"],
-                                 dt=options["dt"], rng=options.get("seed"))
+                                 dt=options["dt"], rng=options.get("seed"),
+                                 precision=options.get("precision", "double") if weights is not None else "double")
         out = {f"lyapunov_{i + 1}": float(e) for i, e in enumerate(exps)}
         out["lyapunov_sum"] = float(np.sum(exps))
         return out
@@ -336,7 +349,8 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     Keys: ``grid`` (``{name = [low, high, count]}`` or lists), ``analysis``
     (``"lyapunov"`` or ``"dispersion"``), ``network`` (Lyapunov exponents of
     the full network instead of the homogeneous system), ``k``, ``t_max``,
-    ``transient``, ``dt``, ``seed``, ``workers``, ``scheduler`` (a Dask
+    ``transient``, ``dt``, ``precision`` (of a network's Lyapunov exponents),
+    ``seed``, ``workers``, ``scheduler`` (a Dask
     address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
     ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
     checkpoint: an interrupted sweep resumes with ``--resume``) and a figure.
@@ -346,8 +360,8 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     from bifnet.sweep import run_sweep
 
     step = _name(spec, "sweep")
-    check_keys(spec, {"grid", "analysis", "network", "k", "t_max", "transient", "dt", "seed", "workers",
-                      "scheduler", "parameters", "progress"}, step)
+    check_keys(spec, {"grid", "analysis", "network", "k", "t_max", "transient", "dt", "precision", "seed",
+                      "workers", "scheduler", "parameters", "progress"}, step)
     analysis = spec.get("analysis", "lyapunov")
     if analysis not in _SWEEP_ANALYSES:
         raise RunFileError(f"step {step!r}: analysis must be one of {', '.join(_SWEEP_ANALYSES)}, got {analysis!r}")
@@ -355,7 +369,8 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     base = {**context.parameters, **{k: float(v) for k, v in spec.get("parameters", {}).items()}}
     options = {"t_max": _number(spec, "t_max", 2000.0, step), "transient": _number(spec, "transient", 500.0, step,
                                                                                    positive=False),
-               "dt": _number(spec, "dt", 0.01, step), "seed": _seed(context, spec)}
+               "dt": _number(spec, "dt", 0.01, step), "seed": _seed(context, spec),
+               "precision": _precision(spec, step)}
     if "k" in spec:
         options["k"] = _number(spec, "k", 1, step, integer=True)
     lambdas = None
