@@ -405,8 +405,8 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
     own copy of the state, which meet at every QR step. Other tangent systems
     use a generic loop over their ``field``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> lyapunov_spectrum(homogeneous_network(model, {"eps": 15, "Iext_e": 6}), 6,
     ...                   t_max=2000, transient=500)          # doctest: +SKIP
     """
