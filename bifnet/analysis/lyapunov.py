@@ -376,7 +376,7 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
         Arithmetic of the tangent vectors of a network. ``"single"`` keeps
         them, the node Jacobians and the coupling product in float32 (the
         state, the QR steps and the sums of logarithms stay float64): about
-        1.5x faster at 90 vectors, and on the reference model the exponents
+        1.3-1.5x faster at 90 vectors, and on the reference model the exponents
         move by far less than their statistical error (see the docs). Other
         tangent systems are double only.
 

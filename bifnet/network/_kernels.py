@@ -11,8 +11,9 @@ Kernel conventions
 * ``rhs(y, args, out)`` writes ``dy/dt`` into ``out``; ``args`` is ``(p, W)``.
 * ``tangent(y, V, args, dy, dV)`` writes ``dy/dt`` and ``D f(y) V`` (``V``
   is ``D x k``) into ``dy`` and ``dV``.
-* The integrators of the module (``rk4_steps``, ``dopri5``) call the
-  model's ``rhs`` directly; :func:`integrators` holds the one generic loop
+* The integrators of the module (``rk4_steps``, ``dopri5``, returning the
+  module's ``STATUS_*`` codes) call the model's ``rhs`` directly;
+  :func:`integrators` holds the one generic loop
   (over any tangent field passed as an argument, not cached).
 * The Lyapunov stepper (:func:`lyapunov_kernels`) calls scipy's BLAS
   through a process-specific address, so it is compiled per process; the
@@ -53,11 +54,6 @@ DP_P = np.array([
     [0.0, 40617522.0 / 29380423.0, -110615467.0 / 29380423.0, 69997945.0 / 29380423.0],
 ])
 
-STATUS_OK = 0
-STATUS_NONFINITE = 1
-STATUS_STEP_TOO_SMALL = 2
-
-
 _TEMPLATE = Path(__file__).with_name("_kernel_template.py")
 _BEGIN = "# ---- BEGIN GENERATED ----\n"
 _END = "# ---- END GENERATED ----\n"
@@ -76,8 +72,7 @@ def network_module_source(model) -> str:
         head, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", head, count=1, flags=re.M)
         if count != 1:  # pragma: no cover - a broken template
             raise RuntimeError(f"kernel template: no line '{name} = ...'")
-    node = node_kernel_source(model).replace("\ndef ", "\n@jit\ndef ")
-    node = "@jit\n" + node if node.startswith("def ") else node
+    node = "@jit\n" + node_kernel_source(model).replace("\ndef ", "\n@jit\ndef ")
     stages = _node_tangent_source(model).replace("def tangent_", "@jit_contract\ndef tangent_")
     return f"{head}# model {model.name!r}\n\n{node}\n\n{stages}\n{body}"
 

@@ -92,9 +92,10 @@ def _nonfinite_message(network: Network, y_bad: np.ndarray, t: float, y_prev: np
 
 
 def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
-    from bifnet.network._kernels import STATUS_OK, network_module
+    from bifnet.network._kernels import network_module
 
-    rk4_steps = network_module(network.model).rk4_steps
+    kernels = network_module(network.model)
+    rk4_steps = kernels.rk4_steps
     nsteps = int(round((t1 - t0) / dt))
     n_out = nsteps // stride + 1
     out = np.empty((n_out, y.size))
@@ -105,15 +106,15 @@ def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
     empty = np.empty((0, y.size))
     prev = np.empty_like(y)
     done = 0
-    status = STATUS_OK
+    status = kernels.STATUS_OK
     while done < nsteps:
         m = min(chunk, nsteps - done) if noisy else nsteps - done
         noise = rng.standard_normal((m, y.size)) if noisy else empty
         status, step = rk4_steps(args, y, prev, dt, m, done, stride, sig, noise, out)
-        if status != STATUS_OK:
+        if status != kernels.STATUS_OK:
             break
         done += m
-    if status != STATUS_OK:
+    if status != kernels.STATUS_OK:
         t_fail = t0 + step * dt
         n_rec = (step - 1) // stride + 1
         return dict(t=t0 + dt * stride * np.arange(n_rec), y=out[:n_rec], success=False,
@@ -146,11 +147,11 @@ def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=10_000_
     status, t_end, nfev, nacc, nrej = dopri5(args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out,
                                              K.DP_A, K.DP_B, K.DP_C, K.DP_E, K.DP_P)
     stats = dict(n_steps=int(nacc), n_rejected=int(nrej), rtol=rtol, atol=atol)
-    if status == K.STATUS_OK:
+    if status == kernels.STATUS_OK:
         return dict(t=t_out, y=out, success=True, message="reached the end of the interval",
                     nfev=int(nfev) + 1, stats=stats)
     n_rec = int(np.searchsorted(t_out, t_end, side="right"))
-    if status == K.STATUS_NONFINITE:
+    if status == kernels.STATUS_NONFINITE:
         message = _nonfinite_message(network, y, t_end)
     elif nacc + nrej >= max_steps:
         message = f"maximum number of steps ({max_steps}) reached at t = {t_end:.6g} ms"

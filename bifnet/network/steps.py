@@ -311,7 +311,7 @@ def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, 
         k = int(options.get("k", model.n_variables if weights is None else 4))
         exps = lyapunov_spectrum(net, k, t_max=options["t_max"], transient=options["transient"],
                                  dt=options["dt"], rng=options.get("seed"),
-                                 precision=options.get("precision", "double") if weights is not None else "double")
+                                 precision=options.get("precision", "double"))
         out = {f"lyapunov_{i + 1}": float(e) for i, e in enumerate(exps)}
         out["lyapunov_sum"] = float(np.sum(exps))
         return out
@@ -349,7 +349,7 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     Keys: ``grid`` (``{name = [low, high, count]}`` or lists), ``analysis``
     (``"lyapunov"`` or ``"dispersion"``), ``network`` (Lyapunov exponents of
     the full network instead of the homogeneous system), ``k``, ``t_max``,
-    ``transient``, ``dt``, ``precision`` (of a network's Lyapunov exponents),
+    ``transient``, ``dt``, ``precision`` (of the Lyapunov tangent vectors),
     ``seed``, ``workers``, ``scheduler`` (a Dask
     address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
     ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
