@@ -59,19 +59,8 @@ def copy(src, dst):
         dst[i] = src[i]
 
 
-@jit
-def coupling_input(y, p, W, C):
-    N = W.shape[0]
-    eps = p[IEPS]
-    for i in range(N):
-        acc = 0.0
-        for j in range(N):
-            acc += W[i, j] * y[j * N_VAR + CI]
-        C[i] = eps * acc
-
-
 @jit_reassoc
-def coupling_input_simd(y, W, eps, C, yc):
+def coupling_input(y, W, eps, C, yc):
     # contiguous copy of the coupled variable, then SIMD dot products (re-associated sums)
     N = W.shape[0]
     for j in range(N):
@@ -91,7 +80,7 @@ def rhs(y, args, out):
     N = W.shape[0]
     C = np.empty(N)
     yc = np.empty(N)
-    coupling_input_simd(y, W, p[IEPS], C, yc)
+    coupling_input(y, W, p[IEPS], C, yc)
     for i in range(N):
         node_rhs(y[i * N_VAR:(i + 1) * N_VAR], p, C[i], out[i * N_VAR:(i + 1) * N_VAR])
 
@@ -105,7 +94,7 @@ def tangent(y, V, args, dy, dV):
     n = N_VAR
     eps = p[IEPS]
     C = np.empty(N)
-    coupling_input(y, p, W, C)
+    coupling_input(y, W, p[IEPS], C, np.empty(N))
     Vc = np.empty((N, k))
     for j in range(N):
         for m in range(k):
@@ -142,7 +131,7 @@ def tangent(y, V, args, dy, dV):
 def node_jacobians(y, p, W, Js, gs):
     N = W.shape[0]
     C = np.empty(N)
-    coupling_input(y, p, W, C)
+    coupling_input(y, W, p[IEPS], C, np.empty(N))
     for i in range(N):
         node_jac(y[i * N_VAR:(i + 1) * N_VAR], p, C[i], Js[i], gs[i])
 
