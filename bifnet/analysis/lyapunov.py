@@ -416,7 +416,7 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
     return np.sort(logs.sum(axis=0) / duration)[::-1]
 
 
-def _lyapunov_spectrum_reference(system, k=None, *, t_max, transient=0.0, dt=0.01, renormalise_every=0.5,
+def _lyapunov_spectrum_reference(system, k=None, *, t_max, transient=0.0, dt=0.01, renormalise_every=1.0,
                                  y0=None, rng=None):
     """:func:`lyapunov_spectrum` through the generic tangent loop (``rk4_tangent_steps`` over the
     network's ``tangent`` field, one thread): the implementation before the fused network
