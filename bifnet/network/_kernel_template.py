@@ -128,12 +128,19 @@ def tangent(y, V, args, dy, dV):
 
 
 @jit
+def node_fields(y, p, W, C, yc, F, Js, gs):
+    """Network input, vector field ``F`` (flat) and node Jacobians ``Js``, ``gs`` at ``y``."""
+    coupling_input(y, W, p[IEPS], C, yc)
+    for i in range(W.shape[0]):
+        x = y[i * N_VAR:(i + 1) * N_VAR]
+        node_rhs(x, p, C[i], F[i * N_VAR:(i + 1) * N_VAR])
+        node_jac(x, p, C[i], Js[i], gs[i])
+
+
+@jit
 def node_jacobians(y, p, W, Js, gs):
     N = W.shape[0]
-    C = np.empty(N)
-    coupling_input(y, W, p[IEPS], C, np.empty(N))
-    for i in range(N):
-        node_jac(y[i * N_VAR:(i + 1) * N_VAR], p, C[i], Js[i], gs[i])
+    node_fields(y, p, W, np.empty(N), np.empty(N), np.empty(y.shape[0]), Js, gs)
 
 
 @jit

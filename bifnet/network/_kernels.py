@@ -257,9 +257,8 @@ def lyapunov_kernels(model, precision: str = "double"):
     if precision not in TANGENT_DTYPES:
         raise ValueError(f"precision: expected one of {sorted(TANGENT_DTYPES)}, got {precision!r}")
     m = network_module(model)
-    node_rhs, node_jac = m.node_rhs, m.node_jac
+    node_fields = m.node_fields
     tangent_first, tangent_middle, tangent_last = m.tangent_first, m.tangent_middle, m.tangent_last
-    coupling_input = m.coupling_input
     n = model.n_variables
     ci = model.coupled_index
     ieps = model.parameter_names.index(model.coupling.strength)
@@ -276,7 +275,6 @@ def lyapunov_kernels(model, precision: str = "double"):
     def rk4_block(y, V, p, W, Wg, dt, nsteps, T, A, K, WT, ys, ya, C, yc, J, g, f, ints, flts, chars):
         N = W.shape[0]
         kb = V.shape[1]
-        eps = p[ieps]
         ints[0] = kb
         ints[1] = N
         ints[2] = n * kb
@@ -287,55 +285,41 @@ def lyapunov_kernels(model, precision: str = "double"):
         h = 0.5 * dt
         w1 = dt / 6.0
         w2 = dt / 3.0
-        flts[2] = eps
+        flts[2] = p[ieps]
         flts[3] = h
         flts[4] = w1
         flts[5] = w2
         flts[6] = dt
         flts[7] = 0.0
         eps_t = flts[2]
+        D = y.shape[0]
         for s in range(nsteps):
             # stage 1 at (y, V)
-            coupling_input(y, W, eps, C, yc)
+            node_fields(y, p, W, C, yc, f, J, g)
             coupling_product(Wg, V, WT, ints, flts, chars)
-            for i in range(N):
-                base = i * n
-                x = y[base:base + n]
-                node_rhs(x, p, C[i], f)
-                node_jac(x, p, C[i], J[i], g[i])
-                for a in range(n):
-                    ys[base + a] = x[a] + h * f[a]
-                    ya[base + a] = x[a] + w1 * f[a]
+            for d in range(D):
+                ys[d] = y[d] + h * f[d]
+                ya[d] = y[d] + w1 * f[d]
             tangent_first(J, g, eps_t, V, T, A, K, WT, flts[3], flts[4])
             # stages 2 and 3 at (ys, T)
             for stage in range(2):
                 c = h if stage == 0 else dt
-                coupling_input(ys, W, eps, C, yc)
+                node_fields(ys, p, W, C, yc, f, J, g)
                 X = T if stage == 0 else K
                 coupling_product(Wg, X, WT, ints, flts, chars)
-                for i in range(N):
-                    base = i * n
-                    x = ys[base:base + n]
-                    node_rhs(x, p, C[i], f)
-                    node_jac(x, p, C[i], J[i], g[i])
-                    for a in range(n):
-                        ys[base + a] = y[base + a] + c * f[a]
-                        ya[base + a] += w2 * f[a]
+                for d in range(D):
+                    ys[d] = y[d] + c * f[d]
+                    ya[d] += w2 * f[d]
                 # stage 2: T -> K, stage 3: K -> T
                 tangent_middle(J, g, eps_t, V, X, A, T if stage == 1 else K, WT, flts[3 + 3 * stage], flts[5])
             # stage 4 at (ys, T); V <- A + dt/6 K4, y <- ya + dt/6 f
-            coupling_input(ys, W, eps, C, yc)
+            node_fields(ys, p, W, C, yc, f, J, g)
             coupling_product(Wg, T, WT, ints, flts, chars)
             bad = False
-            for i in range(N):
-                base = i * n
-                x = ys[base:base + n]
-                node_rhs(x, p, C[i], f)
-                node_jac(x, p, C[i], J[i], g[i])
-                for a in range(n):
-                    y[base + a] = ya[base + a] + w1 * f[a]
-                    if not np.isfinite(y[base + a]):
-                        bad = True
+            for d in range(D):
+                y[d] = ya[d] + w1 * f[d]
+                if not np.isfinite(y[d]):
+                    bad = True
             tangent_last(J, g, eps_t, V, T, A, K, WT, flts[7], flts[4])
             if bad:
                 return False
@@ -350,7 +334,7 @@ def lyapunov_workspace(N: int, n: int, kb: int, precision: str = "double"):
     dt = TANGENT_DTYPES[precision]
     return (np.empty((D, kb), dt), np.empty((D, kb), dt), np.empty((D, kb), dt), np.empty((N, kb), dt),
             np.empty(D), np.empty(D), np.empty(N), np.empty(N),
-            np.empty((N, n, n), dt), np.empty((N, n), dt), np.empty(n), np.empty(3, np.int32), np.empty(8, dt),
+            np.empty((N, n, n), dt), np.empty((N, n), dt), np.empty(D), np.empty(3, np.int32), np.empty(8, dt),
             np.array([ord("N")], np.int8))
 
 
