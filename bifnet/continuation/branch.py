@@ -81,6 +81,12 @@ class SpecialPoint:
         Unique name on the branch, e.g. ``"HB1"``.
     details : mapping
         Extra information (e.g. ``mode``, ``Lambda`` for transverse points).
+    residual : float
+        Max-norm residual of the point's defining system, solved by bifnet
+        (:mod:`bifnet.continuation.verify`); NaN when not verified.
+    verification : str
+        How the point was verified (the defining system), ``"not verified"``,
+        or empty before verification.
     """
 
     kind: SpecialKind
@@ -94,6 +100,8 @@ class SpecialPoint:
     located: bool = True
     name: str = ""
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    residual: float = float("nan")
+    verification: str = ""
 
     @property
     def frequency_hz(self) -> float:
@@ -133,6 +141,10 @@ class Branch:
     status : str
         ``"ok"``, or why the engine stopped early (``"max_steps"``,
         ``"no convergence"``, ``"period blow-up (SNIC)"``...).
+    accounting : mapping
+        What :mod:`bifnet.continuation.accounting` did: ``refinements``,
+        ``events_found``, ``unexplained`` (and for cycles
+        ``max_trivial_error``, ``poor_mesh_points``).
     """
 
     kind: BranchKind
@@ -147,6 +159,7 @@ class Branch:
     Lambda: complex = 1.0
     status: str = "ok"
     variables: tuple[str, ...] = ()
+    accounting: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     engine: Any = dataclasses.field(default=None, repr=False)
 
     def __getitem__(self, column: str) -> np.ndarray:

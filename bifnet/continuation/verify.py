@@ -1,0 +1,399 @@
+"""Verification of special points: every point the engine reports is solved
+again from its defining system by bifnet's own Newton method.
+
+* **LP** (fold of equilibria): the standard extended system
+  ``f(x, a) = 0``, ``J(x, a) v = 0``, ``c . v = 1`` in ``(x, a, v)``;
+* **HB** (Hopf point): ``f = 0``, ``J v_r + w v_i = 0``, ``J v_i - w v_r = 0``,
+  ``c . v_r = 1``, ``c . v_i = 0`` in ``(x, a, w, v_r, v_i)``;
+* **BP**: as LP (a zero eigenvalue);
+* **LPC, PD, NS** (homogeneous cycles): shooting with bifnet's compiled
+  DOP853 and its own monodromy matrix, ``phi_T(x0) - x0 = 0``, a phase
+  condition and the multiplier condition (a bordered determinant of
+  ``[[M - I, f], [f^T, 0]]`` for LPC, of ``M + I`` for PD, ``|mu|^2 = 1`` of
+  the critical complex pair for NS), by Newton's method in ``(x0, T, a)``;
+* codimension-two points on loci: the eigenvalue conditions are checked at
+  the engine's point (BT: two zero eigenvalues; ZH: a zero eigenvalue and an
+  imaginary pair; CP: a zero eigenvalue; GH, HH: an imaginary pair).
+
+The Jacobians of the extended systems are exact (sympy derivatives of the
+model, including the second derivatives ``D_x (J v)``). A point passes when
+Newton's method converges (max-norm residual below :data:`RESIDUAL_TOLERANCE`)
+to a point within the stretch of the branch around the engine's estimate.
+The polished values replace the engine's; a point that fails is reported
+with ``located = False`` and the reason. See ``docs/engine.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from typing import Mapping
+
+import numpy as np
+import sympy
+
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
+from bifnet.errors import BifnetError
+from bifnet.systems import SymbolicSystem
+
+log = logging.getLogger("bifnet.continuation")
+
+#: Largest max-norm residual of a defining system that counts as solved.
+RESIDUAL_TOLERANCE = 1e-9
+
+_ZERO_EIGEN = 1e-6  #: |Re| (relative) below which an eigenvalue counts as on the axis (codim-2 checks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """Outcome of solving a special point's defining system.
+
+    Attributes
+    ----------
+    ok : bool
+        Newton's method converged close to the engine's estimate.
+    residual : float
+        Max-norm residual of the defining system at the returned point.
+    method : str
+        Which defining system was solved.
+    parameters : dict
+        Polished free-parameter values (the engine's when not ``ok``).
+    state : ndarray
+        Polished state (equilibria) or state at time 0 (cycles).
+    eigenvalues : ndarray
+        Eigenvalues (equilibria) or Floquet multipliers (cycles) there.
+    period : float
+        Period (cycles) or ``2 pi / omega`` (Hopf), NaN otherwise.
+    reason : str
+        Why it failed (empty when ``ok``).
+    """
+
+    ok: bool
+    residual: float
+    method: str
+    parameters: dict
+    state: np.ndarray
+    eigenvalues: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, complex))
+    period: float = float("nan")
+    reason: str = ""
+
+
+# ---------------------------------------------------------------------------
+# extended systems of equilibria, generated once per (system, parameter)
+
+@functools.lru_cache(maxsize=None)
+def _extended(system: SymbolicSystem, free: str, kind: str):
+    """``F(z, p)`` and ``DF(z, p)`` of the fold or Hopf extended system.
+
+    ``z = (x, a, v)`` (fold, ``2n + 1``) or ``(x, a, w, v_r, v_i)`` (Hopf,
+    ``3n + 2``); the normalisation vector ``c`` is passed in ``p`` after the
+    system's parameters (with ``a`` left out of them).
+    """
+    n = system.dimension
+    x = list(system.state)
+    a = sympy.Symbol(free, real=True)
+    a_sym = system.parameters[system.parameter_names.index(free)]
+    others = [s for s in system.parameters if s is not a_sym]
+    c = list(sympy.symbols(f"_c0:{n}", real=True))
+    f = sympy.Matrix(system.rhs).xreplace({a_sym: a})
+    J = system.jacobian.xreplace({a_sym: a})
+    if kind == "fold":
+        v = sympy.Matrix(sympy.symbols(f"_v0:{n}", real=True))
+        F = sympy.Matrix.vstack(f, J * v, sympy.Matrix([sum(ci * vi for ci, vi in zip(c, v)) - 1]))
+        z = x + [a] + list(v)
+    else:
+        w = sympy.Symbol("_omega", real=True)
+        vr = sympy.Matrix(sympy.symbols(f"_vr0:{n}", real=True))
+        vi = sympy.Matrix(sympy.symbols(f"_vi0:{n}", real=True))
+        F = sympy.Matrix.vstack(
+            f, J * vr + w * vi, J * vi - w * vr,
+            sympy.Matrix([sum(ci * e for ci, e in zip(c, vr)) - 1, sum(ci * e for ci, e in zip(c, vi))]))
+        z = x + [a, w] + list(vr) + list(vi)
+    DF = F.jacobian(sympy.Matrix(z))
+    args = [z, others + c]
+    fF = sympy.lambdify(args, list(F), modules="numpy", cse=True)
+    fD = sympy.lambdify(args, DF, modules="numpy", cse=True)
+    names = [str(s) for s in others]
+    return (lambda zz, pp: np.asarray(fF(zz, pp), dtype=float).ravel(),
+            lambda zz, pp: np.asarray(fD(zz, pp), dtype=float), names)
+
+
+def _newton(F, DF, z, *, max_iterations=40, tolerance=RESIDUAL_TOLERANCE):
+    """Damped Newton's method; returns ``(z, residual, converged)``."""
+    z = np.asarray(z, dtype=float).copy()
+    with np.errstate(all="ignore"):
+        r = F(z)
+        res = float(np.max(np.abs(r))) if np.all(np.isfinite(r)) else np.inf
+        for _ in range(max_iterations):
+            if res < 1e-13:
+                break
+            try:
+                step = np.linalg.solve(DF(z), -r)
+            except np.linalg.LinAlgError:
+                step = np.linalg.lstsq(DF(z), -r, rcond=None)[0]
+            if not np.all(np.isfinite(step)):
+                break
+            lam = 1.0
+            while lam > 1e-4:
+                trial = z + lam * step
+                rt = F(trial)
+                rest = float(np.max(np.abs(rt))) if np.all(np.isfinite(rt)) else np.inf
+                if rest < res or rest < tolerance:
+                    break
+                lam *= 0.5
+            else:
+                break
+            small = np.max(np.abs(lam * step)) <= 1e-15 * (1.0 + np.max(np.abs(z)))
+            z, r, res = trial, rt, rest
+            if small and res < tolerance:
+                break
+    return z, res, res < tolerance
+
+
+def _eigen(system: SymbolicSystem, x, values: Mapping[str, float]) -> np.ndarray:
+    from bifnet.codegen import jacobian_function
+
+    p = np.array([values[n] for n in system.parameter_names], dtype=float)
+    ev = np.linalg.eigvals(jacobian_function(system)(np.asarray(x, dtype=float), p))
+    return ev[np.argsort(-ev.real, kind="stable")]
+
+
+def _jacobian(system, x, values):
+    from bifnet.codegen import jacobian_function
+
+    p = np.array([values[n] for n in system.parameter_names], dtype=float)
+    return jacobian_function(system)(np.asarray(x, dtype=float), p)
+
+
+def solve_fold(system: SymbolicSystem, x, values: Mapping[str, float], free: str) -> Verification:
+    """Solve the fold (zero eigenvalue) extended system from a guess.
+
+    Parameters
+    ----------
+    system : SymbolicSystem
+    x : array_like
+        Guess of the equilibrium.
+    values : mapping
+        Every parameter of the system (``free`` at its guessed value).
+    free : str
+        The parameter solved for.
+
+    Returns
+    -------
+    Verification
+        ``ok`` when Newton's method converged (the caller checks closeness).
+    """
+    F, DF, names = _extended(system, free, "fold")
+    x = np.asarray(x, dtype=float)
+    J = _jacobian(system, x, values)
+    w, V = np.linalg.eig(J)
+    k = int(np.argmin(np.abs(w)))
+    v = np.real(V[:, k]) if abs(w[k].imag) < 1e-12 * max(1.0, abs(w[k])) else np.real(V[:, k])
+    if not np.any(v):
+        v = np.ones_like(x)
+    c = v / float(v @ v)
+    p = np.array([values[n] for n in names] + list(c))
+    z0 = np.concatenate([x, [values[free]], v])
+    z, res, ok = _newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
+    n = x.size
+    out = dict(values)
+    out[free] = float(z[n])
+    return Verification(ok=ok, residual=res, method="newton: f = 0, J v = 0, c.v = 1 (exact derivatives)",
+                        parameters={free: float(z[n])}, state=z[:n].copy(),
+                        eigenvalues=_eigen(system, z[:n], out) if np.all(np.isfinite(z)) else np.empty(0, complex),
+                        reason="" if ok else f"Newton's method on the fold system did not converge "
+                                             f"(residual {res:.2g})")
+
+
+def solve_hopf(system: SymbolicSystem, x, values: Mapping[str, float], free: str) -> Verification:
+    """Solve the Hopf (imaginary pair) extended system from a guess; see :func:`solve_fold`."""
+    F, DF, names = _extended(system, free, "hopf")
+    x = np.asarray(x, dtype=float)
+    J = _jacobian(system, x, values)
+    w, V = np.linalg.eig(J)
+    pairs = np.flatnonzero(w.imag > 1e-12 * max(1.0, float(np.max(np.abs(w)))))
+    n = x.size
+    if pairs.size == 0:
+        return Verification(ok=False, residual=np.inf, method="newton: Hopf system",
+                            parameters={free: float(values[free])}, state=x, eigenvalues=w,
+                            reason="no complex eigenvalue pair at the engine's point")
+    k = pairs[np.argmin(np.abs(w[pairs].real))]
+    v = V[:, k]
+    cvec = np.real(v) / float(np.real(v) @ np.real(v)) if np.any(np.real(v)) else np.imag(v)
+    v = v / complex(cvec @ v)
+    p = np.array([values[nm] for nm in names] + list(cvec))
+    z0 = np.concatenate([x, [values[free], w[k].imag], v.real, v.imag])
+    z, res, ok = _newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
+    omega = float(z[n + 1])
+    reason = ""
+    if ok and abs(abs(omega) - abs(w[k].imag)) > 1e-2 * abs(w[k].imag):
+        ok, reason = False, (f"Newton's method converged to another imaginary pair (omega {abs(omega):.6g} "
+                             f"instead of {abs(w[k].imag):.6g})")
+    elif ok and not abs(omega) > 1e-8:
+        ok, reason = False, "Newton's method converged to a zero eigenvalue, not an imaginary pair"
+    elif not ok:
+        reason = f"Newton's method on the Hopf system did not converge (residual {res:.2g})"
+    out = dict(values)
+    out[free] = float(z[n])
+    return Verification(ok=ok, residual=res, method="newton: f = 0, J v = i w v, c.v = 1 (exact derivatives)",
+                        parameters={free: float(z[n])}, state=z[:n].copy(),
+                        eigenvalues=_eigen(system, z[:n], out) if np.all(np.isfinite(z)) else np.empty(0, complex),
+                        period=2 * math.pi / abs(omega) if omega else float("nan"), reason=reason)
+
+
+# ---------------------------------------------------------------------------
+# branches
+
+def _row(branch: Branch, i: int, names) -> np.ndarray:
+    return np.array([branch[nm][i] for nm in names], dtype=float)
+
+
+def _close_to_branch(branch: Branch, index: int, values: np.ndarray, names) -> bool:
+    """Is ``values`` (in the columns ``names``) within the stretch of rows
+    ``index - 1 .. index + 1``? Distances are scaled per column by the branch's range."""
+    n = len(branch)
+    data = np.column_stack([branch[nm] for nm in names]).astype(float)
+    scale = np.maximum(np.nanmax(data, axis=0) - np.nanmin(data, axis=0), 1e-9)
+    lo, hi = max(index - 1, 0), min(index + 1, n - 1)
+    rows = data[lo:hi + 1] / scale
+    target = values / scale
+    reach = max(float(np.max(np.abs(np.diff(rows, axis=0)))) if len(rows) > 1 else 0.0, 1e-6)
+    return float(np.min(np.max(np.abs(rows - target), axis=1))) <= 1.5 * reach
+
+
+def verify_equilibrium_point(branch: Branch, sp: SpecialPoint, system: SymbolicSystem) -> Verification:
+    """Solve the defining system of an LP, BP or HB point of an equilibrium branch."""
+    free = branch.free[0]
+    values = {**branch.parameters, **sp.parameters}
+    x = _full_state_row(branch, sp.index, system)
+    solver = solve_hopf if sp.kind is SpecialKind.HB else solve_fold
+    result = solver(system, x, values, free)
+    if result.ok:
+        names = [free] + list(branch.variables)
+        cand = np.concatenate([[result.parameters[free]], result.state[:len(branch.variables)]])
+        if not _close_to_branch(branch, sp.index, cand, names):
+            return dataclasses.replace(
+                result, ok=False, parameters={free: float(sp.parameters[free])}, state=x,
+                reason=f"Newton's method converged to {free} = {result.parameters[free]:.8g}, "
+                       f"away from the engine's estimate {sp.parameters[free]:.8g}")
+    return result
+
+
+def _full_state_row(branch: Branch, index: int, system: SymbolicSystem) -> np.ndarray:
+    """The full state of ``system`` at a row (an augmented system's ``y = x`` half filled in)."""
+    x = np.array([branch[v][index] for v in branch.variables], dtype=float)
+    if x.size == system.dimension:
+        return x
+    raw = (branch.engine or {}).get("points", {}).get(index)
+    if raw is not None:
+        from bifnet.continuation._auto import _full_state
+
+        full = _full_state(raw, system.dimension)
+        if np.all(np.isfinite(full)):
+            return full
+    reps = system.dimension // max(x.size, 1)
+    return np.tile(x, reps)[: system.dimension]
+
+
+def check_codim2(system: SymbolicSystem, sp: SpecialPoint, branch: Branch) -> Verification:
+    """Check the eigenvalue conditions of a codimension-two point on an equilibrium locus."""
+    values = {**branch.parameters, **sp.parameters}
+    x = _full_state_row(branch, sp.index, system)
+    ev = _eigen(system, x, values)
+    scale = max(1.0, float(np.max(np.abs(ev)))) if ev.size else 1.0
+    zero = np.abs(ev) / scale
+    axis = np.abs(ev.real) / scale
+    imag = ev.imag > 1e-8 * scale
+    checks = {
+        SpecialKind.BT: ("two zero eigenvalues", np.sort(zero)[:2].max() if ev.size >= 2 else np.inf),
+        SpecialKind.CP: ("a zero eigenvalue", zero.min() if ev.size else np.inf),
+        SpecialKind.ZH: ("a zero eigenvalue and an imaginary pair",
+                         max(zero.min(), axis[imag].min()) if imag.any() else np.inf),
+        SpecialKind.GH: ("an imaginary pair (l1 = 0 not checked)", axis[imag].min() if imag.any() else np.inf),
+        SpecialKind.HH: ("two imaginary pairs", np.sort(axis[imag])[2:4].max() if imag.sum() >= 4 else np.inf),
+    }
+    what, residual = checks[sp.kind]
+    f = _rhs_norm(system, x, values)
+    residual = float(max(residual, f))
+    ok = residual < _ZERO_EIGEN
+    return Verification(ok=ok, residual=residual, method=f"check: f = 0 and {what} at the engine's point",
+                        parameters=dict(sp.parameters), state=x, eigenvalues=ev,
+                        reason="" if ok else f"the eigenvalues do not show {what} (residual {residual:.2g})")
+
+
+def _rhs_norm(system, x, values) -> float:
+    from bifnet.codegen import rhs_function
+
+    p = np.array([values[n] for n in system.parameter_names], dtype=float)
+    return float(np.max(np.abs(rhs_function(system)(np.asarray(x, dtype=float), p))))
+
+
+def apply(sp: SpecialPoint, result: Verification, *, branch: Branch, polish: bool = True) -> SpecialPoint:
+    """The special point with the verification recorded (and polished values when ``ok``)."""
+    details = dict(sp.details)
+    if not result.ok:
+        details["reason"] = result.reason
+        return dataclasses.replace(sp, located=False, residual=float(result.residual),
+                                   verification=result.method, details=details)
+    if not polish:
+        return dataclasses.replace(sp, residual=float(result.residual), verification=result.method,
+                                   details=details)
+    free = branch.free[0]
+    shift = float(result.parameters[free] - sp.parameters[free])
+    details["engine_value"] = float(sp.parameters[free])
+    params = dict(sp.parameters)
+    params.update(result.parameters)
+    n = len(branch.variables)
+    state = tuple(float(v) for v in result.state[:n]) if branch.kind is not BranchKind.CYCLES or result.state.size else sp.state
+    log.debug("%s %s polished: %s moved by %.3g", branch.name, sp.name, free, shift)
+    return dataclasses.replace(
+        sp, parameters=params, state=state, eigenvalues=tuple(complex(e) for e in result.eigenvalues),
+        period=result.period if np.isfinite(result.period) else sp.period, located=True,
+        residual=float(result.residual), verification=result.method, details=details)
+
+
+_EQ_KINDS = (SpecialKind.LP, SpecialKind.BP, SpecialKind.HB)
+_CODIM2 = (SpecialKind.BT, SpecialKind.CP, SpecialKind.ZH, SpecialKind.GH, SpecialKind.HH)
+
+
+def verify_branch(branch: Branch, system: SymbolicSystem | None = None) -> Branch:
+    """Verify (and polish) every special point of a branch; see the module docstring.
+
+    Points of kinds that bifnet cannot re-solve are marked with the method
+    ``"not verified"`` and keep their engine values.
+    """
+    if system is None:
+        problem = (branch.engine or {}).get("problem")
+        system = getattr(problem, "system", None)
+    if system is None or not branch.special_points:
+        return branch
+    out = []
+    for sp in branch.special_points:
+        try:
+            if sp.verification:           # already verified (e.g. found by the accounting)
+                out.append(sp)
+                continue
+            if branch.kind is BranchKind.EQUILIBRIA and sp.kind in _EQ_KINDS:
+                out.append(apply(sp, verify_equilibrium_point(branch, sp, system), branch=branch))
+            elif branch.kind is BranchKind.LOCUS and branch.locus_of in (SpecialKind.LP, SpecialKind.HB) \
+                    and sp.kind in _CODIM2:
+                out.append(apply(sp, check_codim2(system, sp, branch), branch=branch, polish=False))
+            elif branch.kind is BranchKind.CYCLES and sp.kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS) \
+                    and system.kind == "homogeneous":
+                from bifnet.continuation.verify_cycles import verify_cycle_point
+
+                out.append(apply(sp, verify_cycle_point(branch, sp, system), branch=branch))
+            else:
+                out.append(dataclasses.replace(sp, verification="not verified"))
+        except (BifnetError, np.linalg.LinAlgError, ValueError, FloatingPointError) as error:
+            details = {**sp.details, "reason": str(error)}
+            out.append(dataclasses.replace(sp, located=False, verification="failed", details=details))
+    failed = [sp for sp in out if sp.verification not in ("not verified",) and not sp.located
+              and sp.kind not in (SpecialKind.SNIC, SpecialKind.HOM, SpecialKind.EP, SpecialKind.MX)]
+    for sp in failed:
+        log.warning("%s: %s at %s failed verification: %s", branch.name, sp.name,
+                    ", ".join(f"{k} = {v:.8g}" for k, v in sp.parameters.items()),
+                    sp.details.get("reason", ""))
+    return dataclasses.replace(branch, special_points=tuple(out))
