@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from bifnet.continuation import _auto
+from bifnet.continuation.accounting import account
 from bifnet.continuation.branch import Branch, BranchKind
 from bifnet.continuation.settings import ContinuationSettings
 from bifnet.errors import ContinuationError
@@ -172,8 +173,14 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
         runs.append(result.branches[0].points if result.branches else ())
     # the augmented system reports the homogeneous part x only (y = x on its solutions)
     half = slice(0, system.model.n_variables) if system.kind == "augmented" else None
-    branch = _auto.convert_branch(runs, problem, kind=BranchKind.EQUILIBRIA, name=name, free=free,
-                                  parameters=start, reverse_first=len(runs) == 2, state_slice=half)
+    runs = [list(r) for r in runs]
+    points = runs[0][::-1][:-1] + runs[1] if len(runs) == 2 else (runs[0] if runs else [])
+
+    def convert(raw):
+        return _auto.convert_branch([raw], problem, kind=BranchKind.EQUILIBRIA, name=name, free=free,
+                                    parameters=start, state_slice=half)
+
+    branch = account(points, convert, problem, free, settings, cycles=False)
     last = branch["code"][-1] if len(branch) else 0
     if len(branch) and abs(last) != 9:
         branch = _with_status(branch, "max_steps" if len(branch) >= settings.max_steps else "stopped")

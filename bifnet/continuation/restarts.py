@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from bifnet.continuation import _auto
+from bifnet.continuation.accounting import account
+from bifnet.continuation.verify import verify_branch
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
 from bifnet.continuation.settings import ContinuationSettings
 from bifnet.errors import ContinuationError
@@ -25,6 +27,10 @@ log = logging.getLogger("bifnet.continuation")
 def _engine_point(branch: Branch, point: SpecialPoint):
     engine = branch.engine or {}
     raw = engine.get("points", {}).get(point.index)
+    if point.details.get("found_by") == "accounting":
+        raise ContinuationError(
+            f"cannot restart from {branch.name}:{point.name}: bifnet located it after the engine missed it, so "
+            f"the engine has no data to restart from; rerun with a smaller ds_max or a finer mesh (ntst)")
     if raw is None:
         raise ContinuationError(f"cannot restart from {branch.name}:{point.name}: the engine kept no data for it")
     return raw
@@ -95,14 +101,25 @@ def _close_cycle_branch(branch: Branch, hopfs) -> Branch:
     amp = _amplitude(branch)
     if len(amp) < 3:
         return branch
-    scale = max(np.nanmax(amp), 1e-12)
-    specials = tuple(sp for sp in branch.special_points
-                     if not (sp.kind is SpecialKind.LPC and amp[sp.index] < 1e-3 * scale))
-    branch = dataclasses.replace(branch, special_points=_renumber(specials))
+    branch = _drop_hopf_folds(branch)
     stop = _closing_index(branch[branch.free[0]], branch["period"], amp, hopfs)
     if stop is None:
         return branch
     return _cut(branch, stop, "closed (reached a Hopf point)")
+
+
+def _drop_hopf_folds(branch: Branch) -> Branch:
+    """Drop the "FOLD" points AUTO labels where a cycle branch meets a Hopf
+    point (amplitude zero): they are not folds of cycles."""
+    amp = _amplitude(branch)
+    if len(amp) < 3:
+        return branch
+    scale = max(np.nanmax(amp), 1e-12)
+    specials = tuple(sp for sp in branch.special_points
+                     if not (sp.kind is SpecialKind.LPC and amp[sp.index] < 1e-3 * scale))
+    if len(specials) == len(branch.special_points):
+        return branch
+    return dataclasses.replace(branch, special_points=_renumber(specials))
 
 
 def _cut_at_parent_doubling(doubled: Branch, parent: Branch, start: SpecialPoint) -> Branch:
@@ -229,16 +246,24 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
 
     points = _continue_in_chunks(problem, raw, free, settings, ips="LC", source_ips=source_ips, switch=switch,
                                  ds=settings.ds, with_period=True, done=done, name=name)
-    cycles = _auto.convert_branch([points], problem, kind=BranchKind.CYCLES, name=name, free=free,
-                                  parameters=params, origin=(branch.name, point), mode=branch.mode,
-                                  Lambda=branch.Lambda, state_slice=_state_slice(branch))
+    def convert(raw):
+        converted = _auto.convert_branch([raw], problem, kind=BranchKind.CYCLES, name=name, free=free,
+                                         parameters=params, origin=(branch.name, point), mode=branch.mode,
+                                         Lambda=branch.Lambda, state_slice=_state_slice(branch))
+        return _drop_duplicate_specials(_drop_hopf_folds(converted))
+
+    cycles = convert(points)
     if switch == "hopf":
         cycles = _close_cycle_branch(cycles, hopfs)
     elif sp.kind is SpecialKind.PD:
         cycles = _cut_at_parent_doubling(cycles, branch, sp)
-    cycles = _drop_duplicate_specials(cycles)
-    if cycles.status == "ok" and len(cycles) >= settings.max_steps:
-        cycles = dataclasses.replace(cycles, status="max_steps")
+    status = cycles.status
+    if status == "ok" and len(points) >= settings.max_steps:
+        status = "max_steps"
+    points = points[: len(cycles)]
+    # verify every point and explain every stability change (refining where needed)
+    cycles = account(points, lambda raw: dataclasses.replace(convert(raw), status=status), problem, free,
+                     settings, cycles=True)
     source = branch if branch.kind is BranchKind.EQUILIBRIA else None
     return _classify_blow_up(cycles, source, settings)
 
@@ -413,7 +438,7 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
                                  mode=branch.mode, Lambda=branch.Lambda, state_slice=_state_slice(branch))
     if sp.kind is SpecialKind.HB and not cycle:
         locus = _with_hopf_period(locus, problem.system)
-    return _drop_duplicate_specials(locus)
+    return verify_branch(_drop_duplicate_specials(locus), problem.system)
 
 
 def _with_hopf_period(locus: Branch, system) -> Branch:

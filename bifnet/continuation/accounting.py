@@ -1,0 +1,401 @@
+"""Accounting along a branch: every change of stability and every reversal of
+the principal parameter must be explained by a special point.
+
+* equilibria: the number of eigenvalues with positive real part changes by one
+  at an LP or BP, by two at an HB;
+* cycles: the number of Floquet multipliers outside the unit circle (the
+  trivial multiplier left out) changes by one at an LPC or PD, by two at an NS;
+* the principal parameter reverses only at an LP (equilibria) or LPC (cycles).
+
+An unexplained event between two rows is refined: that stretch of the branch
+is continued again from the first row with smaller steps (and, for cycles, a
+finer mesh), and the new points are spliced in; at most :data:`MAX_REFINEMENTS`
+rounds. What is still unexplained is located by bifnet's own Newton solve of
+the defining system (:mod:`bifnet.continuation.verify`) or, failing that,
+reported as a point with ``located = False`` and a reason, with one warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+
+from bifnet.continuation import _auto
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
+from bifnet.errors import ContinuationError
+
+log = logging.getLogger("bifnet.continuation")
+
+MAX_REFINEMENTS = 2          #: rounds of refinement per branch
+TRIVIAL_WARNING = 1e-3       #: |mu_trivial - 1| above which a cycle point's mesh is flagged
+
+_WEIGHT = {SpecialKind.LP: 1, SpecialKind.BP: 1, SpecialKind.HB: 2,
+           SpecialKind.LPC: 1, SpecialKind.PD: 1, SpecialKind.NS: 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """An unexplained change between rows ``index`` and ``index + 1``
+    (``"stability"``, ``before``/``after`` unstable counts) or at row ``index``
+    (``"reversal"`` of the principal parameter)."""
+
+    what: str
+    index: int
+    before: int = 0
+    after: int = 0
+
+    def describe(self, branch: Branch) -> str:
+        name = branch.free[0]
+        if self.what == "reversal":
+            return f"{name} reverses at row {self.index} ({name} = {branch[name][self.index]:.8g}) with no fold"
+        unit = "multipliers outside the unit circle" if branch.kind is BranchKind.CYCLES else "unstable eigenvalues"
+        return (f"{unit} change from {self.before} to {self.after} between rows {self.index} and "
+                f"{self.index + 1} ({name} = {branch[name][self.index]:.8g} .. "
+                f"{branch[name][self.index + 1]:.8g}) with no special point")
+
+
+# ---------------------------------------------------------------------------
+# unstable counts
+
+def equilibrium_spectra(branch: Branch, system) -> np.ndarray:
+    """Eigenvalues (rows x n, complex) of the exact Jacobian at every row."""
+    from bifnet.codegen import jacobian_function
+    from bifnet.continuation.verify import _full_state_row
+
+    J = jacobian_function(system)
+    values = dict(branch.parameters)
+    free = branch.free
+    out = np.empty((len(branch), system.dimension), dtype=complex)
+    for i in range(len(branch)):
+        values.update({f: float(branch[f][i]) for f in free})
+        p = np.array([values[n] for n in system.parameter_names], dtype=float)
+        x = _full_state_row(branch, i, system)
+        with np.errstate(all="ignore"):
+            M = J(x, p)
+        out[i] = np.linalg.eigvals(M) if np.all(np.isfinite(M)) else np.nan
+    return out
+
+
+def unstable_counts(spectra: np.ndarray) -> np.ndarray:
+    """Number of eigenvalues with real part above a relative 1e-9."""
+    scale = np.maximum(1.0, np.nanmax(np.abs(spectra), axis=1, initial=0.0))
+    return np.sum(spectra.real > 1e-9 * scale[:, None], axis=1)
+
+
+def cycle_multipliers(branch: Branch) -> list[np.ndarray]:
+    """AUTO's Floquet multipliers at every row (empty where it kept none)."""
+    points = (branch.engine or {}).get("points", {})
+    out = []
+    for i in range(len(branch)):
+        raw = points.get(i)
+        mu = getattr(raw, "floquet_multipliers", None) if raw is not None else None
+        out.append(np.asarray(mu, dtype=complex) if mu else np.empty(0, complex))
+    return out
+
+
+def trivial_errors(multipliers: Sequence[np.ndarray]) -> np.ndarray:
+    """``|mu_trivial - 1|`` per row (the multiplier closest to 1), NaN without multipliers."""
+    return np.array([float(np.min(np.abs(mu - 1.0))) if mu.size else np.nan for mu in multipliers])
+
+
+def cycle_unstable_counts(multipliers: Sequence[np.ndarray]) -> np.ndarray:
+    """Multipliers with ``|mu| > 1`` (relative 1e-6), the trivial one left out; -1 where unknown."""
+    out = np.full(len(multipliers), -1)
+    for i, mu in enumerate(multipliers):
+        if mu.size == 0 or not np.all(np.isfinite(mu)):
+            continue
+        rest = np.delete(mu, int(np.argmin(np.abs(mu - 1.0))))
+        out[i] = int(np.sum(np.abs(rest) > 1.0 + 1e-6))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# events
+
+def find_events(branch: Branch, counts: np.ndarray) -> list[Event]:
+    """Changes of ``counts`` and reversals of the principal parameter that no
+    (located) special point explains."""
+    specials = [sp for sp in branch.special_points if sp.kind in _WEIGHT and sp.located]
+    used: dict[int, int] = {}   # special point -> weight still available
+    for k, sp in enumerate(specials):
+        used[k] = _WEIGHT[sp.kind]
+    events = []
+    valid = np.flatnonzero(counts >= 0)
+    for a, b in zip(valid[:-1], valid[1:]):
+        delta = int(abs(counts[b] - counts[a]))
+        if delta == 0:
+            continue
+        for k, sp in enumerate(specials):
+            if delta <= 0:
+                break
+            if a - 1 <= sp.index <= b + 1 and used[k] > 0:
+                take = min(used[k], delta)
+                used[k] -= take
+                delta -= take
+        if delta > 0:
+            events.append(Event("stability", int(a), int(counts[a]), int(counts[b])))
+    name = branch.free[0]
+    if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
+        folds = {SpecialKind.LP, SpecialKind.BP} if branch.kind is BranchKind.EQUILIBRIA else {SpecialKind.LPC}
+        values = np.asarray(branch[name], dtype=float)
+        d = np.diff(values)
+        scale = max(float(np.nanmax(np.abs(values))), 1.0)
+        sig = np.abs(d) > 1e-10 * scale
+        idx = np.flatnonzero(sig)
+        for a, b in zip(idx[:-1], idx[1:]):
+            if np.sign(d[a]) == np.sign(d[b]):
+                continue
+            row = b  # the turn lies between rows a + 1 .. b
+            near = [sp for sp in branch.special_points if sp.kind in folds and a <= sp.index <= b + 1]
+            if near:
+                continue
+            if _amplitude_zero(branch, row):
+                continue
+            events.append(Event("reversal", int(row)))
+    return events
+
+
+def _amplitude_zero(branch: Branch, row: int) -> bool:
+    """A cycle branch turning back at a Hopf point (amplitude zero) is not a fold."""
+    if branch.kind is not BranchKind.CYCLES:
+        return False
+    spans = [branch[f"{v}_max"] - branch[f"{v}_min"] for v in branch.variables]
+    amp = np.nanmax(np.vstack(spans), axis=0)
+    return bool(amp[row] < 1e-3 * max(float(np.nanmax(amp)), 1e-12))
+
+
+# ---------------------------------------------------------------------------
+# refinement
+
+def _coords(point, problem, free, cycles: bool) -> np.ndarray:
+    values = [_auto._param(point, problem.slots[n], n) for n in free]
+    if cycles:
+        orbit = point.periodic_orbit
+        if orbit is None:
+            return np.array(values + [_auto._param(point, _auto.PERIOD_SLOT)])
+        profile = np.asarray(orbit.state, dtype=float)
+        return np.array(values + [_auto._param(point, _auto.PERIOD_SLOT)]
+                        + list(profile.max(axis=0)) + list(profile.min(axis=0)))
+    return np.concatenate([values, _auto._full_state(point, problem.system.dimension)])
+
+
+def refine_segment(problem, points: list, index: int, free: Sequence[str], settings, *, cycles: bool,
+                   round_: int) -> list | None:
+    """New engine points between ``points[index]`` and ``points[index + 1]``.
+
+    The stretch is continued again from ``points[index]`` with steps
+    ``4**round_`` times smaller than its length (cycles: a mesh of
+    ``(1 + round_) * ntst`` intervals as well). Returns the points strictly between the two, or
+    None when the rerun does not come back to ``points[index + 1]``.
+    """
+    start, target = points[index], points[index + 1]
+    if not getattr(start, "is_labeled", False):
+        return None
+    a, b = _coords(start, problem, free, cycles), _coords(target, problem, free, cycles)
+    chord = max(float(np.linalg.norm(b - a)), 1e-12)
+    length = float(np.sqrt(np.sum((b - a) ** 2) / max(len(a), 1)))
+    factor = 4.0 ** round_
+    ds = max(min(settings.ds_max, length) / factor, settings.ds_min * 2)
+    changes = dict(ds=ds, ds_max=max(ds, settings.ds_min * 2), max_steps=int(3 * factor + 10))
+    if cycles:
+        changes["ntst"] = min(settings.ntst * (1 + round_), 200)
+    local = settings.replace(**changes)
+    ips = "LC" if cycles else "EP"
+    for sign in (1.0, -1.0):
+        try:
+            result = _auto.restart(problem, start, free, local, ips=ips, source_ips=ips, switch="continue",
+                                   ds=sign * ds, with_period=cycles)
+        except ContinuationError as error:
+            log.debug("refinement from row %d failed: %s", index, error)
+            return None
+        new = list(result.branches[0].points[1:]) if result.branches else []
+        if len(new) < 2:
+            continue
+        first = _coords(new[0], problem, free, cycles)
+        if float(np.dot(first - a, b - a)) <= 0:
+            continue  # went the other way
+        dist = [float(np.linalg.norm(_coords(p, problem, free, cycles) - b)) / chord for p in new]
+        k = int(np.argmin(dist))
+        if dist[k] > 0.3:
+            log.debug("refinement from row %d did not return to row %d (closest %.3g)", index, index + 1, dist[k])
+            return None
+        return new[:k]
+    return None
+
+
+def account(points: list, convert: Callable[[list], Branch], problem, free: Sequence[str], settings, *,
+            cycles: bool, system=None) -> Branch:
+    """Convert, verify and account a branch, refining unexplained stretches.
+
+    Parameters
+    ----------
+    points : list
+        Raw engine points of the branch, in order.
+    convert : callable
+        ``convert(points) -> Branch`` (unverified).
+    problem, free, settings
+        The engine problem, free parameters and settings the points came from.
+    cycles : bool
+        Cycle branch (multipliers) or equilibria (eigenvalues).
+
+    Returns
+    -------
+    Branch
+        Verified, with ``accounting`` = ``{"refinements": n, "unexplained": m,
+        "events_found": k}`` (cycles also ``"max_trivial_error"`` and
+        ``"poor_mesh_points"``).
+    """
+    from bifnet.continuation.verify import verify_branch
+
+    system = system or problem.system
+    if system.kind == "augmented":
+        # transverse systems: the crossings come from the growth tables of every mode
+        # (bifnet.transverse), which check each mode's eigenvalues directly; verify only
+        return verify_branch(convert(points), system)
+    refinements = 0
+    found = 0
+    for round_ in range(1, MAX_REFINEMENTS + 2):
+        branch = verify_branch(convert(points), system)
+        branch = _drop_superseded(branch)
+        counts, extra, columns = _counts(branch, system, cycles)
+        if columns is not None:
+            branch = dataclasses.replace(branch, columns=columns)
+        events = find_events(branch, counts)
+        if round_ == 1:
+            found = len(events)
+        if not events or round_ > MAX_REFINEMENTS:
+            break
+        changed = False
+        row_of = _row_to_raw(branch, points)
+        for event in sorted(events, key=lambda e: -e.index):
+            i = event.index if event.what == "stability" else max(event.index - 1, 0)
+            j = row_of(i)
+            if j is None or j + 1 >= len(points):
+                continue
+            new = refine_segment(problem, points, j, free, settings, cycles=cycles, round_=round_)
+            if new:
+                points = points[: j + 1] + new + points[j + 1:]
+                changed = True
+                refinements += 1
+                log.info("%s: refined rows %d-%d (%s)", branch.name, i, i + 1, event.what)
+        if not changed:
+            break
+    if events:
+        branch = _report_unexplained(branch, events, system, cycles)
+    accounting = {"refinements": refinements, "events_found": found,
+                  "unexplained": sum(1 for sp in branch.special_points
+                                     if sp.details.get("found_by") == "accounting" and not sp.located)}
+    accounting.update(extra)
+    if events and accounting["unexplained"]:
+        log.warning("%s: %d stability change(s) or turn(s) could not be located; see special_points.csv "
+                    "(located = False)", branch.name, accounting["unexplained"])
+    return dataclasses.replace(branch, accounting=accounting)
+
+
+def _counts(branch: Branch, system, cycles: bool):
+    if not cycles:
+        return unstable_counts(equilibrium_spectra(branch, system)), {}, None
+    mu = cycle_multipliers(branch)
+    trivial = trivial_errors(mu)
+    poor = int(np.sum(trivial > TRIVIAL_WARNING))
+    extra = {"max_trivial_error": float(np.nanmax(trivial)) if np.any(np.isfinite(trivial)) else float("nan"),
+             "poor_mesh_points": poor}
+    columns = dict(branch.columns)
+    columns["trivial_error"] = trivial
+    return cycle_unstable_counts(mu), extra, columns
+
+
+def _row_to_raw(branch: Branch, points: list):
+    """Map a branch row to its index in ``points`` (rows are the points, in order)."""
+    n = len(points)
+    return lambda i: i if 0 <= i < n else None
+
+
+def _drop_superseded(branch: Branch) -> Branch:
+    """Drop points that failed verification where a verified point of the same
+    kind lies within three rows (a refinement located it properly)."""
+    good = [sp for sp in branch.special_points if sp.located]
+    keep = []
+    for sp in branch.special_points:
+        if not sp.located and sp.verification and any(
+                o.kind is sp.kind and abs(o.index - sp.index) <= 3 for o in good):
+            continue
+        keep.append(sp)
+    if len(keep) == len(branch.special_points):
+        return branch
+    from bifnet.continuation.restarts import _renumber
+
+    return dataclasses.replace(branch, special_points=_renumber(keep))
+
+
+def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles: bool) -> Branch:
+    """Locate what refinement could not, or report it with ``located = False``."""
+    from bifnet.continuation import verify
+    from bifnet.continuation.restarts import _renumber
+
+    specials = list(branch.special_points)
+    name = branch.free[0]
+    for event in events:
+        i = min(event.index, len(branch) - 1)
+        if event.what == "stability":
+            kind = _guess_kind(branch, event, system, cycles)
+        else:
+            kind = SpecialKind.LPC if cycles else SpecialKind.LP
+        sp = SpecialPoint(kind=kind, index=i, parameters={f: float(branch[f][i]) for f in branch.free},
+                          state=tuple(float(branch[v][i]) for v in branch.variables) if not cycles else (),
+                          located=False, details={"found_by": "accounting", "reason": event.describe(branch)})
+        result = None
+        if not cycles and kind in (SpecialKind.LP, SpecialKind.HB):
+            guesses = [i, i + 1] if event.what == "stability" else [i - 1, i, i + 1]
+            for g in guesses:
+                if not 0 <= g < len(branch):
+                    continue
+                probe = dataclasses.replace(sp, index=g, parameters={f: float(branch[f][g]) for f in branch.free})
+                attempt = verify.verify_equilibrium_point(branch, probe, system)
+                if attempt.ok:
+                    result, sp = attempt, probe
+                    break
+        elif cycles and kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS):
+            from bifnet.continuation.verify_cycles import verify_cycle_point
+
+            try:
+                attempt = verify_cycle_point(branch, sp, system)
+                result = attempt if attempt.ok else None
+            except Exception as error:  # noqa: BLE001 - reported below
+                log.debug("locating %s at row %d failed: %s", kind.value, i, error)
+        if result is not None and any(
+                o.kind is kind and o.located and abs(o.parameters[name] - result.parameters[name])
+                <= 1e-8 * max(1.0, abs(o.parameters[name])) for o in specials):
+            result = None  # Newton's method found a point already on the branch
+            if cycles and "trivial_error" in branch.columns:
+                worst = float(np.nanmax(branch["trivial_error"][max(i - 1, 0):i + 2]))
+                if worst > TRIVIAL_WARNING:
+                    sp = dataclasses.replace(sp, details={**sp.details, "reason": sp.details["reason"] + (
+                        f"; the engine's trivial multiplier is off by {worst:.2g} here: its mesh is too coarse "
+                        "(raise ntst)")})
+        if result is not None:
+            sp = verify.apply(sp, result, branch=branch)
+            sp = dataclasses.replace(sp, details={**sp.details, "found_by": "accounting", "reason": ""})
+            log.info("%s: %s located by bifnet at %s = %.10g (the engine missed it)", branch.name,
+                     kind.value, name, sp.parameters[name])
+        else:
+            sp = dataclasses.replace(sp, verification="failed")
+        specials.append(sp)
+    return dataclasses.replace(branch, special_points=_renumber(specials))
+
+
+def _guess_kind(branch, event, system, cycles) -> SpecialKind:
+    delta = abs(event.after - event.before)
+    if cycles:
+        if delta == 2:
+            return SpecialKind.NS
+        mu = cycle_multipliers(branch)
+        for row in (event.index, event.index + 1):
+            m = mu[row] if row < len(mu) else np.empty(0)
+            if m.size and np.any((m.real < -0.5) & (np.abs(m.imag) < 1e-6)):
+                return SpecialKind.PD
+        return SpecialKind.LPC
+    return SpecialKind.HB if delta == 2 else SpecialKind.LP
