@@ -198,15 +198,25 @@ def auto_constants(settings: ContinuationSettings, *, ips: int, ndim: int, npar:
                    principal: str | None, ds: float | None = None) -> dict:
     """Translate :class:`ContinuationSettings` into AUTO-07p constants."""
     auto = _auto()
+    from bifnet.continuation.settings import MAX_STEP_FRACTION
+
     lo, hi = settings.bounds.get(principal, (-1e300, 1e300)) if principal else (-1e300, 1e300)
     periodic = ips == auto.IPS_PERIODIC_ORBIT
+    step = settings.ds if ds is None else ds
+    ds_max = settings.ds_max
+    width = hi - lo
+    if np.isfinite(width) and width < 1e299:
+        # a step larger than a fraction of the range skips over bifurcations
+        ds_max = min(ds_max, MAX_STEP_FRACTION * width)
+        step = float(np.sign(step)) * min(abs(step), ds_max)
+    ds_min = min(settings.ds_min, ds_max)
     return dict(
         ips=ips, ndim=ndim, npar=npar, nmx=settings.max_steps,
         npr=settings.save_every,
         ntst=settings.ntst, ncol=settings.ncol, iad=3,
         ilp=1, isp=2 if (settings.detect_cycle_bifurcations or not periodic) else 1,
         iads=1, itmx=9, itnw=7, nwtn=3, jac=1,
-        ds=settings.ds if ds is None else ds, dsmin=settings.ds_min, dsmax=settings.ds_max,
+        ds=step, dsmin=ds_min, dsmax=ds_max,
         rl0=lo, rl1=hi, a0=-1e300, a1=1e300,
         epsl=settings.tolerance, epsu=settings.tolerance, epss=1e-6,
     )

@@ -12,6 +12,10 @@ from typing import Mapping
 from bifnet.errors import ContinuationError
 
 
+#: Largest step, as a fraction of the width of the principal parameter's range.
+MAX_STEP_FRACTION = 0.25
+
+
 @dataclasses.dataclass(frozen=True)
 class ContinuationSettings:
     """Frozen, validated numerics of a continuation.
@@ -21,7 +25,10 @@ class ContinuationSettings:
     ds : float
         Initial step along the branch (sign gives the direction).
     ds_min, ds_max : float
-        Bounds of the adaptive step.
+        Bounds of the adaptive step. All three must be finite and positive
+        (``ds`` non-zero); when the principal parameter has a finite range,
+        the engine uses at most :data:`MAX_STEP_FRACTION` of its width for
+        ``ds`` and ``ds_max``.
     max_steps : int
         Maximum number of continuation steps per branch.
     ntst : int
@@ -47,7 +54,7 @@ class ContinuationSettings:
     ds_min: float = 1e-5
     ds_max: float = 0.25
     max_steps: int = 2000
-    ntst: int = 40
+    ntst: int = 60
     ncol: int = 4
     bounds: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     max_period: float = 1000.0
@@ -59,6 +66,12 @@ class ContinuationSettings:
         def bad(name, why):
             raise ContinuationError(f"continuation setting {name!r}: {why}")
 
+        import math
+
+        for name in ("ds", "ds_min", "ds_max", "max_period", "tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value!r}")
         if not self.ds or abs(self.ds) < self.ds_min:
             bad("ds", f"must be non-zero and at least ds_min in size, got {self.ds}")
         if not 0 < self.ds_min <= self.ds_max:
@@ -79,6 +92,8 @@ class ContinuationSettings:
                 lo, hi = (float(v) for v in pair)
             except (TypeError, ValueError):
                 bad("bounds", f"{name} needs [low, high], got {pair!r}")
+            if not (math.isfinite(lo) or lo == -math.inf) or not (math.isfinite(hi) or hi == math.inf):
+                bad("bounds", f"{name} needs finite numbers, got [{lo}, {hi}]")
             if not lo < hi:
                 bad("bounds", f"{name} needs low < high, got [{lo}, {hi}]")
             clean[name] = (lo, hi)
