@@ -78,12 +78,19 @@ def _append_tables(context: StepContext, step: str, branches: Sequence[Branch]) 
 
 
 def _summary(branches: Sequence[Branch]) -> dict:
+    def point(sp):
+        out = {"name": sp.name, **{k: float(v) for k, v in sp.parameters.items()}}
+        if np.isfinite(sp.period):
+            out["period_ms"] = float(sp.period)
+        out["located"] = bool(sp.located)
+        out["residual"] = float(sp.residual) if np.isfinite(sp.residual) else None
+        return out
+
     return {"branches": [
         {"name": b.name, "points": len(b), "status": b.status,
-         "special_points": [
-             {"name": sp.name, **{k: round(float(v), 10) for k, v in sp.parameters.items()},
-              **({"period_ms": round(sp.period, 8)} if np.isfinite(sp.period) else {})}
-             for sp in b.special_points if sp.kind not in (SpecialKind.EP,)]}
+         "accounting": {k: (v if not isinstance(v, float) or np.isfinite(v) else None)
+                        for k, v in dict(b.accounting).items()},
+         "special_points": [point(sp) for sp in b.special_points if sp.kind not in (SpecialKind.EP,)]}
         for b in branches]}
 
 

@@ -49,8 +49,10 @@ def branches_frame(step: str, branches: Iterable[Branch], report: Sequence[str] 
 
 def special_points_frame(step: str, branches: Iterable[Branch], report: Sequence[str] = ()):
     """One row per special point: ``step, branch, point, kind, name, mode, Lambda``,
-    the parameters, ``period``, ``frequency_hz``, ``located`` and details
-    (eigenvalues or multipliers as text)."""
+    the parameters, ``period``, ``frequency_hz``, ``located``, ``residual``
+    and ``verification`` (how bifnet solved the point's defining system),
+    ``eigenvalues`` and ``multipliers`` (as text at full double precision,
+    empty where they do not apply) and details."""
     import pandas as pd
 
     rows = []
@@ -64,11 +66,23 @@ def special_points_frame(step: str, branches: Iterable[Branch], report: Sequence
             row["period"] = sp.period
             row["frequency_hz"] = sp.frequency_hz
             row["located"] = sp.located
+            row["residual"] = sp.residual
+            row["verification"] = sp.verification or "not verified"
             row["label"] = sp.label
-            if sp.eigenvalues:
-                label = "multipliers" if branch.kind is BranchKind.CYCLES else "eigenvalues"
-                row[label] = " ".join(f"{complex(e).real:.6g}{complex(e).imag:+.6g}j" for e in sp.eigenvalues)
+            text = " ".join(f"{complex(e).real!r}{complex(e).imag:+.17g}j" for e in sp.eigenvalues)
+            row["eigenvalues"] = text if branch.kind is not BranchKind.CYCLES else ""
+            row["multipliers"] = text if branch.kind is BranchKind.CYCLES else ""
+            row["found_by"] = sp.details.get("found_by", "engine")
+            row["engine_value"] = float(sp.details.get("engine_value", np.nan))
+            row["reason"] = sp.details.get("reason", "")
             for key, value in sp.details.items():
-                row[key] = value
+                row.setdefault(key, value)
             rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=_SPECIAL_COLUMNS)
     return pd.DataFrame(rows)
+
+
+_SPECIAL_COLUMNS = ["step", "branch", "point", "kind", "name", "mode", "Lambda", "Lambda_imag", "solution",
+                    "period", "frequency_hz", "located", "residual", "verification", "label",
+                    "eigenvalues", "multipliers", "found_by", "engine_value", "reason"]

@@ -1,0 +1,148 @@
+"""Special points checked against independent answers: closed-form folds of the
+Montbrio-Pazo-Roxin population, folds of ngnmm_ping from its explicit
+equilibrium curve, and the accounting that must explain every stability change."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from bifnet.continuation import accounting, verify
+from bifnet.continuation.branch import SpecialKind, SpecialPoint
+from bifnet.continuation.equilibria import continue_equilibria
+from bifnet.continuation.restarts import continue_from
+from bifnet.continuation.settings import ContinuationSettings
+from bifnet.errors import ContinuationError
+from bifnet.systems import homogeneous_system
+
+
+def mpr_folds(J, Delta=1.0):
+    """Folds of eta(r) = pi^2 r^2 - J r - Delta^2 / (4 pi^2 r^2): roots of d eta / dr."""
+    g = lambda r: 2 * np.pi ** 2 * r - J + Delta ** 2 / (2 * np.pi ** 2 * r ** 3)
+    rs = np.linspace(1e-3, 5.0, 100001)
+    values = g(rs)
+    out = []
+    for i in np.flatnonzero(np.sign(values[:-1]) != np.sign(values[1:])):
+        r = brentq(g, rs[i], rs[i + 1], xtol=1e-15, rtol=1e-15)
+        out.append(np.pi ** 2 * r ** 2 - J * r - Delta ** 2 / (4 * np.pi ** 2 * r ** 2))
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def mpr(toy_model):
+    return toy_model("mpr")
+
+
+@pytest.mark.parametrize("step", [{}, {"ds": 0.02}, {"ds": 0.1, "ds_max": 1.0}])
+@pytest.mark.parametrize("J", [12.0, 13.0, 14.0, 15.0, 15.5, 17.0, 19.0])
+def test_mpr_folds_match_closed_form(mpr, J, step):
+    settings = ContinuationSettings(bounds={"eta": (-10.0, 0.0)}, **step)
+    branch = continue_equilibria(mpr, mpr.resolve_parameters({"J": J, "eta": -10.0}), "eta", settings=settings)
+    expected = [e for e in mpr_folds(J) if -10.0 < e < 0.0]
+    folds = sorted(sp.parameters["eta"] for sp in branch.points_of_kind(SpecialKind.LP))
+    assert len(folds) == len(expected), (folds, expected)
+    np.testing.assert_allclose(folds, expected, atol=1e-8, rtol=0)
+    for sp in branch.special_points:
+        assert sp.located and sp.residual < verify.RESIDUAL_TOLERANCE
+        # a fold: one eigenvalue zero
+        assert np.min(np.abs(sp.eigenvalues)) < 1e-7
+    assert branch.accounting["unexplained"] == 0
+    # the branch stays within its range
+    assert branch["eta"].min() >= -10.0 - 1e-9 and branch["eta"].max() <= 0.0 + 0.5
+
+
+def _ping_fold_curve(model, eps):
+    """Iext_e as a function of v_e along the homogeneous equilibria (explicit, independent of AUTO)."""
+    p = model.resolve_parameters({"eps": eps})
+    te, ti = p["tau_e"], p["tau_i"]
+
+    def iext(ve):
+        re = -p["Delta_e"] / (2 * np.pi * te * ve)
+        se = re
+
+        def gi(vi):
+            ri = -p["Delta_i"] / (2 * np.pi * ti * vi)
+            return (vi ** 2 + p["nu_i"] - (np.pi * ti * ri) ** 2 + p["Iext_i"] + ti * p["J_ie"] * se
+                    - ti * p["J_ii"] * ri + ti * eps * se)
+        vi = brentq(gi, -60.0, -1e-9, xtol=1e-15, rtol=1e-15)
+        si = -p["Delta_i"] / (2 * np.pi * ti * vi)
+        return -(ve ** 2 + p["nu_e"] - (np.pi * te * re) ** 2 + te * p["J_ee"] * se - te * p["J_ei"] * si
+                 + te * eps * se)
+
+    h = 1e-5
+    d = lambda ve: (iext(ve + h) - iext(ve - h)) / (2 * h)
+    grid = np.linspace(-3.0, -0.02, 3000)
+    values = np.array([d(v) for v in grid])
+    folds = []
+    for i in np.flatnonzero(np.sign(values[:-1]) != np.sign(values[1:])):
+        folds.append(iext(brentq(d, grid[i], grid[i + 1], xtol=1e-13)))
+    return sorted(folds)
+
+
+def test_ping_folds_at_eps_30(ping):
+    expected = [f for f in _ping_fold_curve(ping, 30.0) if 0 < f < 40]
+    assert len(expected) == 2 and abs(expected[0] - 2.2403839) < 1e-6 and abs(expected[1] - 4.0104650) < 1e-6
+    branch = continue_equilibria(ping, ping.resolve_parameters({"eps": 30.0}), "Iext_e",
+                                 settings=ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)}))
+    folds = sorted(sp.parameters["Iext_e"] for sp in branch.points_of_kind(SpecialKind.LP))
+    np.testing.assert_allclose(folds, expected, atol=1e-7, rtol=0)
+    assert all(sp.located and sp.residual < 1e-9 for sp in branch.special_points)
+
+
+def test_huge_steps_give_correct_points(ping):
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)}, ds=1e6, ds_max=1e8)
+    branch = continue_equilibria(ping, ping.resolve_parameters({"eps": 15.0}), "Iext_e", settings=settings)
+    hopf = sorted(sp.parameters["Iext_e"] for sp in branch.points_of_kind(SpecialKind.HB))
+    np.testing.assert_allclose(hopf, [2.8758211499, 11.6377702153], atol=1e-8)
+    for sp in branch.points_of_kind(SpecialKind.HB):
+        # an imaginary pair: the eigenvalue closest to the axis has zero real part
+        assert np.min(np.abs(np.real(sp.eigenvalues))) < 1e-8
+
+
+@pytest.mark.parametrize("bad", [{"ds": float("nan")}, {"ds_max": float("inf")}, {"ds_min": -1.0},
+                                 {"ds": 0.0}])
+def test_step_sizes_must_be_finite_and_positive(bad):
+    with pytest.raises(ContinuationError, match="continuation setting"):
+        ContinuationSettings(**bad)
+
+
+def test_a_point_that_is_not_a_fold_fails_verification(mpr):
+    settings = ContinuationSettings(bounds={"eta": (-10.0, 0.0)})
+    branch = continue_equilibria(mpr, mpr.resolve_parameters({"J": 15.0, "eta": -10.0}), "eta", settings=settings)
+    fake = SpecialPoint(kind=SpecialKind.LP, index=3, parameters={"eta": float(branch["eta"][3])},
+                        state=(float(branch["r"][3]), float(branch["v"][3])))
+    result = verify.verify_equilibrium_point(branch, fake, homogeneous_system(mpr))
+    assert not result.ok and result.reason
+    marked = verify.apply(fake, result, branch=branch)
+    assert not marked.located
+
+
+def test_accounting_finds_a_removed_fold(mpr):
+    settings = ContinuationSettings(bounds={"eta": (-10.0, 0.0)})
+    branch = continue_equilibria(mpr, mpr.resolve_parameters({"J": 15.0, "eta": -10.0}), "eta", settings=settings)
+    system = homogeneous_system(mpr)
+    counts = accounting.unstable_counts(accounting.equilibrium_spectra(branch, system))
+    assert accounting.find_events(branch, counts) == []
+    lp2 = branch.point("LP2")
+    stripped = dataclasses.replace(branch, special_points=tuple(sp for sp in branch.special_points
+                                                                if sp.name != "LP2"))
+    events = accounting.find_events(stripped, counts)
+    assert {e.what for e in events} == {"stability", "reversal"}
+    assert all(abs(e.index - lp2.index) <= 1 for e in events)
+
+
+def test_period_doubling_at_eps_12_with_defaults(ping):
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)})
+    eq = continue_equilibria(ping, ping.resolve_parameters({"eps": 12.0}), "Iext_e", settings=settings)
+    cycles = continue_from(eq, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=600))
+    pd = [sp for sp in cycles.points_of_kind(SpecialKind.PD) if abs(sp.parameters["Iext_e"] - 9.1787) < 1e-2]
+    assert len(pd) == 1
+    (point,) = pd
+    assert point.located and point.residual < 1e-9 and point.details.get("found_by", "engine") == "engine"
+    # an independent check of the multiplier: one of bifnet's multipliers is -1
+    assert np.min(np.abs(np.asarray(point.eigenvalues) + 1.0)) < 1e-7
+    # and the trivial multiplier is there too
+    assert np.min(np.abs(np.asarray(point.eigenvalues) - 1.0)) < 1e-7
+    assert cycles.accounting["unexplained"] == 0
+    assert np.all(np.isfinite(cycles["trivial_error"][1:]))  # row 0 is the Hopf point
