@@ -25,12 +25,13 @@ import numpy as np
 
 from bifnet.continuation import _auto
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
+from bifnet.continuation.verify import TRIVIAL_WARNING
 from bifnet.errors import ContinuationError
 
 log = logging.getLogger("bifnet.continuation")
 
 MAX_REFINEMENTS = 2          #: rounds of refinement per branch
-TRIVIAL_WARNING = 1e-3       #: |mu_trivial - 1| above which a cycle point's mesh is flagged
+MAX_REFINED_STRETCHES = 8    #: stretches refined per branch at most (each is a new engine run)
 
 _WEIGHT = {SpecialKind.LP: 1, SpecialKind.BP: 1, SpecialKind.HB: 2,
            SpecialKind.LPC: 1, SpecialKind.PD: 1, SpecialKind.NS: 2}
@@ -46,6 +47,11 @@ class Event:
     index: int
     before: int = 0
     after: int = 0
+    end: int = -1   #: the row after the change (``index + 1`` unless rows between were undecided)
+
+    @property
+    def last(self) -> int:
+        return self.end if self.end >= 0 else self.index + 1
 
     def describe(self, branch: Branch) -> str:
         name = branch.free[0]
@@ -53,8 +59,8 @@ class Event:
             return f"{name} reverses at row {self.index} ({name} = {branch[name][self.index]:.8g}) with no fold"
         unit = "multipliers outside the unit circle" if branch.kind is BranchKind.CYCLES else "unstable eigenvalues"
         return (f"{unit} change from {self.before} to {self.after} between rows {self.index} and "
-                f"{self.index + 1} ({name} = {branch[name][self.index]:.8g} .. "
-                f"{branch[name][self.index + 1]:.8g}) with no special point")
+                f"{self.last} ({name} = {branch[name][self.index]:.8g} .. "
+                f"{branch[name][self.last]:.8g}) with no special point")
 
 
 # ---------------------------------------------------------------------------
@@ -80,9 +86,12 @@ def equilibrium_spectra(branch: Branch, system) -> np.ndarray:
 
 
 def unstable_counts(spectra: np.ndarray) -> np.ndarray:
-    """Number of eigenvalues with real part above a relative 1e-9."""
+    """Number of eigenvalues with positive real part; -1 where one lies within a
+    relative 1e-9 of the imaginary axis (undecided, e.g. at a special point's row)."""
     scale = np.maximum(1.0, np.nanmax(np.abs(spectra), axis=1, initial=0.0))
-    return np.sum(spectra.real > 1e-9 * scale[:, None], axis=1)
+    counts = np.sum(spectra.real > 0.0, axis=1)
+    undecided = np.any(np.abs(spectra.real) <= 1e-9 * scale[:, None], axis=1) | ~np.all(np.isfinite(spectra), axis=1)
+    return np.where(undecided, -1, counts)
 
 
 def cycle_multipliers(branch: Branch) -> list[np.ndarray]:
@@ -102,13 +111,27 @@ def trivial_errors(multipliers: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def cycle_unstable_counts(multipliers: Sequence[np.ndarray]) -> np.ndarray:
-    """Multipliers with ``|mu| > 1`` (relative 1e-6), the trivial one left out; -1 where unknown."""
+    """Multipliers with ``|mu| > 1``, the trivial one left out; -1 where unknown or
+    undecided.
+
+    A multiplier within ``max(1e-6, 10 |mu_trivial - 1|)`` of the unit circle
+    (the engine's own accuracy at that row) leaves the count undecided: rows
+    where a multiplier hovers on the circle neither make nor hide a change.
+    So do rows where ``|mu_trivial - 1| > TRIVIAL_WARNING`` (a mesh too coarse
+    for the multipliers to mean anything; counted in ``poor_mesh_points``).
+    """
     out = np.full(len(multipliers), -1)
     for i, mu in enumerate(multipliers):
         if mu.size == 0 or not np.all(np.isfinite(mu)):
             continue
-        rest = np.delete(mu, int(np.argmin(np.abs(mu - 1.0))))
-        out[i] = int(np.sum(np.abs(rest) > 1.0 + 1e-6))
+        k = int(np.argmin(np.abs(mu - 1.0)))
+        if abs(mu[k] - 1.0) > TRIVIAL_WARNING:
+            continue  # the engine's mesh is too coarse here: its multipliers are not trusted
+        band = max(1e-6, 10.0 * float(abs(mu[k] - 1.0)))
+        modulus = np.abs(np.delete(mu, k))
+        if np.any(np.abs(modulus - 1.0) <= band):
+            continue
+        out[i] = int(np.sum(modulus > 1.0))
     return out
 
 
@@ -136,7 +159,7 @@ def find_events(branch: Branch, counts: np.ndarray) -> list[Event]:
                 used[k] -= take
                 delta -= take
         if delta > 0:
-            events.append(Event("stability", int(a), int(counts[a]), int(counts[b])))
+            events.append(Event("stability", int(a), int(counts[a]), int(counts[b]), int(b)))
     name = branch.free[0]
     if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
         folds = {SpecialKind.LP, SpecialKind.BP} if branch.kind is BranchKind.EQUILIBRIA else {SpecialKind.LPC}
@@ -183,15 +206,16 @@ def _coords(point, problem, free, cycles: bool) -> np.ndarray:
 
 
 def refine_segment(problem, points: list, index: int, free: Sequence[str], settings, *, cycles: bool,
-                   round_: int) -> list | None:
-    """New engine points between ``points[index]`` and ``points[index + 1]``.
+                   round_: int, end: int | None = None) -> list | None:
+    """New engine points between ``points[index]`` and ``points[end]`` (``index + 1`` by default).
 
     The stretch is continued again from ``points[index]`` with steps
     ``4**round_`` times smaller than its length (cycles: a mesh of
     ``(1 + round_) * ntst`` intervals as well). Returns the points strictly between the two, or
-    None when the rerun does not come back to ``points[index + 1]``.
+    None when the rerun does not come back to ``points[end]``.
     """
-    start, target = points[index], points[index + 1]
+    end = index + 1 if end is None else end
+    start, target = points[index], points[end]
     if not getattr(start, "is_labeled", False):
         return None
     a, b = _coords(start, problem, free, cycles), _coords(target, problem, free, cycles)
@@ -220,7 +244,7 @@ def refine_segment(problem, points: list, index: int, free: Sequence[str], setti
         dist = [float(np.linalg.norm(_coords(p, problem, free, cycles) - b)) / chord for p in new]
         k = int(np.argmin(dist))
         if dist[k] > 0.3:
-            log.debug("refinement from row %d did not return to row %d (closest %.3g)", index, index + 1, dist[k])
+            log.debug("refinement from row %d did not return to row %d (closest %.3g)", index, end, dist[k])
             return None
         return new[:k]
     return None
@@ -257,8 +281,12 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
         return verify_branch(convert(points), system)
     refinements = 0
     found = 0
+    memo: dict = {}
+    from bifnet.continuation.verify import CYCLE_BUDGET
+
+    budget = [CYCLE_BUDGET]
     for round_ in range(1, MAX_REFINEMENTS + 2):
-        branch = verify_branch(convert(points), system)
+        branch = verify_branch(convert(points), system, memo=memo, budget=budget)
         branch = _drop_superseded(branch)
         counts, extra, columns = _counts(branch, system, cycles)
         if columns is not None:
@@ -269,26 +297,33 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
         if not events or round_ > MAX_REFINEMENTS:
             break
         changed = False
-        row_of = _row_to_raw(branch, points)
         for event in sorted(events, key=lambda e: -e.index):
-            i = event.index if event.what == "stability" else max(event.index - 1, 0)
-            j = row_of(i)
-            if j is None or j + 1 >= len(points):
+            if event.what == "stability":
+                i, e = event.index, event.last
+            else:
+                i, e = max(event.index - 1, 0), min(event.index + 1, len(points) - 1)
+            if i >= e or e >= len(points):
                 continue
-            new = refine_segment(problem, points, j, free, settings, cycles=cycles, round_=round_)
+            if refinements >= MAX_REFINED_STRETCHES:
+                break
+            new = refine_segment(problem, points, i, free, settings, cycles=cycles, round_=round_, end=e)
             if new:
-                points = points[: j + 1] + new + points[j + 1:]
+                points = points[: i + 1] + new + points[e:]
                 changed = True
                 refinements += 1
-                log.info("%s: refined rows %d-%d (%s)", branch.name, i, i + 1, event.what)
+                log.info("%s: refined rows %d-%d (%s)", branch.name, i, e, event.what)
         if not changed:
             break
     if events:
-        branch = _report_unexplained(branch, events, system, cycles)
+        branch = _report_unexplained(branch, events, system, cycles, budget)
     accounting = {"refinements": refinements, "events_found": found,
                   "unexplained": sum(1 for sp in branch.special_points
                                      if sp.details.get("found_by") == "accounting" and not sp.located)}
     accounting.update(extra)
+    if extra.get("poor_mesh_points"):
+        log.warning("%s: on %d rows the trivial multiplier is off by more than %g (worst %.2g): the mesh is "
+                    "too coarse there for the stability to be trusted; raise ntst", branch.name,
+                    extra["poor_mesh_points"], TRIVIAL_WARNING, extra["max_trivial_error"])
     if events and accounting["unexplained"]:
         log.warning("%s: %d stability change(s) or turn(s) could not be located; see special_points.csv "
                     "(located = False)", branch.name, accounting["unexplained"])
@@ -308,12 +343,6 @@ def _counts(branch: Branch, system, cycles: bool):
     return cycle_unstable_counts(mu), extra, columns
 
 
-def _row_to_raw(branch: Branch, points: list):
-    """Map a branch row to its index in ``points`` (rows are the points, in order)."""
-    n = len(points)
-    return lambda i: i if 0 <= i < n else None
-
-
 def _drop_superseded(branch: Branch) -> Branch:
     """Drop points that failed verification where a verified point of the same
     kind lies within three rows (a refinement located it properly)."""
@@ -331,7 +360,7 @@ def _drop_superseded(branch: Branch) -> Branch:
     return dataclasses.replace(branch, special_points=_renumber(keep))
 
 
-def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles: bool) -> Branch:
+def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles: bool, budget=None) -> Branch:
     """Locate what refinement could not, or report it with ``located = False``."""
     from bifnet.continuation import verify
     from bifnet.continuation.restarts import _renumber
@@ -349,7 +378,7 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
                           located=False, details={"found_by": "accounting", "reason": event.describe(branch)})
         result = None
         if not cycles and kind in (SpecialKind.LP, SpecialKind.HB):
-            guesses = [i, i + 1] if event.what == "stability" else [i - 1, i, i + 1]
+            guesses = list(range(i, event.last + 1)) if event.what == "stability" else [i - 1, i, i + 1]
             for g in guesses:
                 if not 0 <= g < len(branch):
                     continue
@@ -358,14 +387,19 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
                 if attempt.ok:
                     result, sp = attempt, probe
                     break
-        elif cycles and kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS):
+        elif cycles and kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS) and (budget is None or budget[0] > 0):
+            import time
+
             from bifnet.continuation.verify_cycles import verify_cycle_point
 
+            started = time.monotonic()
             try:
                 attempt = verify_cycle_point(branch, sp, system)
                 result = attempt if attempt.ok else None
             except Exception as error:  # noqa: BLE001 - reported below
                 log.debug("locating %s at row %d failed: %s", kind.value, i, error)
+            if budget is not None:
+                budget[0] -= time.monotonic() - started
         if result is not None and any(
                 o.kind is kind and o.located and abs(o.parameters[name] - result.parameters[name])
                 <= 1e-8 * max(1.0, abs(o.parameters[name])) for o in specials):
@@ -393,7 +427,7 @@ def _guess_kind(branch, event, system, cycles) -> SpecialKind:
         if delta == 2:
             return SpecialKind.NS
         mu = cycle_multipliers(branch)
-        for row in (event.index, event.index + 1):
+        for row in range(event.index, event.last + 1):
             m = mu[row] if row < len(mu) else np.empty(0)
             if m.size and np.any((m.real < -0.5) & (np.abs(m.imag) < 1e-6)):
                 return SpecialKind.PD

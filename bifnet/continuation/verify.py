@@ -13,7 +13,8 @@ again from its defining system by bifnet's own Newton method.
   the critical complex pair for NS), by Newton's method in ``(x0, T, a)``;
 * codimension-two points on loci: the eigenvalue conditions are checked at
   the engine's point (BT: two zero eigenvalues; ZH: a zero eigenvalue and an
-  imaginary pair; CP: a zero eigenvalue; GH, HH: an imaginary pair).
+  imaginary pair; CP: a zero eigenvalue; HH: two imaginary pairs). GH points
+  (first Lyapunov coefficient zero) are reported as not verified.
 
 The Jacobians of the extended systems are exact (sympy derivatives of the
 model, including the second derivatives ``D_x (J v)``). A point passes when
@@ -42,6 +43,12 @@ log = logging.getLogger("bifnet.continuation")
 
 #: Largest max-norm residual of a defining system that counts as solved.
 RESIDUAL_TOLERANCE = 1e-9
+
+#: Seconds of shooting verification per cycle branch; later points are "not verified".
+CYCLE_BUDGET = 30.0
+
+#: |mu_trivial - 1| of the engine's multipliers above which its mesh is too coarse to trust a cycle point.
+TRIVIAL_WARNING = 1e-3
 
 _ZERO_EIGEN = 1e-6  #: |Re| (relative) below which an eigenvalue counts as on the axis (codim-2 checks)
 
@@ -311,7 +318,6 @@ def check_codim2(system: SymbolicSystem, sp: SpecialPoint, branch: Branch) -> Ve
         SpecialKind.CP: ("a zero eigenvalue", zero.min() if ev.size else np.inf),
         SpecialKind.ZH: ("a zero eigenvalue and an imaginary pair",
                          max(zero.min(), axis[imag].min()) if imag.any() else np.inf),
-        SpecialKind.GH: ("an imaginary pair (l1 = 0 not checked)", axis[imag].min() if imag.any() else np.inf),
         SpecialKind.HH: ("two imaginary pairs", np.sort(axis[imag])[2:4].max() if imag.sum() >= 4 else np.inf),
     }
     what, residual = checks[sp.kind]
@@ -355,25 +361,44 @@ def apply(sp: SpecialPoint, result: Verification, *, branch: Branch, polish: boo
 
 
 _EQ_KINDS = (SpecialKind.LP, SpecialKind.BP, SpecialKind.HB)
-_CODIM2 = (SpecialKind.BT, SpecialKind.CP, SpecialKind.ZH, SpecialKind.GH, SpecialKind.HH)
+_CODIM2 = (SpecialKind.BT, SpecialKind.CP, SpecialKind.ZH, SpecialKind.HH)  # GH needs l1 = 0: not verified
 
 
-def verify_branch(branch: Branch, system: SymbolicSystem | None = None) -> Branch:
+def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo: dict | None = None,
+                  budget: list | None = None) -> Branch:
     """Verify (and polish) every special point of a branch; see the module docstring.
 
     Points of kinds that bifnet cannot re-solve are marked with the method
-    ``"not verified"`` and keep their engine values.
+    ``"not verified"`` and keep their engine values. ``memo`` (a dict) keeps
+    results per engine point across calls; ``budget`` (a one-element list of
+    seconds left) is shared by the calls for one cycle branch.
     """
     if system is None:
         problem = (branch.engine or {}).get("problem")
         system = getattr(problem, "system", None)
     if system is None or not branch.special_points:
         return branch
+    import time
+
     out = []
+    budget = budget if budget is not None else [CYCLE_BUDGET]
+    memo = memo if memo is not None else {}
+    engine_points = (branch.engine or {}).get("points", {})
     for sp in branch.special_points:
+        raw = engine_points.get(sp.index)
+        key = (id(raw), sp.kind) if raw is not None else None
+        if key in memo and memo[key][0] is raw:
+            out.append(dataclasses.replace(memo[key][1], index=sp.index, name=sp.name))
+            continue
+        started = time.monotonic()
         try:
             if sp.verification:           # already verified (e.g. found by the accounting)
                 out.append(sp)
+                continue
+            if branch.kind is BranchKind.CYCLES and budget[0] <= 0:
+                details = {**sp.details, "reason": f"not verified: the branch's verification budget "
+                                                   f"({CYCLE_BUDGET:g} s) was spent"}
+                out.append(dataclasses.replace(sp, verification="not verified", details=details))
                 continue
             if branch.kind is BranchKind.EQUILIBRIA and sp.kind in _EQ_KINDS:
                 out.append(apply(sp, verify_equilibrium_point(branch, sp, system), branch=branch))
@@ -390,6 +415,10 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None) -> Branc
         except (BifnetError, np.linalg.LinAlgError, ValueError, FloatingPointError) as error:
             details = {**sp.details, "reason": str(error)}
             out.append(dataclasses.replace(sp, located=False, verification="failed", details=details))
+        if branch.kind is BranchKind.CYCLES:
+            budget[0] -= time.monotonic() - started
+        if key is not None:
+            memo[key] = (raw, out[-1])
     failed = [sp for sp in out if sp.verification not in ("not verified",) and not sp.located
               and sp.kind not in (SpecialKind.SNIC, SpecialKind.HOM, SpecialKind.EP, SpecialKind.MX)]
     for sp in failed:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from bifnet.continuation.branch import Branch, SpecialKind, SpecialPoint
-from bifnet.continuation.verify import RESIDUAL_TOLERANCE, Verification, _close_to_branch
+from bifnet.continuation.verify import RESIDUAL_TOLERANCE, TRIVIAL_WARNING, Verification, _close_to_branch
 from bifnet.errors import ContinuationError
 
 
@@ -110,7 +110,7 @@ class _Shooting:
 
 
 def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: float, *,
-                      max_iterations: int = 25) -> Verification:
+                      max_iterations: int = 12) -> Verification:
     """Newton's method on the shooting system of an LPC, PD or NS point; see the module docstring."""
     sh = _Shooting(model, values, free, kind)
     n = sh.n
@@ -120,6 +120,7 @@ def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: f
     res = np.inf
     border = None
     D = None
+    best, worse = np.inf, 0
     with np.errstate(all="ignore"):
         for _ in range(max_iterations):
             mesh = sh.mesh(u[:n], u[n], u[n + 1])
@@ -131,6 +132,10 @@ def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: f
                 break
             if res < 1e-11:
                 break
+            best = min(best, res)
+            worse = worse + 1 if res > best else 0
+            if worse >= 2:
+                break  # diverging: give up rather than wander
             if D is None or res > 0.25 * previous:
                 # chord method: a new finite-difference Jacobian only when convergence is slow
                 D = np.empty((n + 2, n + 2))
@@ -179,6 +184,13 @@ def verify_cycle_point(branch: Branch, sp: SpecialPoint, system) -> Verification
         raise ContinuationError(f"the engine kept no orbit for row {sp.index}")
     x0 = np.asarray(orbit.state, dtype=float)[0]
     free = branch.free[0]
+    mu = np.asarray(getattr(raw, "floquet_multipliers", None) or (), dtype=complex)
+    if mu.size and float(np.min(np.abs(mu - 1.0))) > TRIVIAL_WARNING:
+        return Verification(
+            ok=False, residual=float("nan"), method="shooting newton: not attempted", parameters={free: float(
+                branch[free][sp.index])}, state=x0, eigenvalues=mu, period=float(branch["period"][sp.index]),
+            reason=f"the engine's mesh is too coarse here (|mu_trivial - 1| = {np.min(np.abs(mu - 1.0)):.2g}): "
+                   "the point is not trusted; raise ntst")
     values = {**branch.parameters, **{f: float(branch[f][sp.index]) for f in branch.free}}
     period = float(branch["period"][sp.index])
     result = solve_cycle_point(system.model, values, free, sp.kind, x0, period)
