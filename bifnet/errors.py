@@ -51,3 +51,12 @@ class SimulationError(BifnetError):
     state, non-positive step) or could not proceed."""
 
     exit_code = 6
+
+
+class OutputError(BifnetError):
+    """The output folder cannot be written (read-only, full disk, a file in the way).
+
+    An infrastructure problem, not a result: a run or sweep stops on it.
+    """
+
+    exit_code = 7
