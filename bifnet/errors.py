@@ -53,10 +53,13 @@ class SimulationError(BifnetError):
     exit_code = 6
 
 
-class OutputError(BifnetError):
-    """The output folder cannot be written (read-only, full disk, a file in the way).
-
-    An infrastructure problem, not a result: a run or sweep stops on it.
-    """
+class InfrastructureError(BifnetError):
+    """Something around the computation failed: the output folder, the disk,
+    a worker pool or a Dask scheduler. Not a result: a run or sweep stops on it
+    (a sweep does not record it as a failed point)."""
 
     exit_code = 7
+
+
+class OutputError(InfrastructureError):
+    """The output folder cannot be written (read-only, full disk, a file in the way)."""
