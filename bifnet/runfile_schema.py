@@ -226,6 +226,11 @@ class _Simulation(_Network):
                              f" t_max = {self.t_max} ms: lower stride or raise t_max")
         if self.t_max / self.dt > 2e9:
             raise ValueError(f"t_max / dt = {self.t_max / self.dt:.3g} steps is too many")
+        steps = self.t_max / self.dt
+        if self.method == "rk4" and abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+            raise ValueError(f"t_max = {self.t_max} is not a whole number of rk4 steps dt = {self.dt}")
+        if self.method == "dopri5" and self.noise:
+            raise ValueError("noise needs method = \"rk4\" (dopri5 is adaptive)")
         return self
 
 

@@ -107,6 +107,8 @@ def simulate_step(context: StepContext, spec: dict) -> dict:
     net, result = _run_simulation(context, spec, step)
     out = context.out_dir
     write_simulation(out / "simulation.nc", result, net)
+    if not result.success:  # the states up to the failure are in simulation.nc
+        raise SimulationError(f"step {step!r}: simulation failed: {result.message}")
     ax = plot_spatiotemporal(result, net)
     save_figure(out / "simulation.png", ax.figure)
     files = ["simulation.nc", "simulation.png"]
