@@ -445,33 +445,36 @@ def validate_run_data(data: dict, *, where: str = "") -> dict:
     except ValidationError as error:
         raise RunFileError(_message(error, RunFileModel, prefix, data)) from None
     names: list[str] = []
-    for i, step in enumerate(data["steps"]):
+    labels = []
+    for i, step in enumerate(data["steps"]):  # the structure first: names, kinds, references
         label = f"steps[{i}]"
         if not isinstance(step, dict):
             raise RunFileError(f"{prefix}{label}: a step must be a table")
-        kind = step.get("kind")
-        name = step.get("name")
-        if isinstance(name, str) and name:
-            label = f"step {name!r}"
+        kind, name = step.get("kind"), step.get("name")
+        if not isinstance(name, str) or not name:
+            raise RunFileError(f"{prefix}{label}: needs a name (name = \"eq\")")
+        label = f"step {name!r}"
         if kind not in STEP_MODELS:
             hint = difflib.get_close_matches(str(kind), STEP_MODELS, n=1)
             raise RunFileError(f"{prefix}{label}: unknown kind {kind!r}"
                                + (f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(STEP_MODELS)})"))
-        model = STEP_MODELS[kind]
-        try:
-            model.model_validate(step)
-        except ValidationError as error:
-            raise RunFileError(_message(error, model, f"{prefix}{label}: ", step).replace(": (top level)", "")) from None
         if name in names:
             raise RunFileError(f"{prefix}two steps are called {name!r}")
         start = step.get("start")
-        if start is not None:
+        if isinstance(start, str):
             ref, sep, point = start.partition(":")
             if not sep or not point:
                 raise RunFileError(f"{prefix}{label}: start must look like \"eq:HB1\" or \"eq:HB\", got {start!r}")
             if ref not in names:
                 raise RunFileError(f"{prefix}{label}: starts from {start!r} but no earlier step is called {ref!r}")
         names.append(name)
+        labels.append(label)
+    for step, label in zip(data["steps"], labels):  # then every key of every step
+        model = STEP_MODELS[step["kind"]]
+        try:
+            model.model_validate(step)
+        except ValidationError as error:
+            raise RunFileError(_message(error, model, f"{prefix}{label}: ", step).replace(": (top level)", "")) from None
     return data
 
 

@@ -533,8 +533,8 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
                 depends = str(spec.get("start", "")).split(":", 1)[0]
                 if depends and depends in failed:
                     raise RunFileError(f"step {name!r} needs step {depends!r}, which failed")
-                summary = _step_function(kind)(context, spec)
-                entry.update(status="ok", **(summary or {}))
+                summary = dict(_step_function(kind)(context, spec) or {})
+                entry.update(status=summary.pop("status", "ok"), **summary)
             except OutputError:
                 raise
             except OSError as error:

@@ -398,14 +398,17 @@ def _assemble(arrays, done, out_path):
     keys = sorted({k for r in done.values() for k in r.get("result", {})})
     data = {k: np.full(shape, np.nan) for k in keys}
     n_failed = 0
+    first_error = ""
     for index, record in done.items():
         if "result" not in record:
             n_failed += 1
+            first_error = first_error or str(record.get("error", ""))
             continue
         for k, v in record["result"].items():
             data[k][index] = np.nan if v is None else v
     dims = list(arrays)
     ds = xr.Dataset({k: (dims, v) for k, v in data.items()}, coords={k: v for k, v in arrays.items()},
-                    attrs={"n_points": int(np.prod(shape)), "n_failed": n_failed})
+                    attrs={"n_points": int(np.prod(shape)), "n_failed": n_failed,
+                           **({"first_error": first_error[:300]} if first_error else {})})
     write_netcdf(out_path, ds)
     return ds

@@ -330,18 +330,25 @@ def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, 
 
 
 def _sweep_grid(spec: dict, model, step: str) -> dict:
+    """The grid of a sweep step: ``{name = [values...]}`` or ``{name = { start, stop, num | step }}``
+    (checked by :mod:`bifnet.runfile_schema` before the run)."""
+    from bifnet.runfile_schema import axis_values
+
     grid = spec.get("grid")
     if not isinstance(grid, dict) or not grid:
-        raise RunFileError(f"step {step!r}: grid must be a table, e.g. grid = {{ Iext_e = [0.0, 16.0, 33] }}")
+        raise RunFileError(f"step {step!r}: grid must be a table, e.g. grid = {{ Iext_e = {{ start = 0.0, stop = 16.0,"
+                           f" num = 33 }} }}")
     model.check_parameter_names(grid)
     out = {}
     for name, value in grid.items():
-        if isinstance(value, list) and len(value) == 3 and isinstance(value[2], int) and value[2] > 1:
-            out[name] = np.linspace(float(value[0]), float(value[1]), value[2])
-        elif isinstance(value, list) and value:
-            out[name] = np.asarray(value, dtype=float)
-        else:
-            raise RunFileError(f"step {step!r}: grid.{name} must be [low, high, count] or a list of values")
+        try:
+            values = axis_values(value)
+        except Exception:
+            raise RunFileError(f"step {step!r}: grid.{name} must be a list of values or {{ start, stop, num }}"
+                               " / { start, stop, step }") from None
+        if values.size == 0:
+            raise RunFileError(f"step {step!r}: grid.{name} is empty")
+        out[name] = values
     return out
 
 
@@ -386,12 +393,33 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     run = context.results.get("__run__", {})
     scheduler = spec.get("scheduler", run.get("dask", {}).get("scheduler"))
     out_path = context.out_dir / f"sweep_{step}.nc"
+    fingerprint = context.fingerprint or {}
+    key = None
+    if fingerprint:
+        key = {"model": fingerprint.get("model"),
+               "parameters": _sweep_digest(base),
+               "connectome": fingerprint.get("connectome") if lambdas is not None else None,
+               "analysis": _sweep_digest({"analysis": analysis, "options": {k: v for k, v in options.items()
+                                                                            if k != "weights"}}),
+               "versions": _sweep_digest(fingerprint.get("versions"))}
     ds = run_sweep(function, grid, out_path=out_path, scheduler=scheduler, workers=spec.get("workers"),
-                   progress=bool(spec.get("progress", True)))
+                   progress=bool(spec.get("progress", True)), key=key, retry_failed=context.retry_failed)
+    points = int(np.prod([len(v) for v in grid.values()]))
+    failed = int(ds.attrs.get("n_failed", 0))
+    if failed == points:
+        raise SimulationError(f"step {step!r}: every one of the {points} sweep points failed"
+                              f" (first: {ds.attrs.get('first_error', 'see the log')});"
+                              " rerun with --resume --retry-failed after fixing the cause")
     _plot_sweep(context, step, ds, list(grid))
-    return {"points": int(np.prod([len(v) for v in grid.values()])), "failed": int(ds.attrs.get("n_failed", 0)),
+    return {"status": "partial" if failed else "ok", "points": points, "failed": failed,
             "file": out_path.name, "variables": list(ds.data_vars), "units": "1/ms for rates and exponents",
             "scheduler": str(scheduler or "local processes")}
+
+
+def _sweep_digest(value) -> str:
+    from bifnet.runs import _digest
+
+    return _digest(value)
 
 
 def _plot_sweep(context, step, ds, names):
