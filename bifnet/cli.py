@@ -13,14 +13,21 @@ import sys
 from bifnet.errors import BifnetError, RunFileError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line (exit 2), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"bifnet: error: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bifnet",
         description="Continuation and bifurcation analysis of brain-network models.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="execute a run file (continuation_runs/*.toml)")
     run.add_argument("run_file", help="path of the run file")
@@ -42,7 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="Dask scheduler (tcp://host:port) for sweep steps; default: local processes")
 
     conn = sub.add_parser("connectome", help="connectome utilities")
-    conn_sub = conn.add_subparsers(dest="connectome_command", required=True)
+    conn_sub = conn.add_subparsers(dest="connectome_command", required=True, parser_class=_Parser)
     info = conn_sub.add_parser("info", help="describe a connectome (built-in name or file)")
     info.add_argument("source", help="tvb66, tvb68, tvb76, tvb96, tvb192 or a path")
     info.add_argument("--key", help="array name inside a .npz or .mat file")
@@ -70,6 +77,30 @@ def _command_connectome_info(args) -> int:
 
     print(describe_connectome(args.source, key=args.key))
     return 0
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (so in-process callers can capture it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _configure_logging(level: int) -> None:
+    logger = logging.getLogger("bifnet")
+    for handler in list(logger.handlers):
+        if isinstance(handler, _StderrHandler):
+            logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 class _Terminated(BaseException):
@@ -109,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    _configure_logging(level)
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -16,6 +16,7 @@ connectome (parameter names, variable names, mode numbers) are made by
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 import math
 from typing import Annotated, Any, Literal, Union
@@ -358,6 +359,7 @@ class RunFileModel(_Strict):
 
 
 TOP_LEVEL_KEYS = frozenset(RunFileModel.model_fields)
+_MODEL_CLASSES = (GridRange, Settings, ConnectomeOptions, Dask, RunFileModel, *STEP_MODELS.values())
 
 
 # ---------------------------------------------------------------------------
@@ -391,8 +393,8 @@ def _non_finite(value, loc=()):
 
 def _message(error: ValidationError, model: type[BaseModel], prefix: str, data) -> str:
     first = error.errors(include_url=False)[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p)
-                                                 or p in ("list[float]", "str", "int", "float", "bool")))
+    tags = {"str", "int", "float", "bool", "list", "dict"} | {m.__name__ for m in _MODEL_CLASSES}
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in tags)))
     where = _where(loc) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
@@ -413,6 +415,8 @@ def _message(error: ValidationError, model: type[BaseModel], prefix: str, data) 
     if kind == "missing":
         return f"{prefix}{where}: missing (required)"
     message = first["msg"].removeprefix("Value error, ")
+    message = re.sub(r"a valid dictionary( or instance of \w+)?", "a table", message)
+    message = message.replace("a valid list", "an array [...]")
     got = first.get("input")
     if kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch", "greater_than",
                                           "greater_than_equal", "less_than_equal", "too_short", "too_long"):

@@ -39,6 +39,8 @@ STEP_KINDS: dict[str, str] = {
     "spectrum": "bifnet.network.steps:spectrum_step",
     "sweep": "bifnet.network.steps:sweep_step",
 }
+# step kind -> "module:function(context, spec, folder)", run before a resumed run computes anything
+PREFLIGHT: dict[str, str] = {"sweep": "bifnet.network.steps:sweep_preflight"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +138,20 @@ _CONTINUATION_KINDS = {"equilibria", "cycles", "curve", "transverse", "neutral"}
 _NEEDS_CONNECTOME = {"dispersion", "transverse", "simulate", "validate", "spectrum"}
 
 
+def _check_model_numbers(model) -> None:
+    """A model file's defaults must be finite numbers (NaN or inf would make every step fail late)."""
+    import math
+
+    from bifnet.errors import ModelError
+
+    for name, value in model.default_parameters().items():
+        if not math.isfinite(float(value)):
+            raise ModelError(f"{model.source}: parameter {name!r} = {value} is not a finite number")
+    for name, value in zip(model.variable_names, model.default_state()):
+        if not math.isfinite(float(value)):
+            raise ModelError(f"{model.source}: initial value of {name!r} = {value} is not a finite number")
+
+
 def _did_you_mean(name, known) -> str:
     import difflib
 
@@ -217,8 +233,8 @@ def check_run(run: RunFile, model, connectome) -> None:
                 raise RunFileError(f"{where}: no mode {bad[0]} (the connectome has {n} regions)")
 
 
-def _step_function(kind: str) -> Callable:
-    module, _, function = STEP_KINDS[kind].partition(":")
+def _step_function(kind: str, table: dict[str, str] | None = None) -> Callable:
+    module, _, function = (table or STEP_KINDS)[kind].partition(":")
     try:
         return getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError) as error:
@@ -472,6 +488,7 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     run = load_run_file(path, overrides)
     data = run.data
     model = load_model(data["model"])
+    _check_model_numbers(model)
     parameters = model.resolve_parameters(data.get("parameters", {}))
     raw_connectome, connectome = _load_connectome(data)
     check_run(run, model, connectome)
@@ -495,6 +512,14 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     context = StepContext(model=model, parameters=parameters, connectome=connectome, out_dir=staging,
                           rng_seed=data.get("seed"), fingerprint=fingerprint, retry_failed=retry_failed)
     context.results["__run__"] = data
+    if resume and had_old:
+        try:
+            for spec in run.steps:
+                if spec["kind"] in PREFLIGHT:
+                    _step_function(spec["kind"], PREFLIGHT)(context, spec, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     manifest: dict[str, Any] = {
         "bifnet": {"marker": MANIFEST_MARKER, "format": 1, "files": []},
         "run_file": str(run.path), "title": data.get("title", run.path.stem),

@@ -115,6 +115,22 @@ def _read_checkpoint(path: Path, header: dict) -> dict[tuple, dict]:
     return done
 
 
+def check_checkpoint(out_path, grid: Mapping[str, Any], *, key: Mapping[str, str] | None = None) -> int:
+    """Check the checkpoint of ``out_path`` against a grid and key (as :func:`run_sweep` would);
+    return how many points it holds.
+
+    Raises
+    ------
+    RunFileError
+        Another grid or key. :class:`OutputError`: a damaged first line.
+    """
+    arrays = _grid_arrays(grid)
+    header = {"grid": {k: v.tolist() for k, v in arrays.items()}}
+    if key is not None:
+        header["key"] = dict(key)
+    return len(_read_checkpoint(checkpoint_path(out_path), header))
+
+
 class _Checkpoint:
     def __init__(self, path: Path, header: dict):
         self.path = path

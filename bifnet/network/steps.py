@@ -352,21 +352,9 @@ def _sweep_grid(spec: dict, model, step: str) -> dict:
     return out
 
 
-def sweep_step(context: StepContext, spec: dict) -> dict:
-    """``kind = "sweep"``: one analysis on every point of a parameter grid.
-
-    Keys: ``grid`` (``{name = [low, high, count]}`` or lists), ``analysis``
-    (``"lyapunov"`` or ``"dispersion"``), ``network`` (Lyapunov exponents of
-    the full network instead of the homogeneous system), ``k``, ``t_max``,
-    ``transient``, ``dt``, ``precision`` (of the Lyapunov tangent vectors),
-    ``seed``, ``workers``, ``scheduler`` (a Dask
-    address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
-    ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
-    checkpoint: an interrupted sweep resumes with ``--resume``) and a figure.
-    """
+def _sweep_setup(context: StepContext, spec: dict, folder):
+    """What a sweep step computes: ``(step, grid, function, scheduler, out_path, key)``."""
     import functools
-
-    from bifnet.sweep import run_sweep
 
     step = _name(spec, "sweep")
     check_keys(spec, {"grid", "analysis", "network", "k", "t_max", "transient", "dt", "precision", "seed",
@@ -392,7 +380,7 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
                                  options=options, lambdas=lambdas)
     run = context.results.get("__run__", {})
     scheduler = spec.get("scheduler", run.get("dask", {}).get("scheduler"))
-    out_path = context.out_dir / f"sweep_{step}.nc"
+    out_path = folder / f"sweep_{step}.nc"
     fingerprint = context.fingerprint or {}
     key = None
     if fingerprint:
@@ -402,6 +390,35 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
                "analysis": _sweep_digest({"analysis": analysis, "options": {k: v for k, v in options.items()
                                                                             if k != "weights"}}),
                "versions": _sweep_digest(fingerprint.get("versions"))}
+    return step, grid, function, scheduler, out_path, key
+
+
+def sweep_preflight(context: StepContext, spec: dict, folder) -> None:
+    """Before a resumed run starts: refuse a sweep checkpoint in ``folder`` from another grid or content."""
+    from bifnet.sweep import check_checkpoint
+
+    step, grid, function, scheduler, out_path, key = _sweep_setup(context, spec, folder)
+    check_checkpoint(out_path, grid, key=key)
+
+
+def sweep_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "sweep"``: one analysis on every point of a parameter grid.
+
+    Keys: ``grid`` (``{name = [values]}`` or ``{name = {start, stop, num}}`` /
+    ``{start, stop, step}``), ``analysis``
+    (``"lyapunov"`` or ``"dispersion"``), ``network`` (Lyapunov exponents of
+    the full network instead of the homogeneous system), ``k``, ``t_max``,
+    ``transient``, ``dt``, ``precision`` (of the Lyapunov tangent vectors),
+    ``seed``, ``workers``, ``scheduler`` (a Dask
+    address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
+    ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
+    checkpoint: an interrupted sweep resumes with ``--resume``) and a figure.
+    """
+    import functools
+
+    from bifnet.sweep import run_sweep
+
+    step, grid, function, scheduler, out_path, key = _sweep_setup(context, spec, context.out_dir)
     ds = run_sweep(function, grid, out_path=out_path, scheduler=scheduler, workers=spec.get("workers"),
                    progress=bool(spec.get("progress", True)), key=key, retry_failed=context.retry_failed)
     points = int(np.prod([len(v) for v in grid.values()]))
