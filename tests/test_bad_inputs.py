@@ -492,3 +492,22 @@ def test_closed_pipe_is_quiet():
                             shell=True, executable="/bin/bash", env=env, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
     assert result.stdout.strip() in ("0", "141"), result.stdout
+
+
+def test_published_json_schema_is_current():
+    """docs/runfile.schema.json is what ``python -m bifnet.runfile_schema`` prints."""
+    from bifnet.runfile_schema import json_schema
+
+    published = json.loads((ROOT / "docs" / "runfile.schema.json").read_text())
+    assert published == json.loads(json.dumps(json_schema()))
+
+
+def test_schema_knows_every_key_the_steps_accept():
+    """The schema and the steps' own key lists agree (a key added to one must be added to the other)."""
+    from bifnet.runfile_schema import STEP_MODELS
+    from bifnet.runs import STEP_KINDS
+
+    assert set(STEP_MODELS) == set(STEP_KINDS)
+    from bifnet.network import steps as network_steps
+
+    assert network_steps._SIM_KEYS <= set(STEP_MODELS["simulate"].model_fields)
