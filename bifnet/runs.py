@@ -16,7 +16,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bifnet.errors import BifnetError, ContinuationError, OutputError, RunFileError, SimulationError
+from bifnet.errors import (BifnetError, ContinuationError, InfrastructureError, OutputError, RunFileError,
+                           SimulationError)
 from bifnet.steps import StepContext
 
 log = logging.getLogger("bifnet")
@@ -189,7 +190,7 @@ def check_run(run: RunFile, model, connectome) -> None:
         free = spec.get("free")
         free = [free] if isinstance(free, str) else list(free or [])
         names(step, "free", free)
-        lambda_ok = ("Lambda",) if kind == "neutral" else ()
+        lambda_ok = ("Lambda",)  # the augmented systems' parameter (as step_settings allows)
         names(step, "range", spec.get("range") or {}, lambda_ok)
         names(step, "settings.bounds", (spec.get("settings") or {}).get("bounds") or {}, lambda_ok)
         names(step, "values", spec.get("values") or {})
@@ -560,7 +561,7 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
                     raise RunFileError(f"step {name!r} needs step {depends!r}, which failed")
                 summary = dict(_step_function(kind)(context, spec) or {})
                 entry.update(status=summary.pop("status", "ok"), **summary)
-            except OutputError:
+            except InfrastructureError:  # the disk, a pool, a scheduler: stop the run, keep the partial output
                 raise
             except OSError as error:
                 raise OutputError(f"step {name!r}: cannot write the output: {error.strerror or error}"

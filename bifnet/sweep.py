@@ -364,7 +364,7 @@ def _dispatch(function, todo, scheduler, workers, record):
             raise BifnetError(f"scheduler: expected None, 'serial', 'processes', an address or a Client,"
                               f" got {scheduler!r}")
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout="5s")
         except Exception as error:
             raise InfrastructureError(f"cannot reach the Dask scheduler {scheduler}: {type(error).__name__}: "
                                       f"{str(error).splitlines()[0] if str(error) else 'no answer'}") from None

@@ -277,3 +277,47 @@ def test_files_respect_the_umask(tmp_path, capsys):
         os.umask(old)
     for path in (tmp_path / "out").iterdir():
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+SWEEP = """
+model = "ngnmm_ping"
+[[steps]]
+name = "sw"
+kind = "sweep"
+grid = { Iext_e = [0.0, 1.0] }
+t_max = 10.0
+transient = 0.0
+progress = false
+"""
+
+
+def test_unreachable_scheduler_stops_the_run(tmp_path, capsys):
+    pytest.importorskip("dask.distributed")
+    run = tmp_path / "s.toml"
+    run.write_text(SWEEP)
+    code, err = _cli(["-q", "run", str(run), "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9"],
+                     capsys)
+    assert code == 7 and "cannot reach the Dask scheduler" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # not recorded as a result with failed points
+
+
+def test_full_disk_keeps_the_old_result(tmp_path, capsys, monkeypatch):
+    """ENOSPC while a step writes: exit 7 in one line, the earlier result untouched."""
+    import errno
+
+    import bifnet.io
+
+    run = tmp_path / "r.toml"
+    run.write_text(GOOD)
+    out = tmp_path / "out"
+    assert _cli(["-q", "run", str(run), "--out", str(out)], capsys)[0] == 0
+    before = _snapshot(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bifnet.io, "write_csv", full)
+    code, err = _cli(["-q", "run", str(run), "--out", str(out), "--force"], capsys)
+    assert code == 7 and "No space left on device" in err and len(err.strip().splitlines()) == 1, err
+    assert "partial output kept" in err
+    assert _snapshot(out) == before
