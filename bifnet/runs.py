@@ -276,8 +276,12 @@ def _read_manifest(folder: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _foreign_entries(folder: Path) -> list[str] | None:
-    """Entries of ``folder`` that bifnet did not write; ``None`` when it holds no bifnet manifest."""
+def _foreign_entries(folder: Path, *, partial: bool = False) -> list[str] | None:
+    """Entries of ``folder`` that bifnet did not write; ``None`` when it holds no bifnet manifest.
+
+    ``partial``: the folder of an interrupted run, whose last step's files may not be listed yet: files
+    named like bifnet's outputs count as written by bifnet.
+    """
     import fnmatch
 
     manifest = _read_manifest(folder)
@@ -287,7 +291,9 @@ def _foreign_entries(folder: Path) -> list[str] | None:
     marker = manifest.get("bifnet")
     if isinstance(marker, dict) and marker.get("marker") == MANIFEST_MARKER:
         written = set(marker.get("files") or []) | {"run.json"}
-        return [e for e in entries if e not in written and not e.startswith(".")]
+        return [e for e in entries if e not in written and not e.startswith(".")
+                and not (partial and (folder / e).is_file()
+                         and any(fnmatch.fnmatch(e, pattern) for pattern in _LEGACY_OUTPUTS))]
     if isinstance(manifest.get("versions"), dict) and "bifnet" in manifest["versions"] and "steps" in manifest:
         # a manifest written before the marker: only files that look like bifnet outputs
         return [e for e in entries if not (folder / e).is_file()
@@ -498,13 +504,19 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     target = folder.resolve()
     versions = _versions()
     fingerprint = run_fingerprint(model, parameters, data, raw_connectome, versions)
+    source = None  # the earlier result that --resume continues
     if resume and had_old:
         _compare_for_resume(_read_manifest(target), fingerprint, parameters, folder)
+        source = target
+    elif resume:
+        source = _matching_partial(target, fingerprint, parameters)
+        if source is not None:
+            log.info("resuming from %s (the output of an interrupted run)", source)
     staging = _staging_folder(target)
     try:
         staging.mkdir(parents=True)
-        if resume and had_old:
-            shutil.copytree(target, staging, copy_function=_link_or_copy, dirs_exist_ok=True,
+        if source is not None:
+            shutil.copytree(source, staging, copy_function=_link_or_copy, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(".*"))
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
@@ -513,11 +525,11 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     context = StepContext(model=model, parameters=parameters, connectome=connectome, out_dir=staging,
                           rng_seed=data.get("seed"), fingerprint=fingerprint, retry_failed=retry_failed)
     context.results["__run__"] = data
-    if resume and had_old:
+    if source is not None:
         try:
             for spec in run.steps:
                 if spec["kind"] in PREFLIGHT:
-                    _step_function(spec["kind"], PREFLIGHT)(context, spec, target)
+                    _step_function(spec["kind"], PREFLIGHT)(context, spec, source)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -535,7 +547,7 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
         "fingerprint": fingerprint,
         "engine": "AUTO-07p through bifpy (transpiled, analytic Jacobian)",
         "overrides": list(overrides),
-        "resumed": bool(resume and had_old),
+        "resumed": None if source is None else str(source),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "steps": [],
     }
@@ -596,7 +608,24 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
             else ContinuationError
         raise cls(message)
     _swap_in_or_keep(staging, target, folder)
+    if source is not None and source != target and _foreign_entries(source, partial=True) == []:
+        shutil.rmtree(source, ignore_errors=True)  # the interrupted run's folder: now part of the result
     return folder
+
+
+def _matching_partial(target: Path, fingerprint: dict, parameters: dict) -> Path | None:
+    """The newest ``<out>.partial-*`` folder of an interrupted run with the same fingerprint."""
+    candidates = sorted(target.parent.glob(f"{target.name}.partial-*"), key=lambda p: p.stat().st_mtime,
+                        reverse=True)
+    for candidate in candidates:
+        if not candidate.is_dir() or _foreign_entries(candidate, partial=True) != []:
+            continue
+        try:
+            _compare_for_resume(_read_manifest(candidate), fingerprint, parameters, candidate)
+        except RunFileError:
+            continue
+        return candidate
+    return None
 
 
 def _keep_partial(error: BaseException, staging: Path) -> BaseException:

@@ -321,3 +321,32 @@ def test_full_disk_keeps_the_old_result(tmp_path, capsys, monkeypatch):
     assert code == 7 and "No space left on device" in err and len(err.strip().splitlines()) == 1, err
     assert "partial output kept" in err
     assert _snapshot(out) == before
+
+
+def test_resume_continues_an_interrupted_first_run(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the first run of a sweep: ``--resume`` continues from its partial folder."""
+    import bifnet.sweep
+
+    run = tmp_path / "s.toml"
+    run.write_text(SWEEP.replace("progress = false", 'progress = false\nscheduler = "serial"\nseed = 2'))
+    real = bifnet.sweep._call
+    calls = []
+
+    def interrupted(function, point):
+        calls.append(point)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(function, point)
+
+    monkeypatch.setattr(bifnet.sweep, "_call", interrupted)
+    code, err = _cli(["-q", "run", str(run), "--out", str(tmp_path / "out")], capsys)
+    assert code == 130 and "partial output kept" in err
+    (partial,) = tmp_path.glob("out.partial-*")
+    assert len((partial / "sweep_sw.nc.checkpoint.jsonl").read_text().splitlines()) == 2  # header + 1 point
+    calls.clear()
+    monkeypatch.setattr(bifnet.sweep, "_call", lambda function, point: calls.append(point) or real(function, point))
+    code, err = _cli(["-q", "run", str(run), "--out", str(tmp_path / "out"), "--resume"], capsys)
+    assert code == 0, err
+    assert len(calls) == 1  # only the point the first run did not finish
+    assert not list(tmp_path.glob("out.partial-*"))  # the partial folder became the result
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["resumed"] == str(partial)
