@@ -320,11 +320,8 @@ def check_output_folder(out: Path, run_path: Path, *, force: bool, resume: bool)
         return False
     if not target.is_dir():
         raise RunFileError(f"output path exists and is not a folder: {out}")
-    if not any(target.iterdir()):
-        return False
-    if not (force or resume):
-        raise RunFileError(f"output folder {out} already exists; use --force to replace it or --resume to continue it")
-    flag = "--resume" if resume else "--force"
+    # a result replaces the whole folder: never the root, home, the current folder or the run file's
+    flag = "--resume" if resume else ("--force" if force else "--out")
     home = Path.home().resolve()
     cwd = Path.cwd().resolve()
     if target == Path(target.anchor) or target == home or _is_within(home, target):
@@ -333,6 +330,10 @@ def check_output_folder(out: Path, run_path: Path, *, force: bool, resume: bool)
         raise RunFileError(f"{flag} refuses {out}: it is (or contains) the current folder; choose a results folder")
     if _is_within(run_path.resolve(), target):
         raise RunFileError(f"{flag} refuses {out}: it contains the run file {run_path}; choose another --out")
+    if not any(target.iterdir()):
+        return False
+    if not (force or resume):
+        raise RunFileError(f"output folder {out} already exists; use --force to replace it or --resume to continue it")
     foreign = _foreign_entries(target)
     if foreign is None:
         raise RunFileError(f"{flag} refuses {out}: it holds no bifnet run.json, so bifnet did not write it;"

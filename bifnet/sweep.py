@@ -58,8 +58,8 @@ def _normalise_output(value) -> dict[str, float]:
         raise BifnetError(f"sweep function must return a number or a dict of numbers, got {value!r}") from None
 
 
-_KEY_PARTS = {"model": "the model file", "parameters": "the parameters", "connectome": "the connectome",
-              "analysis": "the step's analysis or options", "versions": "package versions"}
+_KEY_PARTS = {"model": "another model file", "parameters": "other parameters", "connectome": "another connectome",
+              "analysis": "another analysis or other options", "versions": "other package versions"}
 
 
 def _read_checkpoint(path: Path, header: dict) -> dict[tuple, dict]:
@@ -88,9 +88,9 @@ def _read_checkpoint(path: Path, header: dict) -> dict[tuple, dict]:
             raise RunFileError(f"checkpoint {path} has no content key (an older bifnet); delete it to start again")
         for part, value in key.items():
             if old.get(part) != value:
-                what = _KEY_PARTS.get(part, part)
-                raise RunFileError(f"checkpoint {path} was computed with different {what.removeprefix('the ')}"
-                                   f" ({part}); its points would be stale: delete it or run without --resume")
+                what = _KEY_PARTS.get(part, f"another {part}")
+                raise RunFileError(f"checkpoint {path} was computed with {what}; its points would be stale:"
+                                   " delete it, or run without --resume")
     shape = tuple(len(v) for v in header["grid"].values())
     damaged = 0
     for line in lines[1:]:

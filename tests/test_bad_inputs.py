@@ -322,6 +322,8 @@ FOLDERS = [
     ("force-extra-file", lambda t: (_finished_run(t / "o"), (t / "o" / "thesis.tex").write_text("x"))
      and ["--out", str(t / "o"), "--force"], 2, "thesis.tex"),
     ("force-cwd", lambda t: ["--out", ".", "--force"], 2, "current folder"),
+    ("empty-cwd", lambda t: [p.unlink() for p in (t / "work").iterdir()] and [] or ["--out", "."], 2,
+     "current folder"),
     ("force-parent-of-cwd", lambda t: ["--out", "..", "--force"], 2, "refuses"),
     ("force-run-file-folder", lambda t: ["--out", str(t / "runs"), "--force"], 2, "run file"),
     ("force-home", lambda t: ["--out", str(Path.home()), "--force"], 2, "home"),
