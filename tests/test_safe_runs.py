@@ -350,3 +350,22 @@ def test_resume_continues_an_interrupted_first_run(tmp_path, capsys, monkeypatch
     assert len(calls) == 1  # only the point the first run did not finish
     assert not list(tmp_path.glob("out.partial-*"))  # the partial folder became the result
     assert json.loads((tmp_path / "out" / "run.json").read_text())["resumed"] == str(partial)
+
+
+def test_force_replaces_a_result_of_an_older_bifnet_but_not_foreign_files(tmp_path, capsys):
+    """A run.json without the marker (bifnet before it): replaced when it holds only output-like files."""
+    run = tmp_path / "r.toml"
+    run.write_text(GOOD)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"versions": {"bifnet": "0.1"}, "steps": []}))
+    (out / "branches.csv").write_text("step\n")
+    (out / "diagram_eq.png").write_bytes(b"\x89PNG")
+    (out / "notes.md").write_text("mine")
+    code, err = _cli(["-q", "run", str(run), "--out", str(out), "--force"], capsys)
+    assert code == 2 and "notes.md" in err
+    (out / "notes.md").unlink()
+    assert _cli(["-q", "run", str(run), "--out", str(out), "--force"], capsys)[0] == 0
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["bifnet"]["marker"] == "bifnet run folder"
+    assert set(manifest["bifnet"]["files"]) == {p.name for p in out.iterdir()} - {"run.json"}
