@@ -152,11 +152,13 @@ def _folder_size(folder: Path) -> int:
     return total
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def _kill_group(process: subprocess.Popen, wait: bool = True) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except OSError:
         pass
+    if not wait:  # another thread is waiting for it
+        return
     try:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:  # pragma: no cover
@@ -180,29 +182,38 @@ def run_executable(args, *, cwd, **kwargs) -> subprocess.CompletedProcess:
                                    start_new_session=True, preexec_fn=die_with_parent)
     _tell(f"+pid {process.pid}")
     begin = time.monotonic()
-    try:
-        while True:
-            try:
-                process.wait(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                pass
+    reason: list[str] = []
+    done = threading.Event()
+
+    def watch():  # the limits, checked from a thread while this one waits (no polling delay on exit)
+        while not done.wait(0.1):
             elapsed = time.monotonic() - begin
             if elapsed > limit_s:
-                _kill_group(process)
-                raise ContinuationError(f"AUTO-07p stopped after {elapsed:.0f} s: the time limit is {limit_s:g} s"
-                                        " (BIFNET_AUTO_TIME_LIMIT)")
-            size = _folder_size(folder)
-            if size > limit_b:
-                _kill_group(process)
-                raise ContinuationError(f"AUTO-07p stopped: it wrote {size / 2**20:.0f} MB, more than the limit of"
-                                        f" {limit_b / 2**20:.0f} MB (BIFNET_AUTO_MAX_OUTPUT_MB); a step size or"
-                                        " setting may be invalid")
-    except BaseException:
+                reason.append(f"AUTO-07p stopped after {elapsed:.0f} s: the time limit is {limit_s:g} s"
+                              " (BIFNET_AUTO_TIME_LIMIT)")
+            else:
+                size = _folder_size(folder)
+                if size > limit_b:
+                    reason.append(f"AUTO-07p stopped: it wrote {size / 2**20:.0f} MB, more than the limit of"
+                                  f" {limit_b / 2**20:.0f} MB (BIFNET_AUTO_MAX_OUTPUT_MB); a step size or"
+                                  " setting may be invalid")
+            if reason:
+                _kill_group(process, wait=False)
+                return
+
+    watcher = threading.Thread(target=watch, name="bifnet-auto-watchdog", daemon=True)
+    watcher.start()
+    try:
+        process.wait()
+    except BaseException:  # Ctrl-C, SIGTERM: AUTO goes with us
         _kill_group(process)
         raise
     finally:
+        done.set()
+        watcher.join()
         _tell(f"-pid {process.pid}")
+    if reason:
+        raise ContinuationError(reason[0])
     text_kwargs = kwargs.get("text") or kwargs.get("universal_newlines")
 
     def read(path):
