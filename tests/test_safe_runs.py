@@ -369,3 +369,17 @@ def test_force_replaces_a_result_of_an_older_bifnet_but_not_foreign_files(tmp_pa
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["bifnet"]["marker"] == "bifnet run folder"
     assert set(manifest["bifnet"]["files"]) == {p.name for p in out.iterdir()} - {"run.json"}
+
+
+def test_non_finite_simulation_fails_its_step(tmp_path, capsys):
+    """A simulation that blows up is a failed step (exit 6), its states up to the failure kept."""
+    run = tmp_path / "blow.toml"
+    run.write_text('model = "ngnmm_ping"\nconnectome = "tvb68"\n[parameters]\neps = 1e4\n'
+                   '[[steps]]\nname = "sim"\nkind = "simulate"\nt_max = 2.0\nstride = 1\ninitial = "default"\n')
+    code, err = _cli(["-q", "run", str(run), "--out", str(tmp_path / "out")], capsys)
+    assert code == 6 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("bifnet: error: 1 step(s) failed: sim")
+    manifest = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert manifest["steps"][0]["status"] == "failed" and manifest["steps"][0]["error_kind"] == "SimulationError"
+    assert "non-finite" in manifest["steps"][0]["error"]
+    assert (tmp_path / "out" / "simulation.nc").exists()
