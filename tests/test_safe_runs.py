@@ -214,6 +214,10 @@ def test_killed_auto_leaves_no_orphan_and_no_folder(tmp_path, sig):
         time.sleep(0.1)
     assert _processes_mentioning(f"{tmp}/bifpy-") == []
     assert list(tmp.glob("bifpy-*")) == []
+    deadline = time.monotonic() + 10
+    while list(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(tmp.iterdir()) == []  # bifnet's gfortran cache folder too
 
 
 def test_auto_output_limit_stops_a_runaway(tmp_path):

@@ -49,6 +49,9 @@ def _auto():
 
         from bifnet.continuation import _watchdog
 
+        cache_folder = getattr(_process.subprocess, "_folder", None)
+        if cache_folder is not None:  # the gfortran cache goes too if this process is killed
+            _watchdog.guard_folder(str(cache_folder))
         _cache_state["watchdog"] = _watchdog.install(_process)
     return auto
 
