@@ -199,8 +199,8 @@ def check_run(run: RunFile, model, connectome) -> None:
             raise RunFileError(f"{where}: free takes one parameter, got {free}")
         if kind in _CONTINUATION_KINDS:
             table = {**(data.get("settings") or {}), **(spec.get("settings") or {})}
-            bounds = {**top_bounds, **((spec.get("settings") or {}).get("bounds") or {}),
-                      **(spec.get("range") or {})}
+            # as step_settings merges them: the step's settings table replaces top-level keys, bounds included
+            bounds = {**dict(table.get("bounds") or {}), **(spec.get("range") or {})}
             if kind == "neutral":
                 bounds.setdefault("Lambda", [-1.0, 1.0])
             missing = [f for f in free if f not in bounds]
