@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import os
 import platform
 import shutil
 import time
@@ -18,13 +17,17 @@ from typing import Any, Callable, Sequence
 
 from bifnet.errors import (BifnetError, ContinuationError, InfrastructureError, OutputError, RunFileError,
                            SimulationError)
+from bifnet.run_folder import (MANIFEST_MARKER, check_output_folder, compare_for_resume, foreign_entries,
+                               keep_partial, link_or_copy, matching_partial, read_manifest, run_fingerprint,
+                               staging_folder, swap_in_or_keep)
 from bifnet.steps import StepContext
 
 log = logging.getLogger("bifnet")
 
 TOP_LEVEL_KEYS = {"model", "connectome", "connectome_options", "parameters", "settings", "steps",
                   "title", "description", "seed", "dask"}
-CONNECTOME_OPTIONS = {"drop_self_loops", "drop_regions", "drop_zero_rows", "key"}
+CONNECTOME_OPTIONS = {"drop_self_loops", "drop_regions", "drop_zero_rows", "key"}  # the schema checks them
+# (bifnet/runfile_schema.py is where keys, types and ranges of the run file are declared)
 
 # step kind -> "module:function"; modules are imported only when a step needs them
 STEP_KINDS: dict[str, str] = {
@@ -254,123 +257,6 @@ def _versions() -> dict:
     return out
 
 
-MANIFEST_MARKER = "bifnet run folder"
-_LEGACY_OUTPUTS = ("*.csv", "*.png", "*.nc", "*.json", "*.jsonl", "*.mp4")
-
-
-def _is_within(inner: Path, outer: Path) -> bool:
-    try:
-        inner.relative_to(outer)
-        return True
-    except ValueError:
-        return False
-
-
-def _read_manifest(folder: Path) -> dict | None:
-    import json
-
-    try:
-        data = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _foreign_entries(folder: Path, *, partial: bool = False) -> list[str] | None:
-    """Entries of ``folder`` that bifnet did not write; ``None`` when it holds no bifnet manifest.
-
-    ``partial``: the folder of an interrupted run, whose last step's files may not be listed yet: files
-    named like bifnet's outputs count as written by bifnet.
-    """
-    import fnmatch
-
-    manifest = _read_manifest(folder)
-    if manifest is None:
-        return None
-    entries = sorted(p.name for p in folder.iterdir())
-    marker = manifest.get("bifnet")
-    if isinstance(marker, dict) and marker.get("marker") == MANIFEST_MARKER:
-        written = set(marker.get("files") or []) | {"run.json"}
-        return [e for e in entries if e not in written and not e.startswith(".")
-                and not (partial and (folder / e).is_file()
-                         and any(fnmatch.fnmatch(e, pattern) for pattern in _LEGACY_OUTPUTS))]
-    if isinstance(manifest.get("versions"), dict) and "bifnet" in manifest["versions"] and "steps" in manifest:
-        # a manifest written before the marker: only files that look like bifnet outputs
-        return [e for e in entries if not (folder / e).is_file()
-                or not any(fnmatch.fnmatch(e, pattern) for pattern in _LEGACY_OUTPUTS)]
-    return None
-
-
-def check_output_folder(out: Path, run_path: Path, *, force: bool, resume: bool) -> bool:
-    """Check that a run may write ``out``; ``True`` when it holds an earlier result to replace or resume.
-
-    Raises
-    ------
-    RunFileError
-        ``out`` is a file, is or contains the current folder, the run file,
-        the home folder or the root; or it holds something and neither
-        ``--force`` nor ``--resume`` is given; or ``--force`` is given but the
-        folder holds files bifnet did not write.
-    """
-    target = out.resolve()
-    for parent in [target, *target.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise RunFileError(f"output folder {out}: {parent} exists and is not a folder")
-    if not target.exists():
-        return False
-    if not target.is_dir():
-        raise RunFileError(f"output path exists and is not a folder: {out}")
-    # a result replaces the whole folder: never the root, home, the current folder or the run file's
-    flag = "--resume" if resume else ("--force" if force else "--out")
-    home = Path.home().resolve()
-    cwd = Path.cwd().resolve()
-    if target == Path(target.anchor) or target == home or _is_within(home, target):
-        raise RunFileError(f"{flag} refuses {out}: it is the root or your home folder; choose a folder for results")
-    if _is_within(cwd, target):
-        raise RunFileError(f"{flag} refuses {out}: it is (or contains) the current folder; choose a results folder")
-    if _is_within(run_path.resolve(), target):
-        raise RunFileError(f"{flag} refuses {out}: it contains the run file {run_path}; choose another --out")
-    if not any(target.iterdir()):
-        return False
-    if not (force or resume):
-        raise RunFileError(f"output folder {out} already exists; use --force to replace it or --resume to continue it")
-    foreign = _foreign_entries(target)
-    if foreign is None:
-        raise RunFileError(f"{flag} refuses {out}: it holds no bifnet run.json, so bifnet did not write it;"
-                           " choose an empty or new folder")
-    if foreign:
-        raise RunFileError(f"{flag} refuses {out}: it holds {foreign[0]!r}, which bifnet did not write;"
-                           " move it away or choose another --out")
-    return True
-
-
-def _staging_folder(target: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
-        candidate = target.with_name(f"{target.name}.partial-{stamp}" + (f"-{i}" if i else ""))
-        if not candidate.exists():
-            return candidate
-    raise OutputError(f"cannot choose a staging folder next to {target}")  # pragma: no cover
-
-
-def _link_or_copy(source, destination):
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace ``target`` by ``staging`` (two renames; the old result is deleted last)."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _load_connectome(data: dict):
     if "connectome" not in data:
         return None, None
@@ -379,71 +265,6 @@ def _load_connectome(data: dict):
     options = {k: v for k, v in dict(data.get("connectome_options") or {}).items() if v is not None}
     raw = load_connectome(data["connectome"], key=options.pop("key", None), **options)
     return raw, raw.row_normalised()
-
-
-_FINGERPRINT_PACKAGES = ("bifnet", "bifpy", "numpy", "scipy", "sympy", "numba")
-
-
-def _digest(value) -> str:
-    import hashlib
-    import json
-
-    from bifnet.io import _jsonable
-
-    return hashlib.sha256(json.dumps(_jsonable(value), sort_keys=True).encode()).hexdigest()
-
-
-def run_fingerprint(model, parameters: dict, data: dict, raw_connectome, versions: dict) -> dict:
-    """What decides a run's numbers, hashed by part (recorded in ``run.json``, compared by ``--resume``).
-
-    Parts: ``model`` (sha256 of the model file's text), ``parameters``,
-    ``connectome`` (the matrix's sha256 and the options), ``settings``
-    (the top-level settings and seed), ``versions`` (bifnet, bifpy, numpy,
-    scipy, sympy, numba) and ``steps`` (one hash per step spec).
-    """
-    import hashlib
-
-    try:
-        model_text = Path(model.source).read_bytes()
-    except OSError:
-        model_text = repr(model).encode()
-    connectome = None
-    if raw_connectome is not None:
-        connectome = _digest({"sha256": raw_connectome.to_manifest().get("sha256"),
-                              "options": data.get("connectome_options") or {}})
-    return {
-        "model": hashlib.sha256(model_text).hexdigest(),
-        "parameters": _digest(parameters),
-        "connectome": connectome,
-        "settings": _digest({"settings": data.get("settings") or {}, "seed": data.get("seed")}),
-        "versions": {k: versions.get(k) for k in _FINGERPRINT_PACKAGES},
-        "steps": {spec["name"]: _digest(spec) for spec in data["steps"]},
-    }
-
-
-def _compare_for_resume(old: dict | None, new: dict, new_parameters: dict, folder: Path) -> None:
-    """Refuse ``--resume`` when anything that decides the numbers changed (one line naming it)."""
-    advice = "; use --force to start again, or another --out"
-    if old is None or not isinstance(old.get("fingerprint"), dict):
-        raise RunFileError(f"--resume: {folder} has no content key (written by an older bifnet or damaged){advice}")
-    before = old["fingerprint"]
-    if before.get("model") != new["model"]:
-        raise RunFileError(f"--resume: the model file changed since the run in {folder}{advice}")
-    if before.get("parameters") != new["parameters"]:
-        previous = old.get("parameters") or {}
-        changed = [f"{k} {previous.get(k)!r} -> {v!r}" for k, v in new_parameters.items() if previous.get(k) != v]
-        raise RunFileError(f"--resume: parameters changed since the run in {folder} ({', '.join(changed[:3]) or 'values'})"
-                           f"{advice}")
-    if before.get("connectome") != new["connectome"]:
-        was = (old.get("connectome") or {}).get("as_given", {}).get("name") if old.get("connectome") else None
-        raise RunFileError(f"--resume: the connectome or its options changed since the run in {folder}"
-                           f" (was {was!r}){advice}")
-    if before.get("settings") != new["settings"]:
-        raise RunFileError(f"--resume: the top-level settings or seed changed since the run in {folder}{advice}")
-    for package, version in new["versions"].items():
-        if (before.get("versions") or {}).get(package) != version:
-            raise RunFileError(f"--resume: {package} changed since the run in {folder}"
-                               f" ({(before.get('versions') or {}).get(package)} -> {version}){advice}")
 
 
 def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrides: Sequence[str] = (),
@@ -507,17 +328,17 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     fingerprint = run_fingerprint(model, parameters, data, raw_connectome, versions)
     source = None  # the earlier result that --resume continues
     if resume and had_old:
-        _compare_for_resume(_read_manifest(target), fingerprint, parameters, folder)
+        compare_for_resume(read_manifest(target), fingerprint, parameters, folder)
         source = target
     elif resume:
-        source = _matching_partial(target, fingerprint, parameters)
+        source = matching_partial(target, fingerprint, parameters)
         if source is not None:
             log.info("resuming from %s (the output of an interrupted run)", source)
-    staging = _staging_folder(target)
+    staging = staging_folder(target)
     try:
         staging.mkdir(parents=True)
         if source is not None:
-            shutil.copytree(source, staging, copy_function=_link_or_copy, dirs_exist_ok=True,
+            shutil.copytree(source, staging, copy_function=link_or_copy, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(".*"))
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
@@ -593,55 +414,22 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         write_manifest()
     except OSError as error:
-        raise _keep_partial(OutputError(f"cannot write the output: {error.strerror or error}"), staging) from None
+        raise keep_partial(OutputError(f"cannot write the output: {error.strerror or error}"), staging) from None
     except BaseException as error:
-        raise _keep_partial(error, staging)
+        raise keep_partial(error, staging)
     if failed:
         message = f"{len(failed)} step(s) failed: {', '.join(failed)}"
         if had_old and not resume:
             message += f"; the earlier result in {folder} is kept, this run's output is in {staging}"
             result = staging
         else:
-            _swap_in_or_keep(staging, target, folder)
+            swap_in_or_keep(staging, target, folder)
             result = folder
         message += f"; see {result / 'run.json'}"
         cls = type(first_error) if type(first_error) in (ContinuationError, SimulationError, RunFileError) \
             else ContinuationError
         raise cls(message)
-    _swap_in_or_keep(staging, target, folder)
-    if source is not None and source != target and _foreign_entries(source, partial=True) == []:
+    swap_in_or_keep(staging, target, folder)
+    if source is not None and source != target and foreign_entries(source, partial=True) == []:
         shutil.rmtree(source, ignore_errors=True)  # the interrupted run's folder: now part of the result
     return folder
-
-
-def _matching_partial(target: Path, fingerprint: dict, parameters: dict) -> Path | None:
-    """The newest ``<out>.partial-*`` folder of an interrupted run with the same fingerprint."""
-    candidates = sorted(target.parent.glob(f"{target.name}.partial-*"), key=lambda p: p.stat().st_mtime,
-                        reverse=True)
-    for candidate in candidates:
-        if not candidate.is_dir() or _foreign_entries(candidate, partial=True) != []:
-            continue
-        try:
-            _compare_for_resume(_read_manifest(candidate), fingerprint, parameters, candidate)
-        except RunFileError:
-            continue
-        return candidate
-    return None
-
-
-def _keep_partial(error: BaseException, staging: Path) -> BaseException:
-    """Note on ``error`` where this run's partial output stays (``partial_output``)."""
-    try:
-        error.partial_output = staging  # type: ignore[attr-defined]
-    except AttributeError:  # pragma: no cover
-        pass
-    log.debug("partial output kept in %s", staging)
-    return error
-
-
-def _swap_in_or_keep(staging: Path, target: Path, folder: Path) -> None:
-    try:
-        _swap_in(staging, target)
-    except OSError as error:
-        raise OutputError(f"cannot move the result into {folder}: {error.strerror or error};"
-                          f" it is in {staging}") from None

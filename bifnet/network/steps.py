@@ -414,8 +414,6 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
     checkpoint: an interrupted sweep resumes with ``--resume``) and a figure.
     """
-    import functools
-
     from bifnet.sweep import run_sweep
 
     step, grid, function, scheduler, out_path, key = _sweep_setup(context, spec, context.out_dir)
@@ -434,9 +432,9 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
 
 
 def _sweep_digest(value) -> str:
-    from bifnet.runs import _digest
+    from bifnet.run_folder import digest
 
-    return _digest(value)
+    return digest(value)
 
 
 def _plot_sweep(context, step, ds, names):
