@@ -179,6 +179,12 @@ class DispersionStep(_Step):
     curve_points: Annotated[int, Field(ge=2)] = 401
     Lambda_range: Pair | None = None
 
+    @model_validator(mode="after")
+    def _range(self):
+        if self.Lambda_range is not None and not self.Lambda_range[0] < self.Lambda_range[1]:
+            raise ValueError(f"Lambda_range needs low < high, got {self.Lambda_range}")
+        return self
+
 
 class TransverseStep(_Continuation):
     kind: Literal["transverse"]

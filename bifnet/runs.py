@@ -226,6 +226,12 @@ def check_run(run: RunFile, model, connectome) -> None:
             or (kind == "sweep" and (spec.get("network", False) or spec.get("analysis") == "dispersion"))
         if needs and connectome is None:
             raise RunFileError(f"{where}: needs a connectome: add connectome = \"tvb68\" (or a path) to the run file")
+        k = spec.get("k")
+        if kind in ("lyapunov", "sweep") and k is not None:
+            network = spec.get("network", False) if kind == "sweep" else not spec.get("homogeneous", False)
+            dimension = model.n_variables * (connectome.n_regions if network and connectome is not None else 1)
+            if k > dimension:
+                raise RunFileError(f"{where}: k = {k} exponents, but the system has {dimension} dimensions")
         if connectome is not None:
             n = connectome.n_regions
             modes = spec.get("modes")
