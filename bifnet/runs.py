@@ -425,7 +425,7 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
         raise keep_partial(error, staging)
     if failed:
         message = f"{len(failed)} step(s) failed: {', '.join(failed)}"
-        if had_old and not resume:
+        if had_old:  # --force or --resume onto a result: that result stays until a run finishes
             message += f"; the earlier result in {folder} is kept, this run's output is in {staging}"
             result = staging
         else:

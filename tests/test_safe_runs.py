@@ -209,16 +209,16 @@ def test_killed_auto_leaves_no_orphan_and_no_folder(tmp_path, sig):
     assert _processes_mentioning(f"{tmp}/bifpy-", "model_exe"), "AUTO did not start"
     time.sleep(0.5)
     process.send_signal(sig)
-    process.communicate(timeout=30)
+    _, err = process.communicate(timeout=30)
     deadline = time.monotonic() + 10
     while (_processes_mentioning(f"{tmp}/bifpy-") or list(tmp.glob("bifpy-*"))) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_mentioning(f"{tmp}/bifpy-") == []
-    assert list(tmp.glob("bifpy-*")) == []
+    assert _processes_mentioning(f"{tmp}/bifpy-") == [], err
+    assert list(tmp.glob("bifpy-*")) == [], err
     deadline = time.monotonic() + 10
     while list(tmp.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert list(tmp.iterdir()) == []  # bifnet's gfortran cache folder too
+    assert list(tmp.iterdir()) == [], err  # bifnet's gfortran cache folder too
 
 
 def test_auto_output_limit_stops_a_runaway(tmp_path):
