@@ -218,8 +218,8 @@ class _Simulation(_Network):
     perturbation: Literal["random", "mode", "none"] = "random"
     amplitude: NonNegative = 1e-3
     mode: PositiveInt = 2
-    seed: int | None = None
-    noise: NonNegative = 0.0
+    seed: Annotated[int, Field(ge=0)] | None = None
+    noise: NonNegative | list[NonNegative] | list[list[NonNegative]] = 0.0  # scalar, per variable, per component
     initial: Literal["equilibrium", "default"] = "equilibrium"
     animate: bool = False
 
@@ -236,7 +236,7 @@ class _Simulation(_Network):
         steps = self.t_max / self.dt
         if self.method == "rk4" and abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
             raise ValueError(f"t_max = {self.t_max} is not a whole number of rk4 steps dt = {self.dt}")
-        if self.method == "dopri5" and self.noise:
+        if self.method == "dopri5" and np.any(np.asarray(self.noise, dtype=object) != 0):
             raise ValueError("noise needs method = \"rk4\" (dopri5 is adaptive)")
         return self
 
@@ -265,7 +265,7 @@ class LyapunovStep(_Network):
     homogeneous: bool = False
     initial: Literal["equilibrium", "default"] = "equilibrium"
     amplitude: NonNegative = 1e-3
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _after(self):
@@ -303,7 +303,7 @@ class SweepStep(_GridMixin, _Network):
     transient: NonNegative = 500.0
     dt: Positive = 0.01
     precision: Literal["double", "single"] = "double"
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=0)] | None = None
     workers: PositiveInt | None = None
     scheduler: str | None = None
     progress: bool = True
