@@ -180,7 +180,11 @@ def run_executable(args, *, cwd, **kwargs) -> subprocess.CompletedProcess:
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         process = subprocess.Popen(args, cwd=str(folder), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                    start_new_session=True, preexec_fn=die_with_parent)
-    _tell(f"+pid {process.pid}")
+    try:
+        _tell(f"+pid {process.pid}")
+    except BaseException:  # interrupted right after the start: the executable goes too
+        _kill_group(process)
+        raise
     begin = time.monotonic()
     reason: list[str] = []
     done = threading.Event()
