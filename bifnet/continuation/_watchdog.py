@@ -180,11 +180,6 @@ def run_executable(args, *, cwd, **kwargs) -> subprocess.CompletedProcess:
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         process = subprocess.Popen(args, cwd=str(folder), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                    start_new_session=True, preexec_fn=die_with_parent)
-    try:
-        _tell(f"+pid {process.pid}")
-    except BaseException:  # interrupted right after the start: the executable goes too
-        _kill_group(process)
-        raise
     begin = time.monotonic()
     reason: list[str] = []
     done = threading.Event()
@@ -206,15 +201,17 @@ def run_executable(args, *, cwd, **kwargs) -> subprocess.CompletedProcess:
                 return
 
     watcher = threading.Thread(target=watch, name="bifnet-auto-watchdog", daemon=True)
-    watcher.start()
     try:
+        _tell(f"+pid {process.pid}")
+        watcher.start()
         process.wait()
-    except BaseException:  # Ctrl-C, SIGTERM: AUTO goes with us
+    except BaseException:  # Ctrl-C, SIGTERM (even right after the start): AUTO goes with us
         _kill_group(process)
         raise
     finally:
         done.set()
-        watcher.join()
+        if watcher.is_alive():
+            watcher.join()
         _tell(f"-pid {process.pid}")
     if reason:
         raise ContinuationError(reason[0])
