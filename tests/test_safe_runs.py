@@ -121,12 +121,17 @@ def test_force_then_kill_keeps_the_old_result(tmp_path, capsys, sig):
     run.write_text(SLOW)
     process = subprocess.Popen([sys.executable, "-m", "bifnet.cli", "-q", "run", str(run), "--out", str(out),
                                 "--force"], env=_env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("out.partial-*/run.json")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # inside the simulation
-    process.send_signal(sig)
-    _, err = process.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("out.partial-*/run.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # inside the simulation
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:  # the test failed: do not leave the run behind
+            process.kill()
+            process.wait()
     assert _snapshot(out) == before
     assert len(list(tmp_path.glob("out.partial-*"))) == 1
     if sig == signal.SIGTERM:
@@ -166,17 +171,19 @@ progress = false
     assert not list(tmp_path.glob("out.partial-*"))
 
 
-def _processes_mentioning(text: str, also: str = "") -> list[int]:
+def _processes_mentioning(text: str, program: str = "") -> list[int]:
+    """Live processes whose command line mentions ``text`` (and whose program's name is ``program``)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cmdline = " ".join(argv)
             state = (entry / "stat").read_text().split(")")[-1].split()[0]
         except OSError:
             continue
-        if text in cmdline and also in cmdline and state != "Z":
+        if text in cmdline and (not program or Path(argv[0]).name == program) and state != "Z":
             found.append(int(entry.name))
     return found
 
@@ -202,14 +209,19 @@ def test_killed_auto_leaves_no_orphan_and_no_folder(tmp_path, sig):
     process = subprocess.Popen([sys.executable, "-c",
                                 "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
                                 + AUTO_FOREVER], env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    # the AUTO executable (not gfortran, whose command line names the folder too)
-    while not _processes_mentioning(f"{tmp}/bifpy-", "model_exe") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _processes_mentioning(f"{tmp}/bifpy-", "model_exe"), "AUTO did not start"
-    time.sleep(0.5)
-    process.send_signal(sig)
-    _, err = process.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        # the AUTO executable itself (gfortran's compile and link commands name the folder too)
+        while not _processes_mentioning(f"{tmp}/bifpy-", "model_exe") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_mentioning(f"{tmp}/bifpy-", "model_exe"), "AUTO did not start"
+        time.sleep(0.5)
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:  # the test failed: do not leave the run behind
+            process.kill()
+            process.wait()
     deadline = time.monotonic() + 10
     while (_processes_mentioning(f"{tmp}/bifpy-") or list(tmp.glob("bifpy-*"))) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -255,14 +267,16 @@ progress = false
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
-    deadline = time.monotonic() + 120
-    while len(children()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    workers = children()
-    assert len(workers) >= 2
-    time.sleep(1.0)
-    process.kill()
-    process.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while len(children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = children()
+        assert len(workers) >= 2
+        time.sleep(1.0)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
     deadline = time.monotonic() + 10
     alive = workers
     while alive and time.monotonic() < deadline:
