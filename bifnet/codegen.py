@@ -126,6 +126,66 @@ def kernel_cache_dir() -> Path:
 _modules: dict = {}
 
 
+def _pickle_complete(data: bytes, *, prefix_pickles: int = 0) -> bool:
+    """Whether ``data`` holds ``prefix_pickles + 1`` complete pickles (opcodes walked, nothing executed)."""
+    import io
+    import pickletools
+
+    stream = io.BytesIO(data)
+    try:
+        for _ in range(prefix_pickles):
+            for _op in pickletools.genops(stream):
+                pass
+        rest = stream.read()
+        for _op in pickletools.genops(rest):
+            pass
+    except Exception:
+        return False
+    return True
+
+
+def heal_kernel_cache(folder: Path, module_name: str) -> list[str]:
+    """Remove a module's numba cache files that are damaged (truncated or not pickles).
+
+    numba raises ``UnpicklingError`` on a damaged entry on every later run;
+    removing the module's entries makes it compile once more. Returns the
+    names removed (all the module's entries when one is damaged).
+    """
+    import logging
+
+    cache = folder / "__pycache__"
+    try:
+        entries = [p for p in cache.iterdir() if p.name.startswith(module_name + ".")]
+    except OSError:
+        return []
+    damaged = []
+    for entry in entries:
+        try:
+            data = entry.read_bytes()
+        except OSError:
+            damaged.append(entry)
+            continue
+        if entry.suffix == ".nbi":  # a pickled version, then a pickled index
+            ok = _pickle_complete(data, prefix_pickles=1)
+        elif entry.suffix == ".nbc":
+            ok = _pickle_complete(data)
+        else:
+            continue
+        if not ok:
+            damaged.append(entry)
+    if not damaged:
+        return []
+    for entry in entries:
+        try:
+            entry.unlink()
+        except OSError:
+            pass
+    logging.getLogger("bifnet").warning("kernel cache: %s was damaged; removed %d cached entr%s of %s, compiling"
+                                        " again", damaged[0].name, len(entries), "y" if len(entries) == 1 else "ies",
+                                        module_name)
+    return [e.name for e in entries]
+
+
 def kernel_module(source: str, name: str):
     """Import generated ``source`` as a module whose numba kernels are cached on disk.
 
@@ -152,6 +212,7 @@ def kernel_module(source: str, name: str):
         with os.fdopen(fd, "w") as handle:
             handle.write(source)
         os.replace(tmp, path)
+    heal_kernel_cache(path.parent, module_name)
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module

@@ -931,7 +931,15 @@ def load_connectome(
     >>> conn.n_regions
     74
     """
-    (weights, labels, centres), name, where = _read_source(source, key)
+    try:
+        (weights, labels, centres), name, where = _read_source(source, key)
+    except ConnectomeError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OSError, EOFError, UnicodeDecodeError,
+            NotImplementedError, zipfile.BadZipFile) as error:  # a damaged or foreign file
+        text = str(error).splitlines()[0] if str(error) else ""
+        raise ConnectomeError(f"cannot read connectome {os.fspath(source)}: {type(error).__name__}"
+                              f"{': ' + text if text else ''}") from None
     weights = np.asarray(weights)
     if not (np.issubdtype(weights.dtype, np.number) or weights.dtype == bool):
         raise ConnectomeError(

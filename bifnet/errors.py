@@ -51,3 +51,15 @@ class SimulationError(BifnetError):
     state, non-positive step) or could not proceed."""
 
     exit_code = 6
+
+
+class InfrastructureError(BifnetError):
+    """Something around the computation failed: the output folder, the disk,
+    a worker pool or a Dask scheduler. Not a result: a run or sweep stops on it
+    (a sweep does not record it as a failed point)."""
+
+    exit_code = 7
+
+
+class OutputError(InfrastructureError):
+    """The output folder cannot be written (read-only, full disk, a file in the way)."""

@@ -344,4 +344,9 @@ def load_model(name_or_path: str | Path) -> NodeModel:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     path = path.resolve()
-    return _load_cached(str(path), path.stat().st_mtime)
+    try:
+        return _load_cached(str(path), path.stat().st_mtime)
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not a text file (a model file is TOML, UTF-8)") from None
+    except OSError as error:
+        raise ModelError(f"{path}: cannot read it: {error.strerror or error}") from None

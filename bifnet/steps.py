@@ -37,6 +37,11 @@ class StepContext:
         :class:`~bifnet.continuation.branch.Branch`).
     rng_seed : int or None
         Seed from the run file (``seed = ...``).
+    fingerprint : dict
+        Hashes of what decides the run's numbers (see
+        :func:`bifnet.runs.run_fingerprint`); sweeps key their checkpoints by it.
+    retry_failed : bool
+        ``--retry-failed``: sweeps compute again the points that failed.
     """
 
     model: NodeModel
@@ -46,6 +51,8 @@ class StepContext:
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
     rng_seed: int | None = None
     log: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("bifnet"))
+    fingerprint: dict = dataclasses.field(default_factory=dict)
+    retry_failed: bool = False
 
     def require_connectome(self, step: str):
         if self.connectome is None:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from bifnet.errors import BifnetError
+from bifnet.errors import BifnetError, InfrastructureError, OutputError, RunFileError
 
 logger = logging.getLogger(__name__)
 
@@ -58,28 +58,77 @@ def _normalise_output(value) -> dict[str, float]:
         raise BifnetError(f"sweep function must return a number or a dict of numbers, got {value!r}") from None
 
 
+_KEY_PARTS = {"model": "another model file", "parameters": "other parameters", "connectome": "another connectome",
+              "analysis": "another analysis or other options", "versions": "other package versions"}
+
+
 def _read_checkpoint(path: Path, header: dict) -> dict[tuple, dict]:
     done: dict[tuple, dict] = {}
     if not path.exists():
         return done
-    with path.open() as handle:
-        lines = handle.read().splitlines()
+    try:
+        with path.open("rb") as handle:
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise OutputError(f"cannot read the checkpoint {path}: {error.strerror or error}") from None
     if not lines:
         return done
     try:
         first = json.loads(lines[0])
     except json.JSONDecodeError:
-        raise BifnetError(f"checkpoint {path} is corrupt (first line); delete it to start again") from None
+        first = None
+    if not isinstance(first, dict) or "grid" not in first:
+        raise OutputError(f"checkpoint {path} is damaged (its first line); delete it to start the sweep again")
     if first.get("grid") != header["grid"]:
-        raise BifnetError(f"checkpoint {path} belongs to a different grid; delete it or choose another out_path")
+        raise RunFileError(f"checkpoint {path} belongs to a different grid; delete it or choose another out_path")
+    key = header.get("key")
+    if key is not None:
+        old = first.get("key")
+        if not isinstance(old, dict):
+            raise RunFileError(f"checkpoint {path} has no content key (an older bifnet); delete it to start again")
+        for part, value in key.items():
+            if old.get(part) != value:
+                what = _KEY_PARTS.get(part, f"another {part}")
+                raise RunFileError(f"checkpoint {path} was computed with {what}; its points would be stale:"
+                                   " delete it, or run without --resume")
+    shape = tuple(len(v) for v in header["grid"].values())
+    damaged = 0
     for line in lines[1:]:
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("ignoring a partial line in %s (interrupted write)", path)
+            index = tuple(int(i) for i in record["index"])
+            if len(index) != len(shape) or not all(0 <= i < n for i, n in zip(index, shape)):
+                raise ValueError(index)
+            if "result" in record:
+                result = record["result"]
+                if not isinstance(result, dict):
+                    raise ValueError(result)
+                record["result"] = {str(k): (None if v is None else float(v)) for k, v in result.items()}
+            elif "error" not in record:
+                raise ValueError(record)
+        except (ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError):
+            damaged += 1
             continue
-        done[tuple(record["index"])] = record
+        done[index] = record
+    if damaged:
+        logger.warning("checkpoint %s: %d damaged line(s) ignored; those points are computed again", path, damaged)
     return done
+
+
+def check_checkpoint(out_path, grid: Mapping[str, Any], *, key: Mapping[str, str] | None = None) -> int:
+    """Check the checkpoint of ``out_path`` against a grid and key (as :func:`run_sweep` would);
+    return how many points it holds.
+
+    Raises
+    ------
+    RunFileError
+        Another grid or key. :class:`OutputError`: a damaged first line.
+    """
+    arrays = _grid_arrays(grid)
+    header = {"grid": {k: v.tolist() for k, v in arrays.items()}}
+    if key is not None:
+        header["key"] = dict(key)
+    return len(_read_checkpoint(checkpoint_path(out_path), header))
 
 
 class _Checkpoint:
@@ -120,7 +169,8 @@ def _call(function, point):
 
 
 def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path, scheduler=None,
-              workers: int | None = None, progress: bool = True):
+              workers: int | None = None, progress: bool = True, key: Mapping[str, str] | None = None,
+              retry_failed: bool = False):
     """Evaluate ``function`` on a parameter grid, in parallel, with checkpoints.
 
     Parameters
@@ -141,6 +191,12 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
         Processes of the local pool (default: ``os.cpu_count()``).
     progress : bool
         Show a progress bar (tqdm).
+    key : mapping of str to str, optional
+        Hashes of what decides the numbers (model, parameters, connectome,
+        analysis, versions), kept in the checkpoint's first line; a
+        checkpoint with another key is refused, naming the part that differs.
+    retry_failed : bool
+        Compute again the points the checkpoint records as failed.
 
     Returns
     -------
@@ -151,13 +207,22 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
     Raises
     ------
     BifnetError
-        Bad grid, a checkpoint from another grid, or non-numeric outputs.
+        Bad grid or non-numeric outputs.
+    RunFileError
+        A checkpoint from another grid or with another ``key``.
+    InfrastructureError
+        The pool, the scheduler or the disk failed; finished points stay in
+        the checkpoint and are not recomputed on resume.
 
     Notes
     -----
     Points already in the checkpoint are not recomputed. A point whose
-    function raises is recorded with its error (and logged), not retried on
-    resume; delete its line from the checkpoint to retry it.
+    function raises an ordinary exception (a numerical failure) is recorded
+    with its error (and logged); it is computed again only with
+    ``retry_failed``. Infrastructure failures (a worker killed, a lost
+    scheduler, ``OSError``, ``MemoryError``, ``ImportError``) stop the sweep
+    instead of being recorded. Workers of the local pool exit when this
+    process dies; Ctrl-C and SIGTERM cancel the pending points at once.
 
     Examples
     --------
@@ -168,7 +233,16 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
 
     arrays = _grid_arrays(grid)
     names = list(arrays)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise BifnetError(f"workers: expected a positive integer, got {workers!r}")
+    if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
+        raise BifnetError(f"scheduler: expected None, 'serial', 'processes', an address or a Client, got {scheduler!r}")
+    if isinstance(scheduler, str) and scheduler not in ("serial", "processes") and "://" not in scheduler:
+        raise BifnetError(f"scheduler: expected 'serial', 'processes' or an address like tcp://host:8786,"
+                          f" got {scheduler!r}")
     header = {"grid": {k: v.tolist() for k, v in arrays.items()}}
+    if key is not None:
+        header["key"] = dict(key)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     ckpt_path = checkpoint_path(out_path)
@@ -176,16 +250,23 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
     shape = tuple(a.size for a in arrays.values())
     todo = []
     for index in itertools.product(*(range(s) for s in shape)):
-        if index not in done:
+        if index not in done or (retry_failed and "error" in done[index]):
             todo.append((index, {k: float(arrays[k][i]) for k, i in zip(names, index)}))
-    logger.info("sweep: %d points, %d from the checkpoint, %d to compute", int(np.prod(shape)), len(done), len(todo))
-    checkpoint = _Checkpoint(ckpt_path, header)
+    logger.info("sweep: %d points, %d from the checkpoint, %d to compute", int(np.prod(shape)),
+                int(np.prod(shape)) - len(todo), len(todo))
+    try:
+        checkpoint = _Checkpoint(ckpt_path, header)
+    except OSError as error:
+        raise OutputError(f"cannot write the checkpoint {ckpt_path}: {error.strerror or error}") from None
     bar = tqdm(total=len(todo), disable=not progress, desc="sweep")
 
     def record(index, point, future_result=None, error=None):
         if error is not None:
             logger.warning("sweep point %s failed: %s", point, error)
-        done[index] = checkpoint.append(index, point, future_result, error)
+        try:
+            done[index] = checkpoint.append(index, point, future_result, error)
+        except OSError as failure:
+            raise OutputError(f"cannot write the checkpoint {ckpt_path}: {failure.strerror or failure}") from None
         bar.update(1)
 
     try:
@@ -197,26 +278,84 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
     return _assemble(arrays, done, out_path)
 
 
+_INFRASTRUCTURE = (OSError, MemoryError, ImportError, EOFError, InfrastructureError)
+
+
+def _is_infrastructure(error: BaseException) -> bool:
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(error, (BrokenProcessPool, *_INFRASTRUCTURE)):
+        return True
+    name = type(error).__name__
+    return name in ("CommClosedError", "KilledWorker", "CancelledError", "TimeoutError", "PicklingError",
+                    "UnpicklingError")
+
+
+def _infrastructure(error: BaseException, where: str) -> InfrastructureError:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return InfrastructureError(f"sweep stopped: {where}: {type(error).__name__}"
+                               f"{': ' + text if text else ''}; finished points are kept in the checkpoint"
+                               " (continue with --resume)")
+
+
+def _worker_init(parent: int) -> None:
+    """Pool worker start-up: die with the parent (Linux PR_SET_PDEATHSIG)."""
+    import signal
+
+    from bifnet.continuation._watchdog import die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cancels
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _dispatch(function, todo, scheduler, workers, record):
     if scheduler == "serial":
         for index, point in todo:
             try:
-                record(index, point, _call(function, point))
-            except BifnetError:
-                raise
+                result = _call(function, point)
+            except BifnetError as error:
+                if isinstance(error, InfrastructureError):
+                    raise
+                record(index, point, error=str(error))
+                continue
             except Exception as error:  # the user's function failed at this point
+                if _is_infrastructure(error):
+                    raise _infrastructure(error, f"point {point}") from None
                 record(index, point, error=f"{type(error).__name__}: {error}")
+                continue
+            record(index, point, result)
         return
     if scheduler is None or scheduler == "processes":
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
+        clean = False
+        try:
             futures = {pool.submit(_call, function, point): (index, point) for index, point in todo}
             for future in as_completed(futures):
                 index, point = futures[future]
                 _collect(future, index, point, record)
+            clean = True
+        finally:
+            if clean:
+                pool.shutdown(wait=True)
+            else:  # Ctrl-C, SIGTERM or an infrastructure error: stop the workers now
+                processes = list(getattr(pool, "_processes", {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in processes:
+                    try:
+                        process.kill()
+                    except Exception:  # pragma: no cover - already gone
+                        pass
+                for process in processes:
+                    process.join(timeout=5)
         return
-    from dask.distributed import Client, as_completed
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise RunFileError(f"scheduler {scheduler!r} needs Dask: pip install -e '.[dask]'") from None
 
     client = scheduler if isinstance(scheduler, Client) else None
     own = client is None
@@ -224,7 +363,11 @@ def _dispatch(function, todo, scheduler, workers, record):
         if not isinstance(scheduler, str):
             raise BifnetError(f"scheduler: expected None, 'serial', 'processes', an address or a Client,"
                               f" got {scheduler!r}")
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="5s")
+        except Exception as error:
+            raise InfrastructureError(f"cannot reach the Dask scheduler {scheduler}: {type(error).__name__}: "
+                                      f"{str(error).splitlines()[0] if str(error) else 'no answer'}") from None
     try:
         futures = []
         lookup = {}
@@ -235,6 +378,12 @@ def _dispatch(function, todo, scheduler, workers, record):
         for future in as_completed(futures):
             index, point = lookup[future.key]
             _collect(future, index, point, record)
+    except BaseException:
+        try:
+            client.cancel(futures)
+        except Exception:  # pragma: no cover
+            pass
+        raise
     finally:
         if own:
             client.close()
@@ -243,10 +392,14 @@ def _dispatch(function, todo, scheduler, workers, record):
 def _collect(future, index, point, record):
     try:
         result = future.result()
+    except InfrastructureError:
+        raise
     except BifnetError as error:
         record(index, point, error=str(error))
         return
     except Exception as error:
+        if _is_infrastructure(error):
+            raise _infrastructure(error, f"point {point}") from None
         record(index, point, error=f"{type(error).__name__}: {error}")
         return
     record(index, point, result)
@@ -261,14 +414,17 @@ def _assemble(arrays, done, out_path):
     keys = sorted({k for r in done.values() for k in r.get("result", {})})
     data = {k: np.full(shape, np.nan) for k in keys}
     n_failed = 0
+    first_error = ""
     for index, record in done.items():
         if "result" not in record:
             n_failed += 1
+            first_error = first_error or str(record.get("error", ""))
             continue
         for k, v in record["result"].items():
             data[k][index] = np.nan if v is None else v
     dims = list(arrays)
     ds = xr.Dataset({k: (dims, v) for k, v in data.items()}, coords={k: v for k, v in arrays.items()},
-                    attrs={"n_points": int(np.prod(shape)), "n_failed": n_failed})
+                    attrs={"n_points": int(np.prod(shape)), "n_failed": n_failed,
+                           **({"first_error": first_error[:300]} if first_error else {})})
     write_netcdf(out_path, ds)
     return ds

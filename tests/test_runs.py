@@ -112,8 +112,9 @@ def test_cli_errors_are_one_line(tmp_path):
     no_range = tmp_path / "n.toml"
     no_range.write_text('model = "ngnmm_ping"\n[[steps]]\nname="eq"\nkind="equilibria"\nfree=["Iext_e"]\n')
     result = _cli("run", str(no_range), "--out", str(tmp_path / "o3"))
-    assert result.returncode == 5 and "give a range for Iext_e" in json.dumps(
-        json.loads((tmp_path / "o3" / "run.json").read_text()))
+    # found before anything runs: exit 2, nothing written
+    assert result.returncode == 2 and "give a range for Iext_e" in result.stderr
+    assert not (tmp_path / "o3").exists()
 
 
 def test_set_overrides_parameters_and_keys(tmp_path):
@@ -143,7 +144,7 @@ connectome = "tvb68"
 name = "sw"
 kind = "sweep"
 analysis = "dispersion"
-grid = { Iext_e = [0.0, 1.0, 2], eps = [2.0, 4.0] }
+grid = { Iext_e = { start = 0.0, stop = 1.0, num = 2 }, eps = [2.0, 4.0] }
 scheduler = "serial"
 progress = false
 """)

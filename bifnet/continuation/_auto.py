@@ -44,6 +44,15 @@ def _auto():
     except ImportError as error:  # pragma: no cover - install problem
         raise ContinuationError(f"the continuation engine bifpy is not installed ({error}); run `make install`") from None
     _install_transpile_cache()
+    if "watchdog" not in _cache_state:  # after the cache: it wraps bifpy's subprocess module last
+        from bifpy.auto import _process
+
+        from bifnet.continuation import _watchdog
+
+        cache_folder = getattr(_process.subprocess, "_folder", None)
+        if cache_folder is not None:  # the gfortran cache goes too if this process is killed
+            _watchdog.guard_folder(str(cache_folder))
+        _cache_state["watchdog"] = _watchdog.install(_process)
     return auto
 
 
@@ -233,14 +242,22 @@ def _uzstop(problem: AutoProblem, free: Sequence[str], settings: ContinuationSet
 
 
 def _call(fn, *args, **kwargs):
+    """One bifpy call under the watchdog (see :mod:`bifnet.continuation._watchdog`): every
+    ``bifpy-*`` folder it made is removed, except the output folder of an AUTO failure."""
+    from bifnet.continuation import _watchdog
+
     auto = _auto()
+    tracker = _cache_state["watchdog"]
+    start, keep = len(tracker.made), None
     try:
         return fn(*args, **kwargs)
     except auto.AutoError as error:
-        raise ContinuationError(f"AUTO-07p failed: {str(error).splitlines()[0]}",
-                                getattr(error, "output_directory", None)) from None
+        keep = getattr(error, "output_directory", None)
+        raise ContinuationError(f"AUTO-07p failed: {str(error).splitlines()[0]}", keep) from None
     except auto.TranspileError as error:
         raise ContinuationError(f"the model cannot be compiled for AUTO-07p: {error}") from None
+    finally:
+        _watchdog.cleanup(tracker, start, keep)
 
 
 def run_equilibria(problem: AutoProblem, x0: np.ndarray, parameters: Mapping[str, float],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -34,7 +35,8 @@ def parameter_vector(system: SymbolicSystem, parameters: Mapping[str, float]) ->
 
 
 def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, *,
-                     settle_time: float = 2000.0, tolerance: float = 1e-10) -> np.ndarray:
+                     settle_time: float = 2000.0, tolerance: float = 1e-10,
+                     time_limit: float = 30.0) -> np.ndarray:
     """An equilibrium of the homogeneous system near ``x0``.
 
     Parameters
@@ -48,6 +50,10 @@ def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, 
         Time (ms) to integrate before Newton; 0 skips integration.
     tolerance : float
         Largest acceptable residual ``max |f(x)|``.
+    time_limit : float
+        Seconds the search may take. The integration stops early (and Newton
+        starts from ``x0``) when the state becomes non-finite or the time is
+        spent; Newton stops with an error when the time is spent.
 
     Returns
     -------
@@ -56,7 +62,8 @@ def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, 
     Raises
     ------
     ContinuationError
-        When Newton does not converge to ``tolerance``.
+        When Newton does not converge to ``tolerance``, the right-hand side is
+        not finite at ``x0``, or ``time_limit`` is spent.
 
     Notes
     -----
@@ -72,24 +79,58 @@ def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, 
     system = as_system(model_or_system)
     f, J = rhs_function(system), jacobian_function(system)
     p = parameter_vector(system, parameters)
+    if not np.all(np.isfinite(p)):
+        raise ContinuationError("the parameters must be finite numbers")
     x = np.asarray(system.model.default_state() if x0 is None else x0, dtype=float)
     if x.shape != (system.dimension,):
         raise ContinuationError(f"x0 must have {system.dimension} components, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ContinuationError("x0 must be finite")
+    with np.errstate(all="ignore"):
+        f0 = f(x, p)
+    if not np.all(np.isfinite(f0)):
+        raise ContinuationError("the model's right-hand side is not finite at the starting state with these "
+                                "parameters (a singular equation?); give another x0 or other parameter values")
+    deadline = time.monotonic() + time_limit
+
+    class _Stop(Exception):
+        pass
+
+    def guarded(function):
+        def call(*args):
+            if time.monotonic() > deadline:
+                raise _Stop("time")
+            with np.errstate(all="ignore"):
+                value = function(*args)
+            if not np.all(np.isfinite(value)):
+                raise _Stop("non-finite")
+            return value
+        return call
+
+    rhs, jac = guarded(lambda t, y: f(y, p)), guarded(lambda t, y: J(y, p))
     if settle_time > 0:
-        sol = solve_ivp(lambda t, y: f(y, p), (0.0, settle_time), x, method="LSODA",
-                        jac=lambda t, y: J(y, p), rtol=1e-9, atol=1e-12)
-        if sol.success and np.all(np.isfinite(sol.y[:, -1])):
-            x = sol.y[:, -1]
+        try:
+            sol = solve_ivp(rhs, (0.0, settle_time), x, method="LSODA", jac=jac, rtol=1e-9, atol=1e-12)
+            if sol.success and np.all(np.isfinite(sol.y[:, -1])):
+                x = sol.y[:, -1]
+        except _Stop as stop:  # the integration diverged or took too long: polish from x0
+            log.debug("find_equilibrium: settling stopped (%s)", stop)
     residual, best = np.inf, x
     for method in ("hybr", "lm"):
-        with np.errstate(all="ignore"):
-            sol = root(lambda y: f(y, p), x, jac=lambda y: J(y, p), method=method, tol=1e-13)
-            value = float(np.max(np.abs(f(sol.x, p))))
+        try:
+            with np.errstate(all="ignore"):
+                sol = root(guarded(lambda y: f(y, p)), x, jac=guarded(lambda y: J(y, p)), method=method, tol=1e-13)
+                value = float(np.max(np.abs(f(sol.x, p))))
+        except _Stop as stop:
+            if str(stop) == "time":
+                raise ContinuationError(f"no equilibrium found within {time_limit:g} s (the search was stopped);"
+                                        " give x0 or start where the system is at rest") from None
+            continue
         if np.all(np.isfinite(sol.x)) and value < residual:
             residual, best = value, sol.x
         if residual <= tolerance:
             break
-    if residual > tolerance:
+    if not np.isfinite(residual) or residual > tolerance:
         raise ContinuationError(
             f"no equilibrium found near the starting guess (residual {residual:.3g}); "
             "the homogeneous state may oscillate here: give x0 or start where it is at rest"

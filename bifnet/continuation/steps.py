@@ -142,7 +142,15 @@ def _parameter_sets(context: StepContext, spec: dict) -> list[dict]:
     context.model.check_parameter_names(values)
     names = list(values)
     out = []
-    for combo in itertools.product(*(values[n] if isinstance(values[n], list) else [values[n]] for n in names)):
+    from bifnet.runfile_schema import axis_values
+
+    axes = []
+    for n in names:
+        axis = [values[n]] if isinstance(values[n], (int, float)) else axis_values(values[n]).tolist()
+        if not axis:
+            raise RunFileError(f"step {spec['name']!r}: values.{n} is empty: the scan has no points")
+        axes.append(axis)
+    for combo in itertools.product(*axes):
         out.append({**base, **{n: float(v) for n, v in zip(names, combo)}})
     return out
 

@@ -108,7 +108,8 @@ def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
     done = 0
     status = kernels.STATUS_OK
     while done < nsteps:
-        m = min(chunk, nsteps - done) if noisy else nsteps - done
+        # in chunks (also without noise), so that Ctrl-C and SIGTERM are seen between two calls
+        m = min(chunk, nsteps - done)
         noise = rng.standard_normal((m, y.size)) if noisy else empty
         status, step = rk4_steps(args, y, prev, dt, m, done, stride, sig, noise, out)
         if status != kernels.STATUS_OK:
@@ -125,7 +126,7 @@ def _run_rk4(network, y, t0, t1, *, dt, stride, sigma, rng, chunk=4096, **_):
                 stats=dict(n_steps=nsteps, dt=dt))
 
 
-def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=10_000_000, **_):
+def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=1_000_000, chunk=20_000, **_):
     from bifnet.network import _kernels as K
 
     kernels = K.network_module(network.model)
@@ -144,8 +145,19 @@ def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=10_000_
     d1 = np.sqrt(np.mean((f0 / scale) ** 2))
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, t1 - t0)
-    status, t_end, nfev, nacc, nrej = dopri5(args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out,
-                                             K.DP_A, K.DP_B, K.DP_C, K.DP_E, K.DP_P)
+    # in chunks of at most `chunk` step attempts, so that Ctrl-C and SIGTERM are seen between two calls;
+    # a chunk restarts with the mean accepted step of the last one (the step control adapts within a step)
+    t, nfev, nacc, nrej = t0, 0, 0, 0
+    while True:
+        budget = min(chunk, max_steps - nacc - nrej)
+        status, t_end, f_c, a_c, r_c = dopri5(args, y, t, t1, rtol, atol, h0, budget, t_out, out,
+                                              K.DP_A, K.DP_B, K.DP_C, K.DP_E, K.DP_P)
+        nfev, nacc, nrej = nfev + f_c, nacc + a_c, nrej + r_c
+        chunk_spent = status == kernels.STATUS_STEP_TOO_SMALL and a_c + r_c >= budget
+        if not chunk_spent or nacc + nrej >= max_steps or t_end >= t1:
+            break
+        h0 = min(max((t_end - t) / max(a_c, 1), 10 * np.finfo(float).eps * max(abs(t_end), 1.0)), t1 - t_end)
+        t = t_end
     stats = dict(n_steps=int(nacc), n_rejected=int(nrej), rtol=rtol, atol=atol)
     if status == kernels.STATUS_OK:
         return dict(t=t_out, y=out, success=True, message="reached the end of the interval",
@@ -154,7 +166,8 @@ def _run_dopri5(network, y, t0, t1, *, dt, stride, rtol, atol, max_steps=10_000_
     if status == kernels.STATUS_NONFINITE:
         message = _nonfinite_message(network, y, t_end)
     elif nacc + nrej >= max_steps:
-        message = f"maximum number of steps ({max_steps}) reached at t = {t_end:.6g} ms"
+        message = (f"step budget spent: {max_steps} steps reached t = {t_end:.6g} ms only (a stiff or diverging"
+                   " system?); use rk4 with a small dt")
     else:
         if not np.all(np.isfinite(y)):
             message = _nonfinite_message(network, y, t_end)
@@ -185,7 +198,8 @@ def _positive(value, name):
 
 
 def simulate(network: Network, t_span, y0, method: str = "rk4", *, dt: float = 0.01, rtol: float = 1e-6,
-             atol: float = 1e-9, stride: int = 10, noise=0.0, rng=None) -> SimulationResult:
+             atol: float = 1e-9, stride: int = 10, noise=0.0, rng=None,
+             max_steps: int = 1_000_000) -> SimulationResult:
     """Integrate the network from ``y0`` over ``t_span``.
 
     Parameters
@@ -201,6 +215,11 @@ def simulate(network: Network, t_span, y0, method: str = "rk4", *, dt: float = 0
     dt : float
         Step of ``"rk4"`` (ms; the study uses 0.01). For adaptive methods the
         base of the output grid only.
+    max_steps : int
+        Step budget of adaptive methods (accepted and rejected steps): the run
+        stops with ``success=False`` when it is spent (a stiff or diverging
+        system), instead of running for minutes. Compiled loops run in chunks,
+        so Ctrl-C stops a simulation within a fraction of a second.
     rtol, atol : float
         Tolerances of adaptive methods.
     stride : int
@@ -254,6 +273,8 @@ def simulate(network: Network, t_span, y0, method: str = "rk4", *, dt: float = 0
     else:
         rtol = _positive(rtol, "rtol")
         atol = _positive(atol, "atol")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+            raise SimulationError(f"max_steps: expected a positive integer, got {max_steps!r}")
     y = _flat_state(network, y0, "y0").copy()
     check_rates(network, y, "y0")
     sigma = None
@@ -270,7 +291,8 @@ def simulate(network: Network, t_span, y0, method: str = "rk4", *, dt: float = 0
             raise SimulationError("noise: intensities must be finite and >= 0")
     gen = as_generator(rng) if sigma is not None else None
     start = _time.perf_counter()
-    raw = spec.run(network, y, t0, t1, dt=dt, stride=stride, rtol=rtol, atol=atol, sigma=sigma, rng=gen)
+    raw = spec.run(network, y, t0, t1, dt=dt, stride=stride, rtol=rtol, atol=atol, sigma=sigma, rng=gen,
+                   max_steps=int(max_steps))
     wall = _time.perf_counter() - start
     stats = {"method": method, "wall_time_s": wall, "noise": float(np.max(sigma)) if sigma is not None else 0.0,
              **raw["stats"]}

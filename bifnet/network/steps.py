@@ -107,6 +107,8 @@ def simulate_step(context: StepContext, spec: dict) -> dict:
     net, result = _run_simulation(context, spec, step)
     out = context.out_dir
     write_simulation(out / "simulation.nc", result, net)
+    if not result.success:  # the states up to the failure are in simulation.nc
+        raise SimulationError(f"step {step!r}: simulation failed: {result.message}")
     ax = plot_spatiotemporal(result, net)
     save_figure(out / "simulation.png", ax.figure)
     files = ["simulation.nc", "simulation.png"]
@@ -328,36 +330,31 @@ def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, 
 
 
 def _sweep_grid(spec: dict, model, step: str) -> dict:
+    """The grid of a sweep step: ``{name = [values...]}`` or ``{name = { start, stop, num | step }}``
+    (checked by :mod:`bifnet.runfile_schema` before the run)."""
+    from bifnet.runfile_schema import axis_values
+
     grid = spec.get("grid")
     if not isinstance(grid, dict) or not grid:
-        raise RunFileError(f"step {step!r}: grid must be a table, e.g. grid = {{ Iext_e = [0.0, 16.0, 33] }}")
+        raise RunFileError(f"step {step!r}: grid must be a table, e.g. grid = {{ Iext_e = {{ start = 0.0, stop = 16.0,"
+                           f" num = 33 }} }}")
     model.check_parameter_names(grid)
     out = {}
     for name, value in grid.items():
-        if isinstance(value, list) and len(value) == 3 and isinstance(value[2], int) and value[2] > 1:
-            out[name] = np.linspace(float(value[0]), float(value[1]), value[2])
-        elif isinstance(value, list) and value:
-            out[name] = np.asarray(value, dtype=float)
-        else:
-            raise RunFileError(f"step {step!r}: grid.{name} must be [low, high, count] or a list of values")
+        try:
+            values = axis_values(value)
+        except Exception:
+            raise RunFileError(f"step {step!r}: grid.{name} must be a list of values or {{ start, stop, num }}"
+                               " / { start, stop, step }") from None
+        if values.size == 0:
+            raise RunFileError(f"step {step!r}: grid.{name} is empty")
+        out[name] = values
     return out
 
 
-def sweep_step(context: StepContext, spec: dict) -> dict:
-    """``kind = "sweep"``: one analysis on every point of a parameter grid.
-
-    Keys: ``grid`` (``{name = [low, high, count]}`` or lists), ``analysis``
-    (``"lyapunov"`` or ``"dispersion"``), ``network`` (Lyapunov exponents of
-    the full network instead of the homogeneous system), ``k``, ``t_max``,
-    ``transient``, ``dt``, ``precision`` (of the Lyapunov tangent vectors),
-    ``seed``, ``workers``, ``scheduler`` (a Dask
-    address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
-    ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
-    checkpoint: an interrupted sweep resumes with ``--resume``) and a figure.
-    """
+def _sweep_setup(context: StepContext, spec: dict, folder):
+    """What a sweep step computes: ``(step, grid, function, scheduler, out_path, key)``."""
     import functools
-
-    from bifnet.sweep import run_sweep
 
     step = _name(spec, "sweep")
     check_keys(spec, {"grid", "analysis", "network", "k", "t_max", "transient", "dt", "precision", "seed",
@@ -383,13 +380,61 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
                                  options=options, lambdas=lambdas)
     run = context.results.get("__run__", {})
     scheduler = spec.get("scheduler", run.get("dask", {}).get("scheduler"))
-    out_path = context.out_dir / f"sweep_{step}.nc"
+    out_path = folder / f"sweep_{step}.nc"
+    fingerprint = context.fingerprint or {}
+    key = None
+    if fingerprint:
+        key = {"model": fingerprint.get("model"),
+               "parameters": _sweep_digest(base),
+               "connectome": fingerprint.get("connectome") if lambdas is not None else None,
+               "analysis": _sweep_digest({"analysis": analysis, "options": {k: v for k, v in options.items()
+                                                                            if k != "weights"}}),
+               "versions": _sweep_digest(fingerprint.get("versions"))}
+    return step, grid, function, scheduler, out_path, key
+
+
+def sweep_preflight(context: StepContext, spec: dict, folder) -> None:
+    """Before a resumed run starts: refuse a sweep checkpoint in ``folder`` from another grid or content."""
+    from bifnet.sweep import check_checkpoint
+
+    step, grid, function, scheduler, out_path, key = _sweep_setup(context, spec, folder)
+    check_checkpoint(out_path, grid, key=key)
+
+
+def sweep_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "sweep"``: one analysis on every point of a parameter grid.
+
+    Keys: ``grid`` (``{name = [values]}`` or ``{name = {start, stop, num}}`` /
+    ``{start, stop, step}``), ``analysis``
+    (``"lyapunov"`` or ``"dispersion"``), ``network`` (Lyapunov exponents of
+    the full network instead of the homogeneous system), ``k``, ``t_max``,
+    ``transient``, ``dt``, ``precision`` (of the Lyapunov tangent vectors),
+    ``seed``, ``workers``, ``scheduler`` (a Dask
+    address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
+    ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
+    checkpoint: an interrupted sweep resumes with ``--resume``) and a figure.
+    """
+    from bifnet.sweep import run_sweep
+
+    step, grid, function, scheduler, out_path, key = _sweep_setup(context, spec, context.out_dir)
     ds = run_sweep(function, grid, out_path=out_path, scheduler=scheduler, workers=spec.get("workers"),
-                   progress=bool(spec.get("progress", True)))
+                   progress=bool(spec.get("progress", True)), key=key, retry_failed=context.retry_failed)
+    points = int(np.prod([len(v) for v in grid.values()]))
+    failed = int(ds.attrs.get("n_failed", 0))
+    if failed == points:
+        raise SimulationError(f"step {step!r}: every one of the {points} sweep points failed"
+                              f" (first: {ds.attrs.get('first_error', 'see the log')});"
+                              " rerun with --resume --retry-failed after fixing the cause")
     _plot_sweep(context, step, ds, list(grid))
-    return {"points": int(np.prod([len(v) for v in grid.values()])), "failed": int(ds.attrs.get("n_failed", 0)),
+    return {"status": "partial" if failed else "ok", "points": points, "failed": failed,
             "file": out_path.name, "variables": list(ds.data_vars), "units": "1/ms for rates and exponents",
             "scheduler": str(scheduler or "local processes")}
+
+
+def _sweep_digest(value) -> str:
+    from bifnet.run_folder import digest
+
+    return digest(value)
 
 
 def _plot_sweep(context, step, ds, names):
