@@ -62,22 +62,24 @@ def _expr_code(expr, names: dict) -> str:
 
 
 def node_kernel_source(model: NodeModel) -> str:
-    """Python source of the node kernels ``node_rhs`` and ``node_jac`` (undecorated).
+    """Python source of the node kernels ``node_rhs``, ``node_jac`` and ``strengths`` (undecorated).
 
-    ``node_rhs(x, p, C, out)`` writes ``f(x, C)`` into ``out``;
-    ``node_jac(x, p, C, J, dfdC)`` writes ``D_x f`` into ``J`` (n x n) and
-    ``df/dC`` into ``dfdC`` (n). Common subexpressions are shared; only
-    ``math`` functions are used, so the source compiles with numba.
+    ``node_rhs(x, p, C, out)`` writes ``f(x, C)`` into ``out`` (``C`` holds
+    the ``m`` channel inputs); ``node_jac(x, p, C, J, dfdC)`` writes ``D_x f``
+    into ``J`` (n x n) and ``df/dC_k`` into ``dfdC[:, k]`` (n x m);
+    ``strengths(p, s)`` writes each channel's strength into ``s`` (m).
+    Common subexpressions are shared; only ``math`` functions are used, so the
+    source compiles with numba.
     """
     x = model.state_symbols
     p = model.parameter_symbols
-    C = model.input_symbol
+    inputs = model.input_symbols
     xs = {s: sympy.Symbol(f"x[{i}]") for i, s in enumerate(x)}
     ps = {s: sympy.Symbol(f"p[{i}]") for i, s in enumerate(p)}
-    subs = {**xs, **ps, C: sympy.Symbol("C")}
+    cs = {s: sympy.Symbol(f"C[{k}]") for k, s in enumerate(inputs)}
+    subs = {**xs, **ps, **cs}
     f = sympy.Matrix(model.equations)
     J = f.jacobian(sympy.Matrix(x))
-    dfdC = f.diff(C)
 
     def build(name, args, targets):
         exprs = [e for _, e in targets]
@@ -94,9 +96,11 @@ def node_kernel_source(model: NodeModel) -> str:
     n = len(x)
     rhs = build("node_rhs", ["x", "p", "C", "out"], [(f"out[{i}]", f[i]) for i in range(n)])
     jac_targets = [(f"J[{i}, {j}]", J[i, j]) for i in range(n) for j in range(n)]
-    jac_targets += [(f"dfdC[{i}]", dfdC[i]) for i in range(n)]
+    jac_targets += [(f"dfdC[{i}, {k}]", f[i].diff(C)) for i in range(n) for k, C in enumerate(inputs)]
     jac = build("node_jac", ["x", "p", "C", "J", "dfdC"], jac_targets)
-    return rhs + "\n\n\n" + jac + "\n"
+    strengths = build("strengths", ["p", "s"],
+                      [(f"s[{k}]", e) for k, e in enumerate(model.strength_expressions)])
+    return rhs + "\n\n\n" + jac + "\n\n\n" + strengths + "\n"
 
 
 def kernel_cache_dir() -> Path:

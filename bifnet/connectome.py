@@ -50,7 +50,9 @@ __all__ = [
     "BUILTIN_NAMES",
     "DEFAULT_CONNECTOME",
     "Connectome",
+    "CouplingOperator",
     "Spectrum",
+    "coupling_operator",
     "describe_connectome",
     "load_connectome",
 ]
@@ -160,7 +162,8 @@ def _symmetriser(W: np.ndarray) -> np.ndarray | None:
     return d
 
 
-def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None) -> Spectrum:
+def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None,
+                    detect_row_normalised: bool = True) -> Spectrum:
     """Eigenvalues and right eigenvectors of a weight matrix, sorted by real part descending.
 
     Parameters
@@ -169,6 +172,9 @@ def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None) ->
         ``(N, N)`` matrix, e.g. a row-normalised connectome.
     symmetric_original : ndarray, optional
         A symmetric ``S`` with ``weights = S / S.sum(1)``, when known.
+    detect_row_normalised : bool, default True
+        Look for such an ``S`` (only valid for a row normalisation; off for
+        Laplacians).
 
     Returns
     -------
@@ -184,7 +190,7 @@ def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None) ->
     eigenvalue is).
     """
     W = np.asarray(weights, dtype=float)
-    if symmetric_original is None and not np.allclose(W, W.T, rtol=1e-12, atol=0):
+    if detect_row_normalised and symmetric_original is None and not np.allclose(W, W.T, rtol=1e-12, atol=0):
         d = _symmetriser(W)
         if d is not None:
             symmetric_original = W * d[:, None]
@@ -439,6 +445,196 @@ class Connectome:
 
     def _rows_sum_to_one(self) -> bool:
         return bool(np.all(np.abs(self.weights.sum(axis=1) - 1.0) <= _ROW_SUM_TOLERANCE))
+
+
+# --------------------------------------------------------------------------- #
+# the coupling operator of a scheme: the one place stages take modes from
+# --------------------------------------------------------------------------- #
+
+OPERATOR_DESCRIPTIONS = {
+    "P": "row-normalised weights P = D^-1 W",
+    "L": "graph Laplacian L = D - W (weights as given)",
+    "L_rw": "random-walk Laplacian L_rw = I - D^-1 W",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class CouplingOperator:
+    """The operator of a coupling scheme on a connectome, and its modes.
+
+    Channel ``k`` of node ``i`` receives ``C_k,i = s_k sum_j G_ij c_k(x_j)``
+    with the *coupling matrix* ``G = sign * M``; the eigenvalues of the *mode
+    operator* ``M`` index the modes (the ``Lambda`` column of every table):
+
+    ========== ============ ================================ ====== =========
+    scheme     laplacian    M                                sign   uniform
+    ========== ============ ================================ ====== =========
+    additive   --           ``P = D^-1 W``                   +1     1
+    diffusive  combinatorial ``L = D - W``                   -1     0
+    diffusive  random_walk  ``L_rw = I - D^-1 W``            -1     0
+    ========== ============ ================================ ====== =========
+
+    ``D = diag(row sums of W)``. Modes are sorted so that mode 1 is the
+    uniform one: by real part descending for ``P``, ascending for ``L``.
+
+    Attributes
+    ----------
+    connectome : Connectome
+        The weights the scheme starts from: row-normalised (additive) or as
+        given (diffusive; all-zero rows are allowed).
+    scheme : {"additive", "diffusive"}
+    laplacian : {"combinatorial", "random_walk"}
+    """
+
+    connectome: Connectome
+    scheme: str = "additive"
+    laplacian: str = "combinatorial"
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    # a Connectome's read-only face, so that stages can use either
+    @property
+    def weights(self) -> np.ndarray:
+        """The weights :func:`bifnet.network.build_network` takes for this scheme."""
+        return self.connectome.weights
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.connectome.labels
+
+    @property
+    def centres(self):
+        return self.connectome.centres
+
+    @property
+    def name(self) -> str:
+        return self.connectome.name
+
+    @property
+    def n_regions(self) -> int:
+        return self.connectome.n_regions
+
+    @property
+    def symbol(self) -> str:
+        """``"P"``, ``"L"`` or ``"L_rw"``."""
+        if self.scheme == "additive":
+            return "P"
+        return "L" if self.laplacian == "combinatorial" else "L_rw"
+
+    @property
+    def description(self) -> str:
+        return OPERATOR_DESCRIPTIONS[self.symbol]
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.scheme == "additive" else -1
+
+    @property
+    def uniform_eigenvalue(self) -> float:
+        return 1.0 if self.scheme == "additive" else 0.0
+
+    @property
+    def mode_matrix(self) -> np.ndarray:
+        """``M`` (``P``, ``L`` or ``L_rw``), ``(N, N)``."""
+        W = self.connectome.weights
+        if self.symbol == "P":
+            return np.array(W)
+        if self.symbol == "L":
+            return np.diag(W.sum(axis=1)) - W
+        return np.eye(W.shape[0]) - W
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The coupling matrix ``G = sign * M`` the network kernels multiply by (read-only)."""
+        cached = self._cache.get("matrix")
+        if cached is None:
+            W = self.connectome.weights
+            if self.symbol == "P":
+                cached = np.array(W, dtype=float, order="C")
+            elif self.symbol == "L":
+                cached = np.array(W, dtype=float, order="C")
+                cached[np.diag_indices_from(cached)] -= W.sum(axis=1)
+            else:
+                cached = np.array(W, dtype=float, order="C")
+                cached[np.diag_indices_from(cached)] -= 1.0
+            cached.setflags(write=False)
+            self._cache["matrix"] = cached
+        return cached
+
+    def spectrum(self) -> Spectrum:
+        """Eigenvalues and right eigenvectors of ``M``, mode 1 (uniform) first.
+
+        Notes
+        -----
+        ``P``: :meth:`Connectome.spectrum` (real arithmetic for a row
+        normalisation of a symmetric matrix). ``L``: the spectrum of
+        ``G = W - D`` (symmetric when ``W`` is: ``eigh``), negated; the
+        eigenvalue of the uniform mode is set to exactly 0 when it is
+        within ``1e-12 * max(1, max|L_ij|) * N`` of zero (it is zero in exact
+        arithmetic for any ``W``). ``L_rw = I - P``: the spectrum of ``P``,
+        shifted.
+        """
+        cached = self._cache.get("spectrum")
+        if cached is not None:
+            return cached
+        if self.symbol == "P":
+            result = self.connectome.spectrum()
+        else:
+            if self.symbol == "L":
+                base = matrix_spectrum(self.matrix, detect_row_normalised=False)
+                values = -np.array(base.eigenvalues)
+            else:
+                base = self.connectome.spectrum()
+                values = 1.0 - np.array(base.eigenvalues)
+            scale = max(1.0, float(np.max(np.abs(self.mode_matrix)))) * self.n_regions
+            if values.size and abs(values[0]) <= 1e-12 * scale:
+                values[0] = 0.0
+            values.setflags(write=False)
+            result = Spectrum(eigenvalues=values, eigenvectors=base.eigenvectors, is_real=base.is_real)
+        self._cache["spectrum"] = result
+        return result
+
+    def to_manifest(self) -> dict:
+        """The connectome's manifest plus ``operator`` (symbol, description, scheme) and its spectrum."""
+        values = self.spectrum().eigenvalues
+        out = self.connectome.to_manifest()
+        out["operator"] = {
+            "scheme": self.scheme, "symbol": self.symbol, "description": self.description,
+            "laplacian": self.laplacian if self.scheme == "diffusive" else None,
+            "uniform_eigenvalue": self.uniform_eigenvalue,
+            "eigenvalues": {"real": bool(self.spectrum().is_real), "re_min": float(np.min(values.real)),
+                            "re_max": float(np.max(values.real)),
+                            "max_abs_imag": float(np.max(np.abs(values.imag))) if values.size else 0.0},
+        }
+        return out
+
+
+def coupling_operator(connectome: Connectome, coupling) -> CouplingOperator:
+    """The :class:`CouplingOperator` of a model's coupling on ``connectome``.
+
+    Parameters
+    ----------
+    connectome : Connectome
+        As loaded (row normalisation is done here for additive coupling; a
+        connectome whose rows already sum to one is used as it is).
+    coupling : bifnet.model.Coupling or str
+        The model's coupling (or just its scheme name).
+
+    Raises
+    ------
+    ConnectomeError
+        Additive coupling (or the random-walk Laplacian) on a connectome with
+        all-zero rows.
+    """
+    if isinstance(connectome, CouplingOperator):
+        connectome = connectome.connectome
+    scheme = coupling if isinstance(coupling, str) else coupling.scheme
+    laplacian = "combinatorial" if isinstance(coupling, str) else coupling.laplacian
+    if scheme not in ("additive", "diffusive"):
+        raise ConnectomeError(f"unknown coupling scheme {scheme!r} (known: additive, diffusive)")
+    if scheme == "additive" or laplacian == "random_walk":
+        if not connectome._rows_sum_to_one():
+            connectome = connectome.row_normalised()
+    return CouplingOperator(connectome=connectome, scheme=scheme, laplacian=laplacian)
 
 
 # --------------------------------------------------------------------------- #
