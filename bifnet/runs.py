@@ -161,14 +161,32 @@ def _prepare_folder(out: Path, force: bool, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _load_connectome(data: dict):
+def _load_connectome(data: dict, model=None):
+    """The connectome as given and the model's coupling operator on it (or the row-normalised
+    connectome when the model has no coupling)."""
     if "connectome" not in data:
         return None, None
-    from bifnet.connectome import load_connectome
+    from bifnet.connectome import coupling_operator, load_connectome
 
     options = dict(data.get("connectome_options", {}))
+    diffusive = model is not None and model.coupling is not None and model.coupling.scheme == "diffusive"
+    if diffusive and model.coupling.laplacian == "combinatorial":
+        options.setdefault("allow_zero_rows", True)  # L = D - W needs no row normalisation
     raw = load_connectome(data["connectome"], key=options.pop("key", None), **options)
+    if model is not None and model.coupling is not None:
+        return raw, coupling_operator(raw, model.coupling)
     return raw, raw.row_normalised()
+
+
+def _coupling_manifest(model) -> dict | None:
+    coupling = model.coupling
+    if coupling is None:
+        return None
+    return {"scheme": coupling.scheme, "laplacian": coupling.laplacian if coupling.scheme == "diffusive" else None,
+            "operator": coupling.operator, "mode_sign": coupling.mode_sign,
+            "uniform_eigenvalue": coupling.uniform_eigenvalue,
+            "channels": [{"variable": c.variable, "input": c.input, "strength": c.strength}
+                         for c in coupling.channels]}
 
 
 def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrides: Sequence[str] = (),
@@ -208,7 +226,7 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     data = run.data
     model = load_model(data["model"])
     parameters = model.resolve_parameters(data.get("parameters", {}))
-    raw_connectome, connectome = _load_connectome(data)
+    raw_connectome, connectome = _load_connectome(data, model)
     folder = Path(out) if out else Path("results") / run.path.stem
     _prepare_folder(folder, force, resume)
 
@@ -217,7 +235,8 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     context.results["__run__"] = data
     manifest: dict[str, Any] = {
         "run_file": str(run.path), "title": data.get("title", run.path.stem),
-        "model": {"name": model.name, "source": model.source, "variables": list(model.variable_names)},
+        "model": {"name": model.name, "source": model.source, "variables": list(model.variable_names),
+                  "observe": model.observe, "coupling": _coupling_manifest(model)},
         "parameters": parameters,
         "parameter_units": {n: p.unit for n, p in model.parameters.items()},
         "units": {"time": "ms", "growth_rate": "1/ms", "lyapunov_exponent": "1/ms", "frequency": "Hz",

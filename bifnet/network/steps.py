@@ -19,7 +19,20 @@ from bifnet.errors import RunFileError, SimulationError
 from bifnet.steps import StepContext, check_keys
 
 _SIM_KEYS = {"t_max", "dt", "method", "stride", "rtol", "atol", "perturbation", "amplitude", "mode", "seed",
-             "noise", "parameters", "initial", "animate"}
+             "noise", "parameters", "initial", "animate", "variable"}
+
+
+def _variable(context: StepContext, spec: dict, step: str) -> int:
+    """Index of the step's ``variable`` (default: the model's ``[observe] variable``)."""
+    from bifnet.errors import ModelError
+
+    variable = spec.get("variable")
+    if variable is not None and not isinstance(variable, str):
+        raise RunFileError(f"step {step!r}: variable must be a variable name, got {variable!r}")
+    try:
+        return context.model.observed_index(variable)
+    except ModelError as error:
+        raise RunFileError(f"step {step!r}: {error}") from None
 
 
 def _number(spec, key, default, step, *, positive=True, integer=False):
@@ -90,7 +103,8 @@ def _run_simulation(context, spec, step):
 def simulate_step(context: StepContext, spec: dict) -> dict:
     """Simulate the network from a perturbed homogeneous state.
 
-    Keys: ``t_max`` (ms, 1000), ``dt`` (0.01), ``method`` ("rk4"),
+    Keys: ``variable`` (the one plotted; default: the model's ``[observe] variable``),
+    ``t_max`` (ms, 1000), ``dt`` (0.01), ``method`` ("rk4"),
     ``stride`` (10), ``rtol``, ``atol``, ``initial`` ("equilibrium" or
     "default"), ``perturbation`` ("random", "mode", "none"), ``amplitude``
     (1e-3), ``mode`` (2), ``noise`` (0), ``seed``, ``parameters`` (overrides),
@@ -104,17 +118,20 @@ def simulate_step(context: StepContext, spec: dict) -> dict:
 
     step = _name(spec, "simulate")
     check_keys(spec, _SIM_KEYS, step)
+    k = _variable(context, spec, step)
     net, result = _run_simulation(context, spec, step)
+    if not result.success:  # nothing is written that could pass for a complete run
+        raise SimulationError(f"step {step!r}: simulation failed at t = {float(result.t[-1]):.6g} ms: "
+                              f"{result.message}")
     out = context.out_dir
     write_simulation(out / "simulation.nc", result, net)
-    ax = plot_spatiotemporal(result, net)
+    ax = plot_spatiotemporal(result, net, variable=context.model.variable_names[k])
     save_figure(out / "simulation.png", ax.figure)
     files = ["simulation.nc", "simulation.png"]
     centres = getattr(net.connectome, "centres", None)
     if centres is not None and result.y.shape[0] > 1:
         from bifnet.network.plots import animate_simulation, plot_brain_views
 
-        k = context.model.variable_names.index("v_e") if "v_e" in context.model.variable_names else 0
         last = np.asarray(result.y)[-1, :, k]
         fig = plot_brain_views(last - last.mean(), centres,
                                title=f"{context.model.variable_names[k]} - network mean at t = {result.t[-1]:.1f} ms")
@@ -132,7 +149,9 @@ def validate_step(context: StepContext, spec: dict) -> dict:
     """Check a mode's predicted growth rate against a simulation.
 
     Keys: ``mode`` (default: most unstable), ``amplitude`` (1e-7), ``t_max``,
-    ``dt`` (0.01), ``linear_limit`` (1e-4), ``parameters``.
+    ``dt`` (0.01), ``linear_limit`` (1e-4), ``variable`` (whose regional
+    pattern is compared with the mode; default: the model's ``[observe]
+    variable``), ``parameters``.
     Writes ``validation.json``, ``validation.png`` and, when the connectome has
     region centres, ``validation_mode.png`` (the mode's eigenvector on the brain).
     """
@@ -141,11 +160,13 @@ def validate_step(context: StepContext, spec: dict) -> dict:
     from bifnet.network.core import find_homogeneous_equilibrium
 
     step = _name(spec, "validate")
-    check_keys(spec, {"mode", "amplitude", "t_max", "dt", "linear_limit", "parameters"}, step)
+    check_keys(spec, {"mode", "amplitude", "t_max", "dt", "linear_limit", "parameters", "variable"}, step)
+    k = _variable(context, spec, step)
     net = _network(context, spec, step)
     x = find_homogeneous_equilibrium(context.model, dict(net.parameters))
     kwargs = dict(amplitude=_number(spec, "amplitude", 1e-7, step), dt=_number(spec, "dt", 0.01, step),
-                  linear_limit=_number(spec, "linear_limit", 1e-4, step), return_traces=True)
+                  linear_limit=_number(spec, "linear_limit", 1e-4, step), return_traces=True,
+                  variable=context.model.variable_names[k])
     if "mode" in spec:
         kwargs["mode"] = int(_number(spec, "mode", 1, step, integer=True))
     if "t_max" in spec:
@@ -226,7 +247,7 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
     """Power spectra and phase–amplitude coupling of a network simulation.
 
     Simulation keys as in :func:`simulate_step` plus ``transient`` (ms, 200),
-    ``variable`` ("v_e"), ``phase_band`` ([4, 8] Hz), ``amplitude_band``
+    ``variable`` (default: the model's ``[observe] variable``), ``phase_band`` ([4, 8] Hz), ``amplitude_band``
     ([30, 80] Hz), ``n_surrogates`` (200).
     Writes ``spectrum.csv``, ``pac.csv`` (one row per region and the network
     mean), ``spectrum.png`` and ``pac.png``.
@@ -246,16 +267,14 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
     net, result = _run_simulation(context, sim_spec, step)
     if not result.success:
         raise SimulationError(f"step {step!r}: simulation failed: {result.message}")
-    variable = spec.get("variable", "v_e")
-    if variable not in context.model.variable_names:
-        raise RunFileError(f"step {step!r}: variable {variable!r} is not one of {context.model.variable_names}")
+    k = _variable(context, spec, step)
+    variable = context.model.variable_names[k]
     transient = _number(spec, "transient", 200.0, step, positive=False)
     frame = network_spectra(result, net, variable=variable, transient=transient)
     write_csv(context.out_dir / "spectrum.csv", frame)
     ax = plot_power_spectrum(frame["frequency_hz"], frame["mean_power"], label="network mean")
     plot_power_spectrum(frame["frequency_hz"], frame["region_mean_power"], ax=ax, label="mean of regions")
     save_figure(context.out_dir / "spectrum.png", ax.figure)
-    k = context.model.variable_names.index(variable)
     keep = result.t >= result.t[0] + transient
     x = result.y[keep, :, k]
     dt = float(result.t[1] - result.t[0])

@@ -114,13 +114,14 @@ def _on_curve(curves: Sequence[Branch], point: Sequence[float], free, tolerance:
 
 def _block_of(model: NodeModel, x, params: Mapping[str, float], Lambda: float) -> str:
     """``"transverse"`` when the eigenvalue closest to the imaginary axis belongs
-    to ``J(Lambda)`` rather than to ``J_hom = J(1)`` (on ``y = x``)."""
+    to ``J(Lambda)`` rather than to ``J_hom = J(Lambda_u)`` (on ``y = x``; ``Lambda_u`` = 1 for
+    additive, 0 for diffusive coupling)."""
     from bifnet.codegen import mode_jacobian_functions
 
     A_fn, B_fn = mode_jacobian_functions(model)
     p = np.array([params[k] for k in model.parameter_names])
     A, B = A_fn(np.asarray(x, dtype=float), p), B_fn(np.asarray(x, dtype=float), p)
-    hom = np.linalg.eigvals(A + B)
+    hom = np.linalg.eigvals(A + model.coupling.uniform_eigenvalue * B)
     trans = np.linalg.eigvals(A + Lambda * B)
     return "transverse" if np.min(np.abs(trans.real)) < np.min(np.abs(hom.real)) else "homogeneous"
 
@@ -172,7 +173,7 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
     parameters : mapping
         Parameters (the free ones give the start of each level).
     modes : sequence of Mode
-        Distinct eigenvalues to follow (mode 1, ``Lambda = 1``, is the
+        Distinct eigenvalues to follow (mode 1, the uniform mode, is the
         homogeneous one and is skipped). Complex ones are continued on
         :func:`~bifnet.systems.complex_augmented_system`; a conjugate pair
         shares one curve.
