@@ -280,3 +280,44 @@ def complex_augmented_system(model: NodeModel) -> SymbolicSystem:
         rhs=tuple(real_part.rhs[:n]) + tuple(a_rhs) + tuple(b_rhs),
         model=model,
     )
+
+
+@functools.lru_cache(maxsize=None)
+def transverse_fold_system(model: NodeModel, parameter: str) -> SymbolicSystem:
+    """The defining system of a transverse fold (real eigenvalue 0 of ``J(Lambda)``) of equilibria.
+
+    State ``z = (x, w, p)`` with ``p`` the model parameter ``parameter``
+    moved into the state, and the ``2n + 1`` equations
+
+    ``f_hom(x; p) = 0``, ``J(Lambda; x, p) w = 0``, ``w . w - 1 = 0``.
+
+    Its zeros are the homogeneous equilibria at which mode ``Lambda`` has a
+    zero eigenvalue, with ``w`` the null vector; they are regular where the
+    fold is generic (``J_hom`` invertible, a simple zero eigenvalue crossing
+    with non-zero speed), so continuing them in one more parameter (a model
+    parameter or ``Lambda``) traces the transverse fold curve.
+
+    Notes
+    -----
+    On the augmented system a real transverse eigenvalue crossing zero is a
+    *branch point* (the homogeneous branch ``y = x`` continues through it),
+    which AUTO-07p's test functions do not report reliably; this system
+    turns it into an ordinary regular solution curve. Transverse Hopf points
+    keep the augmented system (a Hopf point there is generic).
+    """
+    model.check_parameter_names([parameter])
+    x = model.state_symbols
+    w = tuple(sympy.Symbol(f"{s}__w", real=True) for s in x)
+    hom = homogeneous_system(model)
+    mj = mode_jacobian(model)
+    J = mj.at(LAMBDA)
+    rhs = tuple(hom.rhs) + tuple(J * sympy.Matrix(w)) + (sum(wi ** 2 for wi in w) - 1,)
+    p = sympy.Symbol(parameter, real=True)
+    return SymbolicSystem(
+        name=f"{model.name}:transverse-fold[{parameter}]",
+        kind="transverse-fold",
+        state=x + w + (p,),
+        parameters=tuple(s for s in model.parameter_symbols if s != p) + (LAMBDA,),
+        rhs=tuple(sympy.expand_mul(e) for e in rhs),
+        model=model,
+    )
