@@ -309,6 +309,14 @@ def _diagnose(text: str) -> str | None:
     return None
 
 
+def _located(name: str, text: str) -> str:
+    """``'name' (column k)`` for the first whole-word occurrence of ``name`` in ``text``."""
+    import re
+
+    match = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text)
+    return f"{name!r} (column {match.start() + 1})" if match else repr(name)
+
+
 def _parse_expression(text, name: str, symbols: dict, where: str, what: str = "equation for") -> sympy.Expr:
     from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
@@ -332,12 +340,12 @@ def _parse_expression(text, name: str, symbols: dict, where: str, what: str = "e
         raise ModelError(f"{where}: {what} {name!r} is not an expression")
     unknown = sorted(str(s) for s in expr.free_symbols if str(s) not in symbols)
     if unknown:
-        listed = ", ".join(f"{u!r} (column {text.find(u) + 1})" if u in text else repr(u) for u in unknown)
+        listed = ", ".join(_located(u, text) for u in unknown)
         raise ModelError(f"{where}: {what} {name!r} uses unknown symbol(s) {listed}")
     undefined = sorted({type(f).__name__ for f in expr.atoms(sympy.Function)
                         if isinstance(f, sympy.core.function.AppliedUndef)})
     if undefined:
-        listed = ", ".join(f"{u!r} (column {text.find(u) + 1})" if u in text else repr(u) for u in undefined)
+        listed = ", ".join(_located(u, text) for u in undefined)
         raise ModelError(f"{where}: {what} {name!r} uses unknown function(s) {listed}")
     return expr
 
