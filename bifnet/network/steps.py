@@ -341,9 +341,52 @@ def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, 
     others = rel.growth_rate[1:]
     return {"uniform_growth_rate": float(rel.growth_rate[0]),
             "max_transverse_growth_rate": float(np.max(others)) if others.size else float("nan"),
-            "most_unstable_mode": float(np.argmax(others) + 2) if others.size else float("nan"),
-            "n_unstable_modes": float(np.sum(others > 0)),
-            "homogeneous_cycle": float(rel.solution == "LC")}
+            "most_unstable_mode": int(np.argmax(others) + 2) if others.size else -1,
+            "n_unstable_modes": int(np.sum(others > 0)),
+            "homogeneous_cycle": int(rel.solution == "LC")}
+
+
+#: integer outputs of the sweep analyses, with the value that marks a failed point
+SWEEP_COUNTS = {"n_unstable_modes": -1, "most_unstable_mode": -1, "homogeneous_cycle": -1}
+
+
+def annotate_sweep(ds, model, analysis: str, operator=None):
+    """``units`` (and ``description``) on every variable and coordinate of a sweep, counts as integers.
+
+    Counts (:data:`SWEEP_COUNTS`) are stored as ``int64`` with ``-1`` where the
+    point failed (attribute ``failed_point_value``); rates and exponents are
+    ``float64`` in 1/ms; the grid coordinates carry the model's parameter units.
+    """
+    ds = ds.copy()
+    for name in list(ds.data_vars):
+        var = ds[name]
+        if name in SWEEP_COUNTS:
+            missing = SWEEP_COUNTS[name]
+            values = np.where(np.isfinite(var.values), var.values, missing).astype(np.int64)
+            ds[name] = (var.dims, values)
+            ds[name].attrs.update(units="1", failed_point_value=missing)  # not missing_value: readers would mask it to float
+        elif name.startswith("lyapunov_") or name.endswith("growth_rate"):
+            ds[name].attrs["units"] = "1/ms"
+        else:
+            ds[name].attrs.setdefault("units", "1")
+    descriptions = {
+        "uniform_growth_rate": "growth rate of mode 1 (the uniform mode)",
+        "max_transverse_growth_rate": "largest growth rate of the non-uniform modes",
+        "most_unstable_mode": "mode number (1-based) of that growth rate",
+        "n_unstable_modes": "non-uniform modes with a positive growth rate",
+        "homogeneous_cycle": "1 where the homogeneous attractor is a cycle, 0 an equilibrium",
+        "lyapunov_sum": "sum of the computed Lyapunov exponents",
+    }
+    for name, text in descriptions.items():
+        if name in ds:
+            ds[name].attrs["description"] = text
+    for name in ds.coords:
+        parameter = model.parameters.get(name)
+        ds[name].attrs["units"] = (parameter.unit if parameter is not None else "") or "1"
+    ds.attrs.update(analysis=analysis, model=model.name, time_unit="ms")
+    if operator is not None and hasattr(operator, "symbol"):
+        ds.attrs["operator"] = operator.symbol
+    return ds
 
 
 def _sweep_grid(spec: dict, model, step: str) -> dict:
@@ -405,6 +448,10 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     out_path = context.out_dir / f"sweep_{step}.nc"
     ds = run_sweep(function, grid, out_path=out_path, scheduler=scheduler, workers=spec.get("workers"),
                    progress=bool(spec.get("progress", True)))
+    ds = annotate_sweep(ds, context.model, analysis, context.connectome)
+    from bifnet import io
+
+    io.write_netcdf(out_path, ds)
     _plot_sweep(context, step, ds, list(grid))
     return {"points": int(np.prod([len(v) for v in grid.values()])), "failed": int(ds.attrs.get("n_failed", 0)),
             "file": out_path.name, "variables": list(ds.data_vars), "units": "1/ms for rates and exponents",

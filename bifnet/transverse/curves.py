@@ -193,7 +193,8 @@ def trace_real_fold(model: NodeModel, level_branch: Branch, crossing: Crossing, 
     return Branch(kind=BranchKind.LOCUS, name=name, free=(p1, q), columns=columns, parameters=parameters,
                   origin=(level_branch.name, f"{crossing.kind.value}@{crossing.value:.6g}"),
                   locus_of=SpecialKind.LP, Lambda=params["Lambda"],
-                  variables=tuple(model.variable_names), status=branch.status)
+                  variables=tuple(model.variable_names), status=branch.status,
+                  engine={"points": {}, "parameters": dict(parameters), "system": system.name})
 
 
 def locate_and_continue(model: NodeModel, level_branch: Branch, crossing: Crossing, free: tuple[str, str],

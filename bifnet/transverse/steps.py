@@ -78,10 +78,14 @@ def _operator_symbol(context: StepContext) -> str:
     return coupling.operator if coupling is not None else "P"
 
 
-def _lambda_label(context: StepContext) -> str:
+def _operator_description(context: StepContext) -> str:
     from bifnet.connectome import OPERATOR_DESCRIPTIONS
 
-    return f"Lambda (eigenvalue of the {OPERATOR_DESCRIPTIONS[_operator_symbol(context)]})"
+    return OPERATOR_DESCRIPTIONS[_operator_symbol(context)]
+
+
+def _lambda_label(context: StepContext) -> str:
+    return f"Lambda (eigenvalue of the {_operator_description(context)})"
 
 
 def _with_operator(frame, context: StepContext):
@@ -424,6 +428,13 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
             "complex_modes": [g.mode for g in complex_groups]}
 
 
+def _unit(context: StepContext, name: str) -> str:
+    if name == "Lambda":
+        return "1"
+    parameter = context.model.parameters.get(name)
+    return (parameter.unit if parameter is not None else "") or "1"
+
+
 def _POINT_COLUMNS(free):
     return ["mode", "Lambda", "Lambda_imag", "solution", "kind", free[0], free[1], "branch", "homogeneous_stable",
             "located"]
@@ -451,17 +462,23 @@ def _write_map(context, step, free, levels, samples, groups, solution, rates):
     p1, q = free
     ds = xr.Dataset(
         {
-            "homogeneous_solution": ((q, p1), solution, {"description": "0 none stable, 1 EP, 2 LC, 3 both (EP used)"}),
+            "homogeneous_solution": ((q, p1), solution.astype(np.int64),
+                                     {"units": "1", "description": "0 none stable, 1 EP, 2 LC, 3 both (EP used)"}),
             "uniform_growth_rate": ((q, p1), uniform_rate, {"units": "1/ms"}),
-            "uniform_stable": ((q, p1), (uniform_rate < 0).astype(int)),
-            "n_unstable_modes": ((q, p1), n_unstable.astype(int), {"description": "non-uniform modes with positive growth, with multiplicity; -1 where no stable homogeneous state"}),
-            "most_unstable_mode": ((q, p1), most.astype(int)),
+            "uniform_stable": ((q, p1), (uniform_rate < 0).astype(np.int64), {"units": "1", "description": "1 stable to mode 1"}),
+            "n_unstable_modes": ((q, p1), n_unstable.astype(np.int64), {"units": "1", "description": "non-uniform modes with positive growth, with multiplicity; -1 where no stable homogeneous state"}),
+            "most_unstable_mode": ((q, p1), most.astype(np.int64), {"units": "1", "description": "mode number (1-based); 0 where none"}),
             "max_transverse_growth_rate": ((q, p1), np.where(np.isfinite(max_rate), max_rate, np.nan), {"units": "1/ms"}),
             "growth_rate": ((q, p1, "mode_group"), rates, {"units": "1/ms"}),
         },
-        coords={q: np.asarray(levels, dtype=float), p1: samples, "mode_group": modes,
-                "Lambda": ("mode_group", np.real([g.Lambda for g in groups]).astype(float))},
-        attrs={"step": step, "time_unit": "ms", "model": context.model.name},
+        coords={q: (q, np.asarray(levels, dtype=float), {"units": _unit(context, q)}),
+                p1: (p1, samples, {"units": _unit(context, p1)}),
+                "mode_group": ("mode_group", modes.astype(np.int64), {"units": "1", "description": "first mode of each distinct eigenvalue"}),
+                "Lambda": ("mode_group", np.real([g.Lambda for g in groups]).astype(float),
+                           {"units": "1", "operator": _operator_symbol(context),
+                            "description": "real part of the eigenvalue of the " + _operator_description(context)}),
+                "Lambda_imag": ("mode_group", np.imag([g.Lambda for g in groups]).astype(float), {"units": "1"})},
+        attrs={"step": step, "time_unit": "ms", "model": context.model.name, "operator": _operator_symbol(context)},
     )
     io.write_netcdf(context.out_dir / f"instability_map_{step}.nc", ds)
 
