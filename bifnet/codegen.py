@@ -130,6 +130,53 @@ def kernel_cache_dir() -> Path:
 _modules: dict = {}
 
 
+def model_key(model: NodeModel, *extra: str) -> str:
+    """A content key of ``model``'s equations, names and coupling (cheap: no symbolic work).
+
+    Two models with the same key generate the same kernels, whatever their
+    file or name; ``extra`` strings (e.g. a kernel template) enter the key.
+    """
+    import hashlib
+    import sys
+
+    import numba
+
+    coupling = model.coupling
+    parts = [
+        numba.__version__, sys.version, repr(model.variable_names), repr(model.parameter_names),
+        repr([sympy.srepr(e) for e in model.equations]),
+        "none" if coupling is None else repr((coupling.scheme, coupling.laplacian,
+                                              [(c.variable, c.input, sympy.srepr(c.strength_expr))
+                                               for c in coupling.channels])),
+        *extra,
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def keyed_kernel_module(key: str, name: str, make_source):
+    """Like :func:`kernel_module`, but found by ``key`` so that ``make_source()`` (symbolic
+    work) runs only the first time on a machine."""
+    import importlib.util
+    import sys
+
+    module_name = f"_bifnet_kernels_{name}_{key}"
+    if module_name in _modules:
+        return _modules[module_name]
+    path = kernel_cache_dir() / f"{module_name}.py"
+    if not path.exists():
+        source = make_source()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{module_name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(source)
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    _modules[module_name] = module
+    return module
+
+
 def kernel_module(source: str, name: str):
     """Import generated ``source`` as a module whose numba kernels are cached on disk.
 

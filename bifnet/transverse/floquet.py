@@ -410,9 +410,17 @@ def _kernels(model: NodeModel):
     """
     import re
 
-    from bifnet.codegen import kernel_module
+    from bifnet.codegen import keyed_kernel_module, model_key
 
-    module = kernel_module(floquet_module_source(model), "floquet_" + re.sub(r"\W", "_", model.name))
+    # the generating code enters the key, so that a changed bifnet never reuses a stale module
+    import bifnet.codegen
+    import bifnet.systems
+    from pathlib import Path
+
+    sources = [Path(m.__file__).read_text() for m in (bifnet.codegen, bifnet.systems)] + [Path(__file__).read_text()]
+    key = model_key(model, *sources)
+    module = keyed_kernel_module(key, "floquet_" + re.sub(r"\W", "_", model.name),
+                                 lambda: floquet_module_source(model))
     return {name: getattr(module, name) for name in ("step_polynomials", "propagate", "dop853", "rhs", "jacobian")}
 
 
