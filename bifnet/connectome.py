@@ -23,7 +23,10 @@ Sources understood by :func:`load_connectome`:
   whitespace separated, optional header row and/or first column of labels);
 * edge lists (``.edges`` / ``.edgelist``, or a ``.txt`` file whose first line
   is a single integer ``N``): lines ``i j [w]`` with 0-based indices, setting
-  ``W[i, j] = w`` (``w = 1`` when absent);
+  ``W[i, j] = w`` (``w = 1`` when absent). Edges are directed (``i`` receives
+  from ``j``); a list of each undirected edge once (e.g. the upper triangle)
+  needs ``symmetrize``. A list that never uses index 0 is probably 1-based;
+  the zero-row error then says so;
 * TVB connectivity folders: a ``.zip`` or a directory holding ``weights.txt``
   (optionally ``.bz2``-compressed) and optionally ``centres.txt``
   (lines ``label x y z``).
@@ -302,8 +305,19 @@ class Connectome:
 
     # -- methods ----------------------------------------------------------- #
 
+    def weights_sha256(self) -> str:
+        """SHA-256 hex digest of the float64 C-order bytes of :attr:`weights` alone."""
+        return hashlib.sha256(np.ascontiguousarray(self.weights, dtype=np.float64).tobytes()).hexdigest()
+
+    def labels_sha256(self) -> str:
+        """SHA-256 hex digest of the labels joined with NUL characters (UTF-8)."""
+        return hashlib.sha256("\0".join(self.labels).encode("utf-8")).hexdigest()
+
     def sha256(self) -> str:
-        """Return the SHA-256 hex digest of the weights and labels.
+        """Return the SHA-256 hex digest of the weights and labels together.
+
+        See :meth:`weights_sha256` and :meth:`labels_sha256` for each alone
+        (the same weights under other labels are the same network).
 
         Returns
         -------
@@ -439,6 +453,8 @@ class Connectome:
             "self_loops": self.self_loop_count,
             "zero_rows": list(self.zero_rows),
             "sha256": self.sha256(),
+            "sha256_weights": self.weights_sha256(),
+            "sha256_labels": self.labels_sha256(),
             "transformations": list(self.transformations),
             "spectrum": spectrum,
         }
@@ -678,11 +694,25 @@ def _zero_rows_phrase(rows: Sequence[int], labels: Sequence[str]) -> str:
     return f"{len(rows)} all-zero {plural}: {listed}"
 
 
-def _zero_rows_message(where: str, rows: Sequence[int], labels: Sequence[str]) -> str:
-    return (
-        f"connectome {where} has {_zero_rows_phrase(rows, labels)}; drop them with "
-        "connectome_options.drop_zero_rows = true or drop_regions"
-    )
+def _zero_rows_message(where: str, rows: Sequence[int], labels: Sequence[str], weights=None) -> str:
+    hints = []
+    if weights is not None:
+        W = np.asarray(weights)
+        off = W[~np.eye(W.shape[0], dtype=bool)]
+        if off.size and np.count_nonzero(np.tril(W, -1)) == 0 and np.count_nonzero(np.triu(W, 1)):
+            hints.append("the weights are upper-triangular (each edge listed once?): symmetrize them with "
+                         "connectome_options.symmetrize = true (CLI: --symmetrize)")
+        if 0 in rows and not np.any(W[:, 0]):
+            hints.append("region 0 has neither inputs nor outputs: if the list is 1-based, subtract 1 "
+                         "from every index (edge lists are 0-based)")
+    hints.append("drop them with connectome_options.drop_zero_rows = true (CLI: --drop-zero-rows) "
+                 "or drop_regions")
+    if not hints[0].startswith("drop"):
+        hints[-1] = "or " + hints[-1]
+    return f"connectome {where} has {_zero_rows_phrase(rows, labels)}; " + "; ".join(hints)
+
+
+SYMMETRIZE = {"max": "max(W, W^T)", "mean": "(W + W^T) / 2", "sum": "W + W^T"}
 
 
 # --------------------------------------------------------------------------- #
@@ -1083,6 +1113,7 @@ def load_connectome(
     drop_regions: Sequence[int | str] = (),
     drop_zero_rows: bool = False,
     allow_zero_rows: bool = False,
+    symmetrize: bool | str = False,
 ) -> Connectome:
     """Load and check a connectome from a built-in name or a file.
 
@@ -1102,6 +1133,10 @@ def load_connectome(
         since removing a region can empty another row).
     allow_zero_rows : bool, default False
         Keep all-zero rows (the result cannot be row-normalised).
+    symmetrize : bool or {"max", "mean", "sum"}, default False
+        Make ``W`` symmetric: ``"max"`` (or ``True``) takes ``max(W, W^T)``
+        (right for a list of each undirected edge once, and no change to a
+        symmetric matrix); ``"mean"`` ``(W + W^T) / 2``; ``"sum"`` ``W + W^T``.
 
     Returns
     -------
@@ -1118,8 +1153,8 @@ def load_connectome(
 
     Notes
     -----
-    Order of operations: ``drop_regions``, then ``drop_self_loops``, then
-    all-zero rows are dropped or refused.
+    Order of operations: ``symmetrize``, ``drop_regions``, then
+    ``drop_self_loops``, then all-zero rows are dropped or refused.
 
     Examples
     --------
@@ -1148,6 +1183,16 @@ def load_connectome(
         logger.warning("connectome %s has repeated labels: %s", where, ", ".join(duplicates))
     transformations: list[str] = []
 
+    if symmetrize:
+        how = "max" if symmetrize is True else symmetrize
+        if how not in SYMMETRIZE:
+            raise ConnectomeError(f"symmetrize must be true, false or one of {', '.join(map(repr, SYMMETRIZE))}, "
+                                  f"got {symmetrize!r}")
+        changed = int(np.count_nonzero(weights != weights.T))
+        weights = {"max": np.maximum(weights, weights.T), "mean": 0.5 * (weights + weights.T),
+                   "sum": weights + weights.T}[how]
+        transformations.append(f"symmetrized as {SYMMETRIZE[how]} ({changed} asymmetric entries)")
+
     if drop_regions:
         if isinstance(drop_regions, (str, int)):
             drop_regions = [drop_regions]
@@ -1172,7 +1217,7 @@ def load_connectome(
         if weights.shape[0] == 0:
             raise ConnectomeError(f"connectome {where} has no region left after dropping zero rows")
     elif zero.size and not allow_zero_rows:
-        raise ConnectomeError(_zero_rows_message(where, zero, labels))
+        raise ConnectomeError(_zero_rows_message(where, zero, labels, weights))
 
     connectome = Connectome(
         weights=weights,
@@ -1189,38 +1234,41 @@ def load_connectome(
     return connectome
 
 
-def describe_connectome(source: str | os.PathLike, *, key: str | None = None) -> str:
+def describe_connectome(source: str | os.PathLike, *, key: str | None = None, drop_self_loops: bool = False,
+                        drop_regions: Sequence[int | str] = (), drop_zero_rows: bool = False,
+                        symmetrize: bool | str = False) -> str:
     """Describe a connectome in a few lines of text (``bifnet connectome info``).
 
     Parameters
     ----------
     source : str or os.PathLike
         As for :func:`load_connectome`.
-    key : str, optional
-        As for :func:`load_connectome`.
+    key, drop_self_loops, drop_regions, drop_zero_rows, symmetrize
+        As for :func:`load_connectome` (the run file's ``connectome_options``).
 
     Returns
     -------
     str
-        Lines: name and source, regions, symmetry, self-loops, zero-sum rows,
-        weight range, density, and the spectrum of the row-normalised matrix
-        (real or complex, range of Re Λ, largest ``|Im Λ|``, second-largest Re Λ).
+        Lines: name and source, regions, symmetry, self-loops, all-zero rows
+        (with a hint when they look like an upper-triangular or 1-based edge
+        list), weight range, density, the sha256 of the weights and of the
+        labels, and the spectra of the row-normalised matrix ``P`` (additive
+        coupling; not defined with all-zero rows) and of the graph Laplacian
+        ``L = D - W`` (diffusive coupling).
 
     Raises
     ------
     ConnectomeError
-        If the connectome cannot be loaded, or has all-zero rows (the
-        message names each by index and label).
+        If the connectome cannot be loaded.
 
     Examples
     --------
     >>> print(describe_connectome("tvb68"))  # doctest: +ELLIPSIS
     connectome: tvb68 ...
     """
-    connectome = load_connectome(source, key=key, allow_zero_rows=True)
+    connectome = load_connectome(source, key=key, allow_zero_rows=True, drop_self_loops=drop_self_loops,
+                                 drop_regions=drop_regions, drop_zero_rows=drop_zero_rows, symmetrize=symmetrize)
     zero = connectome.zero_rows
-    if zero:
-        raise ConnectomeError(_zero_rows_message(connectome.source, zero, connectome.labels))
     weights = connectome.weights
     n = connectome.n_regions
     nonzero = weights[weights != 0]
@@ -1232,20 +1280,35 @@ def describe_connectome(source: str | os.PathLike, *, key: str | None = None) ->
         f"centres: {'yes' if connectome.centres is not None else 'no'}",
         f"symmetric: {'yes' if connectome.is_symmetric else 'no'}",
         f"self-loops: {connectome.self_loop_count}",
-        "zero-sum rows: none",
+        ("zero-sum rows: none" if not zero else
+         "zero-sum rows: " + _zero_rows_message(connectome.source, zero, connectome.labels, weights)
+         .split(" has ", 1)[1]),
         f"weights: min nonzero {nonzero.min():.6g}, max {weights.max():.6g}"
         if nonzero.size else "weights: all zero",
         f"density: {density:.4f} ({off_diagonal} nonzero off-diagonal entries)",
-        f"sha256: {connectome.sha256()}",
+        f"sha256 of the weights: {connectome.weights_sha256()}",
+        f"sha256 of the labels: {connectome.labels_sha256()}",
     ]
-    spectrum = connectome.row_normalised().spectrum()
-    values = spectrum.eigenvalues
-    real = np.sort(values.real)[::-1]
+    lines += [f"transformation: {t}" for t in connectome.transformations]
+    if not zero:
+        values = connectome.row_normalised().spectrum().eigenvalues
+        real = np.sort(values.real)[::-1]
+        lines += [
+            "spectrum of P = D^-1 W (additive coupling): "
+            + ("real" if not np.iscomplexobj(values) else "complex"),
+            f"  Re Λ range: [{real.min():.10g}, {real.max():.10g}]",
+            f"  max |Im Λ|: {np.max(np.abs(values.imag)):.6g}",
+            f"  second-largest Re Λ: {real[1]:.10g}" if n > 1 else "  second-largest Re Λ: n/a",
+        ]
+    else:
+        lines.append("spectrum of P = D^-1 W (additive coupling): not defined (all-zero rows)")
+    laplacian = CouplingOperator(connectome=connectome, scheme="diffusive").spectrum().eigenvalues
     lines += [
-        "spectrum of the row-normalised matrix: "
-        + ("real" if spectrum.is_real else "complex"),
-        f"  Re Λ range: [{real.min():.10g}, {real.max():.10g}]",
-        f"  max |Im Λ|: {np.max(np.abs(values.imag)):.6g}",
-        f"  second-largest Re Λ: {real[1]:.10g}" if n > 1 else "  second-largest Re Λ: n/a",
+        "spectrum of L = D - W (diffusive coupling): "
+        + ("real" if not np.iscomplexobj(laplacian) else "complex"),
+        f"  Re Λ range: [{np.min(laplacian.real) + 0.0:.10g}, {np.max(laplacian.real) + 0.0:.10g}]",
+        f"  max |Im Λ|: {np.max(np.abs(laplacian.imag)):.6g}",
+        "  second-smallest Re Λ (the algebraic connectivity of a symmetric W): "
+        + (f"{np.sort(laplacian.real)[1] + 0.0:.10g}" if n > 1 else "n/a"),
     ]
     return "\n".join(lines)

@@ -22,7 +22,7 @@ log = logging.getLogger("bifnet")
 
 TOP_LEVEL_KEYS = {"model", "connectome", "connectome_options", "parameters", "settings", "steps",
                   "title", "description", "seed", "dask"}
-CONNECTOME_OPTIONS = {"drop_self_loops", "drop_regions", "drop_zero_rows", "key"}
+CONNECTOME_OPTIONS = {"drop_self_loops", "drop_regions", "drop_zero_rows", "key", "symmetrize"}
 
 # step kind -> "module:function"; modules are imported only when a step needs them
 STEP_KINDS: dict[str, str] = {
