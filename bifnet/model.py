@@ -22,7 +22,19 @@ import sympy
 
 from bifnet.errors import ModelError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+def data_folder(name: str) -> Path:
+    """A folder of shipped files: ``models`` or ``continuation_runs``.
+
+    In an installed package they are ``bifnet/_models`` and
+    ``bifnet/_continuation_runs`` (package data, see ``setup.cfg``); in a
+    checkout, the top-level folders of the same names.
+    """
+    here = Path(__file__).resolve().parent
+    installed = here / f"_{name}"
+    return installed if installed.is_dir() else here.parent / name
+
+
+MODELS_DIR = data_folder("models")
 
 _ALLOWED_FUNCTIONS = {
     name: getattr(sympy, name)

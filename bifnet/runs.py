@@ -91,7 +91,14 @@ def load_run_file(path: str | Path, overrides: Sequence[str] = ()) -> RunFile:
     """
     path = Path(path)
     if not path.is_file():
-        raise RunFileError(f"run file not found: {path}")
+        from bifnet.model import data_folder
+
+        shipped = data_folder("continuation_runs") / f"{path.name}.toml"
+        if path.suffix == "" and len(path.parts) == 1 and shipped.is_file():
+            path = shipped  # a shipped run file by name, e.g. "demo"
+        else:
+            names = ", ".join(sorted(p.stem for p in data_folder("continuation_runs").glob("*.toml")))
+            raise RunFileError(f"run file not found: {path} (shipped run files, by name: {names or 'none'})")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:

@@ -164,3 +164,23 @@ def test_every_step_kind_on_every_shipped_model(model, tmp_path):
     if curves is not None and len(curves):
         assert set(curves["operator"]) == {operator["symbol"]}
     assert np.isfinite(pd.read_csv(out / "lyapunov.csv")["exponent_per_ms"]).all()
+
+
+def test_a_single_node_model_continues_and_network_steps_say_it_has_no_coupling(tmp_path):
+    model = tmp_path / "single.toml"
+    model.write_text('[variables]\nx = 1.0\n[parameters]\nmu = 1.0\n[equations]\nx = "mu - x**2"\n')
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(f'model = "{model}"\nconnectome = "tvb68"\n'
+                        '[[steps]]\nname = "eq"\nkind = "equilibria"\nfree = ["mu"]\nrange = { mu = [-1.0, 2.0] }\n'
+                        '[[steps]]\nname = "sim"\nkind = "simulate"\n'
+                        '[[steps]]\nname = "disp"\nkind = "dispersion"\n')
+    with pytest.raises(ContinuationError, match="2 step"):
+        execute_run_file(run_file, out=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "run.json").read_text())
+    status = {s["name"]: (s["status"], s.get("error", "")) for s in manifest["steps"]}
+    assert status["eq"][0] == "ok"
+    for name in ("sim", "disp"):
+        assert status[name][0] == "failed" and "has no [coupling]" in status[name][1]
+        assert "\n" not in status[name][1]
+    assert not (tmp_path / "out" / "simulation.nc").exists()
+    assert manifest["model"]["coupling"] is None

@@ -54,6 +54,7 @@ def _name(spec, default):
 def _network(context: StepContext, spec: dict, step: str, *, homogeneous: bool = False):
     from bifnet.network.core import build_network, homogeneous_network
 
+    context.model.require_coupling(f"step {step!r}")
     overrides = spec.get("parameters", {})
     if not isinstance(overrides, dict):
         raise RunFileError(f"step {step!r}: parameters must be a table of name = value")

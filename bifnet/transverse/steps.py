@@ -62,6 +62,7 @@ def select_modes(rule, eigenvalues, step: str, key: str = "modes") -> list[int]:
 
 
 def _modes(context: StepContext, spec: dict) -> tuple[np.ndarray, list[Mode]]:
+    context.model.require_coupling(f"step {spec['name']!r}")
     connectome = context.require_connectome(spec["name"])
     eigenvalues = connectome.spectrum().eigenvalues
     groups = distinct_modes(eigenvalues)
@@ -138,6 +139,7 @@ def dispersion_step(context: StepContext, spec: dict) -> dict:
     step = spec["name"]
     check_keys(spec, {"parameters", "x0", "solution", "curve_points", "Lambda_range"}, step)
     params = _step_parameters(context, spec)
+    context.model.require_coupling(f"step {step!r}")
     eigenvalues = context.require_connectome(step).spectrum().eigenvalues
     relation = dispersion_at(context.model, params, eigenvalues, x0=spec.get("x0"),
                              solution=spec.get("solution", "auto"))
@@ -539,6 +541,7 @@ def neutral_step(context: StepContext, spec: dict) -> dict:
     check_keys(spec, {"free", "range", "levels", "parameters", "settings"}, step)
     (p1,) = _free(spec, 1, step)
     context.model.check_parameter_names([p1])
+    context.model.require_coupling(f"step {step!r}")
     if context.connectome is not None:
         default_range = _default_lambda_range(context, context.connectome.spectrum().eigenvalues)
     else:
