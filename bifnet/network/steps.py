@@ -199,7 +199,8 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
     ``t_max`` (ms, 2000), ``transient`` (300), ``dt`` (0.01),
     ``renormalise_every`` (1.0), ``precision`` (``"double"``, or ``"single"``
     for float32 tangent vectors of a network), ``homogeneous`` (false),
-    ``initial``, ``amplitude``, ``seed``, ``parameters``.
+    ``initial``, ``amplitude``, ``seed``, ``parameters``, ``variable`` (checked and recorded
+    in the summary like the other network steps'; the exponents do not depend on it).
     Writes ``lyapunov.csv`` and ``lyapunov.png`` (running estimates).
     """
     import pandas as pd
@@ -210,7 +211,8 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
 
     step = _name(spec, "lyapunov")
     check_keys(spec, {"k", "t_max", "transient", "dt", "renormalise_every", "precision", "homogeneous", "initial",
-                      "amplitude", "seed", "parameters"}, step)
+                      "amplitude", "seed", "parameters", "variable"}, step)
+    observed = context.model.variable_names[_variable(context, spec, step)]
     precision = _precision(spec, step)
     homogeneous = bool(spec.get("homogeneous", False))
     net = _network(context, spec, step, homogeneous=homogeneous)
@@ -229,7 +231,7 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
               pd.DataFrame({"index": np.arange(1, k + 1), "exponent_per_ms": exponents}))
     ax = plot_convergence(t, running)
     save_figure(context.out_dir / "lyapunov.png", ax.figure)
-    return {"largest_exponent_per_ms": float(exponents[0]), "k": k,
+    return {"largest_exponent_per_ms": float(exponents[0]), "k": k, "variable": observed,
             "kaplan_yorke_dimension": kaplan_yorke_dimension(exponents), "precision": precision,
             "files": ["lyapunov.csv", "lyapunov.png"]}
 
