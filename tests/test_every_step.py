@@ -184,3 +184,21 @@ def test_a_single_node_model_continues_and_network_steps_say_it_has_no_coupling(
         assert "\n" not in status[name][1]
     assert not (tmp_path / "out" / "simulation.nc").exists()
     assert manifest["model"]["coupling"] is None
+
+
+def test_dispersion_tables_round_trip_at_double_precision(tmp_path):
+    from bifnet.connectome import coupling_operator, load_connectome
+    from bifnet.model import load_model
+    from bifnet.transverse.dispersion import equilibrium_dispersion
+
+    run_file = tmp_path / "run.toml"
+    run_file.write_text('model = "brusselator"\nconnectome = "tvb68"\n'
+                        '[[steps]]\nname = "d"\nkind = "dispersion"\nsolution = "EP"\nparameters = { b = 2.3 }\n')
+    out = execute_run_file(run_file, out=tmp_path / "out")
+    table = pd.read_csv(out / "dispersion.csv")
+    model = load_model("brusselator")
+    lam = coupling_operator(load_connectome("tvb68"), model.coupling).spectrum().eigenvalues
+    rel = equilibrium_dispersion(model, model.resolve_parameters({"b": 2.3}), np.array([1.5, 2.3 / 1.5]), lam)
+    assert np.array_equal(table["Lambda"].to_numpy(), lam)
+    assert np.array_equal(table["growth_rate"].to_numpy(), rel.growth_rate)
+    assert table["mode"].dtype.kind == "i" and set(table["operator"]) == {"L"}
