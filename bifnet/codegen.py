@@ -64,8 +64,10 @@ def _expr_code(expr, names: dict) -> str:
 def node_kernel_source(model: NodeModel) -> str:
     """Python source of the node kernels ``node_rhs``, ``node_jac`` and ``strengths`` (undecorated).
 
-    ``node_rhs(x, p, C, out)`` writes ``f(x, C)`` into ``out`` (``C`` holds
-    the ``m`` channel inputs); ``node_jac(x, p, C, J, dfdC)`` writes ``D_x f``
+    ``node_rhs(x, p, C, i, out)`` writes ``f(x, C[i])`` into ``out`` (row ``i``
+    of ``C`` holds the ``m`` channel inputs of node ``i``; passing the row
+    index rather than a row view keeps the node loops as fast as with one
+    scalar input); ``node_jac(x, p, C, i, J, dfdC)`` writes ``D_x f``
     into ``J`` (n x n) and ``df/dC_k`` into ``dfdC[:, k]`` (n x m);
     ``strengths(p, s)`` writes each channel's strength into ``s`` (m).
     Common subexpressions are shared; only ``math`` functions are used, so the
@@ -76,7 +78,7 @@ def node_kernel_source(model: NodeModel) -> str:
     inputs = model.input_symbols
     xs = {s: sympy.Symbol(f"x[{i}]") for i, s in enumerate(x)}
     ps = {s: sympy.Symbol(f"p[{i}]") for i, s in enumerate(p)}
-    cs = {s: sympy.Symbol(f"C[{k}]") for k, s in enumerate(inputs)}
+    cs = {s: sympy.Symbol(f"C[i, {k}]") for k, s in enumerate(inputs)}
     subs = {**xs, **ps, **cs}
     f = sympy.Matrix(model.equations)
     J = f.jacobian(sympy.Matrix(x))
@@ -94,10 +96,10 @@ def node_kernel_source(model: NodeModel) -> str:
         return "\n".join(lines)
 
     n = len(x)
-    rhs = build("node_rhs", ["x", "p", "C", "out"], [(f"out[{i}]", f[i]) for i in range(n)])
+    rhs = build("node_rhs", ["x", "p", "C", "i", "out"], [(f"out[{i}]", f[i]) for i in range(n)])
     jac_targets = [(f"J[{i}, {j}]", J[i, j]) for i in range(n) for j in range(n)]
     jac_targets += [(f"dfdC[{i}, {k}]", f[i].diff(C)) for i in range(n) for k, C in enumerate(inputs)]
-    jac = build("node_jac", ["x", "p", "C", "J", "dfdC"], jac_targets)
+    jac = build("node_jac", ["x", "p", "C", "i", "J", "dfdC"], jac_targets)
     strengths = build("strengths", ["p", "s"],
                       [(f"s[{k}]", e) for k, e in enumerate(model.strength_expressions)])
     return rhs + "\n\n\n" + jac + "\n\n\n" + strengths + "\n"

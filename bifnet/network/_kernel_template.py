@@ -37,7 +37,7 @@ jit_reassoc = numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"
 # ---- BEGIN GENERATED ----
 
 
-def node_rhs(x, p, C, out):
+def node_rhs(x, p, C, i, out):
     raise NotImplementedError
 
 
@@ -45,7 +45,7 @@ def strengths(p, s):
     raise NotImplementedError
 
 
-def node_jac(x, p, C, J, dfdC):
+def node_jac(x, p, C, i, J, dfdC):
     raise NotImplementedError
 
 
@@ -93,7 +93,7 @@ def rhs(y, args, out):
     yc = np.empty(N)
     coupling_input(y, W, p, C, yc)
     for i in range(N):
-        node_rhs(y[i * N_VAR:(i + 1) * N_VAR], p, C[i], out[i * N_VAR:(i + 1) * N_VAR])
+        node_rhs(y[i * N_VAR:(i + 1) * N_VAR], p, C, i, out[i * N_VAR:(i + 1) * N_VAR])
 
 
 @jit
@@ -121,8 +121,8 @@ def tangent(y, V, args, dy, dV):
     g = np.empty((n, N_CH))
     for i in range(N):
         xi = y[i * n:(i + 1) * n]
-        node_rhs(xi, p, C[i], dy[i * n:(i + 1) * n])
-        node_jac(xi, p, C[i], J, g)
+        node_rhs(xi, p, C, i, dy[i * n:(i + 1) * n])
+        node_jac(xi, p, C, i, J, g)
         base = i * n
         for a in range(n):
             row = dV[base + a]
@@ -147,8 +147,8 @@ def node_fields(y, p, W, C, yc, F, Js, gs):
     coupling_input(y, W, p, C, yc)
     for i in range(W.shape[0]):
         x = y[i * N_VAR:(i + 1) * N_VAR]
-        node_rhs(x, p, C[i], F[i * N_VAR:(i + 1) * N_VAR])
-        node_jac(x, p, C[i], Js[i], gs[i])
+        node_rhs(x, p, C, i, F[i * N_VAR:(i + 1) * N_VAR])
+        node_jac(x, p, C, i, Js[i], gs[i])
 
 
 @jit
