@@ -214,7 +214,8 @@ def _curves_frame(curves, free):
         })
         rows.append(frame)
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["mode", "Lambda", "Lambda_imag", "kind", "curve", "point", *free, "frequency_hz"])
+        columns=["mode", "modes", "Lambda", "Lambda_imag", "kind", "curve", "point", *free, "frequency_hz",
+                 "codim2"])
 
 
 def _cycle_crossings(context, cycles, groups, p1, q, level):
