@@ -189,7 +189,8 @@ def trace_real_fold(model: NodeModel, level_branch: Branch, crossing: Crossing, 
     columns.update(period=np.full(n, np.nan), stable=np.full(n, -1, dtype=int),
                    code=np.asarray(branch["code"][keep], dtype=int), label=np.asarray(branch["label"][keep], dtype=int))
     parameters = {**params, q: float(branch[q][k0]), p1: float(values[k0])}
-    parameters.pop("Lambda", None) if q != "Lambda" else None
+    if q != "Lambda":
+        parameters.pop("Lambda", None)  # a model's parameters, as on the other loci
     return Branch(kind=BranchKind.LOCUS, name=name, free=(p1, q), columns=columns, parameters=parameters,
                   origin=(level_branch.name, f"{crossing.kind.value}@{crossing.value:.6g}"),
                   locus_of=SpecialKind.LP, Lambda=params["Lambda"],
