@@ -7,11 +7,15 @@ It is immutable: every change (dropping regions, self-loops, row
 normalisation) returns a new object and is recorded in
 :attr:`Connectome.transformations`.
 
-The network models of bifnet are coupled through the row-normalised matrix
-``P = D^{-1} W`` (``D = diag(row sums)``); a network equilibrium that is the
-same in every region decomposes into *modes*, the eigenvectors of ``P``.
-:meth:`Connectome.spectrum` returns them sorted by real part, descending, so
-that mode 1 is the uniform mode with ``Λ = 1``.
+A model's coupling scheme decides the operator whose eigenvectors are the
+*modes* of a homogeneous state (:class:`CouplingOperator`, built by
+:func:`coupling_operator`, the one place every stage takes it from): the
+row-normalised matrix ``P = D^{-1} W`` (``D = diag(row sums)``) for additive
+coupling, the graph Laplacian ``L = D - W`` of the weights as given for
+diffusive coupling. :meth:`Connectome.spectrum` returns the eigenvalues of the
+matrix itself sorted by real part, descending (for ``P`` mode 1 is the uniform
+mode with ``Λ = 1``); :meth:`CouplingOperator.spectrum` puts the uniform mode
+first for either operator (``Λ = 0`` for ``L``).
 
 Sources understood by :func:`load_connectome`:
 
