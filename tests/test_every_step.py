@@ -202,3 +202,17 @@ def test_dispersion_tables_round_trip_at_double_precision(tmp_path):
     assert np.array_equal(table["Lambda"].to_numpy(), lam)
     assert np.array_equal(table["growth_rate"].to_numpy(), rel.growth_rate)
     assert table["mode"].dtype.kind == "i" and set(table["operator"]) == {"L"}
+
+
+def test_a_failed_simulation_writes_nothing_that_looks_complete(tmp_path):
+    run_file = tmp_path / "run.toml"
+    run_file.write_text('model = "brusselator"\nconnectome = "tvb68"\n'
+                        '[[steps]]\nname = "sim"\nkind = "simulate"\nt_max = 50.0\ndt = 5.0\namplitude = 0.5\n'
+                        'parameters = { eps = 50.0 }\n')
+    with pytest.raises(ContinuationError):
+        execute_run_file(run_file, out=tmp_path / "out")
+    out = tmp_path / "out"
+    (step,) = json.loads((out / "run.json").read_text())["steps"]
+    assert step["status"] == "failed" and "simulation_partial.nc" in step["error"]
+    assert not (out / "simulation.nc").exists() and not (out / "simulation.png").exists()
+    assert (out / "simulation_partial.nc").exists()

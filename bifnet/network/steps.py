@@ -112,6 +112,8 @@ def simulate_step(context: StepContext, spec: dict) -> dict:
     ``animate`` (false; an MP4 on the brain when ffmpeg is installed).
     Writes ``simulation.nc``, ``simulation.png`` and, when the connectome has
     region centres, ``simulation_brain.png`` (the last snapshot on three views).
+    A failed integration writes only ``simulation_partial.nc`` (the states up
+    to the failure) and fails the step.
     """
     from bifnet.io import save_figure
     from bifnet.network.output import write_simulation
@@ -121,10 +123,11 @@ def simulate_step(context: StepContext, spec: dict) -> dict:
     check_keys(spec, _SIM_KEYS, step)
     k = _variable(context, spec, step)
     net, result = _run_simulation(context, spec, step)
-    if not result.success:  # nothing is written that could pass for a complete run
-        raise SimulationError(f"step {step!r}: simulation failed at t = {float(result.t[-1]):.6g} ms: "
-                              f"{result.message}")
     out = context.out_dir
+    if not result.success:  # keep the states up to the failure, under a name that does not look complete
+        write_simulation(out / "simulation_partial.nc", result, net)
+        raise SimulationError(f"step {step!r}: simulation failed at t = {float(result.t[-1]):.6g} ms: "
+                              f"{result.message} (states up to the failure in simulation_partial.nc)")
     write_simulation(out / "simulation.nc", result, net)
     ax = plot_spatiotemporal(result, net, variable=context.model.variable_names[k])
     save_figure(out / "simulation.png", ax.figure)
