@@ -53,6 +53,10 @@ def _build_parser() -> argparse.ArgumentParser:
     info = conn_sub.add_parser("info", help="describe a connectome (built-in name or file)")
     info.add_argument("source", help="tvb66, tvb68, tvb76, tvb96, tvb192 or a path")
     info.add_argument("--key", help="array name inside a .npz or .mat file")
+    info.add_argument("--drop-zero-rows", action="store_true", help="drop regions whose row is all zero")
+    info.add_argument("--drop-self-loops", action="store_true", help="set the diagonal to zero")
+    info.add_argument("--symmetrize", nargs="?", const="max", default=False, choices=["max", "mean", "sum"],
+                      help="make W symmetric: max(W, W^T) (default), (W + W^T)/2 or W + W^T")
     return parser
 
 
@@ -75,7 +79,8 @@ def _command_run(args) -> int:
 def _command_connectome_info(args) -> int:
     from bifnet.connectome import describe_connectome
 
-    print(describe_connectome(args.source, key=args.key))
+    print(describe_connectome(args.source, key=args.key, drop_zero_rows=args.drop_zero_rows,
+                              drop_self_loops=args.drop_self_loops, symmetrize=args.symmetrize))
     return 0
 
 

@@ -62,22 +62,26 @@ def _expr_code(expr, names: dict) -> str:
 
 
 def node_kernel_source(model: NodeModel) -> str:
-    """Python source of the node kernels ``node_rhs`` and ``node_jac`` (undecorated).
+    """Python source of the node kernels ``node_rhs``, ``node_jac`` and ``strengths`` (undecorated).
 
-    ``node_rhs(x, p, C, out)`` writes ``f(x, C)`` into ``out``;
-    ``node_jac(x, p, C, J, dfdC)`` writes ``D_x f`` into ``J`` (n x n) and
-    ``df/dC`` into ``dfdC`` (n). Common subexpressions are shared; only
-    ``math`` functions are used, so the source compiles with numba.
+    ``node_rhs(x, p, C, i, out)`` writes ``f(x, C[i])`` into ``out`` (row ``i``
+    of ``C`` holds the ``m`` channel inputs of node ``i``; passing the row
+    index rather than a row view keeps the node loops as fast as with one
+    scalar input); ``node_jac(x, p, C, i, J, dfdC)`` writes ``D_x f``
+    into ``J`` (n x n) and ``df/dC_k`` into ``dfdC[:, k]`` (n x m);
+    ``strengths(p, s)`` writes each channel's strength into ``s`` (m).
+    Common subexpressions are shared; only ``math`` functions are used, so the
+    source compiles with numba.
     """
     x = model.state_symbols
     p = model.parameter_symbols
-    C = model.input_symbol
+    inputs = model.input_symbols
     xs = {s: sympy.Symbol(f"x[{i}]") for i, s in enumerate(x)}
     ps = {s: sympy.Symbol(f"p[{i}]") for i, s in enumerate(p)}
-    subs = {**xs, **ps, C: sympy.Symbol("C")}
+    cs = {s: sympy.Symbol(f"C[i, {k}]") for k, s in enumerate(inputs)}
+    subs = {**xs, **ps, **cs}
     f = sympy.Matrix(model.equations)
     J = f.jacobian(sympy.Matrix(x))
-    dfdC = f.diff(C)
 
     def build(name, args, targets):
         exprs = [e for _, e in targets]
@@ -92,11 +96,13 @@ def node_kernel_source(model: NodeModel) -> str:
         return "\n".join(lines)
 
     n = len(x)
-    rhs = build("node_rhs", ["x", "p", "C", "out"], [(f"out[{i}]", f[i]) for i in range(n)])
+    rhs = build("node_rhs", ["x", "p", "C", "i", "out"], [(f"out[{i}]", f[i]) for i in range(n)])
     jac_targets = [(f"J[{i}, {j}]", J[i, j]) for i in range(n) for j in range(n)]
-    jac_targets += [(f"dfdC[{i}]", dfdC[i]) for i in range(n)]
-    jac = build("node_jac", ["x", "p", "C", "J", "dfdC"], jac_targets)
-    return rhs + "\n\n\n" + jac + "\n"
+    jac_targets += [(f"dfdC[{i}, {k}]", f[i].diff(C)) for i in range(n) for k, C in enumerate(inputs)]
+    jac = build("node_jac", ["x", "p", "C", "i", "J", "dfdC"], jac_targets)
+    strengths = build("strengths", ["p", "s"],
+                      [(f"s[{k}]", e) for k, e in enumerate(model.strength_expressions)])
+    return rhs + "\n\n\n" + jac + "\n\n\n" + strengths + "\n"
 
 
 def kernel_cache_dir() -> Path:
@@ -184,6 +190,72 @@ def heal_kernel_cache(folder: Path, module_name: str) -> list[str]:
                                         " again", damaged[0].name, len(entries), "y" if len(entries) == 1 else "ies",
                                         module_name)
     return [e.name for e in entries]
+def model_key(model: NodeModel, *extra: str) -> str:
+    """A content key of ``model``'s equations, names and coupling (cheap: no symbolic work).
+
+    Two models with the same key generate the same kernels, whatever their
+    file or name; ``extra`` strings (e.g. a kernel template) enter the key.
+    """
+    import hashlib
+    import sys
+
+    import numba
+
+    coupling = model.coupling
+    parts = [
+        numba.__version__, sys.version, repr(model.variable_names), repr(model.parameter_names),
+        repr([sympy.srepr(e) for e in model.equations]),
+        "none" if coupling is None else repr((coupling.scheme, coupling.laplacian,
+                                              [(c.variable, c.input, sympy.srepr(c.strength_expr))
+                                               for c in coupling.channels])),
+        *extra,
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def keyed_kernel_module(key: str, name: str, make_source):
+    """Like :func:`kernel_module`, but found by ``key`` so that ``make_source()`` (symbolic
+    work) runs only the first time on a machine."""
+    import importlib.util
+    import sys
+
+    module_name = f"_bifnet_kernels_{name}_{key}"
+    if module_name in _modules:
+        return _modules[module_name]
+    path = kernel_cache_dir() / f"{module_name}.py"
+    if not path.exists():
+        _write_source(path, make_source())
+    try:
+        return _load_module(module_name, path)
+    except (SyntaxError, ImportError, AttributeError, NameError):
+        # a damaged source file in the cache (e.g. truncated): generate it again
+        import logging
+
+        logging.getLogger("bifnet").warning("kernel cache: %s was damaged; generating it again", path.name)
+        sys.modules.pop(module_name, None)
+        _write_source(path, make_source())
+        return _load_module(module_name, path)
+
+
+def _write_source(path: Path, source: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(source)
+    os.replace(tmp, path)
+
+
+def _load_module(module_name: str, path: Path):
+    """Import a cached kernel module (its damaged numba cache entries removed first)."""
+    import importlib.util
+    import sys
+
+    heal_kernel_cache(path.parent, module_name)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    _modules[module_name] = module
+    return module
 
 
 def kernel_module(source: str, name: str):
@@ -208,14 +280,5 @@ def kernel_module(source: str, name: str):
         return _modules[module_name]
     path = kernel_cache_dir() / f"{module_name}.py"
     if not path.exists() or path.read_text() != source:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{module_name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(source)
-        os.replace(tmp, path)
-    heal_kernel_cache(path.parent, module_name)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    _modules[module_name] = module
-    return module
+        _write_source(path, source)
+    return _load_module(module_name, path)

@@ -7,11 +7,15 @@ It is immutable: every change (dropping regions, self-loops, row
 normalisation) returns a new object and is recorded in
 :attr:`Connectome.transformations`.
 
-The network models of bifnet are coupled through the row-normalised matrix
-``P = D^{-1} W`` (``D = diag(row sums)``); a network equilibrium that is the
-same in every region decomposes into *modes*, the eigenvectors of ``P``.
-:meth:`Connectome.spectrum` returns them sorted by real part, descending, so
-that mode 1 is the uniform mode with ``Λ = 1``.
+A model's coupling scheme decides the operator whose eigenvectors are the
+*modes* of a homogeneous state (:class:`CouplingOperator`, built by
+:func:`coupling_operator`, the one place every stage takes it from): the
+row-normalised matrix ``P = D^{-1} W`` (``D = diag(row sums)``) for additive
+coupling, the graph Laplacian ``L = D - W`` of the weights as given for
+diffusive coupling. :meth:`Connectome.spectrum` returns the eigenvalues of the
+matrix itself sorted by real part, descending (for ``P`` mode 1 is the uniform
+mode with ``Λ = 1``); :meth:`CouplingOperator.spectrum` puts the uniform mode
+first for either operator (``Λ = 0`` for ``L``).
 
 Sources understood by :func:`load_connectome`:
 
@@ -23,7 +27,10 @@ Sources understood by :func:`load_connectome`:
   whitespace separated, optional header row and/or first column of labels);
 * edge lists (``.edges`` / ``.edgelist``, or a ``.txt`` file whose first line
   is a single integer ``N``): lines ``i j [w]`` with 0-based indices, setting
-  ``W[i, j] = w`` (``w = 1`` when absent);
+  ``W[i, j] = w`` (``w = 1`` when absent). Edges are directed (``i`` receives
+  from ``j``); a list of each undirected edge once (e.g. the upper triangle)
+  needs ``symmetrize``. A list that never uses index 0 is probably 1-based;
+  the zero-row error then says so;
 * TVB connectivity folders: a ``.zip`` or a directory holding ``weights.txt``
   (optionally ``.bz2``-compressed) and optionally ``centres.txt``
   (lines ``label x y z``).
@@ -50,7 +57,9 @@ __all__ = [
     "BUILTIN_NAMES",
     "DEFAULT_CONNECTOME",
     "Connectome",
+    "CouplingOperator",
     "Spectrum",
+    "coupling_operator",
     "describe_connectome",
     "load_connectome",
 ]
@@ -160,7 +169,8 @@ def _symmetriser(W: np.ndarray) -> np.ndarray | None:
     return d
 
 
-def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None) -> Spectrum:
+def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None,
+                    detect_row_normalised: bool = True) -> Spectrum:
     """Eigenvalues and right eigenvectors of a weight matrix, sorted by real part descending.
 
     Parameters
@@ -169,6 +179,9 @@ def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None) ->
         ``(N, N)`` matrix, e.g. a row-normalised connectome.
     symmetric_original : ndarray, optional
         A symmetric ``S`` with ``weights = S / S.sum(1)``, when known.
+    detect_row_normalised : bool, default True
+        Look for such an ``S`` (only valid for a row normalisation; off for
+        Laplacians).
 
     Returns
     -------
@@ -184,7 +197,7 @@ def matrix_spectrum(weights, *, symmetric_original: np.ndarray | None = None) ->
     eigenvalue is).
     """
     W = np.asarray(weights, dtype=float)
-    if symmetric_original is None and not np.allclose(W, W.T, rtol=1e-12, atol=0):
+    if detect_row_normalised and symmetric_original is None and not np.allclose(W, W.T, rtol=1e-12, atol=0):
         d = _symmetriser(W)
         if d is not None:
             symmetric_original = W * d[:, None]
@@ -296,8 +309,19 @@ class Connectome:
 
     # -- methods ----------------------------------------------------------- #
 
+    def weights_sha256(self) -> str:
+        """SHA-256 hex digest of the float64 C-order bytes of :attr:`weights` alone."""
+        return hashlib.sha256(np.ascontiguousarray(self.weights, dtype=np.float64).tobytes()).hexdigest()
+
+    def labels_sha256(self) -> str:
+        """SHA-256 hex digest of the labels joined with NUL characters (UTF-8)."""
+        return hashlib.sha256("\0".join(self.labels).encode("utf-8")).hexdigest()
+
     def sha256(self) -> str:
-        """Return the SHA-256 hex digest of the weights and labels.
+        """Return the SHA-256 hex digest of the weights and labels together.
+
+        See :meth:`weights_sha256` and :meth:`labels_sha256` for each alone
+        (the same weights under other labels are the same network).
 
         Returns
         -------
@@ -433,12 +457,204 @@ class Connectome:
             "self_loops": self.self_loop_count,
             "zero_rows": list(self.zero_rows),
             "sha256": self.sha256(),
+            "sha256_weights": self.weights_sha256(),
+            "sha256_labels": self.labels_sha256(),
             "transformations": list(self.transformations),
             "spectrum": spectrum,
         }
 
     def _rows_sum_to_one(self) -> bool:
         return bool(np.all(np.abs(self.weights.sum(axis=1) - 1.0) <= _ROW_SUM_TOLERANCE))
+
+
+# --------------------------------------------------------------------------- #
+# the coupling operator of a scheme: the one place stages take modes from
+# --------------------------------------------------------------------------- #
+
+OPERATOR_DESCRIPTIONS = {
+    "P": "row-normalised weights P = D^-1 W",
+    "L": "graph Laplacian L = D - W (weights as given)",
+    "L_rw": "random-walk Laplacian L_rw = I - D^-1 W",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class CouplingOperator:
+    """The operator of a coupling scheme on a connectome, and its modes.
+
+    Channel ``k`` of node ``i`` receives ``C_k,i = s_k sum_j G_ij c_k(x_j)``
+    with the *coupling matrix* ``G = sign * M``; the eigenvalues of the *mode
+    operator* ``M`` index the modes (the ``Lambda`` column of every table):
+
+    ========== ============ ================================ ====== =========
+    scheme     laplacian    M                                sign   uniform
+    ========== ============ ================================ ====== =========
+    additive   --           ``P = D^-1 W``                   +1     1
+    diffusive  combinatorial ``L = D - W``                   -1     0
+    diffusive  random_walk  ``L_rw = I - D^-1 W``            -1     0
+    ========== ============ ================================ ====== =========
+
+    ``D = diag(row sums of W)``. Modes are sorted so that mode 1 is the
+    uniform one: by real part descending for ``P``, ascending for ``L``.
+
+    Attributes
+    ----------
+    connectome : Connectome
+        The weights the scheme starts from: row-normalised (additive) or as
+        given (diffusive; all-zero rows are allowed).
+    scheme : {"additive", "diffusive"}
+    laplacian : {"combinatorial", "random_walk"}
+    """
+
+    connectome: Connectome
+    scheme: str = "additive"
+    laplacian: str = "combinatorial"
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    # a Connectome's read-only face, so that stages can use either
+    @property
+    def weights(self) -> np.ndarray:
+        """The weights :func:`bifnet.network.build_network` takes for this scheme."""
+        return self.connectome.weights
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.connectome.labels
+
+    @property
+    def centres(self):
+        return self.connectome.centres
+
+    @property
+    def name(self) -> str:
+        return self.connectome.name
+
+    @property
+    def n_regions(self) -> int:
+        return self.connectome.n_regions
+
+    @property
+    def symbol(self) -> str:
+        """``"P"``, ``"L"`` or ``"L_rw"``."""
+        if self.scheme == "additive":
+            return "P"
+        return "L" if self.laplacian == "combinatorial" else "L_rw"
+
+    @property
+    def description(self) -> str:
+        return OPERATOR_DESCRIPTIONS[self.symbol]
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.scheme == "additive" else -1
+
+    @property
+    def uniform_eigenvalue(self) -> float:
+        return 1.0 if self.scheme == "additive" else 0.0
+
+    @property
+    def mode_matrix(self) -> np.ndarray:
+        """``M`` (``P``, ``L`` or ``L_rw``), ``(N, N)``."""
+        W = self.connectome.weights
+        if self.symbol == "P":
+            return np.array(W)
+        if self.symbol == "L":
+            return np.diag(W.sum(axis=1)) - W
+        return np.eye(W.shape[0]) - W
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The coupling matrix ``G = sign * M`` the network kernels multiply by (read-only)."""
+        cached = self._cache.get("matrix")
+        if cached is None:
+            W = self.connectome.weights
+            if self.symbol == "P":
+                cached = np.array(W, dtype=float, order="C")
+            elif self.symbol == "L":
+                cached = np.array(W, dtype=float, order="C")
+                cached[np.diag_indices_from(cached)] -= W.sum(axis=1)
+            else:
+                cached = np.array(W, dtype=float, order="C")
+                cached[np.diag_indices_from(cached)] -= 1.0
+            cached.setflags(write=False)
+            self._cache["matrix"] = cached
+        return cached
+
+    def spectrum(self) -> Spectrum:
+        """Eigenvalues and right eigenvectors of ``M``, mode 1 (uniform) first.
+
+        Notes
+        -----
+        ``P``: :meth:`Connectome.spectrum` (real arithmetic for a row
+        normalisation of a symmetric matrix). ``L``: the spectrum of
+        ``G = W - D`` (symmetric when ``W`` is: ``eigh``), negated; the
+        eigenvalue of the uniform mode is set to exactly 0 when it is
+        within ``1e-12 * max(1, max|L_ij|) * N`` of zero (it is zero in exact
+        arithmetic for any ``W``). ``L_rw = I - P``: the spectrum of ``P``,
+        shifted.
+        """
+        cached = self._cache.get("spectrum")
+        if cached is not None:
+            return cached
+        if self.symbol == "P":
+            result = self.connectome.spectrum()
+        else:
+            if self.symbol == "L":
+                base = matrix_spectrum(self.matrix, detect_row_normalised=False)
+                values = -np.array(base.eigenvalues)
+            else:
+                base = self.connectome.spectrum()
+                values = 1.0 - np.array(base.eigenvalues)
+            scale = max(1.0, float(np.max(np.abs(self.mode_matrix)))) * self.n_regions
+            if values.size and abs(values[0]) <= 1e-12 * scale:
+                values[0] = 0.0
+            values.setflags(write=False)
+            result = Spectrum(eigenvalues=values, eigenvectors=base.eigenvectors, is_real=base.is_real)
+        self._cache["spectrum"] = result
+        return result
+
+    def to_manifest(self) -> dict:
+        """The connectome's manifest plus ``operator`` (symbol, description, scheme) and its spectrum."""
+        values = self.spectrum().eigenvalues
+        out = self.connectome.to_manifest()
+        out["operator"] = {
+            "scheme": self.scheme, "symbol": self.symbol, "description": self.description,
+            "laplacian": self.laplacian if self.scheme == "diffusive" else None,
+            "uniform_eigenvalue": self.uniform_eigenvalue,
+            "eigenvalues": {"real": bool(self.spectrum().is_real), "re_min": float(np.min(values.real)),
+                            "re_max": float(np.max(values.real)),
+                            "max_abs_imag": float(np.max(np.abs(values.imag))) if values.size else 0.0},
+        }
+        return out
+
+
+def coupling_operator(connectome: Connectome, coupling) -> CouplingOperator:
+    """The :class:`CouplingOperator` of a model's coupling on ``connectome``.
+
+    Parameters
+    ----------
+    connectome : Connectome
+        As loaded (row normalisation is done here for additive coupling; a
+        connectome whose rows already sum to one is used as it is).
+    coupling : bifnet.model.Coupling or str
+        The model's coupling (or just its scheme name).
+
+    Raises
+    ------
+    ConnectomeError
+        Additive coupling (or the random-walk Laplacian) on a connectome with
+        all-zero rows.
+    """
+    if isinstance(connectome, CouplingOperator):
+        connectome = connectome.connectome
+    scheme = coupling if isinstance(coupling, str) else coupling.scheme
+    laplacian = "combinatorial" if isinstance(coupling, str) else coupling.laplacian
+    if scheme not in ("additive", "diffusive"):
+        raise ConnectomeError(f"unknown coupling scheme {scheme!r} (known: additive, diffusive)")
+    if scheme == "additive" or laplacian == "random_walk":
+        if not connectome._rows_sum_to_one():
+            connectome = connectome.row_normalised()
+    return CouplingOperator(connectome=connectome, scheme=scheme, laplacian=laplacian)
 
 
 # --------------------------------------------------------------------------- #
@@ -482,11 +698,25 @@ def _zero_rows_phrase(rows: Sequence[int], labels: Sequence[str]) -> str:
     return f"{len(rows)} all-zero {plural}: {listed}"
 
 
-def _zero_rows_message(where: str, rows: Sequence[int], labels: Sequence[str]) -> str:
-    return (
-        f"connectome {where} has {_zero_rows_phrase(rows, labels)}; drop them with "
-        "connectome_options.drop_zero_rows = true or drop_regions"
-    )
+def _zero_rows_message(where: str, rows: Sequence[int], labels: Sequence[str], weights=None) -> str:
+    hints = []
+    if weights is not None:
+        W = np.asarray(weights)
+        off = W[~np.eye(W.shape[0], dtype=bool)]
+        if off.size and np.count_nonzero(np.tril(W, -1)) == 0 and np.count_nonzero(np.triu(W, 1)):
+            hints.append("the weights are upper-triangular (each edge listed once?): symmetrize them with "
+                         "connectome_options.symmetrize = true (CLI: --symmetrize)")
+        if 0 in rows and not np.any(W[:, 0]):
+            hints.append("region 0 has neither inputs nor outputs: if the list is 1-based, subtract 1 "
+                         "from every index (edge lists are 0-based)")
+    hints.append("drop them with connectome_options.drop_zero_rows = true (CLI: --drop-zero-rows) "
+                 "or drop_regions")
+    if not hints[0].startswith("drop"):
+        hints[-1] = "or " + hints[-1]
+    return f"connectome {where} has {_zero_rows_phrase(rows, labels)}; " + "; ".join(hints)
+
+
+SYMMETRIZE = {"max": "max(W, W^T)", "mean": "(W + W^T) / 2", "sum": "W + W^T"}
 
 
 # --------------------------------------------------------------------------- #
@@ -887,6 +1117,7 @@ def load_connectome(
     drop_regions: Sequence[int | str] = (),
     drop_zero_rows: bool = False,
     allow_zero_rows: bool = False,
+    symmetrize: bool | str = False,
 ) -> Connectome:
     """Load and check a connectome from a built-in name or a file.
 
@@ -906,6 +1137,10 @@ def load_connectome(
         since removing a region can empty another row).
     allow_zero_rows : bool, default False
         Keep all-zero rows (the result cannot be row-normalised).
+    symmetrize : bool or {"max", "mean", "sum"}, default False
+        Make ``W`` symmetric: ``"max"`` (or ``True``) takes ``max(W, W^T)``
+        (right for a list of each undirected edge once, and no change to a
+        symmetric matrix); ``"mean"`` ``(W + W^T) / 2``; ``"sum"`` ``W + W^T``.
 
     Returns
     -------
@@ -922,8 +1157,8 @@ def load_connectome(
 
     Notes
     -----
-    Order of operations: ``drop_regions``, then ``drop_self_loops``, then
-    all-zero rows are dropped or refused.
+    Order of operations: ``symmetrize``, ``drop_regions``, then
+    ``drop_self_loops``, then all-zero rows are dropped or refused.
 
     Examples
     --------
@@ -960,6 +1195,16 @@ def load_connectome(
         logger.warning("connectome %s has repeated labels: %s", where, ", ".join(duplicates))
     transformations: list[str] = []
 
+    if symmetrize:
+        how = "max" if symmetrize is True else symmetrize
+        if how not in SYMMETRIZE:
+            raise ConnectomeError(f"symmetrize must be true, false or one of {', '.join(map(repr, SYMMETRIZE))}, "
+                                  f"got {symmetrize!r}")
+        changed = int(np.count_nonzero(weights != weights.T))
+        weights = {"max": np.maximum(weights, weights.T), "mean": 0.5 * (weights + weights.T),
+                   "sum": weights + weights.T}[how]
+        transformations.append(f"symmetrized as {SYMMETRIZE[how]} ({changed} asymmetric entries)")
+
     if drop_regions:
         if isinstance(drop_regions, (str, int)):
             drop_regions = [drop_regions]
@@ -984,7 +1229,7 @@ def load_connectome(
         if weights.shape[0] == 0:
             raise ConnectomeError(f"connectome {where} has no region left after dropping zero rows")
     elif zero.size and not allow_zero_rows:
-        raise ConnectomeError(_zero_rows_message(where, zero, labels))
+        raise ConnectomeError(_zero_rows_message(where, zero, labels, weights))
 
     connectome = Connectome(
         weights=weights,
@@ -1001,38 +1246,41 @@ def load_connectome(
     return connectome
 
 
-def describe_connectome(source: str | os.PathLike, *, key: str | None = None) -> str:
+def describe_connectome(source: str | os.PathLike, *, key: str | None = None, drop_self_loops: bool = False,
+                        drop_regions: Sequence[int | str] = (), drop_zero_rows: bool = False,
+                        symmetrize: bool | str = False) -> str:
     """Describe a connectome in a few lines of text (``bifnet connectome info``).
 
     Parameters
     ----------
     source : str or os.PathLike
         As for :func:`load_connectome`.
-    key : str, optional
-        As for :func:`load_connectome`.
+    key, drop_self_loops, drop_regions, drop_zero_rows, symmetrize
+        As for :func:`load_connectome` (the run file's ``connectome_options``).
 
     Returns
     -------
     str
-        Lines: name and source, regions, symmetry, self-loops, zero-sum rows,
-        weight range, density, and the spectrum of the row-normalised matrix
-        (real or complex, range of Re Λ, largest ``|Im Λ|``, second-largest Re Λ).
+        Lines: name and source, regions, symmetry, self-loops, all-zero rows
+        (with a hint when they look like an upper-triangular or 1-based edge
+        list), weight range, density, the sha256 of the weights and of the
+        labels, and the spectra of the row-normalised matrix ``P`` (additive
+        coupling; not defined with all-zero rows) and of the graph Laplacian
+        ``L = D - W`` (diffusive coupling).
 
     Raises
     ------
     ConnectomeError
-        If the connectome cannot be loaded, or has all-zero rows (the
-        message names each by index and label).
+        If the connectome cannot be loaded.
 
     Examples
     --------
     >>> print(describe_connectome("tvb68"))  # doctest: +ELLIPSIS
     connectome: tvb68 ...
     """
-    connectome = load_connectome(source, key=key, allow_zero_rows=True)
+    connectome = load_connectome(source, key=key, allow_zero_rows=True, drop_self_loops=drop_self_loops,
+                                 drop_regions=drop_regions, drop_zero_rows=drop_zero_rows, symmetrize=symmetrize)
     zero = connectome.zero_rows
-    if zero:
-        raise ConnectomeError(_zero_rows_message(connectome.source, zero, connectome.labels))
     weights = connectome.weights
     n = connectome.n_regions
     nonzero = weights[weights != 0]
@@ -1044,20 +1292,35 @@ def describe_connectome(source: str | os.PathLike, *, key: str | None = None) ->
         f"centres: {'yes' if connectome.centres is not None else 'no'}",
         f"symmetric: {'yes' if connectome.is_symmetric else 'no'}",
         f"self-loops: {connectome.self_loop_count}",
-        "zero-sum rows: none",
+        ("zero-sum rows: none" if not zero else
+         "zero-sum rows: " + _zero_rows_message(connectome.source, zero, connectome.labels, weights)
+         .split(" has ", 1)[1]),
         f"weights: min nonzero {nonzero.min():.6g}, max {weights.max():.6g}"
         if nonzero.size else "weights: all zero",
         f"density: {density:.4f} ({off_diagonal} nonzero off-diagonal entries)",
-        f"sha256: {connectome.sha256()}",
+        f"sha256 of the weights: {connectome.weights_sha256()}",
+        f"sha256 of the labels: {connectome.labels_sha256()}",
     ]
-    spectrum = connectome.row_normalised().spectrum()
-    values = spectrum.eigenvalues
-    real = np.sort(values.real)[::-1]
+    lines += [f"transformation: {t}" for t in connectome.transformations]
+    if not zero:
+        values = connectome.row_normalised().spectrum().eigenvalues
+        real = np.sort(values.real)[::-1]
+        lines += [
+            "spectrum of P = D^-1 W (additive coupling): "
+            + ("real" if not np.iscomplexobj(values) else "complex"),
+            f"  Re Λ range: [{real.min():.10g}, {real.max():.10g}]",
+            f"  max |Im Λ|: {np.max(np.abs(values.imag)):.6g}",
+            f"  second-largest Re Λ: {real[1]:.10g}" if n > 1 else "  second-largest Re Λ: n/a",
+        ]
+    else:
+        lines.append("spectrum of P = D^-1 W (additive coupling): not defined (all-zero rows)")
+    laplacian = CouplingOperator(connectome=connectome, scheme="diffusive").spectrum().eigenvalues
     lines += [
-        "spectrum of the row-normalised matrix: "
-        + ("real" if spectrum.is_real else "complex"),
-        f"  Re Λ range: [{real.min():.10g}, {real.max():.10g}]",
-        f"  max |Im Λ|: {np.max(np.abs(values.imag)):.6g}",
-        f"  second-largest Re Λ: {real[1]:.10g}" if n > 1 else "  second-largest Re Λ: n/a",
+        "spectrum of L = D - W (diffusive coupling): "
+        + ("real" if not np.iscomplexobj(laplacian) else "complex"),
+        f"  Re Λ range: [{np.min(laplacian.real) + 0.0:.10g}, {np.max(laplacian.real) + 0.0:.10g}]",
+        f"  max |Im Λ|: {np.max(np.abs(laplacian.imag)):.6g}",
+        "  second-smallest Re Λ (the algebraic connectivity of a symmetric W): "
+        + (f"{np.sort(laplacian.real)[1] + 0.0:.10g}" if n > 1 else "n/a"),
     ]
     return "\n".join(lines)

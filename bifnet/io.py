@@ -82,9 +82,13 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 def write_csv(path: str | os.PathLike, frame) -> Path:
-    """Write a pandas DataFrame as CSV atomically (no index column)."""
+    """Write a pandas DataFrame as CSV atomically (no index column).
+
+    Floats are written at full double precision, in the shortest form that
+    reads back to the same number (Python's ``repr``).
+    """
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g")
+        frame.to_csv(tmp, index=False)
     return Path(path)
 
 

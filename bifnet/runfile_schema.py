@@ -186,15 +186,23 @@ class DispersionStep(_Step):
         return self
 
 
+class LambdaBand(_Strict):
+    Lambda: Pair
+
+
+# modes by number, or by a rule that means the same on every connectome (bifnet.transverse.steps.select_modes)
+ModeRule = Union[Literal["all", "most_negative", "most_positive"], Annotated[list[PositiveInt], Field(min_length=1)],
+                 LambdaBand]
+
+
 class TransverseStep(_Continuation):
     kind: Literal["transverse"]
     free: Annotated[list[str], Field(min_length=2, max_length=2)]
-    modes: Literal["all"] | Annotated[list[PositiveInt], Field(min_length=1)] = "all"
+    modes: ModeRule = "all"
     levels: PositiveInt | Annotated[list[Number], Field(min_length=1)] = 7
     cycles: bool = True
     map_points: Annotated[int, Field(ge=2)] = 201
-    # a list of modes, or a word such as "most_negative" (issue 10), or a Lambda range table
-    cycle_curves: list[PositiveInt] | str | dict[str, Any] = Field(default_factory=list)
+    cycle_curves: ModeRule | Annotated[list[PositiveInt], Field(max_length=0)] = Field(default_factory=list)
 
 
 class NeutralStep(_Continuation):

@@ -26,8 +26,8 @@ log = logging.getLogger("bifnet")
 
 TOP_LEVEL_KEYS = {"model", "connectome", "connectome_options", "parameters", "settings", "steps",
                   "title", "description", "seed", "dask"}
-CONNECTOME_OPTIONS = {"drop_self_loops", "drop_regions", "drop_zero_rows", "key"}  # the schema checks them
-# (bifnet/runfile_schema.py is where keys, types and ranges of the run file are declared)
+CONNECTOME_OPTIONS = {"drop_self_loops", "drop_regions", "drop_zero_rows", "key", "symmetrize"}  # the schema
+# checks them (bifnet/runfile_schema.py is where keys, types and ranges of the run file are declared)
 
 # step kind -> "module:function"; modules are imported only when a step needs them
 STEP_KINDS: dict[str, str] = {
@@ -118,7 +118,16 @@ def load_run_file(path: str | Path, overrides: Sequence[str] = ()) -> RunFile:
 
     path = Path(path)
     if not path.is_file():
-        raise RunFileError(f"run file not found: {path}" if not path.exists() else f"run file is not a file: {path}")
+        from bifnet.model import data_folder
+
+        shipped = data_folder("continuation_runs") / f"{path.name}.toml"
+        if path.suffix == "" and len(path.parts) == 1 and shipped.is_file():
+            path = shipped  # a shipped run file by name, e.g. "demo"
+        elif path.exists():
+            raise RunFileError(f"run file is not a file: {path}")
+        else:
+            names = ", ".join(sorted(p.stem for p in data_folder("continuation_runs").glob("*.toml")))
+            raise RunFileError(f"run file not found: {path} (shipped run files, by name: {names or 'none'})")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
@@ -263,14 +272,32 @@ def _versions() -> dict:
     return out
 
 
-def _load_connectome(data: dict):
+def _load_connectome(data: dict, model=None):
+    """The connectome as given and the model's coupling operator on it (or the row-normalised
+    connectome when the model has no coupling)."""
     if "connectome" not in data:
         return None, None
-    from bifnet.connectome import load_connectome
+    from bifnet.connectome import coupling_operator, load_connectome
 
     options = {k: v for k, v in dict(data.get("connectome_options") or {}).items() if v is not None}
+    diffusive = model is not None and model.coupling is not None and model.coupling.scheme == "diffusive"
+    if diffusive and model.coupling.laplacian == "combinatorial":
+        options.setdefault("allow_zero_rows", True)  # L = D - W needs no row normalisation
     raw = load_connectome(data["connectome"], key=options.pop("key", None), **options)
+    if model is not None and model.coupling is not None:
+        return raw, coupling_operator(raw, model.coupling)
     return raw, raw.row_normalised()
+
+
+def _coupling_manifest(model) -> dict | None:
+    coupling = model.coupling
+    if coupling is None:
+        return None
+    return {"scheme": coupling.scheme, "laplacian": coupling.laplacian if coupling.scheme == "diffusive" else None,
+            "operator": coupling.operator, "mode_sign": coupling.mode_sign,
+            "uniform_eigenvalue": coupling.uniform_eigenvalue,
+            "channels": [{"variable": c.variable, "input": c.input, "strength": c.strength}
+                         for c in coupling.channels]}
 
 
 def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrides: Sequence[str] = (),
@@ -325,7 +352,7 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     model = load_model(data["model"])
     _check_model_numbers(model)
     parameters = model.resolve_parameters(data.get("parameters", {}))
-    raw_connectome, connectome = _load_connectome(data)
+    raw_connectome, connectome = _load_connectome(data, model)
     check_run(run, model, connectome)
     folder = Path(out) if out else Path("results") / run.path.stem
     had_old = check_output_folder(folder, run.path, force=force, resume=resume)
@@ -364,7 +391,8 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
     manifest: dict[str, Any] = {
         "bifnet": {"marker": MANIFEST_MARKER, "format": 1, "files": []},
         "run_file": str(run.path), "title": data.get("title", run.path.stem),
-        "model": {"name": model.name, "source": model.source, "variables": list(model.variable_names)},
+        "model": {"name": model.name, "source": model.source, "variables": list(model.variable_names),
+                  "observe": model.observe, "coupling": _coupling_manifest(model)},
         "parameters": parameters,
         "parameter_units": {n: p.unit for n, p in model.parameters.items()},
         "units": {"time": "ms", "growth_rate": "1/ms", "lyapunov_exponent": "1/ms", "frequency": "Hz",

@@ -28,8 +28,12 @@ class StepContext:
     parameters : dict of str to float
         Model parameters for this run (defaults updated by the run file and
         ``--set``).
-    connectome : Connectome or None
-        Row-normalised connectome (``None`` when the run has none).
+    connectome : CouplingOperator or Connectome or None
+        The model's coupling operator on the run's connectome
+        (:class:`bifnet.connectome.CouplingOperator`: ``spectrum()`` gives the
+        modes of ``P`` or ``L``, ``weights`` what
+        :func:`bifnet.network.build_network` takes); the row-normalised
+        connectome for a model without coupling; ``None`` when the run has none.
     out_dir : Path
         The run's output folder.
     results : dict

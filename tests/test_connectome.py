@@ -383,10 +383,14 @@ def test_describe_connectome():
     assert "symmetric: yes" in text
     assert "self-loops: 68" in text
     assert "zero-sum rows: none" in text
-    assert "spectrum of the row-normalised matrix: real" in text
+    assert "spectrum of P = D^-1 W (additive coupling): real" in text
+    assert "spectrum of L = D - W (diffusive coupling): real" in text
     assert "complex" in describe_connectome("tvb96")
-    with pytest.raises(ConnectomeError, match=r"37 \(rCC\), 75 \(lCC\)"):
-        describe_connectome("tvb76")
+    # zero rows are described (diffusive coupling allows them), with the options that drop them
+    text = describe_connectome("tvb76")
+    assert "37 (rCC), 75 (lCC)" in text and "--drop-zero-rows" in text
+    assert "P = D^-1 W (additive coupling): not defined" in text
+    assert "regions: 74" in describe_connectome("tvb76", drop_zero_rows=True)
 
 
 def _cli(*args):
@@ -398,12 +402,34 @@ def _cli(*args):
     )
 
 
-def test_cli_refuses_tvb76():
+def test_cli_accepts_the_options_it_suggests():
     result = _cli("tvb76")
-    assert result.returncode != 0
-    assert "rCC" in result.stderr and "lCC" in result.stderr
+    assert result.returncode == 0 and "rCC" in result.stdout and "--drop-zero-rows" in result.stdout
+    result = _cli("tvb76", "--drop-zero-rows", "--symmetrize", "--drop-self-loops")
+    assert result.returncode == 0, result.stderr
+    assert "regions: 74" in result.stdout and "symmetric: yes" in result.stdout and "self-loops: 0" in result.stdout
     assert "Traceback" not in result.stderr
-    assert result.stdout == ""
+
+
+def test_edge_lists_symmetrize_and_hints(tmp_path):
+    upper = tmp_path / "upper.edges"
+    upper.write_text("4\n0 1 1.0\n0 2 2.0\n1 3 1.5\n2 3 1\n")
+    with pytest.raises(ConnectomeError, match="upper-triangular.*symmetrize"):
+        load_connectome(upper)
+    for how, expected in (("max", 2.0), ("mean", 1.0), ("sum", 2.0), (True, 2.0)):
+        W = load_connectome(upper, symmetrize=how).weights
+        assert np.array_equal(W, W.T) and W[2, 0] == expected
+    one_based = tmp_path / "one.edges"
+    one_based.write_text("1 2\n2 3\n3 1\n")
+    with pytest.raises(ConnectomeError, match="1-based"):
+        load_connectome(one_based)
+    conn = load_connectome("tvb68")
+    relabelled = Connectome(weights=conn.weights, labels=tuple(f"r{i}" for i in range(68)), centres=None,
+                            name="x", source="x")
+    assert relabelled.weights_sha256() == conn.weights_sha256()
+    assert relabelled.labels_sha256() != conn.labels_sha256() and relabelled.sha256() != conn.sha256()
+    manifest = conn.to_manifest()
+    assert manifest["sha256_weights"] == conn.weights_sha256()
 
 
 def test_cli_describes_tvb68():

@@ -14,12 +14,13 @@ MODELS = available_models()
 
 
 def test_shipped_models():
-    assert {"ngnmm_ping", "wilson_cowan"} <= set(MODELS)
+    assert {"ngnmm_ping", "wilson_cowan", "brusselator", "mpr"} <= set(MODELS)
 
 
 def _point(model, rng):
     x = model.default_state() + 0.05 * rng.standard_normal(model.n_variables)
-    p = model.resolve_parameters({model.coupling.strength: 3.0})
+    names = sorted({str(s) for e in model.strength_expressions for s in e.free_symbols})
+    p = model.resolve_parameters({name: 3.0 for name in names})
     return x, np.array([p[n] for n in model.parameter_names])
 
 
@@ -40,11 +41,13 @@ def test_mode_jacobian_reduces_to_homogeneous_and_node(name):
     x, p = _point(model, np.random.default_rng(2))
     A, B = mode_jacobian_functions(model)
     J_hom = jacobian_function(homogeneous_system(model))(x, p)
-    np.testing.assert_allclose(A(x, p) + B(x, p), J_hom, rtol=1e-12, atol=1e-12)
-    # A is the node Jacobian at the homogeneous input, independently of the coupling term
+    u = model.coupling.uniform_eigenvalue  # 1 for P, 0 for L
+    np.testing.assert_allclose(A(x, p) + u * B(x, p), J_hom, rtol=1e-12, atol=1e-12)
+    # A is the node Jacobian at the homogeneous input (s_k c_k(x) additive, 0 diffusive)
     node = node_system(model)
-    C = p[model.parameter_names.index(model.coupling.strength)] * x[model.coupled_index]
-    np.testing.assert_allclose(A(x, p), jacobian_function(node)(x, p, [C]), rtol=1e-12, atol=1e-12)
+    strengths = model.strengths(dict(zip(model.parameter_names, p)))
+    C = [model.coupling.mode_sign * u * s * x[k] for s, k in zip(strengths, model.coupled_indices)]
+    np.testing.assert_allclose(A(x, p), jacobian_function(node)(x, p, C), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -67,7 +70,8 @@ def test_augmented_system_is_block_triangular_on_the_diagonal(name):
     A, B = mode_jacobian_functions(model)
     np.testing.assert_allclose(J[:n, n:], 0.0, atol=1e-14)
     np.testing.assert_allclose(J[n:, n:], A(x, p) + Lam * B(x, p), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(J[:n, :n], A(x, p) + B(x, p), rtol=1e-12, atol=1e-12)
+    u = model.coupling.uniform_eigenvalue
+    np.testing.assert_allclose(J[:n, :n], A(x, p) + u * B(x, p), rtol=1e-12, atol=1e-12)
 
 
 def test_ngnmm_equations_are_the_reference_ones(ping):

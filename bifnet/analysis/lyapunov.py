@@ -202,7 +202,8 @@ class _NetworkBlocks:
             block[:, :c.size] = V[:, c]
             self._V.append(block)
         self._y = [y] + [y.copy() for _ in self._columns[1:]]
-        self._work = [lyapunov_workspace(N, n, block.shape[1], precision) for block in self._V]
+        m = len(ts.network.model.channels)
+        self._work = [lyapunov_workspace(N, n, block.shape[1], precision, m) for block in self._V]
         self._pool = None
         if len(self._columns) > 1:
             from concurrent.futures import ThreadPoolExecutor

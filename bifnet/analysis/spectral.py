@@ -77,8 +77,9 @@ def dominant_frequency(signal, dt_ms: float, *, f_min: float = 0.5, nperseg: int
     return float(f[i])
 
 
-def network_spectra(result, network, *, variable: str = "v_e", transient: float = 0.0, nperseg=None):
-    """Welch spectra of every region and of the network mean of one variable.
+def network_spectra(result, network, *, variable: str | None = None, transient: float = 0.0, nperseg=None):
+    """Welch spectra of every region and of the network mean of one variable
+    (default: the model's observed variable, ``[observe] variable``).
 
     Returns
     -------
@@ -89,7 +90,7 @@ def network_spectra(result, network, *, variable: str = "v_e", transient: float 
     """
     import pandas as pd
 
-    k = network.model.variable_names.index(variable)
+    k = network.model.observed_index(variable)
     t = np.asarray(result.t)
     keep = t >= t[0] + transient
     x = np.asarray(result.y)[keep, :, k]

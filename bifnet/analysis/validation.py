@@ -2,7 +2,7 @@
 
 At a homogeneous equilibrium ``x`` the network linearisation decouples into
 ``J(Lambda_alpha) = A + Lambda_alpha B`` for the eigenvalues ``Lambda_alpha``
-of ``W`` (:func:`bifnet.systems.mode_jacobian`). :func:`validate_mode` picks a
+of the scheme's mode operator (``P`` or ``L``; :func:`bifnet.systems.mode_jacobian`). :func:`validate_mode` picks a
 mode, perturbs the network along ``phi_alpha ⊗ u`` (``u`` the leading
 eigenvector of ``J(Lambda_alpha)``), integrates the full nonlinear network and
 measures what the prediction says: growth rate, frequency and spatial pattern.
@@ -67,7 +67,7 @@ def _zero_crossing_frequency(t, signal):
 
 def validate_mode(network, x_hom, *, mode: int | None = None, amplitude: float = 1e-7, t_max: float | None = None,
                   dt: float = 0.01, stride: int = 10, linear_limit: float = 1e-4, method: str = "rk4",
-                  return_traces: bool = False) -> dict:
+                  return_traces: bool = False, variable: str | None = None) -> dict:
     """Compare the predicted growth of a mode with a simulation of the network.
 
     Parameters
@@ -91,12 +91,15 @@ def validate_mode(network, x_hom, *, mode: int | None = None, amplitude: float =
         and excluded from the fit.
     return_traces : bool
         Also return ``t``, ``log_amplitude`` and the fit window (for plots).
+    variable : str, optional
+        Variable whose late regional deviation is compared with the mode's
+        eigenvector (default: the model's ``[observe] variable``).
 
     Returns
     -------
     dict
         ``mode, Lambda, predicted_growth_rate, measured_growth_rate`` (1/ms),
-        ``predicted_frequency_hz, measured_frequency_hz``,
+        ``predicted_frequency_hz, measured_frequency_hz`` (NaN for a real mode),
         ``pattern_correlation`` (cosine between the late regional deviation of
         the coupled variable and the span of the mode's eigenvector),
         ``relative_error_growth`` and the fit window.
@@ -113,9 +116,14 @@ def validate_mode(network, x_hom, *, mode: int | None = None, amplitude: float =
     left eigenvectors of ``W`` (``a(t) = (Phi^{-1} delta)_alpha``, an ``n``
     vector obeying ``a' = J(Lambda) a``) and then on the leading eigenvector
     ``u`` with the left eigenvector ``w`` of ``J(Lambda)``: ``c(t) = w^H a(t)
-    ~ c_0 exp(mu t)``. The growth rate is the least-squares slope of
-    ``log|c|`` inside the linear window; the frequency comes from the zero
-    crossings of the coupled-variable mode amplitude.
+    ~ c_0 exp(mu t)`` (the conjugate pair drops out: ``w`` is orthogonal
+    to the conjugate eigenvector). The growth rate is the least-squares
+    slope of ``log|c|`` inside the fit window, the frequency the slope of
+    its unwrapped phase over ``2 pi``. The window starts after a tenth of the
+    linear regime and ends where the deviation leaves the linear regime
+    (``linear_limit``) or where ``|c|`` comes within a factor 1e4 of its
+    round-off floor (``2.2e-16`` times the size of the state, carried through
+    the two projections), whichever is first.
     """
     from bifnet.network.core import check_rates
     from bifnet.network.integrate import simulate
@@ -166,18 +174,24 @@ def validate_mode(network, x_hom, *, mode: int | None = None, amplitude: float =
     size = np.max(np.abs(delta.reshape(delta.shape[0], -1)), axis=1)
     logc = np.log(np.abs(c) + 1e-300)
     linear = size < linear_limit
-    if growth > 0:
-        end = int(np.argmin(linear)) if not linear.all() else linear.size
-    else:
-        end = linear.size
+    floor = (1e4 * np.finfo(float).eps * max(1.0, float(np.max(np.abs(x))))
+             * float(np.sum(np.abs(left))) * float(np.sum(np.abs(w))) * math.sqrt(n))
+    usable = linear & (np.abs(c) > floor)
+    usable[0] = True
+    end = int(np.argmin(usable)) if not usable.all() else usable.size
     start = max(1, end // 10)
     if end - start < 5:
         raise SimulationError("too few samples in the linear regime: lower amplitude or raise linear_limit")
     window = slice(start, end)
     slope = float(np.polyfit(t[window], logc[window], 1)[0])
-    ci = network.model.coupled_index
-    freq = _zero_crossing_frequency(t[window], a[window, ci].real)
-    # pattern of the late deviation of the coupled variable against span(Re phi, Im phi)
+    ci = network.model.observed_index(variable)
+    real_mode = mu.imag == 0.0
+    if real_mode:
+        freq = float("nan")
+    else:
+        phase = np.unwrap(np.angle(c[window]))
+        freq = float(abs(np.polyfit(t[window], phase, 1)[0]) / (2 * np.pi) * 1000.0)
+    # pattern of the late deviation of the observed variable against span(Re phi, Im phi)
     late = delta[end - 1, :, ci]
     basis = np.column_stack([phi.real, phi.imag]) if np.iscomplexobj(phi) else phi[:, None]
     basis = basis[:, np.linalg.norm(basis, axis=0) > 1e-12]

@@ -11,8 +11,10 @@ functions passed as arguments): numba cannot cache a function that takes a
 function argument, and direct calls let LLVM inline the node kernels.
 
 Conventions: the flat state ``y`` is node-major (``N * N_VAR``); ``args``
-is ``(p, W)`` with ``W`` the row-normalised weights; a tangent block ``V``
-is ``D x k`` (C-contiguous).
+is ``(p, W)`` with ``W`` the coupling matrix ``G`` of the scheme (the
+row-normalised weights for additive coupling, ``W - D = -L`` for diffusive
+coupling): channel ``k`` receives ``C[i, k] = s_k sum_j G_ij y[j, CI[k]]``;
+a tangent block ``V`` is ``D x k`` (C-contiguous).
 """
 # ruff: noqa
 import math
@@ -21,8 +23,8 @@ import numba
 import numpy
 
 N_VAR = 6  # variables per node
-CI = 0  # index of the coupled variable
-IEPS = 0  # index of the coupling strength in p
+N_CH = 1  # coupling channels
+CI = (0,)  # index of each channel's coupled variable
 STATUS_OK = 0
 STATUS_NONFINITE = 1
 STATUS_STEP_TOO_SMALL = 2
@@ -35,11 +37,15 @@ jit_reassoc = numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"
 # ---- BEGIN GENERATED ----
 
 
-def node_rhs(x, p, C, out):
+def node_rhs(x, p, C, i, out):
     raise NotImplementedError
 
 
-def node_jac(x, p, C, J, dfdC):
+def strengths(p, s):
+    raise NotImplementedError
+
+
+def node_jac(x, p, C, i, J, dfdC):
     raise NotImplementedError
 
 
@@ -60,17 +66,22 @@ def copy(src, dst):
 
 
 @jit_reassoc
-def coupling_input(y, W, eps, C, yc):
-    # contiguous copy of the coupled variable, then SIMD dot products (re-associated sums)
+def coupling_input(y, W, p, C, yc):
+    # per channel: contiguous copy of the coupled variable, then SIMD dot products (re-associated sums)
     N = W.shape[0]
-    for j in range(N):
-        yc[j] = y[j * N_VAR + CI]
-    for i in range(N):
-        row = W[i]
-        acc = 0.0
+    s = np.empty(N_CH)
+    strengths(p, s)
+    for k in range(N_CH):
+        ck = CI[k]
         for j in range(N):
-            acc += row[j] * yc[j]
-        C[i] = eps * acc
+            yc[j] = y[j * N_VAR + ck]
+        sk = s[k]
+        for i in range(N):
+            row = W[i]
+            acc = 0.0
+            for j in range(N):
+                acc += row[j] * yc[j]
+            C[i, k] = sk * acc
 
 
 @jit
@@ -78,11 +89,11 @@ def rhs(y, args, out):
     p = args[0]
     W = args[1]
     N = W.shape[0]
-    C = np.empty(N)
+    C = np.empty((N, N_CH))
     yc = np.empty(N)
-    coupling_input(y, W, p[IEPS], C, yc)
+    coupling_input(y, W, p, C, yc)
     for i in range(N):
-        node_rhs(y[i * N_VAR:(i + 1) * N_VAR], p, C[i], out[i * N_VAR:(i + 1) * N_VAR])
+        node_rhs(y[i * N_VAR:(i + 1) * N_VAR], p, C, i, out[i * N_VAR:(i + 1) * N_VAR])
 
 
 @jit
@@ -92,33 +103,36 @@ def tangent(y, V, args, dy, dV):
     N = W.shape[0]
     k = V.shape[1]
     n = N_VAR
-    eps = p[IEPS]
-    C = np.empty(N)
-    coupling_input(y, W, p[IEPS], C, np.empty(N))
-    Vc = np.empty((N, k))
-    for j in range(N):
-        for m in range(k):
-            Vc[j, m] = V[j * n + CI, m]
-    # W @ Vc as a loop: faster than numba's np.dot at these sizes and skips zero weights
-    WV = np.zeros((N, k))
-    for i in range(N):
-        for j in range(N):
-            w = W[i, j]
-            if w != 0.0:
-                for m in range(k):
-                    WV[i, m] += w * Vc[j, m]
+    s = np.empty(N_CH)
+    strengths(p, s)
+    C = np.empty((N, N_CH))
+    coupling_input(y, W, p, C, np.empty(N))
+    # W @ Vc per channel as a loop: faster than numba's np.dot at these sizes and skips zero weights
+    WV = np.zeros((N_CH, N, k))
+    for ch in range(N_CH):
+        ck = CI[ch]
+        for i in range(N):
+            for j in range(N):
+                w = W[i, j]
+                if w != 0.0:
+                    for m in range(k):
+                        WV[ch, i, m] += w * V[j * n + ck, m]
     J = np.empty((n, n))
-    g = np.empty(n)
+    g = np.empty((n, N_CH))
     for i in range(N):
         xi = y[i * n:(i + 1) * n]
-        node_rhs(xi, p, C[i], dy[i * n:(i + 1) * n])
-        node_jac(xi, p, C[i], J, g)
+        node_rhs(xi, p, C, i, dy[i * n:(i + 1) * n])
+        node_jac(xi, p, C, i, J, g)
         base = i * n
         for a in range(n):
-            ga = g[a] * eps
             row = dV[base + a]
             for m in range(k):
-                row[m] = ga * WV[i, m]
+                row[m] = 0.0
+            for ch in range(N_CH):
+                ga = g[a, ch] * s[ch]
+                if ga != 0.0:
+                    for m in range(k):
+                        row[m] += ga * WV[ch, i, m]
             for b in range(n):
                 jab = J[a, b]
                 if jab != 0.0:
@@ -129,18 +143,18 @@ def tangent(y, V, args, dy, dV):
 
 @jit
 def node_fields(y, p, W, C, yc, F, Js, gs):
-    """Network input, vector field ``F`` (flat) and node Jacobians ``Js``, ``gs`` at ``y``."""
-    coupling_input(y, W, p[IEPS], C, yc)
+    """Network inputs ``C`` (N x N_CH), vector field ``F`` (flat) and node Jacobians ``Js``, ``gs`` at ``y``."""
+    coupling_input(y, W, p, C, yc)
     for i in range(W.shape[0]):
         x = y[i * N_VAR:(i + 1) * N_VAR]
-        node_rhs(x, p, C[i], F[i * N_VAR:(i + 1) * N_VAR])
-        node_jac(x, p, C[i], Js[i], gs[i])
+        node_rhs(x, p, C, i, F[i * N_VAR:(i + 1) * N_VAR])
+        node_jac(x, p, C, i, Js[i], gs[i])
 
 
 @jit
 def node_jacobians(y, p, W, Js, gs):
     N = W.shape[0]
-    node_fields(y, p, W, np.empty(N), np.empty(N), np.empty(y.shape[0]), Js, gs)
+    node_fields(y, p, W, np.empty((N, N_CH)), np.empty(N), np.empty(y.shape[0]), Js, gs)
 
 
 @jit

@@ -66,8 +66,9 @@ def network_module_source(model) -> str:
     template = _TEMPLATE.read_text()
     head, rest = template.split(_BEGIN)
     _, body = rest.split(_END)
-    constants = {"N_VAR": model.n_variables, "CI": model.coupled_index,
-                 "IEPS": model.parameter_names.index(model.coupling.strength)}
+    model.require_coupling("a network")
+    constants = {"N_VAR": model.n_variables, "N_CH": len(model.channels),
+                 "CI": "(" + "".join(f"{i}, " for i in model.coupled_indices) + ")"}
     for name, value in constants.items():
         head, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", head, count=1, flags=re.M)
         if count != 1:  # pragma: no cover - a broken template
@@ -90,8 +91,9 @@ def network_kernels(model):
 
     ``rhs(y, args, out)`` and ``tangent(y, V, args, dy, dV)`` with
     ``args = (p, W)``, ``y`` the flat state (``N * n``, node-major) and ``W``
-    the row-normalised weights; ``node_jacobians(y, p, W, Js, gs)`` writes
-    each node's ``D_x f`` and ``df/dC``.
+    the scheme's coupling matrix (:attr:`bifnet.network.Network.weights`);
+    ``node_jacobians(y, p, W, Js, gs)`` writes each node's ``D_x f`` (``Js``,
+    N x n x n) and ``df/dC_k`` (``gs``, N x n x m).
     """
     m = network_module(model)
     return m.rhs, m.tangent, m.node_jacobians
@@ -171,9 +173,9 @@ def _blas_gemm(name: str):
 def _node_tangent_source(model) -> str:
     """Source of the three tangent updates of the fused RK4 stage (all nodes).
 
-    With ``K_i = J_i X_i + eps (df/dC)_i (W X_c)_i`` (``X`` the stage input,
-    ``n x kb`` rows of node ``i``; ``J_i = Js[i]``, ``(df/dC)_i = gs[i]``)
-    the updates are:
+    With ``K_i = J_i X_i + sum_k s_k (df/dC_k)_i (W X_{c_k})_i`` (``X`` the
+    stage input, ``n x kb`` rows of node ``i``; ``J_i = Js[i]``,
+    ``(df/dC_k)_i = gs[i, :, k]``, ``(W X_{c_k}) = WT[k]``) the updates are:
 
     * ``first``:  ``X = V``;  ``T = V + a K``;  ``A = V + b K``
     * ``middle``: ``X = T``;  ``U = V + a K``;  ``A += b K``
@@ -194,24 +196,26 @@ def _node_tangent_source(model) -> str:
     n = model.n_variables
     f = sympy.Matrix(model.equations)
     jac = f.jacobian(sympy.Matrix(model.state_symbols))
-    dfdc = f.diff(model.input_symbol)
+    inputs = model.input_symbols
     terms = [[b for b in range(n) if jac[a, b] != 0] for a in range(n)]
-    coupled = [a for a in range(n) if dfdc[a] != 0]
+    coupled = [[k for k, C in enumerate(inputs) if f[a].diff(C) != 0] for a in range(n)]
     lines = []
     for kind in ("first", "middle", "last"):
         src = "V" if kind == "first" else "T"
-        lines.append(f"def tangent_{kind}(Js, gs, eps, V, T, A, U, WT, a, b):")
+        lines.append(f"def tangent_{kind}(Js, gs, sv, V, T, A, U, WT, a, b):")
         lines.append("    kb = V.shape[1]")
-        lines.append("    for i in range(WT.shape[0]):")
+        for k in range(len(inputs)):
+            lines.append(f"    s{k} = sv[{k}]")
+        lines.append("    for i in range(WT.shape[1]):")
         lines.append(f"        base = i * {n}")
         for r in range(n):
             for c in terms[r]:
                 lines.append(f"        j{r}_{c} = Js[i, {r}, {c}]")
-            if r in coupled:
-                lines.append(f"        g{r} = eps * gs[i, {r}]")
+            for k in coupled[r]:
+                lines.append(f"        g{r}_{k} = s{k} * gs[i, {r}, {k}]")
         for r in range(n):
             parts = [f"j{r}_{c} * {src}[base + {c}, m]" for c in terms[r]]
-            parts += [f"g{r} * WT[i, m]"] if r in coupled else []
+            parts += [f"g{r}_{k} * WT[{k}, i, m]" for k in coupled[r]]
             k_row = " + ".join(parts) if parts else "0.0"
             lines.append("        for m in range(kb):")
             if kind == "first":  # the input V is not written: update T and A row by row
@@ -259,20 +263,24 @@ def lyapunov_kernels(model, precision: str = "double"):
     m = network_module(model)
     node_fields = m.node_fields
     tangent_first, tangent_middle, tangent_last = m.tangent_first, m.tangent_middle, m.tangent_last
+    strengths = m.strengths
     n = model.n_variables
-    ci = model.coupled_index
-    ieps = model.parameter_names.index(model.coupling.strength)
+    cis = np.array(model.coupled_indices, dtype=np.int64)
+    n_ch = cis.size
     gemm = _blas_gemm("dgemm" if precision == "double" else "sgemm")
 
     @numba.njit(nogil=True)
     def coupling_product(W, X, WT, ints, flts, chars):
-        # WT = W @ X[ci::n] (row-major) as column-major WT^T = X_c^T W^T
-        Xc = X[ci:]
-        gemm(chars.ctypes, chars.ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[1:].ctypes, flts[0:].ctypes,
-             Xc.ctypes, ints[2:].ctypes, W.ctypes, ints[1:].ctypes, flts[1:].ctypes, WT.ctypes, ints[0:].ctypes)
+        # per channel k: WT[k] = W @ X[c_k::n] (row-major) as column-major WT[k]^T = X_c^T W^T
+        for k in range(n_ch):
+            Xc = X[cis[k]:]
+            Wk = WT[k]
+            gemm(chars.ctypes, chars.ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[1:].ctypes, flts[0:].ctypes,
+                 Xc.ctypes, ints[2:].ctypes, W.ctypes, ints[1:].ctypes, flts[1:].ctypes, Wk.ctypes,
+                 ints[0:].ctypes)
 
     @numba.njit(nogil=True)
-    def rk4_block(y, V, p, W, Wg, dt, nsteps, T, A, K, WT, ys, ya, C, yc, J, g, f, ints, flts, chars):
+    def rk4_block(y, V, p, W, Wg, dt, nsteps, T, A, K, WT, ys, ya, C, yc, J, g, f, ints, flts, chars, s64, sv):
         N = W.shape[0]
         kb = V.shape[1]
         ints[0] = kb
@@ -285,13 +293,16 @@ def lyapunov_kernels(model, precision: str = "double"):
         h = 0.5 * dt
         w1 = dt / 6.0
         w2 = dt / 3.0
-        flts[2] = p[ieps]
+        flts[2] = 0.0
+        strengths(p, s64)
+        for k in range(n_ch):
+            sv[k] = s64[k]
         flts[3] = h
         flts[4] = w1
         flts[5] = w2
         flts[6] = dt
         flts[7] = 0.0
-        eps_t = flts[2]
+        eps_t = sv
         D = y.shape[0]
         for s in range(nsteps):
             # stage 1 at (y, V)
@@ -328,14 +339,14 @@ def lyapunov_kernels(model, precision: str = "double"):
     return rk4_block
 
 
-def lyapunov_workspace(N: int, n: int, kb: int, precision: str = "double"):
-    """Scratch arrays of :func:`lyapunov_kernels`' ``rk4_block`` (one set per thread)."""
+def lyapunov_workspace(N: int, n: int, kb: int, precision: str = "double", m: int = 1):
+    """Scratch arrays of :func:`lyapunov_kernels`' ``rk4_block`` (one set per thread; ``m`` channels)."""
     D = N * n
     dt = TANGENT_DTYPES[precision]
-    return (np.empty((D, kb), dt), np.empty((D, kb), dt), np.empty((D, kb), dt), np.empty((N, kb), dt),
-            np.empty(D), np.empty(D), np.empty(N), np.empty(N),
-            np.empty((N, n, n), dt), np.empty((N, n), dt), np.empty(D), np.empty(3, np.int32), np.empty(8, dt),
-            np.array([ord("N")], np.int8))
+    return (np.empty((D, kb), dt), np.empty((D, kb), dt), np.empty((D, kb), dt), np.empty((m, N, kb), dt),
+            np.empty(D), np.empty(D), np.empty((N, m)), np.empty(N),
+            np.empty((N, n, n), dt), np.empty((N, n, m), dt), np.empty(D), np.empty(3, np.int32), np.empty(8, dt),
+            np.array([ord("N")], np.int8), np.empty(m), np.empty(m, dt))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,8 +1,10 @@
-"""The network: ``N`` copies of a node model coupled through a row-normalised ``W``.
+"""The network: ``N`` copies of a node model coupled through a connectome.
 
 State layout: ``y`` has shape ``(N, n)`` (region × variable), flattened in C
-order (node-major) for the integrators. The network input of node ``i`` is
-``C_i = eps * sum_j W_ij c(x_j)`` with ``c`` the model's coupled variable.
+order (node-major) for the integrators. The network input of channel ``k`` of
+node ``i`` is ``C_k,i = s_k sum_j G_ij c_k(x_j)`` with ``G`` the coupling
+matrix of the model's scheme (:class:`bifnet.connectome.CouplingOperator`):
+the row-normalised ``W`` (additive) or ``W - D = -L`` (diffusive).
 """
 
 from __future__ import annotations
@@ -23,20 +25,23 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Network:
-    """A network of identical nodes coupled through row-normalised weights.
+    """A network of identical nodes coupled by the model's scheme.
 
     Attributes
     ----------
     model : NodeModel
         The node model.
     weights : numpy.ndarray
-        ``(N, N)`` row-normalised coupling matrix (read-only, C-contiguous).
+        ``(N, N)`` coupling matrix ``G`` (read-only, C-contiguous): the
+        row-normalised weights (additive) or ``W - D = -L`` (diffusive).
     parameters : mapping of str to float
         Model parameters (all of them, resolved against the model defaults).
     labels : tuple of str
         Region labels.
     connectome : Connectome or None
-        The connectome it was built from, if any (used for its spectrum).
+        The connectome it was built from, if any (labels, centres).
+    operator : CouplingOperator or None
+        The scheme's operator (its spectrum indexes the modes).
     """
 
     model: NodeModel
@@ -44,6 +49,7 @@ class Network:
     parameters: Mapping[str, float]
     labels: tuple[str, ...] = ()
     connectome: Any = dataclasses.field(default=None, repr=False)
+    operator: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def n_regions(self) -> int:
@@ -76,9 +82,12 @@ class Network:
 
     @functools.cached_property
     def spectrum(self):
-        """Spectrum of ``W`` (:class:`bifnet.connectome.Spectrum`): mode ``k`` (1-based) is column ``k - 1``."""
+        """Spectrum of the mode operator (:class:`bifnet.connectome.Spectrum`): mode ``k`` (1-based) is
+        column ``k - 1``; ``P`` for additive coupling, ``L`` for diffusive coupling."""
         from bifnet.connectome import matrix_spectrum
 
+        if self.operator is not None:
+            return self.operator.spectrum()
         if self.connectome is not None:
             return self.connectome.spectrum()
         return matrix_spectrum(self.weights)
@@ -124,6 +133,54 @@ def build_network(model: NodeModel, connectome_or_weights, parameters: Mapping[s
     >>> net.weights.sum(axis=1)                                                     # doctest: +SKIP
     array([1., 1., 1.])
     """
+    from bifnet.connectome import Connectome, CouplingOperator, coupling_operator
+    from bifnet.errors import ConnectomeError
+
+    coupling = model.require_coupling("a network")
+    connectome = None
+    operator = None
+    labels: tuple[str, ...] = ()
+    if isinstance(connectome_or_weights, CouplingOperator):
+        if (connectome_or_weights.scheme, connectome_or_weights.laplacian) != (coupling.scheme, coupling.laplacian):
+            raise SimulationError(f"connectome_or_weights: a {connectome_or_weights.scheme} operator for a model "
+                                  f"with {coupling.scheme} coupling")
+        operator = connectome_or_weights
+        connectome = operator.connectome
+    elif coupling.scheme == "diffusive":
+        if hasattr(connectome_or_weights, "weights") and hasattr(connectome_or_weights, "spectrum"):
+            connectome = connectome_or_weights
+        else:
+            W = np.array(connectome_or_weights, dtype=float)
+            if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] == 0:
+                raise SimulationError(f"connectome_or_weights: expected a square (N, N) matrix, got shape {W.shape}")
+            try:
+                connectome = Connectome(weights=W, labels=tuple(str(i) for i in range(W.shape[0])), centres=None,
+                                        name="weights", source="array")
+            except ConnectomeError as error:
+                raise SimulationError(f"connectome_or_weights: {error}") from None
+        try:
+            operator = coupling_operator(connectome, coupling)
+        except ConnectomeError as error:
+            raise SimulationError(f"connectome_or_weights: {error}") from None
+        connectome = operator.connectome
+    if operator is not None:
+        W = np.array(operator.matrix, dtype=float)
+        labels = tuple(connectome.labels)
+    else:
+        W, connectome, labels = _additive_weights(connectome_or_weights, normalise)
+        if connectome is not None and hasattr(connectome, "_rows_sum_to_one"):
+            operator = coupling_operator(connectome, coupling)
+    W = np.ascontiguousarray(W)
+    W.setflags(write=False)
+    if not labels:
+        labels = tuple(str(i) for i in range(W.shape[0]))
+    params = MappingProxyType(model.resolve_parameters(parameters))
+    return Network(model=model, weights=W, parameters=params, labels=labels, connectome=connectome,
+                   operator=operator)
+
+
+def _additive_weights(connectome_or_weights, normalise):
+    """The row-normalised matrix of additive coupling, the connectome (or None) and labels."""
     connectome = None
     labels: tuple[str, ...] = ()
     if hasattr(connectome_or_weights, "weights") and hasattr(connectome_or_weights, "spectrum"):
@@ -148,16 +205,11 @@ def build_network(model: NodeModel, connectome_or_weights, parameters: Mapping[s
         W = W / sums[:, None]
     elif not np.allclose(W.sum(axis=1), 1.0, rtol=0, atol=1e-10):
         raise SimulationError("connectome_or_weights: rows must sum to one (pass normalise=True)")
-    W = np.ascontiguousarray(W)
-    W.setflags(write=False)
-    if not labels:
-        labels = tuple(str(i) for i in range(W.shape[0]))
-    params = MappingProxyType(model.resolve_parameters(parameters))
-    return Network(model=model, weights=W, parameters=params, labels=labels, connectome=connectome)
+    return W, connectome, labels
 
 
 def homogeneous_network(model: NodeModel, parameters: Mapping[str, float] | None = None) -> Network:
-    """The self-coupled node as a one-region network (``W = [[1]]``).
+    """The self-coupled node as a one-region network (``W = [[1]]``; ``G = 0`` for diffusive coupling).
 
     Its vector field is the homogeneous system of
     :func:`bifnet.systems.homogeneous_system`; useful for Lyapunov spectra and
@@ -222,9 +274,9 @@ def network_jvp(network: Network, y, V) -> np.ndarray:
 
     Notes
     -----
-    ``(D F V)_i = D_x f(x_i, C_i) V_i + (df/dC)(x_i, C_i) eps sum_j W_ij (D_x c) V_j``:
-    block-diagonal node Jacobians plus a rank-one coupling per node, computed
-    with one ``W @ V_c`` product. No ``Nn x Nn`` matrix is formed.
+    ``(D F V)_i = D_x f(x_i, C_i) V_i + sum_k (df/dC_k)(x_i, C_i) s_k sum_j G_ij (D_x c_k) V_j``:
+    block-diagonal node Jacobians plus one rank-one coupling per channel and
+    node, computed with one ``G @ V_c`` product per channel. No ``Nn x Nn`` matrix is formed.
     """
     from bifnet.network._kernels import network_kernels
 
@@ -244,25 +296,26 @@ def network_jvp(network: Network, y, V) -> np.ndarray:
 def network_jacobian_dense(network: Network, y) -> np.ndarray:
     """The full ``(N n) x (N n)`` network Jacobian (for tests and small networks).
 
-    ``blockdiag(D_x f_i) + [(df/dC)_i eps W_ij e_c^T]_{ij}``.
+    ``blockdiag(D_x f_i) + sum_k [s_k (df/dC_k)_i G_ij e_{c_k}^T]_{ij}``.
     """
     from bifnet.network._kernels import network_kernels
 
     flat = _flat_state(network, y)
     N, n = network.state_shape
+    m = len(network.model.channels)
     _, _, node_jacobians = network_kernels(network.model)
     Js = np.empty((N, n, n))
-    gs = np.empty((N, n))
+    gs = np.empty((N, n, m))
     p, W = network.kernel_args
     node_jacobians(flat, p, W, Js, gs)
-    eps = network.parameters[network.model.coupling.strength]
-    ci = network.model.coupled_index
+    strengths = network.model.strengths(network.parameters)
     J = np.zeros((N * n, N * n))
     for i in range(N):
         J[i * n:(i + 1) * n, i * n:(i + 1) * n] = Js[i]
-    # coupling: row block i, column (j, ci) gets eps W_ij g_i
-    for i in range(N):
-        J[i * n:(i + 1) * n, ci::n] += eps * np.outer(gs[i], W[i])
+    # coupling: row block i, column (j, c_k) gets s_k G_ij g_i,k
+    for k, ci in enumerate(network.model.coupled_indices):
+        for i in range(N):
+            J[i * n:(i + 1) * n, ci::n] += strengths[k] * np.outer(gs[i, :, k], W[i])
     return J
 
 

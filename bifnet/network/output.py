@@ -37,13 +37,15 @@ def to_xarray(result, network: Network):
     units = {v.name: v.unit for v in network.model.variables}
     coords = {
         "time": ("time", np.asarray(result.t, dtype=float), {"units": network.model.time_unit or "ms"}),
-        "region": ("region", np.arange(network.n_regions)),
-        "variable": ("variable", names),
-        "label": ("region", list(network.labels)),
+        "region": ("region", np.arange(network.n_regions), {"units": "1", "description": "0-based region index"}),
+        "variable": ("variable", names, {"units": "1"}),
+        "label": ("region", list(network.labels), {"units": "1"}),
     }
-    data = {"state": (("time", "region", "variable"), np.asarray(result.y))}
+    distinct = {units.get(name) or "1" for name in names}
+    data = {"state": (("time", "region", "variable"), np.asarray(result.y),
+                      {"units": distinct.pop() if len(distinct) == 1 else "mixed: see each variable"})}
     for k, name in enumerate(names):
-        data[name] = (("time", "region"), np.asarray(result.y[:, :, k]), {"units": units.get(name, "")})
+        data[name] = (("time", "region"), np.asarray(result.y[:, :, k]), {"units": units.get(name) or "1"})
     attrs = {
         "model": network.model.name,
         "method": result.method,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def plot_spatiotemporal(result, network, ax=None, *, variable: str = "v_e", cmap: str = "viridis"):
+def plot_spatiotemporal(result, network, ax=None, *, variable: str | None = None, cmap: str = "viridis"):
     """Region x time heatmap of one variable.
 
     Parameters
@@ -15,7 +15,7 @@ def plot_spatiotemporal(result, network, ax=None, *, variable: str = "v_e", cmap
     ax : matplotlib.axes.Axes, optional
         Where to draw; a new figure is made when ``None``.
     variable : str
-        Variable name (default ``v_e``).
+        Variable name (default: the model's observed variable, ``[observe] variable``).
 
     Returns
     -------
@@ -24,6 +24,8 @@ def plot_spatiotemporal(result, network, ax=None, *, variable: str = "v_e", cmap
     import matplotlib.pyplot as plt
 
     names = network.model.variable_names
+    if variable is None:
+        variable = network.model.observe or names[0]
     if variable not in names:
         from bifnet.errors import SimulationError
 
@@ -106,7 +108,7 @@ def plot_brain_views(values, centres, *, title: str = "", **kwargs):
     return fig
 
 
-def animate_simulation(result, network, path, *, variable: str = "v_e", view: str = "axial",
+def animate_simulation(result, network, path, *, variable: str | None = None, view: str = "axial",
                        frames: int = 200, fps: int = 20):
     """An MP4 of one variable on the brain over time (needs ffmpeg; returns None without it).
 
@@ -140,7 +142,8 @@ def animate_simulation(result, network, path, *, variable: str = "v_e", view: st
     centres = getattr(network.connectome, "centres", None)
     if centres is None:
         raise SimulationError("animation: the network's connectome has no region centres")
-    k = network.model.variable_names.index(variable)
+    k = network.model.observed_index(variable)
+    variable = network.model.variable_names[k]
     y = np.asarray(result.y)[:, :, k]
     picks = np.linspace(0, len(result.t) - 1, min(frames, len(result.t))).astype(int)
     deviation = y - y.mean(axis=1, keepdims=True)

@@ -19,7 +19,20 @@ from bifnet.errors import RunFileError, SimulationError
 from bifnet.steps import StepContext, check_keys
 
 _SIM_KEYS = {"t_max", "dt", "method", "stride", "rtol", "atol", "perturbation", "amplitude", "mode", "seed",
-             "noise", "parameters", "initial", "animate"}
+             "noise", "parameters", "initial", "animate", "variable"}
+
+
+def _variable(context: StepContext, spec: dict, step: str) -> int:
+    """Index of the step's ``variable`` (default: the model's ``[observe] variable``)."""
+    from bifnet.errors import ModelError
+
+    variable = spec.get("variable")
+    if variable is not None and not isinstance(variable, str):
+        raise RunFileError(f"step {step!r}: variable must be a variable name, got {variable!r}")
+    try:
+        return context.model.observed_index(variable)
+    except ModelError as error:
+        raise RunFileError(f"step {step!r}: {error}") from None
 
 
 def _number(spec, key, default, step, *, positive=True, integer=False):
@@ -41,6 +54,7 @@ def _name(spec, default):
 def _network(context: StepContext, spec: dict, step: str, *, homogeneous: bool = False):
     from bifnet.network.core import build_network, homogeneous_network
 
+    context.model.require_coupling(f"step {step!r}")
     overrides = spec.get("parameters", {})
     if not isinstance(overrides, dict):
         raise RunFileError(f"step {step!r}: parameters must be a table of name = value")
@@ -90,13 +104,16 @@ def _run_simulation(context, spec, step):
 def simulate_step(context: StepContext, spec: dict) -> dict:
     """Simulate the network from a perturbed homogeneous state.
 
-    Keys: ``t_max`` (ms, 1000), ``dt`` (0.01), ``method`` ("rk4"),
+    Keys: ``variable`` (the one plotted; default: the model's ``[observe] variable``),
+    ``t_max`` (ms, 1000), ``dt`` (0.01), ``method`` ("rk4"),
     ``stride`` (10), ``rtol``, ``atol``, ``initial`` ("equilibrium" or
     "default"), ``perturbation`` ("random", "mode", "none"), ``amplitude``
     (1e-3), ``mode`` (2), ``noise`` (0), ``seed``, ``parameters`` (overrides),
     ``animate`` (false; an MP4 on the brain when ffmpeg is installed).
     Writes ``simulation.nc``, ``simulation.png`` and, when the connectome has
     region centres, ``simulation_brain.png`` (the last snapshot on three views).
+    A failed integration writes only ``simulation_partial.nc`` (the states up
+    to the failure) and fails the step.
     """
     from bifnet.io import save_figure
     from bifnet.network.output import write_simulation
@@ -104,19 +121,21 @@ def simulate_step(context: StepContext, spec: dict) -> dict:
 
     step = _name(spec, "simulate")
     check_keys(spec, _SIM_KEYS, step)
+    k = _variable(context, spec, step)
     net, result = _run_simulation(context, spec, step)
     out = context.out_dir
+    if not result.success:  # keep the states up to the failure, under a name that does not look complete
+        write_simulation(out / "simulation_partial.nc", result, net)
+        raise SimulationError(f"step {step!r}: simulation failed at t = {float(result.t[-1]):.6g} ms: "
+                              f"{result.message} (states up to the failure in simulation_partial.nc)")
     write_simulation(out / "simulation.nc", result, net)
-    if not result.success:  # the states up to the failure are in simulation.nc
-        raise SimulationError(f"step {step!r}: simulation failed: {result.message}")
-    ax = plot_spatiotemporal(result, net)
+    ax = plot_spatiotemporal(result, net, variable=context.model.variable_names[k])
     save_figure(out / "simulation.png", ax.figure)
     files = ["simulation.nc", "simulation.png"]
     centres = getattr(net.connectome, "centres", None)
     if centres is not None and result.y.shape[0] > 1:
         from bifnet.network.plots import animate_simulation, plot_brain_views
 
-        k = context.model.variable_names.index("v_e") if "v_e" in context.model.variable_names else 0
         last = np.asarray(result.y)[-1, :, k]
         fig = plot_brain_views(last - last.mean(), centres,
                                title=f"{context.model.variable_names[k]} - network mean at t = {result.t[-1]:.1f} ms")
@@ -134,7 +153,9 @@ def validate_step(context: StepContext, spec: dict) -> dict:
     """Check a mode's predicted growth rate against a simulation.
 
     Keys: ``mode`` (default: most unstable), ``amplitude`` (1e-7), ``t_max``,
-    ``dt`` (0.01), ``linear_limit`` (1e-4), ``parameters``.
+    ``dt`` (0.01), ``linear_limit`` (1e-4), ``variable`` (whose regional
+    pattern is compared with the mode; default: the model's ``[observe]
+    variable``), ``parameters``.
     Writes ``validation.json``, ``validation.png`` and, when the connectome has
     region centres, ``validation_mode.png`` (the mode's eigenvector on the brain).
     """
@@ -143,11 +164,13 @@ def validate_step(context: StepContext, spec: dict) -> dict:
     from bifnet.network.core import find_homogeneous_equilibrium
 
     step = _name(spec, "validate")
-    check_keys(spec, {"mode", "amplitude", "t_max", "dt", "linear_limit", "parameters"}, step)
+    check_keys(spec, {"mode", "amplitude", "t_max", "dt", "linear_limit", "parameters", "variable"}, step)
+    k = _variable(context, spec, step)
     net = _network(context, spec, step)
     x = find_homogeneous_equilibrium(context.model, dict(net.parameters))
     kwargs = dict(amplitude=_number(spec, "amplitude", 1e-7, step), dt=_number(spec, "dt", 0.01, step),
-                  linear_limit=_number(spec, "linear_limit", 1e-4, step), return_traces=True)
+                  linear_limit=_number(spec, "linear_limit", 1e-4, step), return_traces=True,
+                  variable=context.model.variable_names[k])
     if "mode" in spec:
         kwargs["mode"] = int(_number(spec, "mode", 1, step, integer=True))
     if "t_max" in spec:
@@ -179,7 +202,8 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
     ``t_max`` (ms, 2000), ``transient`` (300), ``dt`` (0.01),
     ``renormalise_every`` (1.0), ``precision`` (``"double"``, or ``"single"``
     for float32 tangent vectors of a network), ``homogeneous`` (false),
-    ``initial``, ``amplitude``, ``seed``, ``parameters``.
+    ``initial``, ``amplitude``, ``seed``, ``parameters``, ``variable`` (checked and recorded
+    in the summary like the other network steps'; the exponents do not depend on it).
     Writes ``lyapunov.csv`` and ``lyapunov.png`` (running estimates).
     """
     import pandas as pd
@@ -190,7 +214,8 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
 
     step = _name(spec, "lyapunov")
     check_keys(spec, {"k", "t_max", "transient", "dt", "renormalise_every", "precision", "homogeneous", "initial",
-                      "amplitude", "seed", "parameters"}, step)
+                      "amplitude", "seed", "parameters", "variable"}, step)
+    observed = context.model.variable_names[_variable(context, spec, step)]
     precision = _precision(spec, step)
     homogeneous = bool(spec.get("homogeneous", False))
     net = _network(context, spec, step, homogeneous=homogeneous)
@@ -209,7 +234,7 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
               pd.DataFrame({"index": np.arange(1, k + 1), "exponent_per_ms": exponents}))
     ax = plot_convergence(t, running)
     save_figure(context.out_dir / "lyapunov.png", ax.figure)
-    return {"largest_exponent_per_ms": float(exponents[0]), "k": k,
+    return {"largest_exponent_per_ms": float(exponents[0]), "k": k, "variable": observed,
             "kaplan_yorke_dimension": kaplan_yorke_dimension(exponents), "precision": precision,
             "files": ["lyapunov.csv", "lyapunov.png"]}
 
@@ -228,7 +253,7 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
     """Power spectra and phase–amplitude coupling of a network simulation.
 
     Simulation keys as in :func:`simulate_step` plus ``transient`` (ms, 200),
-    ``variable`` ("v_e"), ``phase_band`` ([4, 8] Hz), ``amplitude_band``
+    ``variable`` (default: the model's ``[observe] variable``), ``phase_band`` ([4, 8] Hz), ``amplitude_band``
     ([30, 80] Hz), ``n_surrogates`` (200).
     Writes ``spectrum.csv``, ``pac.csv`` (one row per region and the network
     mean), ``spectrum.png`` and ``pac.png``.
@@ -248,16 +273,14 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
     net, result = _run_simulation(context, sim_spec, step)
     if not result.success:
         raise SimulationError(f"step {step!r}: simulation failed: {result.message}")
-    variable = spec.get("variable", "v_e")
-    if variable not in context.model.variable_names:
-        raise RunFileError(f"step {step!r}: variable {variable!r} is not one of {context.model.variable_names}")
+    k = _variable(context, spec, step)
+    variable = context.model.variable_names[k]
     transient = _number(spec, "transient", 200.0, step, positive=False)
     frame = network_spectra(result, net, variable=variable, transient=transient)
     write_csv(context.out_dir / "spectrum.csv", frame)
     ax = plot_power_spectrum(frame["frequency_hz"], frame["mean_power"], label="network mean")
     plot_power_spectrum(frame["frequency_hz"], frame["region_mean_power"], ax=ax, label="mean of regions")
     save_figure(context.out_dir / "spectrum.png", ax.figure)
-    k = context.model.variable_names.index(variable)
     keep = result.t >= result.t[0] + transient
     x = result.y[keep, :, k]
     dt = float(result.t[1] - result.t[0])
@@ -324,9 +347,52 @@ def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, 
     others = rel.growth_rate[1:]
     return {"uniform_growth_rate": float(rel.growth_rate[0]),
             "max_transverse_growth_rate": float(np.max(others)) if others.size else float("nan"),
-            "most_unstable_mode": float(np.argmax(others) + 2) if others.size else float("nan"),
-            "n_unstable_modes": float(np.sum(others > 0)),
-            "homogeneous_cycle": float(rel.solution == "LC")}
+            "most_unstable_mode": int(np.argmax(others) + 2) if others.size else -1,
+            "n_unstable_modes": int(np.sum(others > 0)),
+            "homogeneous_cycle": int(rel.solution == "LC")}
+
+
+#: integer outputs of the sweep analyses, with the value that marks a failed point
+SWEEP_COUNTS = {"n_unstable_modes": -1, "most_unstable_mode": -1, "homogeneous_cycle": -1}
+
+
+def annotate_sweep(ds, model, analysis: str, operator=None):
+    """``units`` (and ``description``) on every variable and coordinate of a sweep, counts as integers.
+
+    Counts (:data:`SWEEP_COUNTS`) are stored as ``int64`` with ``-1`` where the
+    point failed (attribute ``failed_point_value``); rates and exponents are
+    ``float64`` in 1/ms; the grid coordinates carry the model's parameter units.
+    """
+    ds = ds.copy()
+    for name in list(ds.data_vars):
+        var = ds[name]
+        if name in SWEEP_COUNTS:
+            missing = SWEEP_COUNTS[name]
+            values = np.where(np.isfinite(var.values), var.values, missing).astype(np.int64)
+            ds[name] = (var.dims, values)
+            ds[name].attrs.update(units="1", failed_point_value=missing)  # not missing_value: readers would mask it to float
+        elif name.startswith("lyapunov_") or name.endswith("growth_rate"):
+            ds[name].attrs["units"] = "1/ms"
+        else:
+            ds[name].attrs.setdefault("units", "1")
+    descriptions = {
+        "uniform_growth_rate": "growth rate of mode 1 (the uniform mode)",
+        "max_transverse_growth_rate": "largest growth rate of the non-uniform modes",
+        "most_unstable_mode": "mode number (1-based) of that growth rate",
+        "n_unstable_modes": "non-uniform modes with a positive growth rate",
+        "homogeneous_cycle": "1 where the homogeneous attractor is a cycle, 0 an equilibrium",
+        "lyapunov_sum": "sum of the computed Lyapunov exponents",
+    }
+    for name, text in descriptions.items():
+        if name in ds:
+            ds[name].attrs["description"] = text
+    for name in ds.coords:
+        parameter = model.parameters.get(name)
+        ds[name].attrs["units"] = (parameter.unit if parameter is not None else "") or "1"
+    ds.attrs.update(analysis=analysis, model=model.name, time_unit="ms")
+    if operator is not None and hasattr(operator, "symbol"):
+        ds.attrs["operator"] = operator.symbol
+    return ds
 
 
 def _sweep_grid(spec: dict, model, step: str) -> dict:
@@ -425,6 +491,10 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
         raise SimulationError(f"step {step!r}: every one of the {points} sweep points failed"
                               f" (first: {ds.attrs.get('first_error', 'see the log')});"
                               " rerun with --resume --retry-failed after fixing the cause")
+    ds = annotate_sweep(ds, context.model, spec.get("analysis", "lyapunov"), context.connectome)
+    from bifnet import io
+
+    io.write_netcdf(out_path, ds)
     _plot_sweep(context, step, ds, list(grid))
     return {"status": "partial" if failed else "ok", "points": points, "failed": failed,
             "file": out_path.name, "variables": list(ds.data_vars), "units": "1/ms for rates and exponents",

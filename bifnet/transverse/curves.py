@@ -114,22 +114,101 @@ def _on_curve(curves: Sequence[Branch], point: Sequence[float], free, tolerance:
 
 def _block_of(model: NodeModel, x, params: Mapping[str, float], Lambda: float) -> str:
     """``"transverse"`` when the eigenvalue closest to the imaginary axis belongs
-    to ``J(Lambda)`` rather than to ``J_hom = J(1)`` (on ``y = x``)."""
+    to ``J(Lambda)`` rather than to ``J_hom = J(Lambda_u)`` (on ``y = x``; ``Lambda_u`` = 1 for
+    additive, 0 for diffusive coupling)."""
     from bifnet.codegen import mode_jacobian_functions
 
     A_fn, B_fn = mode_jacobian_functions(model)
     p = np.array([params[k] for k in model.parameter_names])
     A, B = A_fn(np.asarray(x, dtype=float), p), B_fn(np.asarray(x, dtype=float), p)
-    hom = np.linalg.eigvals(A + B)
+    hom = np.linalg.eigvals(A + model.coupling.uniform_eigenvalue * B)
     trans = np.linalg.eigvals(A + Lambda * B)
     return "transverse" if np.min(np.abs(trans.real)) < np.min(np.abs(hom.real)) else "homogeneous"
 
 
+def trace_real_fold(model: NodeModel, level_branch: Branch, crossing: Crossing, free: tuple[str, str],
+                    settings: ContinuationSettings, *, Lambda: float, name: str) -> Branch | None:
+    """The transverse fold curve of a real mode through a crossing, in ``free``.
+
+    Solves the defining system :func:`bifnet.systems.transverse_fold_system`
+    from the crossing (state interpolated on the level, null vector of
+    ``J(Lambda)`` from its SVD) and continues it in the second free parameter
+    with AUTO-07p; the first free parameter is part of the state there. The
+    curve is cut where the first parameter leaves its range.
+
+    Returns
+    -------
+    Branch or None
+        Kind ``LOCUS`` of ``LP``, columns ``free``, the homogeneous state,
+        ``period`` (NaN), ``stable`` (-1), ``code`` and ``label``; ``None``
+        if the defining system has no solution near the crossing.
+    """
+    from bifnet.codegen import mode_jacobian_functions
+    from bifnet.continuation.branch import BranchKind
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.systems import transverse_fold_system
+
+    p1, q = free
+    system = transverse_fold_system(model, p1)
+    i = crossing.index
+    x_a = np.array([level_branch[v][i] for v in model.variable_names])
+    x_b = np.array([level_branch[v][min(i + 1, len(level_branch) - 1)] for v in model.variable_names])
+    a, b = level_branch[p1][i], level_branch[p1][min(i + 1, len(level_branch) - 1)]
+    t = 0.0 if b == a else float(np.clip((crossing.value - a) / (b - a), 0.0, 1.0))
+    x = (1 - t) * x_a + t * x_b
+    params = {k: float(v) for k, v in level_branch.parameters.items()}
+    params["Lambda"] = float(np.real(Lambda))
+    params[p1] = float(crossing.value)
+    A_fn, B_fn = mode_jacobian_functions(model)
+    pv = np.array([params[k] for k in model.parameter_names])
+    _, _, vt = np.linalg.svd(A_fn(x, pv) + params["Lambda"] * B_fn(x, pv))
+    start = np.concatenate([x, vt[-1], [params[p1]]])
+    others = {k: v for k, v in params.items() if k != p1}
+    try:
+        z = find_equilibrium(system, others, start, settle_time=0.0)
+    except BifnetError:
+        return None
+    lo1, hi1 = settings.bounds[p1]
+    local = settings.replace(bounds={k: v for k, v in settings.bounds.items() if k != p1})
+    branch = continue_equilibria(system, others, q, x0=z, settings=local, name=name, settle_time=0.0)
+    values = branch[p1]
+    inside = (values >= lo1) & (values <= hi1)
+    if not inside.any():
+        return None
+    k0 = int(np.argmin(np.abs(values - params[p1]) + np.where(inside, 0.0, np.inf)))
+    first, last = k0, k0
+    while first > 0 and inside[first - 1]:
+        first -= 1
+    while last + 1 < len(values) and inside[last + 1]:
+        last += 1
+    keep = slice(first, last + 1)
+    n = len(values[keep])
+    columns = {p1: values[keep], q: branch[q][keep]}
+    for v in model.variable_names:
+        columns[v] = branch[v][keep]
+    columns.update(period=np.full(n, np.nan), stable=np.full(n, -1, dtype=int),
+                   code=np.asarray(branch["code"][keep], dtype=int), label=np.asarray(branch["label"][keep], dtype=int))
+    parameters = {**params, q: float(branch[q][k0]), p1: float(values[k0])}
+    if q != "Lambda":
+        parameters.pop("Lambda", None)  # a model's parameters, as on the other loci
+    return Branch(kind=BranchKind.LOCUS, name=name, free=(p1, q), columns=columns, parameters=parameters,
+                  origin=(level_branch.name, f"{crossing.kind.value}@{crossing.value:.6g}"),
+                  locus_of=SpecialKind.LP, Lambda=params["Lambda"],
+                  variables=tuple(model.variable_names), status=branch.status,
+                  engine={"points": {}, "parameters": dict(parameters), "system": system.name})
+
+
 def locate_and_continue(model: NodeModel, level_branch: Branch, crossing: Crossing, free: tuple[str, str],
                         settings: ContinuationSettings, *, Lambda: complex, name: str) -> Branch | None:
-    """From a crossing on a level, locate the transverse point with AUTO on the
-    augmented system and continue its locus in ``free``."""
+    """From a crossing on a level, locate the transverse point and continue its locus in ``free``.
+
+    Hopf points (and complex modes): AUTO on the augmented system. Folds of
+    real modes: the defining system of :func:`trace_real_fold` (on the
+    augmented system they are branch points, not folds)."""
     complex_mode = abs(complex(Lambda).imag) > 0
+    if crossing.kind is SpecialKind.LP and not complex_mode:
+        return trace_real_fold(model, level_branch, crossing, free, settings, Lambda=float(np.real(Lambda)),
+                               name=name)
     system = complex_augmented_system(model) if complex_mode else augmented_system(model, "gradient")
     p1 = level_branch.free[0]
     i = crossing.index
@@ -172,7 +251,7 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
     parameters : mapping
         Parameters (the free ones give the start of each level).
     modes : sequence of Mode
-        Distinct eigenvalues to follow (mode 1, ``Lambda = 1``, is the
+        Distinct eigenvalues to follow (mode 1, the uniform mode, is the
         homogeneous one and is skipped). Complex ones are continued on
         :func:`~bifnet.systems.complex_augmented_system`; a conjugate pair
         shares one curve.

@@ -55,7 +55,7 @@ def belongs_to_mode(model: NodeModel, cycles: Branch, index: int, Lambda: float,
     cycle = cycle_from_branch(cycles, index)
     cycle = HomogeneousCycle(parameters={k: v for k, v in cycle.parameters.items() if k in model.parameters},
                              period=cycle.period, x0=np.asarray(cycle.x0)[: model.n_variables])
-    fd = floquet_dispersion(model, cycle, np.array([1.0, Lambda]))
+    fd = floquet_dispersion(model, cycle, np.array([model.coupling.uniform_eigenvalue, Lambda]))
     return _critical_distance(fd.multipliers[1], kind, False) < _critical_distance(fd.multipliers[0], kind, True)
 
 

@@ -26,20 +26,93 @@ def _step_parameters(context: StepContext, spec: dict) -> dict:
     return params
 
 
+MODE_RULES = ("all", "most_negative", "most_positive")
+
+
+def select_modes(rule, eigenvalues, step: str, key: str = "modes") -> list[int]:
+    """Mode numbers (1-based) chosen by a run-file rule.
+
+    ``rule`` is a list of mode numbers; ``"all"`` (every non-uniform mode);
+    ``"most_negative"`` / ``"most_positive"`` (the non-uniform mode with the
+    smallest / largest real ``Lambda``, and the modes sharing it); or a table
+    ``{ Lambda = [low, high] }`` (every non-uniform mode with ``low <= Re Lambda
+    <= high``). Rules, unlike indices, mean the same on every connectome.
+    """
+    values = np.real(np.asarray(eigenvalues))
+    n = values.size
+    others = np.arange(2, n + 1)
+    if isinstance(rule, list) and all(isinstance(m, int) and not isinstance(m, bool) for m in rule):
+        bad = [m for m in rule if not 1 <= m <= n]
+        if bad:
+            raise RunFileError(f"step {step!r}: {key}: no mode {bad[0]} (the connectome has {n})")
+        return list(rule)
+    if rule == "all":
+        return others.tolist()
+    if rule in ("most_negative", "most_positive"):
+        if not others.size:
+            return []
+        target = values[1:].min() if rule == "most_negative" else values[1:].max()
+        return [int(m) for m in others if abs(values[m - 1] - target) <= 1e-9 * max(1.0, abs(target))]
+    if isinstance(rule, dict) and set(rule) == {"Lambda"} and isinstance(rule["Lambda"], list) \
+            and len(rule["Lambda"]) == 2:
+        lo, hi = (float(v) for v in rule["Lambda"])
+        return [int(m) for m in others if lo <= values[m - 1] <= hi]
+    raise RunFileError(f"step {step!r}: {key} must be a list of mode numbers, one of "
+                       f"{', '.join(map(repr, MODE_RULES))}, or {{ Lambda = [low, high] }}; got {rule!r}")
+
+
 def _modes(context: StepContext, spec: dict) -> tuple[np.ndarray, list[Mode]]:
+    context.model.require_coupling(f"step {spec['name']!r}")
     connectome = context.require_connectome(spec["name"])
     eigenvalues = connectome.spectrum().eigenvalues
     groups = distinct_modes(eigenvalues)
     chosen = spec.get("modes", "all")
     if chosen != "all":
-        if not isinstance(chosen, list) or not all(isinstance(m, int) for m in chosen):
-            raise RunFileError(f"step {spec['name']!r}: modes must be \"all\" or a list of mode numbers")
-        bad = [m for m in chosen if not 1 <= m <= len(eigenvalues)]
-        if bad:
-            raise RunFileError(f"step {spec['name']!r}: no mode {bad[0]} (the connectome has {len(eigenvalues)})")
+        chosen = select_modes(chosen, eigenvalues, spec["name"])
         # mode 1 always: the map needs the uniform growth rate
         groups = [g for g in groups if set(g.modes) & (set(chosen) | {1})]
     return eigenvalues, groups
+
+
+def _operator_symbol(context: StepContext) -> str:
+    coupling = context.model.coupling
+    return coupling.operator if coupling is not None else "P"
+
+
+def _operator_description(context: StepContext) -> str:
+    from bifnet.connectome import OPERATOR_DESCRIPTIONS
+
+    return OPERATOR_DESCRIPTIONS[_operator_symbol(context)]
+
+
+def _lambda_label(context: StepContext) -> str:
+    return f"Lambda (eigenvalue of the {_operator_description(context)})"
+
+
+def _with_operator(frame, context: StepContext):
+    """``frame`` with an ``operator`` column (``P``, ``L`` or ``L_rw``) right after ``Lambda_imag``/``Lambda``."""
+    frame = frame.copy()
+    where = list(frame.columns)
+    at = where.index("Lambda_imag") + 1 if "Lambda_imag" in where else (
+        where.index("Lambda") + 1 if "Lambda" in where else len(where))
+    frame.insert(at, "operator", _operator_symbol(context))
+    return frame
+
+
+def _default_lambda_range(context: StepContext, eigenvalues) -> list[float]:
+    re = np.real(np.asarray(eigenvalues))
+    if context.model.coupling is not None and context.model.coupling.scheme == "diffusive":
+        hi = float(re.max()) if re.size else 1.0
+        return [0.0, hi * 1.05 if hi > 0 else 1.0]
+    lo = float(np.min(re)) - 0.1 if re.size else -1.0
+    return [max(lo, -1.0), 1.0]
+
+
+def _where(context: StepContext, params: dict) -> str:
+    """The parameters that differ from the model's defaults, as ``name = value`` text."""
+    defaults = context.model.default_parameters()
+    changed = [k for k in context.model.parameter_names if params.get(k) != defaults[k]]
+    return ", ".join(f"{k} = {params[k]:g}" for k in changed[:4]) or "defaults"
 
 
 def _append_csv(context: StepContext, filename: str, frame, step: str) -> None:
@@ -66,13 +139,13 @@ def dispersion_step(context: StepContext, spec: dict) -> dict:
     step = spec["name"]
     check_keys(spec, {"parameters", "x0", "solution", "curve_points", "Lambda_range"}, step)
     params = _step_parameters(context, spec)
+    context.model.require_coupling(f"step {step!r}")
     eigenvalues = context.require_connectome(step).spectrum().eigenvalues
     relation = dispersion_at(context.model, params, eigenvalues, x0=spec.get("x0"),
                              solution=spec.get("solution", "auto"))
     modes = np.arange(1, len(eigenvalues) + 1)
     frame = relation.to_frame(modes)
-    lo = float(np.min(np.real(eigenvalues))) - 0.1
-    lam_lo, lam_hi = spec.get("Lambda_range", [max(lo, -1.0), 1.0])
+    lam_lo, lam_hi = spec.get("Lambda_range", _default_lambda_range(context, eigenvalues))
     curve_lam = np.linspace(float(lam_lo), float(lam_hi), int(spec.get("curve_points", 401)))
     if relation.solution == "EP":
         from bifnet.transverse.dispersion import equilibrium_dispersion
@@ -84,8 +157,8 @@ def dispersion_step(context: StepContext, spec: dict) -> dict:
 
         cycle = HomogeneousCycle(parameters=params, period=relation.period, x0=relation.state)
         curve = cycle_dispersion(context.model, cycle, curve_lam)
-    _append_csv(context, "dispersion.csv", frame, step)
-    _append_csv(context, "dispersion_curve.csv", curve.to_frame(), step)
+    _append_csv(context, "dispersion.csv", _with_operator(frame, context), step)
+    _append_csv(context, "dispersion_curve.csv", _with_operator(curve.to_frame(), context), step)
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     ax1.axhline(0, color="0.6", lw=0.8)
@@ -98,9 +171,9 @@ def dispersion_step(context: StepContext, spec: dict) -> dict:
     ax1.legend(fontsize=8)
     ax2.plot(curve_lam, curve.frequency_hz, "k-", lw=1.0)
     ax2.plot(lam_r, relation.frequency_hz, "o", ms=3, color="tab:blue")
-    ax2.set_xlabel("Lambda (connectome eigenvalue)")
+    ax2.set_xlabel(_lambda_label(context))
     ax2.set_ylabel("frequency (Hz)")
-    where = ", ".join(f"{k} = {params[k]:g}" for k in ("Iext_e", "eps") if k in params)
+    where = _where(context, params)
     ax1.set_title(f"{context.model.name}: dispersion of the homogeneous {relation.solution} ({where})")
     io.save_figure(context.out_dir / f"dispersion_{step}.png", fig)
     n_unstable = int(np.sum(unstable[1:]))
@@ -141,7 +214,8 @@ def _curves_frame(curves, free):
         })
         rows.append(frame)
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["mode", "Lambda", "Lambda_imag", "kind", "curve", "point", *free, "frequency_hz"])
+        columns=["mode", "modes", "Lambda", "Lambda_imag", "kind", "curve", "point", *free, "frequency_hz",
+                 "codim2"])
 
 
 def _cycle_crossings(context, cycles, groups, p1, q, level):
@@ -170,7 +244,7 @@ def _cycle_crossings(context, cycles, groups, p1, q, level):
             # the multiplier behind the growth rate: largest modulus (trivial one removed for mode 1)
             for k in range(len(lams)):
                 mu = np.asarray(fd.multipliers[k])
-                if abs(lams[k] - 1) < 1e-12:
+                if abs(lams[k] - context.model.coupling.uniform_eigenvalue) < 1e-12:
                     mu = np.delete(mu, np.argmin(np.abs(mu - 1)))
                 mults[i, k] = mu[np.argmax(np.abs(mu))]
         table.append((cyc, rates))
@@ -284,9 +358,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     p1, q = free
     levels = _levels(spec, settings.bounds[q], step)
     complex_groups = [g for g in groups if not g.is_real]
-    cycle_modes = spec.get("cycle_curves", [])
-    if not isinstance(cycle_modes, list) or not all(isinstance(m, int) for m in cycle_modes):
-        raise RunFileError(f"step {step!r}: cycle_curves must be a list of mode numbers")
+    cycle_modes = select_modes(spec.get("cycle_curves", []), eigenvalues, step, "cycle_curves")
     begin = time.perf_counter()
     done = []
 
@@ -343,8 +415,9 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
 
     _write_map(context, step, free, levels, samples, groups, np.array(map_solution), np.array(map_rates))
     curves_frame = _curves_frame(curves, free)
-    _append_csv(context, "transverse_curves.csv", curves_frame, step)
-    _append_csv(context, "transverse_points.csv", pd.DataFrame(point_rows), step)
+    _append_csv(context, "transverse_curves.csv", _with_operator(curves_frame, context), step)
+    _append_csv(context, "transverse_points.csv", _with_operator(pd.DataFrame(point_rows, columns=_POINT_COLUMNS(free)),
+                                                                 context), step)
     _append_tables(context, step, curves)
     context.results[step] = curves
     _plot_transverse(context, step, free, curves, levels, samples, np.array(map_solution), np.array(map_rates),
@@ -356,6 +429,18 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
             "modes_with_curves": sorted({c.mode for c in curves}),
             "cycle_crossings": sum(1 for r in point_rows if r["solution"] == "LC"),
             "complex_modes": [g.mode for g in complex_groups]}
+
+
+def _unit(context: StepContext, name: str) -> str:
+    if name == "Lambda":
+        return "1"
+    parameter = context.model.parameters.get(name)
+    return (parameter.unit if parameter is not None else "") or "1"
+
+
+def _POINT_COLUMNS(free):
+    return ["mode", "Lambda", "Lambda_imag", "solution", "kind", free[0], free[1], "branch", "homogeneous_stable",
+            "located"]
 
 
 def _write_map(context, step, free, levels, samples, groups, solution, rates):
@@ -380,17 +465,23 @@ def _write_map(context, step, free, levels, samples, groups, solution, rates):
     p1, q = free
     ds = xr.Dataset(
         {
-            "homogeneous_solution": ((q, p1), solution, {"description": "0 none stable, 1 EP, 2 LC, 3 both (EP used)"}),
+            "homogeneous_solution": ((q, p1), solution.astype(np.int64),
+                                     {"units": "1", "description": "0 none stable, 1 EP, 2 LC, 3 both (EP used)"}),
             "uniform_growth_rate": ((q, p1), uniform_rate, {"units": "1/ms"}),
-            "uniform_stable": ((q, p1), (uniform_rate < 0).astype(int)),
-            "n_unstable_modes": ((q, p1), n_unstable.astype(int), {"description": "non-uniform modes with positive growth, with multiplicity; -1 where no stable homogeneous state"}),
-            "most_unstable_mode": ((q, p1), most.astype(int)),
+            "uniform_stable": ((q, p1), (uniform_rate < 0).astype(np.int64), {"units": "1", "description": "1 stable to mode 1"}),
+            "n_unstable_modes": ((q, p1), n_unstable.astype(np.int64), {"units": "1", "description": "non-uniform modes with positive growth, with multiplicity; -1 where no stable homogeneous state"}),
+            "most_unstable_mode": ((q, p1), most.astype(np.int64), {"units": "1", "description": "mode number (1-based); 0 where none"}),
             "max_transverse_growth_rate": ((q, p1), np.where(np.isfinite(max_rate), max_rate, np.nan), {"units": "1/ms"}),
             "growth_rate": ((q, p1, "mode_group"), rates, {"units": "1/ms"}),
         },
-        coords={q: np.asarray(levels, dtype=float), p1: samples, "mode_group": modes,
-                "Lambda": ("mode_group", np.real([g.Lambda for g in groups]).astype(float))},
-        attrs={"step": step, "time_unit": "ms", "model": context.model.name},
+        coords={q: (q, np.asarray(levels, dtype=float), {"units": _unit(context, q)}),
+                p1: (p1, samples, {"units": _unit(context, p1)}),
+                "mode_group": ("mode_group", modes.astype(np.int64), {"units": "1", "description": "first mode of each distinct eigenvalue"}),
+                "Lambda": ("mode_group", np.real([g.Lambda for g in groups]).astype(float),
+                           {"units": "1", "operator": _operator_symbol(context),
+                            "description": "real part of the eigenvalue of the " + _operator_description(context)}),
+                "Lambda_imag": ("mode_group", np.imag([g.Lambda for g in groups]).astype(float), {"units": "1"})},
+        attrs={"step": step, "time_unit": "ms", "model": context.model.name, "operator": _operator_symbol(context)},
     )
     io.write_netcdf(context.out_dir / f"instability_map_{step}.nc", ds)
 
@@ -451,7 +542,13 @@ def neutral_step(context: StepContext, spec: dict) -> dict:
     check_keys(spec, {"free", "range", "levels", "parameters", "settings"}, step)
     (p1,) = _free(spec, 1, step)
     context.model.check_parameter_names([p1])
-    spec = {**spec, "range": {"Lambda": [-1.0, 1.0], **spec.get("range", {})}}
+    context.model.require_coupling(f"step {step!r}")
+    if context.connectome is not None:
+        default_range = _default_lambda_range(context, context.connectome.spectrum().eigenvalues)
+    else:
+        diffusive = context.model.coupling is not None and context.model.coupling.scheme == "diffusive"
+        default_range = [0.0, 1.0] if diffusive else [-1.0, 1.0]
+    spec = {**spec, "range": {"Lambda": default_range, **spec.get("range", {})}}
     settings = step_settings(context, spec, (p1, "Lambda"))
     params = _step_parameters(context, spec)
     levels = _levels({"levels": spec.get("levels", 21)}, settings.bounds["Lambda"], step)
@@ -466,6 +563,7 @@ def neutral_step(context: StepContext, spec: dict) -> dict:
                                   p1: c[p1], "Lambda_c": c["Lambda"], "frequency_hz": freq}))
     frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["kind", "curve", "point", p1, "Lambda_c", "frequency_hz"])
+    frame.insert(frame.columns.get_loc("Lambda_c") + 1, "operator", _operator_symbol(context))
     _append_csv(context, "neutral_curves.csv", frame, step)
     fig, ax = plt.subplots(figsize=(7, 5))
     for c in curves:
@@ -474,7 +572,7 @@ def neutral_step(context: StepContext, spec: dict) -> dict:
         for lam in np.real(context.connectome.spectrum().eigenvalues):
             ax.axhline(lam, color="0.8", lw=0.5, zorder=0)
     ax.set_xlabel(p1)
-    ax.set_ylabel("Lambda (neutral: growth rate 0)")
+    ax.set_ylabel(_lambda_label(context) + "\n(neutral: growth rate 0)")
     ax.set_xlim(*settings.bounds[p1])
     ax.set_ylim(*settings.bounds["Lambda"])
     ax.set_title(f"{context.model.name}: neutral curves (red HB, blue LP; grey lines: connectome eigenvalues)",
