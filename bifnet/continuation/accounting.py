@@ -345,12 +345,16 @@ def _counts(branch: Branch, system, cycles: bool):
 
 def _drop_superseded(branch: Branch) -> Branch:
     """Drop points that failed verification where a verified point of the same
-    kind lies within three rows (a refinement located it properly)."""
+    kind lies within ten rows or within 1 % in the principal parameter (a
+    refinement located it properly; the spliced rows separate the two)."""
     good = [sp for sp in branch.special_points if sp.located]
+    name = branch.free[0]
     keep = []
     for sp in branch.special_points:
         if not sp.located and sp.verification and any(
-                o.kind is sp.kind and abs(o.index - sp.index) <= 3 for o in good):
+                o.kind is sp.kind and (abs(o.index - sp.index) <= 10 or abs(
+                    o.parameters[name] - sp.parameters[name]) <= 1e-2 * max(1.0, abs(sp.parameters[name])))
+                for o in good):
             continue
         keep.append(sp)
     if len(keep) == len(branch.special_points):

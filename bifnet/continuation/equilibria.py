@@ -222,11 +222,71 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
                                     parameters=start, state_slice=half)
 
     branch = account(points, convert, problem, free, settings, cycles=False)
-    last = branch["code"][-1] if len(branch) else 0
-    if len(branch) and abs(last) != 9:
-        branch = _with_status(branch, "max_steps" if len(branch) >= settings.max_steps else "stopped")
+    branch = end_at_bounds(branch, settings, system)
+    # AUTO labels the last point of a run EP whether it reached a bound or its step limit
+    if any(len(r) >= settings.max_steps for r in runs):
+        branch = _with_status(branch, "max_steps")
+    elif any(r and abs(int(r[-1].point_type_code)) != 9 for r in runs):
+        branch = _with_status(branch, "stopped")
     log.debug("%s: %d points, %s", name, len(branch), ", ".join(sp.name for sp in branch.special_points))
     return branch
+
+
+def end_at_bounds(branch: Branch, settings: ContinuationSettings, system: SymbolicSystem) -> Branch:
+    """End the branch at the bounds of its principal parameter, not past them.
+
+    AUTO stops at the first point beyond a bound. For equilibria that end row
+    is replaced by the equilibrium at the bound itself (Newton's method from
+    the interpolated state); rows that cannot be solved, and cycle rows past a
+    bound, are dropped.
+    """
+    import dataclasses
+
+    from scipy.optimize import root
+
+    from bifnet.codegen import jacobian_function, rhs_function
+
+    name = branch.free[0]
+    lo, hi = settings.bounds.get(name, (-np.inf, np.inf))
+    n = len(branch)
+    if n < 2:
+        return branch
+    values = branch[name]
+    columns = {k: np.array(v, copy=True) for k, v in branch.columns.items()}
+    keep = np.ones(n, dtype=bool)
+    special_rows = {sp.index for sp in branch.special_points}
+    for end, inner in ((0, 1), (n - 1, n - 2)):
+        v = float(values[end])
+        if lo - 1e-12 * max(1.0, abs(lo)) <= v <= hi + 1e-12 * max(1.0, abs(hi)) or end in special_rows:
+            continue
+        bound = lo if v < lo else hi
+        w = (bound - values[inner]) / (v - values[inner]) if v != values[inner] else 1.0
+        solved = False
+        if branch.kind is BranchKind.EQUILIBRIA and len(branch.variables) == system.dimension:
+            p = dict(branch.parameters)
+            p[name] = bound
+            pv = np.array([p[k] for k in system.parameter_names], dtype=float)
+            guess = np.array([columns[c][inner] + w * (columns[c][end] - columns[c][inner]) for c in branch.variables])
+            f, J = rhs_function(system), jacobian_function(system)
+            with np.errstate(all="ignore"):
+                sol = root(lambda y: f(y, pv), guess, jac=lambda y: J(y, pv), method="hybr", tol=1e-13)
+                res = float(np.max(np.abs(f(sol.x, pv)))) if np.all(np.isfinite(sol.x)) else np.inf
+            if res < 1e-10:
+                columns[name][end] = bound
+                for c, value in zip(branch.variables, sol.x):
+                    columns[c][end] = value
+                solved = True
+        if not solved:
+            keep[end] = False
+    if keep.all() and np.array_equal(columns[name], values):
+        return branch
+    index = np.cumsum(keep) - 1
+    columns = {k: v[keep] for k, v in columns.items()}
+    specials = tuple(dataclasses.replace(sp, index=int(index[sp.index])) for sp in branch.special_points)
+    engine = dict(branch.engine or {})
+    if "points" in engine:
+        engine["points"] = {int(index[i]): p for i, p in engine["points"].items() if i < n and keep[i]}
+    return dataclasses.replace(branch, columns=columns, special_points=specials, engine=engine)
 
 
 def _with_status(branch: Branch, status: str) -> Branch:

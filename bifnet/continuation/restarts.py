@@ -15,6 +15,7 @@ import numpy as np
 
 from bifnet.continuation import _auto
 from bifnet.continuation.accounting import account
+from bifnet.continuation.equilibria import end_at_bounds
 from bifnet.continuation.verify import verify_branch
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
 from bifnet.continuation.settings import ContinuationSettings
@@ -264,6 +265,7 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
     # verify every point and explain every stability change (refining where needed)
     cycles = account(points, lambda raw: dataclasses.replace(convert(raw), status=status), problem, free,
                      settings, cycles=True)
+    cycles = end_at_bounds(cycles, settings, problem.system)
     source = branch if branch.kind is BranchKind.EQUILIBRIA else None
     return _classify_blow_up(cycles, source, settings)
 
@@ -413,6 +415,7 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
     cycle = branch.kind is BranchKind.CYCLES
     ips = "LC" if cycle else "EP"
     runs = []
+    hit_limit = closed = False
     for step in (-abs(settings.ds), abs(settings.ds)):
         start = raw
         if cycle:
@@ -425,17 +428,21 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
         slots = [problem.slots[n] for n in free]
         result = _auto.restart(problem, start, free, settings, ips=ips, source_ips=ips, switch="locus",
                                ds=step, with_period=cycle)
-        points = _trim_to_bounds(list(result.branches[0].points) if result.branches else [],
-                                 problem, free, settings)
+        raw_points = list(result.branches[0].points) if result.branches else []
+        hit_limit = hit_limit or len(raw_points) >= settings.max_steps
+        points = _trim_to_bounds(raw_points, problem, free, settings)
         closing = _locus_closing_index(points, slots)
         if closing is not None:
             log.info("%s: closed curve (%d points)", name, closing + 1)
             runs = [points[: closing + 1]]
+            closed = True
             break
         runs.append(points)
     locus = _auto.convert_branch(runs, problem, kind=BranchKind.LOCUS, name=name, free=free, parameters=params,
                                  reverse_first=len(runs) == 2, origin=(branch.name, point), locus_of=sp.kind,
                                  mode=branch.mode, Lambda=branch.Lambda, state_slice=_state_slice(branch))
+    if hit_limit and not closed:
+        locus = dataclasses.replace(locus, status="max_steps")
     if sp.kind is SpecialKind.HB and not cycle:
         locus = _with_hopf_period(locus, problem.system)
     return verify_branch(_drop_duplicate_specials(locus), problem.system)
