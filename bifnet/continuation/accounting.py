@@ -225,7 +225,7 @@ def refine_segment(problem, points: list, index: int, free: Sequence[str], setti
     ds = max(min(settings.ds_max, length) / factor, settings.ds_min * 2)
     changes = dict(ds=ds, ds_max=max(ds, settings.ds_min * 2), max_steps=int(3 * factor + 10))
     if cycles:
-        changes["ntst"] = min(settings.ntst * (1 + round_), 200)
+        changes["ntst"] = min(settings.ntst * (1 + round_), max(200, settings.ntst))
     local = settings.replace(**changes)
     ips = "LC" if cycles else "EP"
     for sign in (1.0, -1.0):

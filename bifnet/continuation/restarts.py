@@ -189,9 +189,23 @@ def _classify_blow_up(cycles: Branch, source: Branch | None, settings: Continuat
                                status=f"period blow-up ({kind.value})")
 
 
+#: Mesh intervals tried, in turn, for a cycle branch whose trivial multiplier says its mesh is too coarse.
+MESH_LADDER = (150, 250)
+#: Rows of a cycle branch (a fraction of them) allowed to have |mu_trivial - 1| > TRIVIAL_WARNING.
+POOR_MESH_FRACTION = 0.05
+
+
 def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = None,
                     settings: ContinuationSettings | None = None, name: str | None = None) -> Branch:
     """Periodic orbits from a Hopf point (or the doubled orbits from a PD point).
+
+    When more than :data:`POOR_MESH_FRACTION` of the rows have a trivial
+    multiplier off by more than ``TRIVIAL_WARNING`` (the mesh is too coarse
+    for the orbits), the branch is computed again with more mesh intervals
+    (:data:`MESH_LADDER`), and the best-resolved result is kept;
+    ``accounting["ntst"]`` says which mesh it has. On ngnmm_ping at eps = 30
+    the branch from HB2 with ``ntst = 60`` wandered for 500 steps through
+    spurious folds; with 150 it reaches the homoclinic orbit in 120 steps.
 
     Parameters
     ----------
@@ -221,6 +235,34 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
     points is cut where it reaches the second one.
     """
     settings = settings or ContinuationSettings()
+    best, best_fraction = None, np.inf
+    ladder = (settings.ntst,) + tuple(n for n in MESH_LADDER if n > settings.ntst)
+    for ntst in ladder:
+        cycles = _continue_cycles_once(branch, point, free, settings.replace(ntst=ntst), name,
+                                       mesh_check=ntst != ladder[-1])
+        poor = cycles.accounting.get("poor_mesh_points", 0)
+        cycles = dataclasses.replace(cycles, accounting={**cycles.accounting, "ntst": ntst})
+        fraction = poor / max(len(cycles), 1)
+        if best is None or fraction <= best_fraction:  # ties go to the finer mesh
+            best, best_fraction = cycles, fraction
+        if "refinements" in cycles.accounting:  # verified and accounted: the mesh was good enough
+            break
+        log.info("%s: %d of %d rows have a poor trivial multiplier with ntst = %d: computing it again with a "
+                 "finer mesh", cycles.name, poor, len(cycles), ntst)
+    if "refinements" not in best.accounting:  # the best mesh was only checked: verify it now
+        ntst = best.accounting["ntst"]
+        best = _continue_cycles_once(branch, point, free, settings.replace(ntst=ntst), name)
+        best = dataclasses.replace(best, accounting={**best.accounting, "ntst": ntst})
+    if best.accounting["ntst"] != settings.ntst:
+        best = dataclasses.replace(best, accounting={**best.accounting, "ntst_requested": settings.ntst})
+    return best
+
+
+def _continue_cycles_once(branch: Branch, point: str, free, settings: ContinuationSettings, name, *,
+                          mesh_check: bool = False) -> Branch:
+    """One cycle continuation on one mesh. With ``mesh_check``, a branch whose
+    mesh is too coarse is returned unverified (only its ``poor_mesh_points``
+    counted), as it will be computed again on a finer mesh."""
     free = tuple(free) if free else branch.free[:1]
     sp = branch.point(point)
     raw = _engine_point(branch, sp)
@@ -243,6 +285,8 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
         last = points[-1]
         if not lo < _auto._param(last, slot) < hi or _period(last) >= 0.98 * settings.max_period:
             return True
+        if mesh_check and _poor_mesh(points) > POOR_MESH_FRACTION * len(points):
+            return True  # the mesh is too coarse: stop here, a finer one follows
         return bool(hopfs) and _closing_index(*_trace(points, slot), hopfs) is not None
 
     points = _continue_in_chunks(problem, raw, free, settings, ips="LC", source_ips=source_ips, switch=switch,
@@ -262,12 +306,27 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
     if status == "ok" and len(points) >= settings.max_steps:
         status = "max_steps"
     points = points[: len(cycles)]
+    if mesh_check:
+        poor = _poor_mesh(points)
+        if poor > POOR_MESH_FRACTION * max(len(cycles), 1):
+            return dataclasses.replace(cycles, accounting={"poor_mesh_points": poor})
     # verify every point and explain every stability change (refining where needed)
     cycles = account(points, lambda raw: dataclasses.replace(convert(raw), status=status), problem, free,
                      settings, cycles=True)
     cycles = end_at_bounds(cycles, settings, problem.system)
     source = branch if branch.kind is BranchKind.EQUILIBRIA else None
     return _classify_blow_up(cycles, source, settings)
+
+
+def _poor_mesh(points) -> int:
+    """Engine points whose trivial Floquet multiplier is off by more than TRIVIAL_WARNING."""
+    from bifnet.continuation.verify import TRIVIAL_WARNING
+
+    count = 0
+    for p in points:
+        mu = np.asarray(getattr(p, "floquet_multipliers", None) or (), dtype=complex)
+        count += bool(mu.size) and float(np.min(np.abs(mu - 1.0))) > TRIVIAL_WARNING
+    return count
 
 
 CHUNK_STEPS = 120  #: steps per AUTO call on cycle branches

@@ -120,10 +120,21 @@ def _start_points(context: StepContext, spec: dict, kinds: set[SpecialKind]) -> 
     if not isinstance(branches, list):
         raise RunFileError(f"step {step!r}: step {source!r} produced no branches to start from")
     selected = []
+    skipped = []
     for branch in branches:
         for sp in branch.special_points:
-            if sp.name == point or (sp.kind.value == point and sp.kind in kinds):
+            if sp.name == point:
                 selected.append((branch, sp.name))
+            elif sp.kind.value == point and sp.kind in kinds:
+                # "eq:HB" means every trustworthy HB point: not those that failed verification, nor
+                # those bifnet located after the engine missed them (no engine data to restart from)
+                if sp.located and sp.details.get("found_by", "engine") == "engine":
+                    selected.append((branch, sp.name))
+                else:
+                    skipped.append(f"{branch.name}:{sp.name}")
+    if skipped:
+        log.info("  %s: %d start point(s) skipped (not located by the engine and verified): %s", step,
+                 len(skipped), ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
     if not selected:
         allowed = ", ".join(sorted(k.value for k in kinds))
         raise RunFileError(f"step {step!r}: no special point {point!r} on the branches of step {source!r} (usable kinds: {allowed})")
