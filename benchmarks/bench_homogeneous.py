@@ -14,6 +14,7 @@ Run: .venv/bin/python benchmarks/bench_homogeneous.py [--skip-diagram]
 """
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -58,13 +59,18 @@ def engine_only():
 
     @contextlib.contextmanager
     def patched():
-        saved = equilibria.account, restarts.account
-        plain = lambda points, convert, *args, **kwargs: convert(points)  # noqa: E731
+        saved = equilibria.account, restarts.account, restarts.MESH_LADDER
+
+        def plain(points, convert, *args, **kwargs):
+            branch = convert(points)
+            return dataclasses.replace(branch, accounting={"refinements": 0})
+
         equilibria.account = restarts.account = plain
+        restarts.MESH_LADDER = ()
         try:
             yield
         finally:
-            equilibria.account, restarts.account = saved
+            equilibria.account, restarts.account, restarts.MESH_LADDER = saved
 
     return patched()
 

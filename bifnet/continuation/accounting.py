@@ -320,7 +320,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
                   "unexplained": sum(1 for sp in branch.special_points
                                      if sp.details.get("found_by") == "accounting" and not sp.located)}
     accounting.update(extra)
-    if extra.get("poor_mesh_points"):
+    if extra.get("poor_mesh_points", 0) > 0.05 * len(branch):
         log.warning("%s: on %d rows the trivial multiplier is off by more than %g (worst %.2g): the mesh is "
                     "too coarse there for the stability to be trusted; raise ntst", branch.name,
                     extra["poor_mesh_points"], TRIVIAL_WARNING, extra["max_trivial_error"])
