@@ -310,6 +310,10 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
                      "z_score": pac["z_score"], "preferred_phase": pac["preferred_phase"]})
     write_csv(context.out_dir / "pac.csv", pd.DataFrame(rows))
     ax = plot_phase_amplitude(pac_mean)
+    (p_lo, p_hi), (a_lo, a_hi) = bands["phase_band"], bands["amplitude_band"]
+    ax.set_title(f"network mean {variable}: phase {p_lo:g}–{p_hi:g} Hz, amplitude {a_lo:g}–{a_hi:g} Hz\n"
+                 f"MI = {pac_mean['modulation_index']:.3g}, p = {pac_mean['p_value']:.3g} "
+                 f"({bands['n_surrogates']} surrogates)", fontsize=9)
     save_figure(context.out_dir / "pac.png", ax.figure)
     plt.close("all")
     return {"dominant_frequency_hz": peaks["network_mean_hz"],

@@ -165,12 +165,21 @@ def dispersion_step(context: StepContext, spec: dict) -> dict:
     ax1.plot(curve_lam, curve.growth_rate, "k-", lw=1.2, label="dispersion relation")
     lam_r = np.real(eigenvalues)
     unstable = relation.growth_rate > 0
-    ax1.plot(lam_r[~unstable], relation.growth_rate[~unstable], "o", ms=4, color="tab:blue", label="connectome modes")
-    ax1.plot(lam_r[unstable], relation.growth_rate[unstable], "o", ms=5, color="tab:red", label="unstable modes")
+    real = np.abs(np.imag(eigenvalues)) <= 1e-9 * np.maximum(1.0, np.abs(eigenvalues))
+    ax1.plot(lam_r[~unstable & real], relation.growth_rate[~unstable & real], "o", ms=4, color="tab:blue",
+             label="connectome modes")
+    ax1.plot(lam_r[unstable & real], relation.growth_rate[unstable & real], "o", ms=5, color="tab:red",
+             label="unstable modes")
+    if not real.all():
+        ax1.plot(lam_r[~unstable & ~real], relation.growth_rate[~unstable & ~real], "D", ms=4, mfc="none",
+                 color="tab:blue", label="complex Lambda (at Re Lambda; the curve is for real Lambda)")
+        ax1.plot(lam_r[unstable & ~real], relation.growth_rate[unstable & ~real], "D", ms=5, mfc="none",
+                 color="tab:red", label="unstable, complex Lambda")
+        ax2.plot(lam_r[~real], relation.frequency_hz[~real], "D", ms=3, mfc="none", color="tab:blue")
     ax1.set_ylabel("growth rate (1/ms)")
     ax1.legend(fontsize=8)
     ax2.plot(curve_lam, curve.frequency_hz, "k-", lw=1.0)
-    ax2.plot(lam_r, relation.frequency_hz, "o", ms=3, color="tab:blue")
+    ax2.plot(lam_r[real], relation.frequency_hz[real], "o", ms=3, color="tab:blue")
     ax2.set_xlabel(_lambda_label(context))
     ax2.set_ylabel("frequency (Hz)")
     where = _where(context, params)
@@ -501,17 +510,30 @@ def _map_counts(groups, solution, rates):
     return n, int(multiplicity.sum())
 
 
+_MAX_CODIM2_PER_CURVE = 5
+
+
 def _codim2_labels(curves, free):
-    """(point, text) of every codimension-two point on ``curves`` (``GH m2``: GH on the curve of mode 2)."""
+    """(point, text) of the codimension-two points on ``curves`` (``GH m2``: GH
+    on the curve of mode 2), and the (kind, mode) pairs left out because one
+    curve reports more than ``_MAX_CODIM2_PER_CURVE`` points of that kind
+    (as the engine's GH test does along the realified curves of complex modes)."""
     from bifnet.plots import _CODIM2
 
-    out = []
+    out, skipped = [], []
     for c in curves:
+        by_kind = {}
         for sp in c.special_points:
             if sp.kind in _CODIM2 or sp.kind is SpecialKind.BP:
-                tag = f" m{c.mode}" if c.mode not in (None, 1) else ""
-                out.append(((float(c[free[0]][sp.index]), float(c[free[1]][sp.index])), f"{sp.kind.value}{tag}"))
-    return out
+                by_kind.setdefault(sp.kind, []).append(sp)
+        for kind, points in by_kind.items():
+            tag = f" m{c.mode}" if c.mode not in (None, 1) else ""
+            if len(points) > _MAX_CODIM2_PER_CURVE:
+                skipped.append(f"{kind.value}{tag} ({len(points)})")
+                continue
+            out.extend(((float(c[free[0]][sp.index]), float(c[free[1]][sp.index])), f"{kind.value}{tag}")
+                       for sp in points)
+    return out, skipped
 
 
 def _plot_transverse(context, step, free, curves, levels, samples, solution, rates, bounds, groups):
@@ -567,13 +589,20 @@ def _plot_transverse(context, step, free, curves, levels, samples, solution, rat
             handles.append(Line2D([], [], color="0.3", ls="--", label="transverse LP / LPC / PD / NS"))
     if homogeneous:
         handles.append(Line2D([], [], color="k", lw=1.6, label="homogeneous loci"))
-    labels = _codim2_labels(curves, free) + _codim2_labels(homogeneous, free)
-    if labels:
-        pts = np.array([p for p, _ in labels])
-        ax.plot(pts[:, 0], pts[:, 1], "s", ms=4, color="k", mfc="w", zorder=6)
+    labels, skipped = _codim2_labels(curves, free)
+    more, skipped_h = _codim2_labels(homogeneous, free)
+    labels, skipped = labels + more, skipped + skipped_h
+    if skipped:
+        log.info("  %s: figure: codimension-two points not drawn (more than %d on one curve): %s", step,
+                 _MAX_CODIM2_PER_CURVE, ", ".join(skipped))
+    if labels or skipped:
+        if labels:
+            pts = np.array([p for p, _ in labels])
+            ax.plot(pts[:, 0], pts[:, 1], "s", ms=4, color="k", mfc="w", zorder=6)
+            place_labels(ax, [p for p, _ in labels], [t for _, t in labels])
+        note = f"\n(not drawn, > {_MAX_CODIM2_PER_CURVE} on one curve: {', '.join(skipped)})" if skipped else ""
         handles.append(Line2D([], [], marker="s", ls="none", ms=4, color="k", mfc="w",
-                              label="codimension-two points (m: mode)"))
-        place_labels(ax, [p for p, _ in labels], [t for _, t in labels])
+                              label="codimension-two points (m: mode)" + note))
     ax.set_xlabel(p1)
     ax.set_ylabel(q)
     rows = ", ".join(f"{v:g}" for v in sorted(levels))
