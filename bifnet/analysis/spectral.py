@@ -279,8 +279,8 @@ def plot_power_spectrum(frequency_hz, power, ax=None, *, f_max: float | None = 2
         ax.set_xlim(0.0, ax._bifnet_f_max)
     ax.set_xlabel("frequency (Hz)")
     ax.set_ylabel("power")
-    if label or peak is not None:
-        ax.legend(fontsize="small")
+    if label or peak is not None:  # outside the axes: peaks reach the top corners
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
 
