@@ -232,7 +232,7 @@ def unstable_count_scale(max_count: int):
         bins.append((lo, hi))
     edges = [lo - 0.5 for lo, _ in bins] + [bins[-1][1] + 0.5]
     labels = [str(lo) if lo == hi else f"{lo}–{hi}" for lo, hi in bins]
-    warm = plt.get_cmap("YlOrRd")(np.linspace(0.12, 0.95, max(len(bins) - 1, 1)))
+    warm = plt.get_cmap("YlOrRd")(np.linspace(0.15, 1.0, max(len(bins) - 1, 1)))
     cmap = ListedColormap(["#cfe2f3", *warm[: len(bins) - 1]], name="unstable_counts").with_extremes(
         under="0.7", bad="0.7")
     return cmap, BoundaryNorm(edges, cmap.N), labels
@@ -251,7 +251,7 @@ def level_edges(levels, bounds=None) -> np.ndarray:
     return np.concatenate([[lo], mid, [hi]])
 
 
-def plot_unstable_counts(samples, levels, counts, ax=None, *, bounds=None, max_count=None, alpha: float = 0.75,
+def plot_unstable_counts(samples, levels, counts, ax=None, *, bounds=None, max_count=None, alpha: float = 0.85,
                          colorbar: bool = True, label: str = "unstable non-uniform modes"):
     """Map of the number of unstable modes on levels of a second parameter.
 

@@ -561,7 +561,7 @@ def _plot_transverse(context, step, free, curves, levels, samples, solution, rat
                              label="unstable non-uniform modes\n(with multiplicity; rows: " + q + " levels)")
         ax.plot(np.full(len(levels), samples[-1]), levels, marker="<", ls="none", color="k", ms=5, clip_on=False,
                 zorder=7)
-        handles.append(Patch(facecolor="0.7", alpha=0.75, label="no stable homogeneous state analysed"))
+        handles.append(Patch(facecolor="0.7", alpha=0.85, label="no stable homogeneous state analysed"))
         handles.append(Line2D([], [], marker="<", ls="none", color="k", ms=5, label=f"{q} levels of the map"))
     cmap = plt.get_cmap("winter")
     spectrum = np.real(context.connectome.spectrum().eigenvalues) if context.connectome is not None else None
