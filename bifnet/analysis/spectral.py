@@ -59,22 +59,71 @@ def power_spectrum(signal, dt_ms: float, *, nperseg: int | None = None, detrend:
     return f, p
 
 
-def dominant_frequency(signal, dt_ms: float, *, f_min: float = 0.5, nperseg: int | None = None) -> float:
-    """Frequency (Hz) of the Welch power maximum above ``f_min`` (parabolic peak interpolation)."""
-    f, p = power_spectrum(signal, dt_ms, nperseg=nperseg)
-    if p.ndim > 1:
-        p = p.mean(axis=1)
-    mask = f >= f_min
-    idx = np.flatnonzero(mask)
+def spectral_peak(frequency_hz, power, *, f_min: float = 0.5) -> float:
+    """Frequency (Hz) of the maximum of a spectrum above ``f_min``.
+
+    Parabolic interpolation of ``log power`` through the maximum and its two
+    neighbours (on an evenly spaced frequency grid); NaN when no frequency is
+    at or above ``f_min``.
+    """
+    f = np.asarray(frequency_hz, dtype=float)
+    p = np.asarray(power, dtype=float)
+    idx = np.flatnonzero((f >= f_min) & np.isfinite(p))
     if idx.size == 0:
         return float("nan")
-    i = idx[int(np.argmax(p[mask]))]
-    if 0 < i < f.size - 1 and p[i - 1] > 0 and p[i + 1] > 0:
+    i = idx[int(np.argmax(p[idx]))]
+    if 0 < i < f.size - 1 and p[i - 1] > 0 and p[i] > 0 and p[i + 1] > 0:
         a, b, c = np.log(p[i - 1]), np.log(p[i]), np.log(p[i + 1])
         denom = a - 2 * b + c
         shift = 0.5 * (a - c) / denom if denom != 0 else 0.0
         return float(f[i] + shift * (f[1] - f[0]))
     return float(f[i])
+
+
+def dominant_frequency(signal, dt_ms: float, *, f_min: float = 0.5, nperseg: int | None = None) -> float:
+    """Frequency (Hz) of the Welch power maximum above ``f_min`` (parabolic peak interpolation).
+
+    For a ``(T, R)`` signal the maximum of the mean over columns of their
+    spectra (not the spectrum of the mean signal)."""
+    f, p = power_spectrum(signal, dt_ms, nperseg=nperseg)
+    if p.ndim > 1:
+        p = p.mean(axis=1)
+    return spectral_peak(f, p, f_min=f_min)
+
+
+def spectrum_peaks(spectra, *, f_min: float = 0.5) -> dict:
+    """Dominant frequencies of a :func:`network_spectra` table.
+
+    Returns
+    -------
+    dict
+        ``network_mean_hz`` (peak of the spectrum of the network-mean signal),
+        ``region_mean_hz`` (peak of the mean over regions of the regional
+        spectra), ``regional_median_hz`` (median of the regions' own peaks)
+        and ``regions_hz`` (array, one peak per region, in column order).
+
+    Notes
+    -----
+    The network mean and the regions can disagree: when regions oscillate at
+    ``f`` with different phases, the mean signal can carry more power at a
+    harmonic ``2f`` than at ``f``.
+    """
+    f = np.asarray(spectra["frequency_hz"], dtype=float)
+    regions = [c for c in spectra.columns if c.startswith("power_")]
+    per_region = np.array([spectral_peak(f, spectra[c], f_min=f_min) for c in regions])
+    return {"network_mean_hz": spectral_peak(f, spectra["mean_power"], f_min=f_min),
+            "region_mean_hz": spectral_peak(f, spectra["region_mean_power"], f_min=f_min),
+            "regional_median_hz": float(np.median(per_region)) if per_region.size else float("nan"),
+            "regions_hz": per_region}
+
+
+def spectrum_axis_limit(frequencies, *, f_max: float = 200.0, margin: float = 1.25) -> float:
+    """Upper limit of a spectrum's frequency axis: ``f_max``, raised (to a
+    multiple of 50 Hz) until it includes ``margin`` times every finite
+    frequency in ``frequencies``."""
+    top = max([float(v) for v in np.ravel(frequencies) if np.isfinite(v)] or [0.0])
+    need = margin * top
+    return float(f_max) if need <= f_max else float(50.0 * np.ceil(need / 50.0))
 
 
 def network_spectra(result, network, *, variable: str | None = None, transient: float = 0.0, nperseg=None):
@@ -205,19 +254,33 @@ def modulation_index(signal, dt_ms: float, *, phase_band=(4.0, 8.0), amplitude_b
     }
 
 
-def plot_power_spectrum(frequency_hz, power, ax=None, *, f_max: float | None = 200.0, label=None):
-    """Power spectrum on a log scale (ax in, Axes out)."""
+def plot_power_spectrum(frequency_hz, power, ax=None, *, f_max: float | None = 200.0, label=None,
+                        peak: float | None = None, colour=None):
+    """Power spectrum on a log scale (ax in, Axes out).
+
+    ``f_max`` is raised to include ``peak`` (see :func:`spectrum_axis_limit`);
+    ``peak`` (Hz) is marked by a dashed vertical line and named in the legend.
+    The axis limit is only ever widened by later calls on the same Axes.
+    """
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     f = np.asarray(frequency_hz)
+    if f_max:
+        f_max = spectrum_axis_limit([] if peak is None else [peak], f_max=f_max)
     mask = f <= f_max if f_max else np.ones_like(f, bool)
-    ax.semilogy(f[mask], np.asarray(power)[mask], lw=1, label=label)
+    (line,) = ax.semilogy(f[mask], np.asarray(power)[mask], lw=1, label=label, color=colour)
+    if peak is not None and np.isfinite(peak):
+        ax.axvline(peak, color=line.get_color(), ls="--", lw=0.8,
+                   label=f"peak {peak:.1f} Hz" + (f" ({label})" if label else ""))
+    if f_max:
+        ax._bifnet_f_max = max(f_max, getattr(ax, "_bifnet_f_max", 0.0))  # widened, never narrowed, by later calls
+        ax.set_xlim(0.0, ax._bifnet_f_max)
     ax.set_xlabel("frequency (Hz)")
     ax.set_ylabel("power")
-    if label:
-        ax.legend(fontsize="small")
+    if label or peak is not None:  # outside the axes: peaks reach the top corners
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
 

@@ -327,8 +327,9 @@ def _plot_one_parameter(context: StepContext, step: str, cycle_branches: Sequenc
             continue
         members = [b for b in cycle_branches if _root_of(b, cycle_branches) == root]
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+        plot_frequency(members, eq.free[0], ax2)  # first: the shared limits are final before labels are placed
         plot_one_parameter([eq, *members], eq.free[0], variable, ax1)
-        plot_frequency(members, eq.free[0], ax2)
+        ax1.set_xlabel("")
         ax1.set_title(f"{context.model.name}: {root}")
         safe = root.replace("[", "_").replace("]", "").replace(",", "_").replace("=", "")
         io.save_figure(context.out_dir / f"diagram_{safe}.png", fig)
@@ -354,14 +355,14 @@ def _plot_two_parameter(context: StepContext, step: str, free) -> None:
     loci = [b for v in context.results.values() if isinstance(v, list) for b in v
             if isinstance(b, Branch) and b.kind is BranchKind.LOCUS and tuple(b.free) == tuple(free)]
     fig, ax = plt.subplots(figsize=(7, 5.5))
-    plot_two_parameter(loci, free[0], free[1], ax)
     run = context.results["__run__"]
-    for spec in run["steps"]:
+    for spec in run["steps"]:  # limits first: labels are placed in display space
         if spec.get("name") == step:
             rng = spec.get("range", {})
             if free[0] in rng:
                 ax.set_xlim(*rng[free[0]])
             if free[1] in rng:
                 ax.set_ylim(*rng[free[1]])
+    plot_two_parameter(loci, free[0], free[1], ax)
     ax.set_title(f"{context.model.name}: two-parameter diagram")
     io.save_figure(context.out_dir / f"two_parameter_{step}.png", fig)

@@ -261,8 +261,8 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from bifnet.analysis.spectral import (dominant_frequency, modulation_index, network_spectra,
-                                          plot_phase_amplitude, plot_power_spectrum)
+    from bifnet.analysis.spectral import (modulation_index, network_spectra, plot_phase_amplitude,
+                                          plot_power_spectrum, spectrum_axis_limit, spectrum_peaks)
     from bifnet.io import save_figure, write_csv
 
     step = _name(spec, "spectrum")
@@ -278,8 +278,14 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
     transient = _number(spec, "transient", 200.0, step, positive=False)
     frame = network_spectra(result, net, variable=variable, transient=transient)
     write_csv(context.out_dir / "spectrum.csv", frame)
-    ax = plot_power_spectrum(frame["frequency_hz"], frame["mean_power"], label="network mean")
-    plot_power_spectrum(frame["frequency_hz"], frame["region_mean_power"], ax=ax, label="mean of regions")
+    peaks = spectrum_peaks(frame)
+    f_max = spectrum_axis_limit([peaks["network_mean_hz"], peaks["region_mean_hz"], peaks["regional_median_hz"]])
+    ax = plot_power_spectrum(frame["frequency_hz"], frame["mean_power"], label="network mean", f_max=f_max,
+                             peak=peaks["network_mean_hz"], colour="tab:blue")
+    plot_power_spectrum(frame["frequency_hz"], frame["region_mean_power"], ax=ax, label="mean of regions",
+                        f_max=f_max, peak=peaks["region_mean_hz"], colour="tab:orange")
+    ax.set_title(f"{context.model.name}: {variable}; median of regional peaks "
+                 f"{peaks['regional_median_hz']:.1f} Hz", fontsize=9)
     save_figure(context.out_dir / "spectrum.png", ax.figure)
     keep = result.t >= result.t[0] + transient
     x = result.y[keep, :, k]
@@ -298,13 +304,22 @@ def spectrum_step(context: StepContext, spec: dict) -> dict:
             raise RunFileError(f"step {step!r}: {error}") from None
         if label == "mean":
             pac_mean = pac
-        rows.append({"region": label, "modulation_index": pac["modulation_index"], "p_value": pac["p_value"],
+        peak = peaks["network_mean_hz"] if label == "mean" else float(peaks["regions_hz"][int(label)])
+        rows.append({"region": label, "dominant_frequency_hz": peak,
+                     "modulation_index": pac["modulation_index"], "p_value": pac["p_value"],
                      "z_score": pac["z_score"], "preferred_phase": pac["preferred_phase"]})
     write_csv(context.out_dir / "pac.csv", pd.DataFrame(rows))
     ax = plot_phase_amplitude(pac_mean)
+    (p_lo, p_hi), (a_lo, a_hi) = bands["phase_band"], bands["amplitude_band"]
+    ax.set_title(f"network mean {variable}: phase {p_lo:g}–{p_hi:g} Hz, amplitude {a_lo:g}–{a_hi:g} Hz\n"
+                 f"MI = {pac_mean['modulation_index']:.3g}, p = {pac_mean['p_value']:.3g} "
+                 f"({bands['n_surrogates']} surrogates)", fontsize=9)
     save_figure(context.out_dir / "pac.png", ax.figure)
     plt.close("all")
-    return {"dominant_frequency_hz": dominant_frequency(x.mean(axis=1), dt),
+    return {"dominant_frequency_hz": peaks["network_mean_hz"],
+            "dominant_frequency_region_mean_hz": peaks["region_mean_hz"],
+            "dominant_frequency_regional_median_hz": peaks["regional_median_hz"],
+            "spectrum_axis_max_hz": f_max,
             "modulation_index_mean": pac_mean["modulation_index"], "p_value_mean": pac_mean["p_value"],
             "files": ["spectrum.csv", "pac.csv", "spectrum.png", "pac.png"]}
 

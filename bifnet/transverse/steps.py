@@ -165,12 +165,21 @@ def dispersion_step(context: StepContext, spec: dict) -> dict:
     ax1.plot(curve_lam, curve.growth_rate, "k-", lw=1.2, label="dispersion relation")
     lam_r = np.real(eigenvalues)
     unstable = relation.growth_rate > 0
-    ax1.plot(lam_r[~unstable], relation.growth_rate[~unstable], "o", ms=4, color="tab:blue", label="connectome modes")
-    ax1.plot(lam_r[unstable], relation.growth_rate[unstable], "o", ms=5, color="tab:red", label="unstable modes")
+    real = np.abs(np.imag(eigenvalues)) <= 1e-9 * np.maximum(1.0, np.abs(eigenvalues))
+    ax1.plot(lam_r[~unstable & real], relation.growth_rate[~unstable & real], "o", ms=4, color="tab:blue",
+             label="connectome modes")
+    ax1.plot(lam_r[unstable & real], relation.growth_rate[unstable & real], "o", ms=5, color="tab:red",
+             label="unstable modes")
+    if not real.all():
+        ax1.plot(lam_r[~unstable & ~real], relation.growth_rate[~unstable & ~real], "D", ms=4, mfc="none",
+                 color="tab:blue", label="complex Lambda (at Re Lambda; the curve is for real Lambda)")
+        ax1.plot(lam_r[unstable & ~real], relation.growth_rate[unstable & ~real], "D", ms=5, mfc="none",
+                 color="tab:red", label="unstable, complex Lambda")
+        ax2.plot(lam_r[~real], relation.frequency_hz[~real], "D", ms=3, mfc="none", color="tab:blue")
     ax1.set_ylabel("growth rate (1/ms)")
     ax1.legend(fontsize=8)
     ax2.plot(curve_lam, curve.frequency_hz, "k-", lw=1.0)
-    ax2.plot(lam_r, relation.frequency_hz, "o", ms=3, color="tab:blue")
+    ax2.plot(lam_r[real], relation.frequency_hz[real], "o", ms=3, color="tab:blue")
     ax2.set_xlabel(_lambda_label(context))
     ax2.set_ylabel("frequency (Hz)")
     where = _where(context, params)
@@ -421,7 +430,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     _append_tables(context, step, curves)
     context.results[step] = curves
     _plot_transverse(context, step, free, curves, levels, samples, np.array(map_solution), np.array(map_rates),
-                     settings.bounds[q])
+                     settings.bounds[q], groups)
     kinds = {}
     for c in curves:
         kinds[c.locus_of.value] = kinds.get(c.locus_of.value, 0) + 1
@@ -486,40 +495,123 @@ def _write_map(context, step, free, levels, samples, groups, solution, rates):
     io.write_netcdf(context.out_dir / f"instability_map_{step}.nc", ds)
 
 
-def _plot_transverse(context, step, free, curves, levels, samples, solution, rates, bounds):
+def _map_counts(groups, solution, rates):
+    """Per level and sample: the number of unstable non-uniform modes (with
+    multiplicity; -1 where no stable homogeneous state was analysed or it is
+    unstable to mode 1), as in ``n_unstable_modes`` of the NetCDF."""
+    modes = np.array([g.mode for g in groups])
+    uniform = modes == 1
+    multiplicity = np.array([len(g.modes) for g in groups])[~uniform]
+    with np.errstate(invalid="ignore"):
+        others = rates[:, :, ~uniform]
+        n = np.where(np.isfinite(others).all(axis=2), ((others > 0) * multiplicity).sum(axis=2), -1)
+        if uniform.any():
+            n = np.where(rates[:, :, uniform][:, :, 0] < 0, n, -1)
+    return n, int(multiplicity.sum())
+
+
+_MAX_CODIM2_PER_CURVE = 5
+
+
+def _codim2_labels(curves, free):
+    """(point, text) of the codimension-two points on ``curves`` (``GH m2``: GH
+    on the curve of mode 2), and the (kind, mode) pairs left out because one
+    curve reports more than ``_MAX_CODIM2_PER_CURVE`` points of that kind
+    (as the engine's GH test does along the realified curves of complex modes)."""
+    from bifnet.plots import _CODIM2
+
+    out, skipped = [], []
+    for c in curves:
+        by_kind = {}
+        for sp in c.special_points:
+            if sp.kind in _CODIM2 or sp.kind is SpecialKind.BP:
+                by_kind.setdefault(sp.kind, []).append(sp)
+        for kind, points in by_kind.items():
+            tag = f" m{c.mode}" if c.mode not in (None, 1) else ""
+            if len(points) > _MAX_CODIM2_PER_CURVE:
+                skipped.append(f"{kind.value}{tag} ({len(points)})")
+                continue
+            out.extend(((float(c[free[0]][sp.index]), float(c[free[1]][sp.index])), f"{kind.value}{tag}")
+                       for sp in points)
+    return out, skipped
+
+
+def _plot_transverse(context, step, free, curves, levels, samples, solution, rates, bounds, groups):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     from bifnet import io
+    from bifnet.plots import place_labels, plot_unstable_counts
 
     p1, q = free
-    fig, ax = plt.subplots(figsize=(8, 6))
-    if len(levels) > 1:
-        with np.errstate(invalid="ignore"):
-            others = rates[:, :, 1:]
-            n_unstable = np.where(np.isfinite(others).all(axis=2), (others > 0).sum(axis=2), np.nan)
-            uniform_ok = rates[:, :, 0] < 0
-        shown = np.where(uniform_ok, n_unstable, np.nan)
-        mesh = ax.pcolormesh(samples, levels, shown, shading="nearest", cmap="viridis", alpha=0.55)
-        fig.colorbar(mesh, ax=ax, label="unstable distinct non-uniform eigenvalues\n(where the homogeneous state is stable to mode 1)")
-    cmap = plt.get_cmap("coolwarm")
+    fig, ax = plt.subplots(figsize=(9, 6.5))
+    ax.set_xlim(samples[0], samples[-1])
+    ax.set_ylim(*bounds)
+    handles = []
+    drawn_map = len(levels) > 1
+    if drawn_map:
+        counts, n_modes = _map_counts(groups, solution, rates)
+        plot_unstable_counts(samples, levels, counts, ax, bounds=bounds, max_count=max(n_modes, 1),
+                             label="unstable non-uniform modes\n(with multiplicity; rows: " + q + " levels)")
+        ax.plot(np.full(len(levels), samples[-1]), levels, marker="<", ls="none", color="k", ms=5, clip_on=False,
+                zorder=7)
+        handles.append(Patch(facecolor="0.7", alpha=0.85, label="no stable homogeneous state analysed"))
+        handles.append(Line2D([], [], marker="<", ls="none", color="k", ms=5, label=f"{q} levels of the map"))
+    cmap = plt.get_cmap("winter")
+    spectrum = np.real(context.connectome.spectrum().eigenvalues) if context.connectome is not None else None
     lam = [float(np.real(c.Lambda)) for c in curves]
-    lo, hi = (min(lam), max(lam)) if lam else (-1, 1)
+    if spectrum is not None and spectrum.size > 1:
+        lo, hi = float(spectrum.min()), float(spectrum.max())
+    else:
+        lo, hi = (min(lam), max(lam)) if lam else (-1.0, 1.0)
+    norm = Normalize(lo, hi if hi > lo else lo + 1e-9)
     for c in curves:
-        colour = cmap((float(np.real(c.Lambda)) - lo) / max(hi - lo, 1e-9))
-        ax.plot(c[p1], c[q], color=colour, lw=0.8, ls="-" if c.locus_of is SpecialKind.HB else "--")
+        ax.plot(c[p1], c[q], color=cmap(norm(float(np.real(c.Lambda)))), lw=1.1,
+                ls="-" if c.locus_of is SpecialKind.HB else "--")
     homogeneous = [b for v in context.results.values() if isinstance(v, list) for b in v
                    if isinstance(b, Branch) and b.kind is BranchKind.LOCUS and b.mode == 1 and tuple(b.free) == tuple(free)]
     for b in homogeneous:
         ax.plot(b[p1], b[q], color="k", lw=1.6)
-    ax.set_xlim(samples[0], samples[-1])
-    ax.set_ylim(*bounds)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, location="bottom", pad=0.1, fraction=0.04,
+                       aspect=40)
+    bar.set_label(f"Lambda of the transverse curves (eigenvalue of the {_operator_description(context)})",
+                  fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    if curves:
+        handles.append(Line2D([], [], color="0.3", ls="-", label="transverse HB (colour: Lambda)"))
+        if any(c.locus_of is not SpecialKind.HB for c in curves):
+            handles.append(Line2D([], [], color="0.3", ls="--", label="transverse LP / LPC / PD / NS"))
+    if homogeneous:
+        handles.append(Line2D([], [], color="k", lw=1.6, label="homogeneous loci"))
+    labels, skipped = _codim2_labels(curves, free)
+    more, skipped_h = _codim2_labels(homogeneous, free)
+    labels, skipped = labels + more, skipped + skipped_h
+    if skipped:
+        log.info("  %s: figure: codimension-two points not drawn (more than %d on one curve): %s", step,
+                 _MAX_CODIM2_PER_CURVE, ", ".join(skipped))
+    if labels or skipped:
+        if labels:
+            pts = np.array([p for p, _ in labels])
+            ax.plot(pts[:, 0], pts[:, 1], "s", ms=4, color="k", mfc="w", zorder=6)
+            place_labels(ax, [p for p, _ in labels], [t for _, t in labels])
+        note = f"\n(not drawn, > {_MAX_CODIM2_PER_CURVE} on one curve: {', '.join(skipped)})" if skipped else ""
+        handles.append(Line2D([], [], marker="s", ls="none", ms=4, color="k", mfc="w",
+                              label="codimension-two points (m: mode)" + note))
     ax.set_xlabel(p1)
     ax.set_ylabel(q)
-    ax.set_title(f"{context.model.name}: transverse curves ({len(curves)}; colour = Lambda, "
-                 f"solid HB, dashed LP; black: homogeneous)", fontsize=9)
+    rows = ", ".join(f"{v:g}" for v in sorted(levels))
+    ax.set_title(f"{context.model.name}: {len(curves)} transverse curves"
+                 + (f"; map evaluated on the rows {q} = {rows}, each drawn up to the midpoints" if drawn_map else ""),
+                 fontsize=9)
+    if handles:
+        bar.ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -2.2), ncol=3,
+                      frameon=False)
     io.save_figure(context.out_dir / f"transverse_{step}.png", fig)
 
 
