@@ -486,13 +486,13 @@ class CouplingOperator:
     with the *coupling matrix* ``G = sign * M``; the eigenvalues of the *mode
     operator* ``M`` index the modes (the ``Lambda`` column of every table):
 
-    ========== ============ ================================ ====== =========
-    scheme     laplacian    M                                sign   uniform
-    ========== ============ ================================ ====== =========
-    additive   --           ``P = D^-1 W``                   +1     1
-    diffusive  combinatorial ``L = D - W``                   -1     0
-    diffusive  random_walk  ``L_rw = I - D^-1 W``            -1     0
-    ========== ============ ================================ ====== =========
+    ========== ============== ================================ ====== =========
+    scheme     laplacian      M                                sign   uniform
+    ========== ============== ================================ ====== =========
+    additive   --             ``P = D^-1 W``                   +1     1
+    diffusive  combinatorial  ``L = D - W``                    -1     0
+    diffusive  random_walk    ``L_rw = I - D^-1 W``            -1     0
+    ========== ============== ================================ ====== =========
 
     ``D = diag(row sums of W)``. Modes are sorted so that mode 1 is the
     uniform one: by real part descending for ``P``, ascending for ``L``.

@@ -191,7 +191,7 @@ def _classify_blow_up(cycles: Branch, source: Branch | None, settings: Continuat
 
 #: Mesh intervals tried, in turn, for a cycle branch whose trivial multiplier says its mesh is too coarse.
 MESH_LADDER = (150, 250)
-#: Rows of a cycle branch (a fraction of them) allowed to have |mu_trivial - 1| > TRIVIAL_WARNING.
+#: Fraction of the rows of a cycle branch allowed a trivial multiplier off by more than TRIVIAL_WARNING.
 POOR_MESH_FRACTION = 0.05
 
 
