@@ -3,6 +3,7 @@ Montbrio-Pazo-Roxin population, folds of ngnmm_ping from its explicit
 equilibrium curve, and the accounting that must explain every stability change."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +224,38 @@ def test_every_point_of_the_shipped_runs_passes_its_verification(tmp_path, name,
     root = Path(__file__).resolve().parents[1]
     _check_every_point_verified(execute_run_file(root / "continuation_runs" / f"{name}.toml", out=tmp_path / "out"),
                                 strict=strict)
+
+
+@pytest.mark.parametrize("sign, omega", [(-1, 0.5), (-1, 1.0), (1, 0.5)])
+def test_first_lyapunov_coefficient_of_the_normal_form(tmp_path, sign, omega):
+    """z' = (mu + i w) z + c |z|^2 z with c = sign: in Kuznetsov's normalisation (<q, q> = 1, so
+    x = sqrt(2) Re w) the coefficient is 2 c / w, and the sign gives the criticality."""
+    from bifnet.model import load_model
+
+    text = (Path(__file__).parent / "data" / "stuart_landau.toml").read_text()
+    text = text.replace("- x*(x**2 + y**2)", f"{'+' if sign > 0 else '-'} x*(x**2 + y**2)")
+    text = text.replace("- y*(x**2 + y**2)", f"{'+' if sign > 0 else '-'} y*(x**2 + y**2)")
+    path = tmp_path / "sl.toml"
+    path.write_text(text)
+    model = load_model(path)
+    branch = continue_equilibria(model, model.resolve_parameters({"mu": -0.5, "omega": omega}), "mu", x0=[0.0, 0.0],
+                                 settings=ContinuationSettings(bounds={"mu": (-0.5, 1.0)}))
+    (hopf,) = branch.points_of_kind(SpecialKind.HB)
+    assert abs(hopf.details["l1"] - 2 * sign / omega) < 1e-12
+    assert hopf.details["criticality"] == ("super" if sign < 0 else "sub")
+
+
+def test_generalised_hopf_point_is_checked_by_l1(ping):
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 20.0), "eps": (0.0, 30.0)})
+    eq = continue_equilibria(ping, ping.resolve_parameters({"eps": 15.0}), "Iext_e", settings=settings)
+    locus = continue_from(eq, "HB2", ("Iext_e", "eps"), settings=settings.replace(ds=0.05, ds_max=0.5))
+    (gh,) = locus.points_of_kind(SpecialKind.GH)
+    assert gh.located and "l1" in gh.verification and gh.residual < 0.1
+    # independently: l1 of the Hopf points on either side has opposite signs
+    system = homogeneous_system(ping)
+    values = dict(locus.parameters)
+    signs = []
+    for i in (gh.index - 3, gh.index + 3):
+        values.update({f: float(locus[f][i]) for f in locus.free})
+        signs.append(np.sign(verify.first_lyapunov_coefficient(system, [locus[v][i] for v in locus.variables], values)))
+    assert signs[0] == -signs[1] != 0

@@ -13,8 +13,11 @@ again from its defining system by bifnet's own Newton method.
   the critical complex pair for NS), by Newton's method in ``(x0, T, a)``;
 * codimension-two points on loci: the eigenvalue conditions are checked at
   the engine's point (BT: two zero eigenvalues; ZH: a zero eigenvalue and an
-  imaginary pair; CP: a zero eigenvalue; HH: two imaginary pairs). GH points
-  (first Lyapunov coefficient zero) are reported as not verified.
+  imaginary pair; CP: a zero eigenvalue; HH: two imaginary pairs); GH on
+  homogeneous Hopf loci: the first Lyapunov coefficient ``l1`` (exact second
+  and third derivatives) changes sign between the neighbouring rows. Every
+  verified Hopf point of homogeneous equilibria gets ``l1`` and its
+  criticality (``super`` for ``l1 < 0``, ``sub`` for ``l1 > 0``).
 
 The Jacobians of the extended systems are exact (sympy derivatives of the
 model, including the second derivatives ``D_x (J v)``). A point passes when
@@ -304,6 +307,78 @@ def _full_state_row(branch: Branch, index: int, system: SymbolicSystem) -> np.nd
     return np.tile(x, reps)[: system.dimension]
 
 
+@functools.lru_cache(maxsize=None)
+def _derivative_tensors(system: SymbolicSystem):
+    """Second and third derivatives of the right-hand side, ``H[i, j, k]`` and ``T[i, j, k, l]``."""
+    n = system.dimension
+    f = list(system.rhs)
+    x = list(system.state)
+    H = [[[sympy.diff(f[i], x[j], x[k]) for k in range(n)] for j in range(n)] for i in range(n)]
+    T = [[[[sympy.diff(H[i][j][k], x[l]) for l in range(n)] for k in range(n)] for j in range(n)]
+         for i in range(n)]
+    args = [x, list(system.parameters)]
+    fH = sympy.lambdify(args, H, modules="numpy", cse=True)
+    fT = sympy.lambdify(args, T, modules="numpy", cse=True)
+    shape = lambda value, dims: np.asarray(np.broadcast_to(np.asarray(value, dtype=float), dims))  # noqa: E731
+    return (lambda xx, pp: shape(fH(xx, pp), (n, n, n)), lambda xx, pp: shape(fT(xx, pp), (n, n, n, n)))
+
+
+def first_lyapunov_coefficient(system: SymbolicSystem, x, values: Mapping[str, float]) -> float:
+    """First Lyapunov coefficient ``l1`` at a Hopf point (negative: supercritical).
+
+    Notes
+    -----
+    Kuznetsov, *Elements of Applied Bifurcation Theory*, eq. (3.20):
+    ``l1 = Re(<p, C(q,q,qb)> - 2 <p, B(q, A^-1 B(q,qb))> + <p, B(qb, (2iw - A)^-1 B(q,q))>) / (2 w)``
+    with ``A q = i w q``, ``A^T p = -i w p``, ``<q, q> = <p, q> = 1`` and ``B``, ``C`` the second
+    and third derivatives of the vector field (exact, from sympy). For
+    ``z' = (mu + i w) z + c |z|^2 z`` it gives ``Re(c) / w``.
+    """
+    x = np.asarray(x, dtype=float)
+    pv = np.array([values[n] for n in system.parameter_names], dtype=float)
+    A = _jacobian(system, x, values)
+    w, V = np.linalg.eig(A)
+    pairs = np.flatnonzero(w.imag > 1e-12 * max(1.0, float(np.max(np.abs(w)))))
+    if pairs.size == 0:
+        return float("nan")
+    k = pairs[np.argmin(np.abs(w[pairs].real))]
+    omega = float(w[k].imag)
+    q = V[:, k] / np.linalg.norm(V[:, k])
+    wl, U = np.linalg.eig(A.T)
+    p = U[:, int(np.argmin(np.abs(wl + 1j * omega)))]
+    p = p / np.conj(np.vdot(p, q))
+    H, T = _derivative_tensors(system)
+    Hx, Tx = H(x, pv), T(x, pv)
+    B = lambda u, v: np.einsum("ijk,j,k->i", Hx, u, v)  # noqa: E731
+    qb = np.conj(q)
+    n = x.size
+    c = np.einsum("ijkl,j,k,l->i", Tx, q, q, qb)
+    term = (np.vdot(p, c) - 2 * np.vdot(p, B(q, np.linalg.solve(A, B(q, qb))))
+            + np.vdot(p, B(qb, np.linalg.solve(2j * omega * np.eye(n) - A, B(q, q)))))
+    return float(term.real / (2 * omega))
+
+
+def check_generalised_hopf(system: SymbolicSystem, sp: SpecialPoint, branch: Branch) -> Verification:
+    """A GH point on a Hopf locus: ``l1`` changes sign between the neighbouring rows."""
+    values = dict(branch.parameters)
+    l1 = []
+    rows = [max(sp.index - 1, 0), min(sp.index + 1, len(branch) - 1)]
+    for i in rows:
+        values.update({f: float(branch[f][i]) for f in branch.free})
+        l1.append(first_lyapunov_coefficient(system, _full_state_row(branch, i, system), values))
+    values.update(sp.parameters)
+    at = first_lyapunov_coefficient(system, _full_state_row(branch, sp.index, system), values)
+    scale = max(abs(l1[0]), abs(l1[1]), 1e-300)
+    ok = bool(np.all(np.isfinite(l1)) and l1[0] * l1[1] < 0)
+    return Verification(
+        ok=ok, residual=float(abs(at) / scale) if np.isfinite(at) else float("nan"),
+        method="check: the first Lyapunov coefficient l1 changes sign between the neighbouring rows "
+               "(residual |l1| here relative to them)",
+        parameters=dict(sp.parameters), state=_full_state_row(branch, sp.index, system),
+        eigenvalues=_eigen(system, _full_state_row(branch, sp.index, system), values),
+        reason="" if ok else f"l1 does not change sign around the point ({l1[0]:.3g}, {l1[1]:.3g})")
+
+
 def check_codim2(system: SymbolicSystem, sp: SpecialPoint, branch: Branch) -> Verification:
     """Check the eigenvalue conditions of a codimension-two point on an equilibrium locus."""
     values = {**branch.parameters, **sp.parameters}
@@ -361,7 +436,7 @@ def apply(sp: SpecialPoint, result: Verification, *, branch: Branch, polish: boo
 
 
 _EQ_KINDS = (SpecialKind.LP, SpecialKind.BP, SpecialKind.HB)
-_CODIM2 = (SpecialKind.BT, SpecialKind.CP, SpecialKind.ZH, SpecialKind.HH)  # GH needs l1 = 0: not verified
+_CODIM2 = (SpecialKind.BT, SpecialKind.CP, SpecialKind.ZH, SpecialKind.HH)  # GH: check_generalised_hopf
 
 
 def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo: dict | None = None,
@@ -401,7 +476,18 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
                 out.append(dataclasses.replace(sp, verification="not verified", details=details))
                 continue
             if branch.kind is BranchKind.EQUILIBRIA and sp.kind in _EQ_KINDS:
-                out.append(apply(sp, verify_equilibrium_point(branch, sp, system), branch=branch))
+                marked = apply(sp, verify_equilibrium_point(branch, sp, system), branch=branch)
+                if marked.kind is SpecialKind.HB and marked.located and system.kind == "homogeneous":
+                    l1 = first_lyapunov_coefficient(system, _full_state_row(branch, sp.index, system) if not
+                                                    marked.state else np.asarray(marked.state),
+                                                    {**branch.parameters, **marked.parameters})
+                    marked = dataclasses.replace(marked, details={
+                        **marked.details, "l1": l1,
+                        "criticality": "super" if l1 < 0 else ("sub" if l1 > 0 else "degenerate")})
+                out.append(marked)
+            elif branch.kind is BranchKind.LOCUS and branch.locus_of is SpecialKind.HB and sp.kind is SpecialKind.GH \
+                    and system.kind == "homogeneous":
+                out.append(apply(sp, check_generalised_hopf(system, sp, branch), branch=branch, polish=False))
             elif branch.kind is BranchKind.LOCUS and branch.locus_of in (SpecialKind.LP, SpecialKind.HB) \
                     and sp.kind in _CODIM2:
                 out.append(apply(sp, check_codim2(system, sp, branch), branch=branch, polish=False))
