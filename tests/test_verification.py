@@ -164,14 +164,15 @@ def _check_every_point_verified(folder, strict=True):
     failed = points[points["verification"] == "failed"]
     if not strict:
         assert not failed["located"].any() and (failed["reason"].astype(str).str.len() > 0).all()
-        verified = points[~points["verification"].isin(["not verified", "failed"])]
+        verified = points[points["verification"].str.startswith(("newton", "shooting"))]
         bad = verified[(verified["residual"] >= verify.RESIDUAL_TOLERANCE) & verified["located"]]
         assert bad.empty, bad[["branch", "name", "residual"]].to_string()
         return
     assert failed.empty, failed[["branch", "name", "reason"]].to_string()
     verified = points[~points["verification"].isin(["not verified"])]
     assert verified["located"].all(), verified[~verified["located"]][["branch", "name", "reason"]].to_string()
-    assert (verified["residual"] < verify.RESIDUAL_TOLERANCE).all()
+    solved = verified[verified["verification"].str.startswith(("newton", "shooting"))]  # checks have own scales
+    assert len(solved) and (solved["residual"] < verify.RESIDUAL_TOLERANCE).all()
     # the kinds bifnet re-solves are all verified
     solvable = points[points["kind"].isin(["LP", "HB", "LPC", "PD", "NS"]) & (points["mode"] == 1)]
     assert (solvable["verification"] != "not verified").all()
