@@ -200,7 +200,7 @@ def solve_fold(system: SymbolicSystem, x, values: Mapping[str, float], free: str
     J = _jacobian(system, x, values)
     w, V = np.linalg.eig(J)
     k = int(np.argmin(np.abs(w)))
-    v = np.real(V[:, k]) if abs(w[k].imag) < 1e-12 * max(1.0, abs(w[k])) else np.real(V[:, k])
+    v = np.real(V[:, k])  # the critical eigenvalue is real at a fold; near one, its real part guides Newton
     if not np.any(v):
         v = np.ones_like(x)
     c = v / float(v @ v)
