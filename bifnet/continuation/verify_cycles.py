@@ -69,14 +69,15 @@ class _Shooting:
 
     def borders(self, x0, T, a, unit_mesh):
         """Border vectors from the singular vectors of the matrix whose singularity is sought."""
-        A = self.matrix(x0, T, a, unit_mesh)
+        x_end, M = self.flow(x0, T, a, unit_mesh)
+        A = self.matrix(x0, a, x_end, M)
         if A is None:
             return None
         U, _, Vt = np.linalg.svd(A)
         return U[:, -1], Vt[-1]
 
-    def matrix(self, x0, T, a, unit_mesh):
-        x_end, M = self.flow(x0, T, a, unit_mesh)
+    def matrix(self, x0, a, x_end, M):
+        """The matrix that is singular at the point (LPC, PD), from one flow ``x_end, M``; None for NS."""
         n = self.n
         if self.kind is SpecialKind.PD:
             return M + np.eye(n)
@@ -101,11 +102,10 @@ class _Shooting:
             pairs = mu[np.abs(mu.imag) > 1e-10]
             if pairs.size == 0:
                 raise ContinuationError("no complex multiplier pair for a torus bifurcation")
-            out[n + 1] = float(np.min(np.abs(np.abs(pairs) ** 2 - 1.0)) * np.sign(
-                (np.abs(pairs) ** 2 - 1.0)[np.argmin(np.abs(np.abs(pairs) ** 2 - 1.0))]))
+            gap = np.abs(pairs) ** 2 - 1.0
+            out[n + 1] = float(gap[np.argmin(np.abs(gap))])
         else:
-            A = self.matrix(x0, T, a, unit_mesh)
-            out[n + 1] = _bordered(A, border[0], border[1])
+            out[n + 1] = _bordered(self.matrix(x0, a, x_end, M), border[0], border[1])
         return out
 
 
