@@ -94,15 +94,19 @@ def unstable_counts(spectra: np.ndarray) -> np.ndarray:
     return np.where(undecided, -1, counts)
 
 
-def cycle_multipliers(branch: Branch) -> list[np.ndarray]:
-    """AUTO's Floquet multipliers at every row (empty where it kept none)."""
-    points = (branch.engine or {}).get("points", {})
+def point_multipliers(points) -> list[np.ndarray]:
+    """AUTO's Floquet multipliers of engine points (empty where it kept none, or for None)."""
     out = []
-    for i in range(len(branch)):
-        raw = points.get(i)
+    for raw in points:
         mu = getattr(raw, "floquet_multipliers", None) if raw is not None else None
         out.append(np.asarray(mu, dtype=complex) if mu else np.empty(0, complex))
     return out
+
+
+def cycle_multipliers(branch: Branch) -> list[np.ndarray]:
+    """AUTO's Floquet multipliers at every row (empty where it kept none)."""
+    points = (branch.engine or {}).get("points", {})
+    return point_multipliers([points.get(i) for i in range(len(branch))])
 
 
 def trivial_errors(multipliers: Sequence[np.ndarray]) -> np.ndarray:

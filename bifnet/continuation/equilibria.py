@@ -242,10 +242,6 @@ def end_at_bounds(branch: Branch, settings: ContinuationSettings, system: Symbol
     """
     import dataclasses
 
-    from scipy.optimize import root
-
-    from bifnet.codegen import jacobian_function, rhs_function
-
     name = branch.free[0]
     lo, hi = settings.bounds.get(name, (-np.inf, np.inf))
     n = len(branch)
@@ -263,17 +259,14 @@ def end_at_bounds(branch: Branch, settings: ContinuationSettings, system: Symbol
         w = (bound - values[inner]) / (v - values[inner]) if v != values[inner] else 1.0
         solved = False
         if branch.kind is BranchKind.EQUILIBRIA and len(branch.variables) == system.dimension:
-            p = dict(branch.parameters)
-            p[name] = bound
-            pv = np.array([p[k] for k in system.parameter_names], dtype=float)
             guess = np.array([columns[c][inner] + w * (columns[c][end] - columns[c][inner]) for c in branch.variables])
-            f, J = rhs_function(system), jacobian_function(system)
-            with np.errstate(all="ignore"):
-                sol = root(lambda y: f(y, pv), guess, jac=lambda y: J(y, pv), method="hybr", tol=1e-13)
-                res = float(np.max(np.abs(f(sol.x, pv)))) if np.all(np.isfinite(sol.x)) else np.inf
-            if res < 1e-10:
+            try:
+                x = find_equilibrium(system, {**branch.parameters, name: bound}, guess, settle_time=0.0)
+            except ContinuationError:
+                x = None
+            if x is not None:
                 columns[name][end] = bound
-                for c, value in zip(branch.variables, sol.x):
+                for c, value in zip(branch.variables, x):
                     columns[c][end] = value
                 solved = True
         if not solved:

@@ -320,13 +320,10 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
 
 def _poor_mesh(points) -> int:
     """Engine points whose trivial Floquet multiplier is off by more than TRIVIAL_WARNING."""
+    from bifnet.continuation.accounting import point_multipliers, trivial_errors
     from bifnet.continuation.verify import TRIVIAL_WARNING
 
-    count = 0
-    for p in points:
-        mu = np.asarray(getattr(p, "floquet_multipliers", None) or (), dtype=complex)
-        count += bool(mu.size) and float(np.min(np.abs(mu - 1.0))) > TRIVIAL_WARNING
-    return count
+    return int(np.sum(trivial_errors(point_multipliers(points)) > TRIVIAL_WARNING))
 
 
 CHUNK_STEPS = 120  #: steps per AUTO call on cycle branches

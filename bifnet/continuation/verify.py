@@ -163,11 +163,9 @@ def _newton(F, DF, z, *, max_iterations=40, tolerance=RESIDUAL_TOLERANCE):
 
 
 def _eigen(system: SymbolicSystem, x, values: Mapping[str, float]) -> np.ndarray:
-    from bifnet.codegen import jacobian_function
+    from bifnet.continuation._auto import _exact_eigenvalues
 
-    p = np.array([values[n] for n in system.parameter_names], dtype=float)
-    ev = np.linalg.eigvals(jacobian_function(system)(np.asarray(x, dtype=float), p))
-    return ev[np.argsort(-ev.real, kind="stable")]
+    return _exact_eigenvalues(system, np.asarray(x, dtype=float), values)
 
 
 def _jacobian(system, x, values):
@@ -427,7 +425,7 @@ def apply(sp: SpecialPoint, result: Verification, *, branch: Branch, polish: boo
     params = dict(sp.parameters)
     params.update(result.parameters)
     n = len(branch.variables)
-    state = tuple(float(v) for v in result.state[:n]) if branch.kind is not BranchKind.CYCLES or result.state.size else sp.state
+    state = tuple(float(v) for v in result.state[:n]) if result.state.size else sp.state
     log.debug("%s %s polished: %s moved by %.3g", branch.name, sp.name, free, shift)
     return dataclasses.replace(
         sp, parameters=params, state=state, eigenvalues=tuple(complex(e) for e in result.eigenvalues),
