@@ -260,3 +260,63 @@ def test_generalised_hopf_point_is_checked_by_l1(ping):
         values.update({f: float(locus[f][i]) for f in locus.free})
         signs.append(np.sign(verify.first_lyapunov_coefficient(system, [locus[v][i] for v in locus.variables], values)))
     assert signs[0] == -signs[1] != 0
+
+
+def _bautin(tmp_path):
+    """z' = (mu + i w) z + 2 |z|^2 z - |z|^4 z: cycles of radius^2 rho with mu = rho^2 - 2 rho, so a fold of
+    cycles at mu = -1, rho = 1, with period 2 pi / w; the multiplier of the amplitude there is exactly 1."""
+    from bifnet.model import load_model
+
+    text = (Path(__file__).parent / "data" / "stuart_landau.toml").read_text()
+    text = text.replace("- x*(x**2 + y**2)", "+ (2*(x**2 + y**2) - (x**2 + y**2)**2)*x")
+    text = text.replace("- y*(x**2 + y**2)", "+ (2*(x**2 + y**2) - (x**2 + y**2)**2)*y")
+    path = tmp_path / "bautin.toml"
+    path.write_text(text)
+    return load_model(path)
+
+
+@pytest.mark.parametrize("omega", [0.5, 2.0])
+def test_multiple_shooting_finds_the_fold_of_cycles_of_the_normal_form(tmp_path, omega):
+    from bifnet.continuation.verify_cycles import solve_cycle_point
+
+    model = _bautin(tmp_path)
+    # a guess off in every unknown: radius, period and mu
+    result = solve_cycle_point(model, {"mu": -0.999, "omega": omega}, "mu", SpecialKind.LPC,
+                               np.array([1.001, 0.001]), 2 * np.pi / omega * 1.001)
+    assert result.ok, result.reason
+    assert result.residual < 1e-11
+    assert abs(result.parameters["mu"] + 1.0) < 1e-9
+    assert abs(result.period - 2 * np.pi / omega) < 1e-8
+    assert abs(np.hypot(*result.state) - 1.0) < 1e-6
+    # both multipliers at 1 (trivial and fold): a double root, so only to sqrt(machine precision)
+    assert np.max(np.abs(result.eigenvalues - 1.0)) < 1e-5
+
+
+def test_a_cycle_that_is_no_fold_fails_verification(tmp_path):
+    """At mu = -0.5 on the stable cycle (rho = 1 + sqrt(0.5)) the nearest fold is at mu = -1: Newton's method
+    may go there, but the point must then be reported where it converged, never at the guess."""
+    from bifnet.continuation.verify_cycles import solve_cycle_point
+
+    model = _bautin(tmp_path)
+    rho = 1 + np.sqrt(0.5)
+    result = solve_cycle_point(model, {"mu": -0.5, "omega": 1.0}, "mu", SpecialKind.PD,
+                               np.array([np.sqrt(rho), 0.0]), 2 * np.pi)
+    assert not result.ok  # no multiplier -1 anywhere on this family
+
+
+@pytest.mark.slow
+def test_folds_of_cycles_near_the_homoclinic_orbit_are_verified(ping):
+    """eps = 29.5: the cycle branch snakes towards a homoclinic orbit with folds 1e-4 apart in Iext_e. Orbits
+    pass near a saddle, so single shooting stalled at residuals of 1e-8 and every fold past the sixth failed;
+    multiple shooting solves them to 1e-12."""
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)})
+    eq = continue_equilibria(ping, ping.resolve_parameters({"eps": 29.5}), "Iext_e", settings=settings)
+    cycles = continue_from(eq, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=500, max_period=300.0))
+    folds = [sp for sp in cycles.points_of_kind(SpecialKind.LPC) if sp.details.get("found_by", "engine") == "engine"]
+    located = [sp for sp in folds if sp.located]
+    assert len(folds) >= 10 and len(located) >= 0.75 * len(folds)
+    assert all(sp.residual < 1e-9 for sp in located)
+    for sp in located:
+        # multiplier 1 twice (trivial and fold): a double root of a monodromy with entries of 1e6, so only to
+        # about the square root of (1e-16 times those entries)
+        assert np.sort(np.abs(np.asarray(sp.eigenvalues) - 1.0))[1] < 5e-3

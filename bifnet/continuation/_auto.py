@@ -13,6 +13,10 @@ bifpy workarounds (see docs/engine.md):
   branch where it returns to a Hopf point (amplitude zero) or to its start.
 * AUTO reports "FOLD" where a cycle branch reaches a Hopf point; those are not
   folds of cycles and are dropped.
+* bifpy 0.3.0 wraps every mesh row of every periodic orbit (and of its
+  tangent) in a ``NamedValues`` after each run: 1.3 million Python calls, a
+  fifth of a cycle run at NTST 250. bifnet reads orbits as plain numbers only,
+  so orbits keep bifpy's parsed tuples (:func:`_install_plain_orbits`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def _auto():
     except ImportError as error:  # pragma: no cover - install problem
         raise ContinuationError(f"the continuation engine bifpy is not installed ({error}); run `make install`") from None
     _install_transpile_cache()
+    _install_plain_orbits()
     if "watchdog" not in _cache_state:  # after the cache: it wraps bifpy's subprocess module last
         from bifpy.auto import _process
 
@@ -54,6 +59,24 @@ def _auto():
             _watchdog.guard_folder(str(cache_folder))
         _cache_state["watchdog"] = _watchdog.install(_process)
     return auto
+
+
+def _install_plain_orbits() -> None:
+    """Skip bifpy's naming of orbit mesh rows (see the module docstring).
+
+    Only for the checked bifpy version; point parameters and states keep
+    their names. Restarts write orbits back from the same numbers."""
+    if "plain_orbits" in _cache_state:
+        return
+    _cache_state["plain_orbits"] = False
+    from importlib import metadata
+
+    from bifpy.auto import _process
+
+    if metadata.version("bifpy") != _CHECKED_BIFPY or not hasattr(_process, "_named_orbit"):
+        return
+    _process._named_orbit = lambda orbit, parnames, unames: orbit
+    _cache_state["plain_orbits"] = True
 
 
 # ---------------------------------------------------------------------------

@@ -396,18 +396,15 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
                     result, sp = attempt, probe
                     break
         elif cycles and kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS) and (budget is None or budget[0] > 0):
-            import time
-
             from bifnet.continuation.verify_cycles import verify_cycle_point
 
-            started = time.monotonic()
+            if budget is not None:
+                budget[0] -= 1
             try:
                 attempt = verify_cycle_point(branch, sp, system)
                 result = attempt if attempt.ok else None
             except Exception as error:  # noqa: BLE001 - reported below
                 log.debug("locating %s at row %d failed: %s", kind.value, i, error)
-            if budget is not None:
-                budget[0] -= time.monotonic() - started
         if result is not None and any(
                 o.kind is kind and o.located and abs(o.parameters[name] - result.parameters[name])
                 <= 1e-8 * max(1.0, abs(o.parameters[name])) for o in specials):

@@ -47,8 +47,9 @@ log = logging.getLogger("bifnet.continuation")
 #: Largest max-norm residual of a defining system that counts as solved.
 RESIDUAL_TOLERANCE = 1e-9
 
-#: Seconds of shooting verification per cycle branch; later points are "not verified".
-CYCLE_BUDGET = 30.0
+#: Shooting solves per cycle branch (verification and accounting together); later points are
+#: "not verified". A count, not seconds, so that a run's results do not depend on the machine's load.
+CYCLE_BUDGET = 60
 
 #: |mu_trivial - 1| of the engine's multipliers above which its mesh is too coarse to trust a cycle point.
 TRIVIAL_WARNING = 1e-3
@@ -444,15 +445,13 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
     Points of kinds that bifnet cannot re-solve are marked with the method
     ``"not verified"`` and keep their engine values. ``memo`` (a dict) keeps
     results per engine point across calls; ``budget`` (a one-element list of
-    seconds left) is shared by the calls for one cycle branch.
+    shooting solves left) is shared by the calls for one cycle branch.
     """
     if system is None:
         problem = (branch.engine or {}).get("problem")
         system = getattr(problem, "system", None)
     if system is None or not branch.special_points:
         return branch
-    import time
-
     out = []
     budget = budget if budget is not None else [CYCLE_BUDGET]
     memo = memo if memo is not None else {}
@@ -463,14 +462,13 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
         if key in memo and memo[key][0] is raw:
             out.append(dataclasses.replace(memo[key][1], index=sp.index, name=sp.name))
             continue
-        started = time.monotonic()
         try:
             if sp.verification:           # already verified (e.g. found by the accounting)
                 out.append(sp)
                 continue
             if branch.kind is BranchKind.CYCLES and budget[0] <= 0:
                 details = {**sp.details, "reason": f"not verified: the branch's verification budget "
-                                                   f"({CYCLE_BUDGET:g} s) was spent"}
+                                                   f"({CYCLE_BUDGET} shooting solves) was spent"}
                 out.append(dataclasses.replace(sp, verification="not verified", details=details))
                 continue
             if branch.kind is BranchKind.EQUILIBRIA and sp.kind in _EQ_KINDS:
@@ -493,14 +491,13 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
                     and system.kind == "homogeneous":
                 from bifnet.continuation.verify_cycles import verify_cycle_point
 
+                budget[0] -= 1
                 out.append(apply(sp, verify_cycle_point(branch, sp, system), branch=branch))
             else:
                 out.append(dataclasses.replace(sp, verification="not verified"))
         except (BifnetError, np.linalg.LinAlgError, ValueError, FloatingPointError) as error:
             details = {**sp.details, "reason": str(error)}
             out.append(dataclasses.replace(sp, located=False, verification="failed", details=details))
-        if branch.kind is BranchKind.CYCLES:
-            budget[0] -= time.monotonic() - started
         if key is not None:
             memo[key] = (raw, out[-1])
     failed = [sp for sp in out if sp.verification not in ("not verified",) and not sp.located
