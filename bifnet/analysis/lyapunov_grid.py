@@ -172,7 +172,7 @@ def _kernel(model, k: int):
     from bifnet.codegen import keyed_kernel_module, model_key
 
     sources = [Path(bifnet.systems.__file__).read_text(), Path(__file__).read_text()]
-    key = model_key(model, f"k={k}", *sources)
+    key = model_key(model, f"k={k}", f"lanes={LANES}", *sources)
     module = keyed_kernel_module(key, f"lyapgrid_{re.sub(r'[^0-9A-Za-z]', '_', model.name)}_k{k}",
                                  lambda: kernel_source(model, k))
     return module.advance_chunks
