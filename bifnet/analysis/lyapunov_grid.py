@@ -411,8 +411,7 @@ def plot_lyapunov_map(ds, names, *, exponents=(1, 2), title: str = ""):
         hi = float(finite.max()) if finite.size else 1.0
         scale = max(abs(lo), abs(hi), 1e-12)
         norm = TwoSlopeNorm(vcenter=0.0, vmin=min(lo, -1e-3 * scale), vmax=max(hi, 1e-3 * scale))
-        cmap = plt.get_cmap("RdBu_r").copy()
-        cmap.set_bad("0.6")
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.6")
         mesh = ax.pcolormesh(ds[x].values, ds[y].values, np.ma.masked_invalid(values), shading="nearest",
                              cmap=cmap, norm=norm, rasterized=True)
         bar = fig.colorbar(mesh, ax=ax)
