@@ -306,8 +306,10 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
                     else:
                         record(index, point, results[i][1])
 
-            chunks = [(tuple(index for index, _ in todo[a:a + batch_size]), [point for _, point in todo[a:a + batch_size]])
-                      for a in range(0, len(todo), batch_size)]
+            chunks = []
+            for a in range(0, len(todo), batch_size):
+                part = todo[a:a + batch_size]
+                chunks.append((tuple(index for index, _ in part), [point for _, point in part]))
             _dispatch(function, chunks, scheduler, workers, record_chunk, call=_call_batch)
         elif todo:
             _dispatch(function, todo, scheduler, workers, record)
@@ -349,7 +351,8 @@ def _worker_init(parent: int) -> None:
         os._exit(1)
 
 
-def _dispatch(function, todo, scheduler, workers, record, call=_call):
+def _dispatch(function, todo, scheduler, workers, record, call=None):
+    call = call or _call
     if scheduler == "serial":
         for index, point in todo:
             try:

@@ -31,14 +31,23 @@ def test_batch_equals_per_point_lyapunov_spectrum(model):
     for i in range(4):
         net = homogeneous_network(model, {"eps": POINTS["eps"][i], "Iext_e": POINTS["Iext_e"][i]})
         np.testing.assert_allclose(batch[i], lyapunov_spectrum(net, 6, **kwargs), rtol=0, atol=1e-10)
-    # threads share the chunks without changing a bit; k < n gives the leading exponents
-    # (9 points: two chunks of 8 lanes, the second padded)
+    # threads share the chunks without changing a bit (9 points: two chunks of 8 lanes, the second
+    # padded with copies of the last point)
     many = {"eps": np.linspace(9.0, 15.0, 9), "Iext_e": np.full(9, 9.0)}
     one = homogeneous_lyapunov_spectra(model, many, **kwargs)
     np.testing.assert_array_equal(homogeneous_lyapunov_spectra(model, many, threads=2, **kwargs), one)
     net = homogeneous_network(model, {"eps": many["eps"][-1], "Iext_e": 9.0})
-    np.testing.assert_allclose(homogeneous_lyapunov_spectra(model, many, 2, **kwargs)[-1],
-                               lyapunov_spectrum(net, 2, **kwargs), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(one[-1], lyapunov_spectrum(net, 6, **kwargs), rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_fewer_exponents_than_variables(model):
+    """k < n (a kernel of its own, compiled once): the leading exponents of the per-point path."""
+    kwargs = dict(t_max=60.0, transient=20.0, dt=0.01, rng=3)
+    le = homogeneous_lyapunov_spectra(model, POINTS, 2, **kwargs)
+    for i in range(4):
+        net = homogeneous_network(model, {"eps": POINTS["eps"][i], "Iext_e": POINTS["Iext_e"][i]})
+        np.testing.assert_allclose(le[i], lyapunov_spectrum(net, 2, **kwargs), rtol=0, atol=1e-10)
 
 
 def test_sum_of_exponents_is_the_mean_trace_of_the_jacobian(model):

@@ -333,9 +333,7 @@ def sweep_chunk(points, *, model_source: str, base: dict, options: dict) -> list
     "lyapunov_sum": ...}`` (1/ms) like :func:`bifnet.network.steps.sweep_point`,
     or a :class:`SimulationError` for a point whose state became non-finite.
     """
-    from bifnet.model import load_model
-
-    model = load_model(model_source)
+    model = _model(model_source)
     names = sorted({name for point in points for name in point})
     parameters = {**base, **{name: np.array([point[name] for point in points], dtype=float) for name in names}}
     k = int(options.get("k", model.n_variables))
@@ -350,6 +348,14 @@ def sweep_chunk(points, *, model_source: str, base: dict, options: dict) -> list
         result["lyapunov_sum"] = float(np.sum(row))
         out.append(result)
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _model(source: str):
+    """The model of a sweep, parsed once per worker process (not once per chunk)."""
+    from bifnet.model import load_model
+
+    return load_model(source)
 
 
 def lyapunov_map(ds):
@@ -381,8 +387,9 @@ def plot_lyapunov_map(ds, names, *, exponents=(1, 2), title: str = ""):
     """Colour maps of Lyapunov exponents on a two-parameter grid (a figure with one panel per exponent).
 
     A diverging colour map centred on 0 (``TwoSlopeNorm``: blue below, red
-    above, white at 0, so the sign reads at a glance whatever the range);
-    failed points are grey.
+    above, white at 0, so the sign reads at a glance whatever the range;
+    each side spans at least a tenth of the other, so that the scatter of a
+    zero exponent stays pale); failed points are grey.
 
     Parameters
     ----------
@@ -409,8 +416,11 @@ def plot_lyapunov_map(ds, names, *, exponents=(1, 2), title: str = ""):
         finite = values[np.isfinite(values)]
         lo = float(finite.min()) if finite.size else -1.0
         hi = float(finite.max()) if finite.size else 1.0
+        # each side spans at least a tenth of the other: values near 0 (the statistical noise of a
+        # zero exponent) stay pale instead of filling a side of their own
         scale = max(abs(lo), abs(hi), 1e-12)
-        norm = TwoSlopeNorm(vcenter=0.0, vmin=min(lo, -1e-3 * scale), vmax=max(hi, 1e-3 * scale))
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=min(lo, -0.1 * max(hi, 0.0), -1e-3 * scale),
+                            vmax=max(hi, 0.1 * max(-lo, 0.0), 1e-3 * scale))
         cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.6")
         mesh = ax.pcolormesh(ds[x].values, ds[y].values, np.ma.masked_invalid(values), shading="nearest",
                              cmap=cmap, norm=norm, rasterized=True)

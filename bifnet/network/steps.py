@@ -584,8 +584,8 @@ def _plot_sweep(context, step, ds, names):
         io.save_figure(context.out_dir / f"sweep_{step}.png", fig)
         plt.close(fig)
         return
-    var = "max_lyapunov" if "max_lyapunov" in ds else ("max_transverse_growth_rate" if "max_transverse_growth_rate" in ds
-                                                       else next(iter(ds.data_vars)))
+    var = next((name for name in ("max_lyapunov", "max_transverse_growth_rate") if name in ds),
+               next(iter(ds.data_vars)))
     data = ds[var]
     fig, ax = plt.subplots(figsize=(7, 5))
     if len(names) == 2:
