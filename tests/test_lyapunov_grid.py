@@ -50,6 +50,21 @@ def test_fewer_exponents_than_variables(model):
         np.testing.assert_allclose(le[i], lyapunov_spectrum(net, 2, **kwargs), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["brusselator", "mpr", "wilson_cowan"])
+def test_every_model_gets_a_kernel_that_matches_the_per_point_path(name):
+    """The kernel is generated from any model file (ngnmm_ping above): two points near the defaults."""
+    other = load_model(name)
+    defaults = other.resolve_parameters({})
+    first, second = other.parameter_names[:2]
+    points = {first: np.array([defaults[first], 1.05 * defaults[first] + 0.01]),
+              second: np.array([defaults[second], 1.05 * defaults[second] + 0.01])}
+    kwargs = dict(t_max=50.0, transient=10.0, dt=0.01, rng=0)
+    le = homogeneous_lyapunov_spectra(other, points, **kwargs)
+    for i in range(2):
+        net = homogeneous_network(other, {first: points[first][i], second: points[second][i]})
+        np.testing.assert_allclose(le[i], lyapunov_spectrum(net, other.n_variables, **kwargs), rtol=0, atol=1e-10)
+
+
 def test_sum_of_exponents_is_the_mean_trace_of_the_jacobian(model):
     """Liouville: sum(lambda) = (1/T) int tr J(x(t)) dt along the same trajectory (computed from the
     sympy Jacobian on an independent simulation)."""
