@@ -584,8 +584,9 @@ def _plot_sweep(context, step, ds, names):
         io.save_figure(context.out_dir / f"sweep_{step}.png", fig)
         plt.close(fig)
         return
-    var = next((name for name in ("max_lyapunov", "max_transverse_growth_rate") if name in ds),
-               next(iter(ds.data_vars)))
+    one_d_lyapunov = "lyapunov" in ds and len(names) == 1
+    var = "lyapunov" if one_d_lyapunov else next(
+        (name for name in ("max_lyapunov", "max_transverse_growth_rate") if name in ds), next(iter(ds.data_vars)))
     data = ds[var]
     fig, ax = plt.subplots(figsize=(7, 5))
     if len(names) == 2:
@@ -596,8 +597,13 @@ def _plot_sweep(context, step, ds, names):
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
     else:
-        ax.plot(ds[names[0]], data.values.reshape(len(ds[names[0]]), -1))
+        lines = ax.plot(ds[names[0]], data.values.reshape(len(ds[names[0]]), -1), marker="." if one_d_lyapunov
+                        else None, lw=1)
         ax.set_xlabel(names[0])
         ax.set_ylabel(f"{var} (1/ms)")
+        if one_d_lyapunov:  # every exponent against the one grid parameter
+            ax.axhline(0.0, color="k", lw=0.5)
+            ax.legend(lines, [f"λ{int(i)}" for i in ds["exponent"].values], fontsize="small", ncol=2)
+            ax.set_ylabel("Lyapunov exponents (1/ms)")
     ax.set_title(f"{context.model.name}: sweep {step}")
     io.save_figure(context.out_dir / f"sweep_{step}.png", fig)
