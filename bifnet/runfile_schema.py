@@ -315,11 +315,26 @@ class SweepStep(_GridMixin, _Network):
     workers: PositiveInt | None = None
     scheduler: str | None = None
     progress: bool = True
+    vectorise: bool | None = None
+    batch_size: PositiveInt | None = None
 
     @field_validator("scheduler")
     @classmethod
     def _scheduler(cls, value):
         return _check_scheduler(value)
+
+    @model_validator(mode="after")
+    def _vectorised(self):
+        eligible = self.analysis == "lyapunov" and not self.network
+        if self.vectorise and not eligible:
+            raise ValueError('vectorise = true needs analysis = "lyapunov" on the homogeneous system (network = false)')
+        if self.vectorise and self.precision != "double":
+            raise ValueError(f"vectorise = true computes in double precision; remove precision = {self.precision!r}"
+                             " or set vectorise = false")
+        vectorised = self.vectorise if self.vectorise is not None else eligible and self.precision == "double"
+        if self.batch_size is not None and not vectorised:
+            raise ValueError("batch_size applies to the vectorised homogeneous Lyapunov sweep only")
+        return self
 
 
 STEP_MODELS: dict[str, type[_Step]] = {

@@ -168,9 +168,26 @@ def _call(function, point):
     return _normalise_output(function(**point))
 
 
+def _call_batch(function, points):
+    """``function(points)`` for a chunk: one ``("result", dict)`` or ``("error", message)`` per point."""
+    results = function(points)
+    if not isinstance(results, (list, tuple)) or len(results) != len(points):
+        raise BifnetError(f"sweep batch function must return a list of {len(points)} results, got {results!r:.80}")
+    out = []
+    for value in results:
+        if isinstance(value, BaseException):
+            if _is_infrastructure(value):
+                raise value
+            out.append(("error", str(value) if isinstance(value, BifnetError)
+                        else f"{type(value).__name__}: {value}"))
+        else:
+            out.append(("result", _normalise_output(value)))
+    return out
+
+
 def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path, scheduler=None,
               workers: int | None = None, progress: bool = True, key: Mapping[str, str] | None = None,
-              retry_failed: bool = False):
+              retry_failed: bool = False, batch_size: int | None = None):
     """Evaluate ``function`` on a parameter grid, in parallel, with checkpoints.
 
     Parameters
@@ -197,6 +214,13 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
         checkpoint with another key is refused, naming the part that differs.
     retry_failed : bool
         Compute again the points the checkpoint records as failed.
+    batch_size : int, optional
+        Give ``function`` chunks of up to this many points instead of single
+        points: it is called as ``function(points)`` with a list of point
+        dicts and returns one result per point (a number, a dict of numbers,
+        or an exception instance for a point that failed). A chunk is the
+        unit of work; its points are checkpointed as it finishes (a resumed
+        sweep regroups the points still to compute).
 
     Returns
     -------
@@ -235,6 +259,8 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
     names = list(arrays)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise BifnetError(f"workers: expected a positive integer, got {workers!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise BifnetError(f"batch_size: expected a positive integer, got {batch_size!r}")
     if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
         raise BifnetError(f"scheduler: expected None, 'serial', 'processes', an address or a Client, got {scheduler!r}")
     if isinstance(scheduler, str) and scheduler not in ("serial", "processes") and "://" not in scheduler:
@@ -270,7 +296,22 @@ def run_sweep(function: Callable[..., Any], grid: Mapping[str, Any], *, out_path
         bar.update(1)
 
     try:
-        if todo:
+        if todo and batch_size is not None:
+            def record_chunk(indices, points, results=None, error=None):
+                for i, (index, point) in enumerate(zip(indices, points)):
+                    if error is not None:
+                        record(index, point, error=error)
+                    elif results[i][0] == "error":
+                        record(index, point, error=results[i][1])
+                    else:
+                        record(index, point, results[i][1])
+
+            chunks = []
+            for a in range(0, len(todo), batch_size):
+                part = todo[a:a + batch_size]
+                chunks.append((tuple(index for index, _ in part), [point for _, point in part]))
+            _dispatch(function, chunks, scheduler, workers, record_chunk, call=_call_batch)
+        elif todo:
             _dispatch(function, todo, scheduler, workers, record)
     finally:
         checkpoint.close()
@@ -310,11 +351,12 @@ def _worker_init(parent: int) -> None:
         os._exit(1)
 
 
-def _dispatch(function, todo, scheduler, workers, record):
+def _dispatch(function, todo, scheduler, workers, record, call=None):
+    call = call or _call
     if scheduler == "serial":
         for index, point in todo:
             try:
-                result = _call(function, point)
+                result = call(function, point)
             except BifnetError as error:
                 if isinstance(error, InfrastructureError):
                     raise
@@ -333,7 +375,7 @@ def _dispatch(function, todo, scheduler, workers, record):
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
         clean = False
         try:
-            futures = {pool.submit(_call, function, point): (index, point) for index, point in todo}
+            futures = {pool.submit(call, function, point): (index, point) for index, point in todo}
             for future in as_completed(futures):
                 index, point = futures[future]
                 _collect(future, index, point, record)
@@ -372,7 +414,7 @@ def _dispatch(function, todo, scheduler, workers, record):
         futures = []
         lookup = {}
         for index, point in todo:
-            fut = client.submit(_call, function, point, pure=False)
+            fut = client.submit(call, function, point, pure=False)
             futures.append(fut)
             lookup[fut.key] = (index, point)
         for future in as_completed(futures):

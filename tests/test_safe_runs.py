@@ -348,7 +348,8 @@ def test_resume_continues_an_interrupted_first_run(tmp_path, capsys, monkeypatch
     import bifnet.sweep
 
     run = tmp_path / "s.toml"
-    run.write_text(SWEEP.replace("progress = false", 'progress = false\nscheduler = "serial"\nseed = 2'))
+    run.write_text(SWEEP.replace("progress = false",
+                                 'progress = false\nscheduler = "serial"\nseed = 2\nvectorise = false'))
     real = bifnet.sweep._call
     calls = []
 
@@ -370,6 +371,36 @@ def test_resume_continues_an_interrupted_first_run(tmp_path, capsys, monkeypatch
     assert len(calls) == 1  # only the point the first run did not finish
     assert not list(tmp_path.glob("out.partial-*"))  # the partial folder became the result
     assert json.loads((tmp_path / "out" / "run.json").read_text())["resumed"] == str(partial)
+
+
+def test_resume_continues_an_interrupted_vectorised_sweep(tmp_path, capsys, monkeypatch):
+    """The same with the vectorised homogeneous Lyapunov chunks (one point per chunk here): the
+    finished chunk's point is kept, ``--resume`` computes only the other one."""
+    import bifnet.sweep
+
+    run = tmp_path / "s.toml"
+    run.write_text(SWEEP.replace("progress = false",
+                                 'progress = false\nscheduler = "serial"\nseed = 2\nbatch_size = 1'))
+    real = bifnet.sweep._call_batch
+    calls = []
+
+    def interrupted(function, points):
+        calls.append(points)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(function, points)
+
+    monkeypatch.setattr(bifnet.sweep, "_call_batch", interrupted)
+    code, err = _cli(["-q", "run", str(run), "--out", str(tmp_path / "out")], capsys)
+    assert code == 130 and "partial output kept" in err
+    (partial,) = tmp_path.glob("out.partial-*")
+    assert len((partial / "sweep_sw.nc.checkpoint.jsonl").read_text().splitlines()) == 2  # header + 1 point
+    calls.clear()
+    monkeypatch.setattr(bifnet.sweep, "_call_batch", lambda function, points: calls.append(points)
+                        or real(function, points))
+    code, err = _cli(["-q", "run", str(run), "--out", str(tmp_path / "out"), "--resume"], capsys)
+    assert code == 0, err
+    assert calls == [[{"Iext_e": 1.0}]]  # only the point the first run did not finish
 
 
 def test_force_replaces_a_result_of_an_older_bifnet_but_not_foreign_files(tmp_path, capsys):

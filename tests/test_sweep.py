@@ -75,3 +75,38 @@ def test_dask_local_cluster_equals_local(tmp_path):
             on_dask = run_sweep(leading_mode_growth, GRID, out_path=tmp_path / "d.nc", scheduler=client,
                                 progress=False)
     xr.testing.assert_allclose(on_dask, serial)
+
+
+BATCHES = []
+
+
+def counted_batch(points):
+    """A batch function: one result per point, an exception instance for a point that fails."""
+    BATCHES.append(len(points))
+    return [RuntimeError("boom") if (p["a"], p["b"]) == (2.0, 30.0) else {"sum": p["a"] + p["b"]} for p in points]
+
+
+def test_batches_checkpoint_each_point_and_resume(tmp_path):
+    """batch_size: chunks are the unit of work, points the unit of the checkpoint; a resumed sweep
+    regroups only the points still to compute; the result equals the one-point-per-task sweep."""
+    grid = {"a": [1.0, 2.0, 3.0], "b": [10.0, 20.0, 30.0]}
+    out = tmp_path / "s.nc"
+    BATCHES.clear()
+    full = run_sweep(counted_batch, grid, out_path=out, scheduler="serial", progress=False, batch_size=4)
+    assert BATCHES == [4, 4, 1] and full.attrs["n_failed"] == 1 and np.isnan(full["sum"].sel(a=2.0, b=30.0))
+    CALLS.clear()
+    single = run_sweep(counted, grid, out_path=tmp_path / "one.nc", scheduler="serial", progress=False)
+    xr.testing.assert_identical(full["sum"], single["sum"])
+    ckpt = checkpoint_path(out)
+    lines = ckpt.read_text().splitlines()
+    assert len(lines) == 10  # header + one line per point
+    ckpt.write_text("\n".join(lines[:3]) + "\n")  # two points kept
+    BATCHES.clear()
+    resumed = run_sweep(counted_batch, grid, out_path=out, scheduler="serial", progress=False, batch_size=4)
+    assert BATCHES == [4, 3]
+    xr.testing.assert_identical(resumed, full)
+    pooled = run_sweep(counted_batch, grid, out_path=tmp_path / "p.nc", workers=2, progress=False, batch_size=2)
+    xr.testing.assert_identical(pooled, full)
+    from bifnet.errors import BifnetError
+    with pytest.raises(BifnetError, match="batch_size"):
+        run_sweep(counted_batch, grid, out_path=tmp_path / "x.nc", scheduler="serial", progress=False, batch_size=0)

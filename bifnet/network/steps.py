@@ -434,12 +434,13 @@ def _sweep_grid(spec: dict, model, step: str) -> dict:
 
 
 def _sweep_setup(context: StepContext, spec: dict, folder):
-    """What a sweep step computes: ``(step, grid, function, scheduler, out_path, key)``."""
+    """What a sweep step computes: ``(step, grid, function, scheduler, out_path, key, batch_size)``
+    (``batch_size`` None: ``function`` takes one point; else chunks of up to that many points)."""
     import functools
 
     step = _name(spec, "sweep")
     check_keys(spec, {"grid", "analysis", "network", "k", "t_max", "transient", "dt", "precision", "seed",
-                      "workers", "scheduler", "parameters", "progress"}, step)
+                      "workers", "scheduler", "parameters", "progress", "vectorise", "batch_size"}, step)
     analysis = spec.get("analysis", "lyapunov")
     if analysis not in _SWEEP_ANALYSES:
         raise RunFileError(f"step {step!r}: analysis must be one of {', '.join(_SWEEP_ANALYSES)}, got {analysis!r}")
@@ -459,6 +460,11 @@ def _sweep_setup(context: StepContext, spec: dict, folder):
             options["weights"] = np.asarray(connectome.weights)
     function = functools.partial(sweep_point, model_source=context.model.source, base=base, analysis=analysis,
                                  options=options, lambdas=lambdas)
+    batch_size = _sweep_batch(spec, step, analysis, options, grid)
+    if batch_size is not None:  # homogeneous Lyapunov: chunks of points through one vectorised kernel
+        from bifnet.analysis.lyapunov_grid import sweep_chunk
+
+        function = functools.partial(sweep_chunk, model_source=context.model.source, base=base, options=options)
     run = context.results.get("__run__", {})
     scheduler = spec.get("scheduler", run.get("dask", {}).get("scheduler"))
     out_path = folder / f"sweep_{step}.nc"
@@ -471,14 +477,45 @@ def _sweep_setup(context: StepContext, spec: dict, folder):
                "analysis": _sweep_digest({"analysis": analysis, "options": {k: v for k, v in options.items()
                                                                             if k != "weights"}}),
                "versions": _sweep_digest(fingerprint.get("versions"))}
-    return step, grid, function, scheduler, out_path, key
+    return step, grid, function, scheduler, out_path, key, batch_size
+
+
+def _sweep_batch(spec, step, analysis, options, grid):
+    """Points per chunk of the vectorised homogeneous Lyapunov kernel, or None for one task per point.
+
+    ``vectorise`` (default: true for homogeneous Lyapunov sweeps in double
+    precision); ``batch_size`` (default: up to 64, at least two chunks per worker).
+    """
+    import os
+
+    vectorise = spec.get("vectorise")
+    if vectorise is not None and not isinstance(vectorise, bool):
+        raise RunFileError(f"step {step!r}: vectorise must be true or false, got {vectorise!r}")
+    eligible = analysis == "lyapunov" and "weights" not in options
+    if vectorise and not eligible:
+        raise RunFileError(f"step {step!r}: vectorise = true needs analysis = \"lyapunov\" on the homogeneous system"
+                           " (network = false)")
+    if vectorise and options["precision"] != "double":
+        raise RunFileError(f"step {step!r}: vectorise = true computes in double precision; remove precision ="
+                           f" {options['precision']!r} or set vectorise = false")
+    if vectorise is None:
+        vectorise = eligible and options["precision"] == "double"
+    if not vectorise:
+        if "batch_size" in spec:
+            raise RunFileError(f"step {step!r}: batch_size applies to the vectorised homogeneous Lyapunov sweep only")
+        return None
+    if "batch_size" in spec:
+        return int(_number(spec, "batch_size", 64, step, integer=True))
+    points = int(np.prod([len(v) for v in grid.values()]))
+    workers = spec.get("workers") or os.cpu_count() or 1
+    return max(1, min(64, -(-points // (2 * int(workers)))))
 
 
 def sweep_preflight(context: StepContext, spec: dict, folder) -> None:
     """Before a resumed run starts: refuse a sweep checkpoint in ``folder`` from another grid or content."""
     from bifnet.sweep import check_checkpoint
 
-    step, grid, function, scheduler, out_path, key = _sweep_setup(context, spec, folder)
+    step, grid, function, scheduler, out_path, key, _ = _sweep_setup(context, spec, folder)
     check_checkpoint(out_path, grid, key=key)
 
 
@@ -497,9 +534,10 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     """
     from bifnet.sweep import run_sweep
 
-    step, grid, function, scheduler, out_path, key = _sweep_setup(context, spec, context.out_dir)
+    step, grid, function, scheduler, out_path, key, batch_size = _sweep_setup(context, spec, context.out_dir)
     ds = run_sweep(function, grid, out_path=out_path, scheduler=scheduler, workers=spec.get("workers"),
-                   progress=bool(spec.get("progress", True)), key=key, retry_failed=context.retry_failed)
+                   progress=bool(spec.get("progress", True)), key=key, retry_failed=context.retry_failed,
+                   batch_size=batch_size)
     points = int(np.prod([len(v) for v in grid.values()]))
     failed = int(ds.attrs.get("n_failed", 0))
     if failed == points:
@@ -507,13 +545,21 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
                               f" (first: {ds.attrs.get('first_error', 'see the log')});"
                               " rerun with --resume --retry-failed after fixing the cause")
     ds = annotate_sweep(ds, context.model, spec.get("analysis", "lyapunov"), context.connectome)
+    if spec.get("analysis", "lyapunov") == "lyapunov":
+        from bifnet.analysis.lyapunov_grid import lyapunov_map
+
+        ds = lyapunov_map(ds)
+        ds.attrs["system"] = ("network" if spec.get("network", False) else "homogeneous system")
+        ds.attrs["method"] = ("vectorised homogeneous kernel, chunks of %d points" % batch_size if batch_size
+                              else "lyapunov_spectrum, one task per point")
     from bifnet import io
 
     io.write_netcdf(out_path, ds)
     _plot_sweep(context, step, ds, list(grid))
     return {"status": "partial" if failed else "ok", "points": points, "failed": failed,
             "file": out_path.name, "variables": list(ds.data_vars), "units": "1/ms for rates and exponents",
-            "scheduler": str(scheduler or "local processes")}
+            "scheduler": str(scheduler or "local processes"),
+            **({"batch_size": batch_size} if batch_size else {})}
 
 
 def _sweep_digest(value) -> str:
@@ -530,8 +576,17 @@ def _plot_sweep(context, step, ds, names):
 
     from bifnet import io
 
-    var = "lyapunov_1" if "lyapunov_1" in ds else ("max_transverse_growth_rate" if "max_transverse_growth_rate" in ds
-                                                   else next(iter(ds.data_vars)))
+    if "lyapunov" in ds and len(names) == 2:
+        from bifnet.analysis.lyapunov_grid import plot_lyapunov_map
+
+        fig = plot_lyapunov_map(ds, names, title=f"{context.model.name}: sweep {step}, Lyapunov exponents of the"
+                                f" {ds.attrs.get('system', 'homogeneous system')}")
+        io.save_figure(context.out_dir / f"sweep_{step}.png", fig)
+        plt.close(fig)
+        return
+    one_d_lyapunov = "lyapunov" in ds and len(names) == 1
+    var = "lyapunov" if one_d_lyapunov else next(
+        (name for name in ("max_lyapunov", "max_transverse_growth_rate") if name in ds), next(iter(ds.data_vars)))
     data = ds[var]
     fig, ax = plt.subplots(figsize=(7, 5))
     if len(names) == 2:
@@ -542,8 +597,13 @@ def _plot_sweep(context, step, ds, names):
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
     else:
-        ax.plot(ds[names[0]], data.values.reshape(len(ds[names[0]]), -1))
+        lines = ax.plot(ds[names[0]], data.values.reshape(len(ds[names[0]]), -1), marker="." if one_d_lyapunov
+                        else None, lw=1)
         ax.set_xlabel(names[0])
         ax.set_ylabel(f"{var} (1/ms)")
+        if one_d_lyapunov:  # every exponent against the one grid parameter
+            ax.axhline(0.0, color="k", lw=0.5)
+            ax.legend(lines, [f"λ{int(i)}" for i in ds["exponent"].values], fontsize="small", ncol=2)
+            ax.set_ylabel("Lyapunov exponents (1/ms)")
     ax.set_title(f"{context.model.name}: sweep {step}")
     io.save_figure(context.out_dir / f"sweep_{step}.png", fig)
