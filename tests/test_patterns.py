@@ -1,0 +1,255 @@
+"""Normal forms of transverse bifurcations: the mode-reduced formulas of
+bifnet.patterns.criticality against the full-dimensional Kuznetsov formulas
+on the whole network (dense eigenvectors of the compiled network Jacobian,
+exact directional derivatives of the network field written with explicit
+sums over the coupling matrix; no mode decomposition)."""
+
+import numpy as np
+import pytest
+import sympy
+
+from bifnet.connectome import Connectome, coupling_operator
+from bifnet.continuation.equilibria import find_equilibrium
+from bifnet.model import load_model
+from bifnet.network import build_network
+from bifnet.network.core import network_jacobian_dense
+from bifnet.patterns.criticality import locate_transverse_point, transverse_normal_form
+from bifnet.transverse.dispersion import equilibrium_dispersion
+
+
+def _random_operator(model, N, seed, blocks=False):
+    rng = np.random.default_rng(seed)
+    if blocks:   # two identical halves: modes odd under the swap have zero cubic moments (pitchforks)
+        h = N // 2
+        A = rng.uniform(0.1, 1, (h, h))
+        A = (A + A.T) / 2
+        np.fill_diagonal(A, 0)
+        C = rng.uniform(0.1, 1, (h, h))
+        C = (C + C.T) / 2
+        W = np.block([[A, C], [C, A]])
+    else:
+        W = rng.uniform(0.1, 1, (N, N))
+        W = (W + W.T) / 2
+        np.fill_diagonal(W, 0)
+        if seed == 3:   # a strongly bipartite one: a well separated most negative mode
+            g = np.arange(N) % 2
+            W = W * np.where(g[:, None] != g[None, :], 3.0, 0.3)
+    con = Connectome(weights=W, labels=tuple(str(i) for i in range(N)), centres=None, name=f"random{N}",
+                     source="test")
+    return coupling_operator(con, model.coupling)
+
+
+def _directional(model, operator, params):
+    """``d(X0, dirs, orders)``: exact mixed directional derivative of the network field
+    ``F_i(X) = f(x_i, s_k sum_j G_ij X_{j, c_k})`` (sympy, explicit sums over ``G``)."""
+    G = np.array(operator.matrix)
+    N, n = G.shape[0], model.n_variables
+    hs = sympy.symbols("h0:3")
+    pvals = {sympy.Symbol(k, real=True): v for k, v in params.items()}
+    eqs = [e.xreplace(pvals) for e in model.equations]
+    strengths = model.strengths(params)
+
+    def d(X0, dirs, orders):
+        X = np.asarray(X0, dtype=float).reshape(N, n)
+        D = [np.asarray(v, dtype=complex).reshape(N, n) for v in dirs]
+        out = []
+        for i in range(N):
+            sub = {s: sympy.Float(X[i, r]) + sum(h * sympy.sympify(complex(v[i, r])) for h, v in zip(hs, D))
+                   for r, s in enumerate(model.state_symbols)}
+            for k, c in enumerate(model.coupled_indices):
+                # the network input written out: C_k,i = s_k sum_j G_ij x_j,c (numbers first, then the h terms)
+                C0 = strengths[k] * sum(G[i, j] * X[j, c] for j in range(N))
+                sub[model.input_symbols[k]] = sympy.Float(C0) + sum(
+                    h * sympy.sympify(complex(strengths[k] * sum(G[i, j] * v[j, c] for j in range(N))))
+                    for h, v in zip(hs, D))
+            for e in eqs:
+                v = e.xreplace(sub)
+                for h, o in zip(hs, orders):
+                    v = sympy.diff(v, h, o)
+                out.append(complex(v.xreplace({h: 0 for h in hs})))
+        return np.array(out)
+
+    return d
+
+
+def _dense(model, operator, params, x):
+    network = build_network(model, operator, params)
+    X0 = np.tile(x, network.n_regions)
+    return X0, network_jacobian_dense(network, X0), _directional(model, operator, params)
+
+
+def _dense_l1(model, operator, params, x):
+    """Kuznetsov (3.20) in R^(N n)."""
+    X0, J, d = _dense(model, operator, params, x)
+    ev, V = np.linalg.eig(J)
+    cand = np.flatnonzero(ev.imag > 1e-8)
+    k = cand[np.argmin(np.abs(ev[cand].real))]
+    omega, q = ev[k].imag, V[:, k] / np.linalg.norm(V[:, k])
+    wl, Wl = np.linalg.eig(J.T)
+    p = Wl[:, np.argmin(np.abs(wl + 1j * omega))]
+    p = p / np.conj(np.vdot(p, q))
+    qb = np.conj(q)
+    B = lambda u, v: d(X0, [u, v], [1, 1])  # noqa: E731
+    c = d(X0, [q, qb], [2, 1])
+    I = np.eye(J.shape[0])
+    term = (np.vdot(p, c) - 2 * np.vdot(p, B(q, np.linalg.solve(J, B(q, qb))))
+            + np.vdot(p, B(qb, np.linalg.solve(2j * omega * I - J, B(q, q)))))
+    return term.real / (2 * omega), ev[k]
+
+
+def _dense_branch_point(model, operator, params, x, Q_ref):
+    """Centre-manifold coefficients ``y' = a2 y^2 + a3 y^3`` in R^(N n), ``Q`` aligned with ``Q_ref``."""
+    X0, J, d = _dense(model, operator, params, x)
+    ev, V = np.linalg.eig(J)
+    k = int(np.argmin(np.abs(ev)))
+    Q = np.real(V[:, k])
+    Q = Q / np.linalg.norm(Q) * np.sign(Q @ np.real(Q_ref))
+    wl, Wl = np.linalg.eig(J.T)
+    P = np.real(Wl[:, np.argmin(np.abs(wl))])
+    P = P / (P @ Q)
+    BQQ = np.real(d(X0, [Q], [2]))
+    a2 = 0.5 * P @ BQQ
+    M = np.block([[J, Q[:, None]], [P[None, :], np.zeros((1, 1))]])
+    h2 = np.linalg.solve(M, np.concatenate([-(BQQ - (P @ BQQ) * Q), [0.0]]))[:-1]
+    a3 = (P @ np.real(d(X0, [Q], [3])) + 3 * P @ np.real(d(X0, [Q, h2], [1, 1]))) / 6
+    return a2, a3, ev[k]
+
+
+def _located(model, operator, params, free, lo, hi, mode):
+    lam = operator.spectrum().eigenvalues[mode - 1]
+    p = dict(params)
+    p[free] = lo
+    x_lo = find_equilibrium(model, p)
+    p[free] = hi
+    x_hi = find_equilibrium(model, p, x_lo, settle_time=0.0)
+    value, x = locate_transverse_point(model, params, free, lam, (lo, hi), (x_lo, x_hi))
+    return {**params, free: value}, x
+
+
+HOPF_CASES = [
+    # model, N, seed, overrides, free, bracket, mode
+    ("ngnmm_ping", 6, 3, {"eps": 8.0}, "Iext_e", (4.6, 5.4), 6),     # additive
+    ("wilson_cowan", 6, 5, {"eps": 3.0}, "Iext_e", (0.45, 0.6), 6),  # input inside the sigmoid: f_CC != 0
+    ("brusselator", 6, 5, {"Dv": 1.0, "eps": 0.3}, "b", (4.4, 4.65), 2),  # diffusive (Laplacian)
+]
+
+
+@pytest.mark.parametrize("case", HOPF_CASES, ids=[c[0] for c in HOPF_CASES])
+def test_transverse_hopf_l1_matches_full_network(case):
+    name, N, seed, overrides, free, bracket, mode = case
+    model = load_model(name)
+    operator = _random_operator(model, N, seed)
+    params, x = _located(model, operator, model.resolve_parameters(overrides), free, *bracket, mode)
+    nf = transverse_normal_form(model, operator, params, x, mode)
+    assert nf.kind == "HB" and abs(nf.eigenvalue.real) < 1e-10 * nf.omega
+    # the full network has the same critical pair, and the same l1
+    l1, mu = _dense_l1(model, operator, params, x)
+    assert abs(mu - nf.eigenvalue) < 1e-9 * nf.omega
+    assert np.isfinite(l1) and abs(l1) > 1e-12
+    assert abs(nf.l1 - l1) <= 1e-8 * abs(l1)
+    assert nf.criticality == ("super" if l1 < 0 else "sub")
+
+
+def test_transverse_hopf_of_a_complex_mode_matches_full_network():
+    """A non-symmetric W: complex eigenvalues of P; the pair +-i omega comes from a mode and its conjugate."""
+    model = load_model("ngnmm_ping")
+    rng = np.random.default_rng(11)
+    N = 6
+    W = rng.uniform(0.0, 1.0, (N, N)) ** 3
+    np.fill_diagonal(W, 0)
+    con = Connectome(weights=W, labels=tuple(str(i) for i in range(N)), centres=None, name="asym", source="test")
+    operator = coupling_operator(con, model.coupling)
+    lam = operator.spectrum().eigenvalues
+    assert np.iscomplexobj(lam)
+    mode = 1 + int(np.flatnonzero(np.abs(np.imag(lam)) > 1e-3)[0])
+    params = model.resolve_parameters({"eps": 8.0})
+    grid = np.linspace(3.5, 7.0, 36)
+    rates, states = [], []
+    x = None
+    for v in grid:
+        params["Iext_e"] = v
+        x = find_equilibrium(model, params, x, settle_time=2000.0 if x is None else 0.0)
+        states.append(x)
+        rates.append(equilibrium_dispersion(model, params, x, [lam[mode - 1]]).growth_rate[0])
+    k = int(np.flatnonzero(np.sign(rates[:-1]) * np.sign(rates[1:]) < 0)[0])
+    value, x = locate_transverse_point(model, params, "Iext_e", lam[mode - 1], (grid[k], grid[k + 1]),
+                                       (states[k], states[k + 1]))
+    params["Iext_e"] = value
+    nf = transverse_normal_form(model, operator, params, x, mode, "HB")
+    l1, mu = _dense_l1(model, operator, params, x)
+    assert abs(mu.imag - nf.omega) < 1e-9 * nf.omega
+    assert abs(nf.l1 - l1) <= 1e-8 * abs(l1)
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["transcritical", "pitchfork"])
+def test_transverse_branch_point_coefficients_match_full_network(blocks):
+    """Turing branch points of the Brusselator (diffusive): a generic one is
+    transcritical; on two identical halves the modes odd under the swap have
+    a2 = 0 and the cubic coefficient decides."""
+    model = load_model("brusselator")
+    operator = _random_operator(model, 6, 5, blocks=blocks)
+    lam = operator.spectrum().eigenvalues
+    params = model.resolve_parameters({})
+    if blocks:
+        U = operator.spectrum().eigenvectors
+        odd = [m for m in range(2, 7) if np.allclose(U[:3, m - 1], -U[3:, m - 1], atol=1e-10)]
+        mode = odd[0]
+    else:
+        mode = 2
+    # the Turing fold of mode mu: b_c = 1 + eps Du mu + Du a^2 / Dv + a^2 / (eps Dv mu) (model file)
+    a, Du, Dv, eps = params["a"], params["Du"], params["Dv"], params["eps"]
+    mu = lam[mode - 1]
+    b_c = 1 + eps * Du * mu + Du * a ** 2 / Dv + a ** 2 / (eps * Dv * mu)
+    params, x = _located(model, operator, params, "b", b_c - 0.05, b_c + 0.05, mode)
+    assert abs(params["b"] - b_c) < 1e-10 * b_c
+    nf = transverse_normal_form(model, operator, params, x, mode, "BP")
+    assert nf.kind == "BP" and abs(nf.eigenvalue) < 1e-10
+    Q = np.kron(np.real(nf.u), np.real(nf.q))
+    a2, a3, mu0 = _dense_branch_point(model, operator, params, x, Q)
+    assert abs(mu0) < 1e-10
+    if blocks:
+        assert abs(a2) < 1e-10 and abs(nf.quadratic) < 1e-10
+        assert nf.criticality == ("super" if a3 < 0 else "sub")
+    else:
+        assert abs(nf.quadratic - a2) <= 1e-8 * abs(a2)
+        assert nf.criticality == "transcritical"
+    assert abs(nf.cubic - a3) <= 1e-8 * abs(a3)
+
+
+def test_transverse_points_carry_criticality(tmp_path):
+    """The transverse step writes l1 and criticality of each located crossing; tvb68 mode 68 at eps = 8 is the
+    transverse Hopf point 4.767067 of the engine notes (brentq on the growth rate: 4.7670668)."""
+    import pandas as pd
+
+    from bifnet.connectome import load_connectome
+    from bifnet.runs import execute_run_file
+
+    run = tmp_path / "t.toml"
+    run.write_text("""
+model = "ngnmm_ping"
+connectome = "tvb68"
+[[steps]]
+name = "tr"
+kind = "transverse"
+free = ["Iext_e", "eps"]
+range = { Iext_e = [0.0, 16.0], eps = [0.0, 30.0] }
+modes = [68]
+levels = [8.0]
+cycles = false
+settings = { ds = 0.05, ds_max = 0.25 }
+""")
+    out = execute_run_file(run, out=tmp_path / "out")
+    points = pd.read_csv(out / "transverse_points.csv")
+    row = points[(points["mode"] == 68) & (points["kind"] == "HB")].iloc[0]
+    assert row["Iext_e_located"] == pytest.approx(4.7670668, abs=2e-7)
+    assert abs(row["Iext_e_located"] - row["Iext_e"]) < 0.1       # the interpolated crossing nearby
+    # the same number from the library function at the located point
+    model = load_model("ngnmm_ping")
+    operator = coupling_operator(load_connectome("tvb68"), model.coupling)
+    params = model.resolve_parameters({"eps": 8.0, "Iext_e": float(row["Iext_e_located"])})
+    x = find_equilibrium(model, params, settle_time=0.0, x0=find_equilibrium(model, {**params, "Iext_e": 4.5}))
+    nf = transverse_normal_form(model, operator, params, x, 68, "HB")
+    assert row["l1"] == pytest.approx(nf.l1, rel=1e-6)
+    assert row["criticality"] == ("super" if nf.l1 < 0 else "sub")
+    assert row["frequency_hz_located"] == pytest.approx(nf.omega / (2 * np.pi) * 1000, rel=1e-9)
+    assert np.isnan(row["nf_quadratic"])
