@@ -253,3 +253,156 @@ settings = { ds = 0.05, ds_max = 0.25 }
     assert row["criticality"] == ("super" if nf.l1 < 0 else "sub")
     assert row["frequency_hz_located"] == pytest.approx(nf.omega / (2 * np.pi) * 1000, rel=1e-9)
     assert np.isnan(row["nf_quadratic"])
+
+
+# ---------------------------------------------------------------------------
+# stationary patterns of the full network
+
+
+def _turing_point(operator, mode, overrides=None):
+    model = load_model("brusselator")
+    params = model.resolve_parameters(overrides or {})
+    lam = operator.spectrum().eigenvalues
+    a, Du, Dv, eps = params["a"], params["Du"], params["Dv"], params["eps"]
+    mu = lam[mode - 1]
+    b_c = 1 + eps * Du * mu + Du * a ** 2 / Dv + a ** 2 / (eps * Dv * mu)
+    return model, _located(model, operator, params, "b", b_c - 0.05, b_c + 0.05, mode)
+
+
+def _odd_mode(operator):
+    U = operator.spectrum().eigenvectors
+    h = U.shape[0] // 2
+    return next(m for m in range(2, U.shape[0] + 1) if np.allclose(U[:h, m - 1], -U[h:, m - 1], atol=1e-10))
+
+
+def test_transcritical_pattern_branch(tmp_path):
+    """The stationary pattern of a transcritical Turing point: every point an equilibrium of the
+    compiled network field; the mode amplitude follows y = -nu' (b - b_c) / a2 near the point; a
+    stable point of the branch is reached by the network integrator from the homogeneous state
+    plus a small perturbation along the mode."""
+    from bifnet.network.core import network_rhs
+    from bifnet.network.integrate import simulate
+    from bifnet.patterns.equilibria import PatternSettings, stationary_pattern_branch
+
+    brus = load_model("brusselator")
+    operator = _random_operator(brus, 6, 5)
+    # eps = 0.25: mode 2 turns unstable first (b_c = 2.342, mode 3 at 2.43), below the homogeneous Hopf (3.25)
+    model, (params, x) = _turing_point(operator, 2, {"eps": 0.25})
+    branch = stationary_pattern_branch(model, operator, params, "b", x, 2,
+                                       PatternSettings(ds=0.002, ds_max=0.05, max_steps=40, bounds=(1.5, 5.0)))
+    nf = branch.engine["normal_form"]
+    assert nf.criticality == "transcritical" and branch.mode == 2
+    network = build_network(model, operator, params)
+    states, b = branch.engine["states"], branch["b"]
+    for k in range(len(b)):
+        r = network_rhs(network.with_parameters(b=float(b[k])), states[k])
+        assert np.max(np.abs(r)) < 1e-8
+    k0 = branch.engine["bp_index"]
+    assert b[k0] == params["b"] and np.allclose(states[k0], x)
+    speed = branch.engine["speed"]
+    y = branch["pattern_amplitude"]
+    near = [k for k in range(len(b)) if 0 < abs(y[k]) < 0.01]
+    assert len(near) >= 2
+    for k in near:
+        predicted = -speed * (b[k] - params["b"]) / nf.quadratic
+        assert y[k] == pytest.approx(predicted, rel=0.05)
+    # the side where the homogeneous state is unstable (nu > 0) carries the stable small pattern
+    side = [k for k in range(len(b)) if speed * (b[k] - params["b"]) > 0 and 0.004 < abs(y[k]) < 0.05]
+    k = side[0]
+    assert branch["stable"][k] == 1
+    net_k = network.with_parameters(b=float(b[k]))
+    Q = np.kron(np.real(nf.u), np.real(nf.q)).reshape(states[k].shape)
+    x_hom = find_equilibrium(model, {**params, "b": float(b[k])}, x, settle_time=0.0)
+    y0 = np.tile(x_hom, (6, 1)) + 1e-3 * np.sign(y[k]) * Q
+    result = simulate(net_k, (0.0, 3000.0), y0, method="dopri5", rtol=1e-10, atol=1e-12, stride=1000)
+    assert result.success
+    assert np.max(np.abs(result.y[-1] - states[k])) < 1e-6
+
+
+def test_subcritical_pitchfork_pattern_has_a_fold():
+    """On two identical halves an odd mode's Turing point is a pitchfork; here subcritical
+    (a3 > 0): the amplitude follows y^2 = -nu' (b - b_c) / a3 and the branch folds back (LP)
+    on the side where the mode is stable."""
+    from bifnet.patterns.equilibria import PatternSettings, stationary_pattern_branch
+
+    brus = load_model("brusselator")
+    operator = _random_operator(brus, 6, 5, blocks=True)
+    mode = _odd_mode(operator)
+    model, (params, x) = _turing_point(operator, mode)
+    branch = stationary_pattern_branch(model, operator, params, "b", x, mode,
+                                       PatternSettings(ds=0.001, ds_max=0.05, max_steps=80, bounds=(2.5, 5.0)))
+    nf = branch.engine["normal_form"]
+    assert nf.criticality == "sub" and nf.cubic > 0
+    speed, b, y = branch.engine["speed"], branch["b"], branch["pattern_amplitude"]
+    near = [k for k in range(len(b)) if 0 < abs(y[k]) < 0.004]
+    assert near
+    for k in near:
+        assert abs(y[k]) == pytest.approx(np.sqrt(-speed * (b[k] - params["b"]) / nf.cubic), rel=0.05)
+    folds = [sp for sp in branch.special_points if sp.kind.value == "LP"]
+    assert folds
+    assert all(speed * (sp.parameters["b"] - params["b"]) < 0 for sp in folds)
+
+
+def test_pattern_step_outputs(tmp_path):
+    """``kind = "pattern"`` from a transverse fold curve of tvb68: the branch in branches.csv with its
+    mode of origin, per-region profiles in the NetCDF equal to the branch's states, the figure."""
+    import pandas as pd
+    import xarray as xr
+
+    from bifnet.errors import BifnetError
+    from bifnet.runs import execute_run_file
+
+    text = """
+model = "brusselator"
+connectome = "tvb68"
+[[steps]]
+name = "tr"
+kind = "transverse"
+free = ["b", "eps"]
+range = { b = [2.0, 4.0], eps = [0.5, 2.0] }
+modes = "most_positive"
+levels = [1.0]
+cycles = false
+[[steps]]
+name = "pat"
+kind = "pattern"
+start = "tr:LP[mode68]#1"
+range = { b = [2.0, 6.0] }
+settings = { ds = 0.01, ds_max = 0.05, max_steps = 15 }
+"""
+    run = tmp_path / "p.toml"
+    run.write_text(text)
+    out = execute_run_file(run, out=tmp_path / "out")
+    points = pd.read_csv(out / "transverse_points.csv")
+    lp = points[points["kind"] == "LP"].iloc[0]
+    assert lp["criticality"] == "transcritical" and lp["nf_quadratic"] != 0
+    table = pd.read_csv(out / "branches.csv")
+    rows = table[table["step"] == "pat"]
+    assert len(rows) == 31 and set(rows["mode"]) == {68} and set(rows["operator"]) == {"L"}
+    assert rows["residual"].max() < 1e-8
+    bp = rows[rows["kind"] == "BP"]
+    assert len(bp) == 1 and bp["b"].iloc[0] == pytest.approx(lp["b_located"], abs=1e-12)
+    ds = xr.open_dataset(out / "pattern_pat.nc")
+    assert ds["mean"].shape == (31, 68, 2)
+    # the regional means in branches.csv are the means of the profiles
+    assert np.allclose(ds["mean"].sel(variable="u").mean("region").values, rows["u"].values, rtol=0, atol=1e-12)
+    # the profiles are equilibria of the network field
+    from bifnet.network.core import network_rhs
+
+    model = load_model("brusselator")
+    from bifnet.connectome import load_connectome
+
+    network = build_network(model, coupling_operator(load_connectome("tvb68"), model.coupling), {"eps": 1.0})
+    k = 25
+    r = network_rhs(network.with_parameters(b=float(ds["b"][k])), ds["mean"].values[k])
+    assert np.max(np.abs(r)) < 1e-8
+    ds.close()
+    assert (out / "pattern_pat.png").stat().st_size > 10_000
+    run.write_text(text.replace("LP[mode68]#1", "LP[mode67]#1"))
+    with pytest.raises(BifnetError, match="1 step\\(s\\) failed: pat"):
+        execute_run_file(run, out=tmp_path / "out2")
+    import json
+
+    entry = json.loads((tmp_path / "out2" / "run.json").read_text())["steps"][1]
+    assert entry["error_kind"] == "RunFileError"
+    assert entry["error"].startswith("step 'pat': step 'tr' has no curve 'LP[mode67]#1' (has: LP[mode68]#1")
