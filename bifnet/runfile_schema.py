@@ -219,6 +219,7 @@ class PatternStep(_Step):
     settings: Settings | None = None
     parameters: Parameters | None = None
     observe: str | None = None
+    brain_points: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
     plot: Any = None
 
 

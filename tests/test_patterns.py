@@ -398,6 +398,13 @@ settings = { ds = 0.01, ds_max = 0.05, max_steps = 15 }
     assert np.max(np.abs(r)) < 1e-8
     ds.close()
     assert (out / "pattern_pat.png").stat().st_size > 10_000
+    assert (out / "pattern_pat_brain.png").stat().st_size > 10_000
+    import json
+
+    summary = json.loads((out / "run.json").read_text())["steps"][1]
+    assert summary["criticality"] == "transcritical" and summary["max_residual"] < 1e-8
+    k = summary["brain_points"][0]
+    assert rows["stable"].iloc[k] and rows["u_spread"].iloc[k] == rows[rows["stable"]]["u_spread"].max()
     run.write_text(text.replace("LP[mode68]#1", "LP[mode67]#1"))
     with pytest.raises(BifnetError, match="1 step\\(s\\) failed: pat"):
         execute_run_file(run, out=tmp_path / "out2")
@@ -406,3 +413,8 @@ settings = { ds = 0.01, ds_max = 0.05, max_steps = 15 }
     entry = json.loads((tmp_path / "out2" / "run.json").read_text())["steps"][1]
     assert entry["error_kind"] == "RunFileError"
     assert entry["error"].startswith("step 'pat': step 'tr' has no curve 'LP[mode67]#1' (has: LP[mode68]#1")
+    run.write_text(text.replace('start = "tr:LP[mode68]#1"', 'start = { mode = 68, b = 2.39 }\nparameters = { eps = 1.0 }'))
+    out3 = execute_run_file(run, out=tmp_path / "out3")
+    again = pd.read_csv(out3 / "branches.csv")
+    again = again[again["step"] == "pat"]
+    assert again["b"].iloc[15] == pytest.approx(bp["b"].iloc[0], abs=1e-10)

@@ -258,7 +258,7 @@ def stationary_pattern_branch(model: NodeModel, operator, parameters: Mapping[st
         through the branch point (row ``engine["bp_index"]``); columns: ``free``, the
         regional mean of every variable, ``pattern_amplitude`` (the mode coordinate
         ``y = Pi (X - X*(p))``), ``<observe>_spread`` (max - min over regions), ``residual``
-        (max |F|), ``n_unstable``, ``stable``, ``code``, ``label``. The full states are in
+        (max-norm of F), ``n_unstable``, ``stable``, ``code``, ``label``. The full states are in
         ``engine["states"]`` (``(points, N, n)``), the eigenvalues in ``engine["eigenvalues"]``.
 
     Raises

@@ -51,19 +51,22 @@ def _start(context: StepContext, spec: dict, free: str, params: dict):
         return mode, kind, value, x
     curve = _curve(context, spec)
     if free not in curve.free:
-        raise RunFileError(f"step {step!r}: curve {name!r} is in {', '.join(curve.free)}, not {free}")
+        raise RunFileError(f"step {step!r}: curve {curve.name!r} is in {', '.join(curve.free)}, not {free}")
     other = next(f for f in curve.free if f != free)
     if other == "Lambda":
-        raise RunFileError(f"step {step!r}: curve {name!r} is a neutral curve (in Lambda); start from a "
+        raise RunFileError(f"step {step!r}: curve {curve.name!r} is a neutral curve (in Lambda); start from a "
                            f"transverse curve in two model parameters")
     target = float(params[other])
     q = np.asarray(curve[other], dtype=float)
-    k = int(np.argmin(np.abs(q - target)))
-    if abs(q[k] - target) > 0.05 * max(1.0, float(np.ptp(q))):
-        raise RunFileError(f"step {step!r}: curve {name!r} does not reach {other} = {target:g} "
+    X = np.column_stack([curve[v] for v in model.variable_names] + [curve[free]]).astype(float)
+    hits = np.flatnonzero((q[:-1] - target) * (q[1:] - target) <= 0)
+    if not hits.size:
+        raise RunFileError(f"step {step!r}: curve {curve.name!r} does not reach {other} = {target:g} "
                            f"(its range is {q.min():g} to {q.max():g}); set {other} in the step's parameters")
-    x = np.array([curve[v][k] for v in model.variable_names], dtype=float)
-    return int(curve.mode), curve.locus_of.value, float(curve[free][k]), x
+    k = int(hits[0])
+    t = 0.0 if q[k + 1] == q[k] else (target - q[k]) / (q[k + 1] - q[k])
+    row = (1 - t) * X[k] + t * X[k + 1]
+    return int(curve.mode), curve.locus_of.value, float(row[-1]), row[:-1]
 
 
 def _curve(context: StepContext, spec: dict) -> Branch:
@@ -111,16 +114,18 @@ def pattern_step(context: StepContext, spec: dict) -> dict:
     ``{ mode = 2, <free> = value }``), ``free`` (one parameter; default the curve's
     first), ``range`` (of ``free``), ``parameters``, ``settings`` (``ds``, ``ds_min``,
     ``ds_max``, ``max_steps`` per direction), ``observe`` (the variable of the
-    diagram and the spread column; default the model's).
+    diagram and the spread column; default the model's), ``brain_points`` (rows of
+    the branch drawn on the brain; default the stable row of largest spread).
 
     Writes the branch to ``branches.csv`` / ``special_points.csv`` (``mode`` = the mode
-    of origin), ``pattern_<step>.nc`` (per-region profiles), ``pattern_<step>.png``.
+    of origin), ``pattern_<step>.nc`` (per-region profiles), ``pattern_<step>.png`` and,
+    when the connectome has region centres, ``pattern_<step>_brain.png``.
     """
     from bifnet.continuation.steps import _append_tables, step_settings
     from bifnet.patterns.equilibria import PatternSettings, stationary_pattern_branch
 
     step = spec["name"]
-    check_keys(spec, {"start", "free", "range", "parameters", "settings", "observe", "plot"}, step)
+    check_keys(spec, {"start", "free", "range", "parameters", "settings", "observe", "brain_points", "plot"}, step)
     model = context.model
     model.require_coupling(f"step {step!r}")
     operator = context.require_connectome(step)
@@ -130,9 +135,15 @@ def pattern_step(context: StepContext, spec: dict) -> dict:
             raise RunFileError(f"step {step!r}: free must be one parameter, got {free}")
         free = free[0]
     if free is None:
-        if isinstance(spec.get("start"), dict):
-            raise RunFileError(f"step {step!r}: give free = \"<parameter>\"")
-        free = _curve(context, spec).free[0]
+        start = spec.get("start")
+        if isinstance(start, dict):
+            keys = [k for k in start if k != "mode"]
+            if len(keys) != 1:
+                raise RunFileError(f"step {step!r}: give free = \"<parameter>\" (start names {len(keys)} "
+                                   f"parameters)")
+            free = keys[0]
+        else:
+            free = _curve(context, spec).free[0]
     model.check_parameter_names([free])
     params = dict(context.parameters)
     overrides = spec.get("parameters", {})
@@ -163,12 +174,13 @@ def pattern_step(context: StepContext, spec: dict) -> dict:
     _append_tables(context, step, [branch])
     _write_profiles(context, step, branch, operator)
     _plot_pattern(context, step, branch, params, x)
+    brain = _plot_brain(context, step, spec, branch, operator)
     context.results[step] = [branch]
     nf = branch.engine["normal_form"]
     worst = float(np.nanmax(branch["residual"]))
     return {"mode": mode, "Lambda": Lambda.real, "branch_point": {free: value}, "criticality": nf.criticality,
             "nf_quadratic": nf.quadratic, "nf_cubic": nf.cubic, "points": len(branch), "status": branch.status,
-            "max_residual": worst, "stable_points": int(np.sum(branch["stable"] == 1)),
+            "max_residual": worst, "stable_points": int(np.sum(branch["stable"] == 1)), "brain_points": brain,
             "special_points": [{"name": sp.name, **{k: float(v) for k, v in sp.parameters.items()}}
                                for sp in branch.special_points]}
 
@@ -227,7 +239,8 @@ def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     # homogeneous branch over the same range, its stability from every mode's growth rate
     lam = context.connectome.spectrum().eigenvalues
-    grid = np.linspace(p.min(), p.max(), 121)
+    pad = 0.05 * max(float(np.ptp(p)), 1e-3 * max(1.0, abs(float(params[free]))))
+    grid = np.linspace(p.min() - pad, p.max() + pad, 121)
     hom_stable = np.full(grid.size, np.nan)
     p0 = float(params[free])
     for direction in (1, -1):
@@ -246,18 +259,23 @@ def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
     for flag, style in ((True, "-"), (False, "--")):
         ax.plot(p, np.where(stable == flag, spread, np.nan), style, color="tab:red", lw=1.6)
     marks = {SpecialKind.BP: ("o", "k"), SpecialKind.LP: ("s", "tab:blue"), SpecialKind.HB: ("^", "tab:green")}
+    counts = {}
     for sp in branch.special_points:
         m, c = marks.get(sp.kind, ("x", "0.3"))
-        ax.plot(sp.parameters[free], spread[sp.index], m, color=c, ms=6, mfc="w", zorder=5)
-        ax.annotate(sp.name, (sp.parameters[free], spread[sp.index]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
+        origin = sp.index == branch.engine["bp_index"] and sp.kind is SpecialKind.BP
+        ax.plot(sp.parameters[free], spread[sp.index], m, color=c, ms=8 if origin else 5, mfc="w" if origin else c,
+                zorder=6 if origin else 5)
+        if not origin:
+            counts[sp.kind] = counts.get(sp.kind, 0) + 1
+    names = {SpecialKind.BP: "BP (real eigenvalue crosses)", SpecialKind.LP: "LP: fold of the pattern",
+             SpecialKind.HB: "HB (complex pair crosses)"}
     handles = [Line2D([], [], color="k", lw=1.4, label="homogeneous, stable"),
                Line2D([], [], color="k", ls=":", lw=1.4, label="homogeneous, unstable"),
                Line2D([], [], color="tab:red", lw=1.6, label=f"pattern of mode {branch.mode}, stable"),
                Line2D([], [], color="tab:red", ls="--", lw=1.6, label="pattern, unstable"),
-               Line2D([], [], marker="o", ls="none", color="k", mfc="w", label="BP: transverse branch point"),
-               Line2D([], [], marker="s", ls="none", color="tab:blue", mfc="w", label="LP: fold of the pattern"),
-               Line2D([], [], marker="^", ls="none", color="tab:green", mfc="w", label="HB on the pattern")]
+               Line2D([], [], marker="o", ls="none", color="k", mfc="w", ms=8, label="transverse branch point (origin)")]
+    handles += [Line2D([], [], marker=marks[k][0], ls="none", color=marks[k][1], ms=5,
+                       label=f"{names[k]} x {v} (between rows)") for k, v in counts.items()]
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_xlabel(free)
     ax.set_ylabel(f"{obs}: max - min over regions")
@@ -265,3 +283,42 @@ def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
     ax.set_title(f"{context.model.name}: stationary pattern of mode {branch.mode} (Lambda = "
                  f"{np.real(branch.Lambda):.4g}), {nf.criticality} at {free} = {p0:.6g}", fontsize=9)
     io.save_figure(context.out_dir / f"pattern_{step}.png", fig)
+
+
+def _plot_brain(context, step, spec, branch: Branch, operator) -> list[int]:
+    """``pattern_<step>_brain.png``: the observed variable minus its regional mean at the chosen rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+    from bifnet.network.plots import plot_brain
+
+    centres = getattr(operator, "centres", None)
+    if centres is None:
+        return []
+    n_points = len(branch)
+    obs = branch.engine["observe"]
+    spread = np.asarray(branch[f"{obs}_spread"], dtype=float)
+    chosen = spec.get("brain_points")
+    if chosen is None:
+        stable = np.flatnonzero(np.asarray(branch["stable"]) == 1)
+        pool = stable if stable.size else np.arange(n_points)
+        chosen = [int(pool[np.argmax(spread[pool])])]
+    bad = [k for k in chosen if not (isinstance(k, int) and 0 <= k < n_points)]
+    if bad:
+        raise RunFileError(f"step {step!r}: brain_points: no row {bad[0]} (the branch has rows 0..{n_points - 1})")
+    oi = context.model.observed_index(obs)
+    states = branch.engine["states"]
+    free = branch.free[0]
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(14, 4.3 * len(chosen)), squeeze=False)
+    for row, k in zip(axes, chosen):
+        values = states[k, :, oi] - states[k, :, oi].mean()
+        for ax, view in zip(row, ("axial", "sagittal", "coronal")):
+            plot_brain(values, centres, ax, view=view, title=f"{view}, row {k}")
+    rows = "; ".join(f"row {k}: {free} = {branch[free][k]:.5g}, {'stable' if branch['stable'][k] == 1 else 'unstable'}"
+                     for k in chosen)
+    fig.suptitle(f"{context.model.name}: pattern of mode {branch.mode}, {obs} minus its mean over regions\n{rows}")
+    io.save_figure(context.out_dir / f"pattern_{step}_brain.png", fig)
+    return [int(k) for k in chosen]
