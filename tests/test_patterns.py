@@ -418,3 +418,38 @@ settings = { ds = 0.01, ds_max = 0.05, max_steps = 15 }
     again = pd.read_csv(out3 / "branches.csv")
     again = again[again["step"] == "pat"]
     assert again["b"].iloc[15] == pytest.approx(bp["b"].iloc[0], abs=1e-10)
+
+
+def test_transverse_hopf_l1_against_the_network_integrator():
+    """At a transverse Hopf point that is the first instability of the homogeneous state (ngnmm_ping,
+    eps = 15, mode 6 with Lambda = -0.39 of a random 6-node P, Iext_e = 16.606; every other mode
+    stable), the network integrator (DOPRI5) started near the equilibrium along the critical
+    eigenvector follows the normal form z' = i omega z + c1 |z|^2 z: 1/|z|^2 grows at the rate
+    -2 Re c1 = -2 omega l1 (supercritical: the oscillation decays like t^(-1/2))."""
+    from bifnet.network.integrate import simulate
+
+    model = load_model("ngnmm_ping")
+    operator = _random_operator(model, 6, 5)
+    params, x = _located(model, operator, model.resolve_parameters({"eps": 15.0}), "Iext_e", 16.5, 17.0, 6)
+    rates = equilibrium_dispersion(model, params, x, operator.spectrum().eigenvalues).growth_rate
+    assert np.all(rates[:5] < -1e-3) and abs(rates[5]) < 1e-12
+    nf = transverse_normal_form(model, operator, params, x, 6)
+    assert nf.kind == "HB" and nf.criticality == "super"
+    X0, J, _ = _dense(model, operator, params, x)
+    ev, V = np.linalg.eig(J)
+    k = int(np.argmin(np.abs(ev - 1j * nf.omega)))
+    Q = V[:, k] / np.linalg.norm(V[:, k])
+    wl, Wl = np.linalg.eig(J.T)
+    P = Wl[:, np.argmin(np.abs(wl + 1j * nf.omega))]
+    P = P / np.conj(np.vdot(P, Q))
+    period = 2 * np.pi / nf.omega
+    network = build_network(model, operator, params)
+    result = simulate(network, (0.0, 2000.0), X0 + 2 * np.real(0.1 * Q), method="dopri5", rtol=1e-11,
+                      atol=1e-13, dt=period / 64, stride=1)
+    assert result.success
+    z = (result.y.reshape(len(result.t), -1) - X0) @ np.conj(P)
+    periods = len(z) // 64
+    inverse = np.array([np.mean(1 / np.abs(z[i * 64:(i + 1) * 64]) ** 2) for i in range(periods)])
+    times = np.array([np.mean(result.t[i * 64:(i + 1) * 64]) for i in range(periods)])
+    slope = np.polyfit(times[5:], inverse[5:], 1)[0]
+    assert slope == pytest.approx(-2 * nf.omega * nf.l1, rel=0.01)
