@@ -345,7 +345,8 @@ def test_subcritical_pitchfork_pattern_has_a_fold():
 
 def test_pattern_step_outputs(tmp_path):
     """``kind = "pattern"`` from a transverse fold curve of tvb68: the branch in branches.csv with its
-    mode of origin, per-region profiles in the NetCDF equal to the branch's states, the figure."""
+    mode of origin, per-region profiles in the NetCDF equal to the branch's states, the figures, and
+    the hysteresis between the pattern's fold and the branch point in simulations."""
     import pandas as pd
     import xarray as xr
 
@@ -396,6 +397,24 @@ settings = { ds = 0.01, ds_max = 0.05, max_steps = 15 }
     k = 25
     r = network_rhs(network.with_parameters(b=float(ds["b"][k])), ds["mean"].values[k])
     assert np.max(np.abs(r)) < 1e-8
+    # hysteresis: between the fold and the branch point the homogeneous state (stable to every mode)
+    # and a stable pattern coexist; the network integrator stays on each
+    from bifnet.network.integrate import simulate
+
+    b_c = float(bp["b"].iloc[0])
+    folds = rows[rows["kind"] == "LP"]["b"].to_numpy()
+    assert folds.size and folds.min() < b_c
+    both = [i for i in range(len(rows)) if rows["stable"].iloc[i] and folds.min() < rows["b"].iloc[i] < b_c]
+    assert both
+    k = both[-1]
+    net_k = network.with_parameters(b=float(ds["b"][k]))
+    pattern = ds["mean"].values[k]
+    x_hom = find_equilibrium(model, {**net_k.parameters}, pattern.mean(axis=0), settle_time=0.0)
+    homogeneous = np.tile(x_hom, (68, 1))
+    kick = 1e-4 * np.random.default_rng(1).standard_normal(pattern.shape)
+    for start, target, other in ((pattern, pattern, homogeneous), (homogeneous, homogeneous, pattern)):
+        end = simulate(net_k, (0.0, 500.0), start + kick, method="dopri5", rtol=1e-9, atol=1e-12, stride=1000).y[-1]
+        assert np.max(np.abs(end - target)) < 2e-4 < 0.05 < np.max(np.abs(end - other))
     ds.close()
     assert (out / "pattern_pat.png").stat().st_size > 10_000
     assert (out / "pattern_pat_brain.png").stat().st_size > 10_000

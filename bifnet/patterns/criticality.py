@@ -196,6 +196,9 @@ def transverse_normal_form(model: NodeModel, operator, parameters: Mapping[str, 
     if not 1 <= int(mode) <= N:
         raise BifnetError(f"mode {mode}: the connectome has modes 1..{N}")
     a = int(mode) - 1
+    if kind == "BP" and abs(lam[a] - model.coupling.uniform_eigenvalue) < 1e-9:
+        raise BifnetError(f"mode {mode} is the uniform mode: a zero eigenvalue there is a fold of the homogeneous "
+                          f"state, not a transverse branch point")
     A, B = _mode_matrices(model, x, parameters)
     n = A.shape[0]
     La = lam[a]
