@@ -211,6 +211,18 @@ class NeutralStep(_Continuation):
     levels: PositiveInt | Annotated[list[Number], Field(min_length=1)] = 21
 
 
+class PatternStep(_Step):
+    kind: Literal["pattern"]
+    start: Union[str, dict[str, Number]]
+    free: Free | None = None
+    range: dict[str, Pair] | None = None
+    settings: Settings | None = None
+    parameters: Parameters | None = None
+    observe: str | None = None
+    brain_points: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
+    plot: Any = None
+
+
 class _Network(_Step):
     parameters: Parameters | None = None
     variable: str | None = None
@@ -340,6 +352,7 @@ class SweepStep(_GridMixin, _Network):
 STEP_MODELS: dict[str, type[_Step]] = {
     "equilibria": EquilibriaStep, "cycles": CyclesStep, "curve": CurveStep,
     "dispersion": DispersionStep, "transverse": TransverseStep, "neutral": NeutralStep,
+    "pattern": PatternStep,
     "simulate": SimulateStep, "validate": ValidateStep, "lyapunov": LyapunovStep,
     "spectrum": SpectrumStep, "sweep": SweepStep,
 }

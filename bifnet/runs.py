@@ -37,6 +37,7 @@ STEP_KINDS: dict[str, str] = {
     "dispersion": "bifnet.transverse.steps:dispersion_step",
     "transverse": "bifnet.transverse.steps:transverse_step",
     "neutral": "bifnet.transverse.steps:neutral_step",
+    "pattern": "bifnet.patterns.steps:pattern_step",
     "simulate": "bifnet.network.steps:simulate_step",
     "validate": "bifnet.network.steps:validate_step",
     "lyapunov": "bifnet.network.steps:lyapunov_step",

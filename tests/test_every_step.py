@@ -112,9 +112,14 @@ def _toml(values: dict) -> str:
     return "{ " + ", ".join(f"{k} = {float(v)!r}" for k, v in values.items()) + " }"
 
 
+# step kinds that need a particular point of a particular model, tested where it exists:
+# "pattern" starts at a transverse branch point (tests/test_patterns.py: Brusselator on tvb68)
+NOT_HERE = {"pattern"}
+
+
 def test_every_step_kind_is_in_the_run_file():
     kinds = {line.split("=")[1].strip().strip('"') for line in RUN.splitlines() if line.startswith("kind")}
-    assert kinds == set(STEP_KINDS)
+    assert kinds == set(STEP_KINDS) - NOT_HERE
 
 
 def test_every_shipped_model_has_a_setup():

@@ -307,19 +307,28 @@ def _full_state_row(branch: Branch, index: int, system: SymbolicSystem) -> np.nd
 
 
 @functools.lru_cache(maxsize=None)
-def _derivative_tensors(system: SymbolicSystem):
-    """Second and third derivatives of the right-hand side, ``H[i, j, k]`` and ``T[i, j, k, l]``."""
-    n = system.dimension
-    f = list(system.rhs)
-    x = list(system.state)
-    H = [[[sympy.diff(f[i], x[j], x[k]) for k in range(n)] for j in range(n)] for i in range(n)]
-    T = [[[[sympy.diff(H[i][j][k], x[l]) for l in range(n)] for k in range(n)] for j in range(n)]
-         for i in range(n)]
-    args = [x, list(system.parameters)]
+def derivative_tensors(rhs: tuple, variables: tuple, parameters: tuple):
+    """Exact second and third derivatives of ``rhs`` (``m`` expressions) in ``variables`` (``k`` symbols).
+
+    Returns two functions of ``(values of variables, values of parameters)``:
+    ``H[i, j, l] = d^2 rhs_i / dv_j dv_l`` of shape ``(m, k, k)`` and
+    ``T[i, j, l, r]`` of shape ``(m, k, k, k)`` (sympy derivatives, lambdified once).
+    """
+    m, k = len(rhs), len(variables)
+    f, x = list(rhs), list(variables)
+    H = [[[sympy.diff(f[i], x[j], x[l]) for l in range(k)] for j in range(k)] for i in range(m)]
+    T = [[[[sympy.diff(H[i][j][l], x[r]) for r in range(k)] for l in range(k)] for j in range(k)]
+         for i in range(m)]
+    args = [x, list(parameters)]
     fH = sympy.lambdify(args, H, modules="numpy", cse=True)
     fT = sympy.lambdify(args, T, modules="numpy", cse=True)
     shape = lambda value, dims: np.asarray(np.broadcast_to(np.asarray(value, dtype=float), dims))  # noqa: E731
-    return (lambda xx, pp: shape(fH(xx, pp), (n, n, n)), lambda xx, pp: shape(fT(xx, pp), (n, n, n, n)))
+    return (lambda xx, pp: shape(fH(xx, pp), (m, k, k)), lambda xx, pp: shape(fT(xx, pp), (m, k, k, k)))
+
+
+def _derivative_tensors(system: SymbolicSystem):
+    """Second and third derivatives of the right-hand side, ``H[i, j, k]`` and ``T[i, j, k, l]``."""
+    return derivative_tensors(tuple(system.rhs), tuple(system.state), tuple(system.parameters))
 
 
 def first_lyapunov_coefficient(system: SymbolicSystem, x, values: Mapping[str, float]) -> float:

@@ -389,6 +389,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
                                               and table[c.level][0]["stable"][c.index + 1] == 1),
                    "located": False}
                   for c in crossings]
+    _add_normal_forms(context, point_rows, crossings, table, groups)
     # instability map along the levels, equilibria and (optionally) cycles
     samples = np.linspace(*settings.bounds[p1], int(spec.get("map_points", 201)))
 
@@ -449,7 +450,18 @@ def _unit(context: StepContext, name: str) -> str:
 
 def _POINT_COLUMNS(free):
     return ["mode", "Lambda", "Lambda_imag", "solution", "kind", free[0], free[1], "branch", "homogeneous_stable",
-            "located"]
+            "located", f"{free[0]}_located", "frequency_hz_located", "l1", "nf_quadratic", "nf_cubic", "criticality"]
+
+
+def _add_normal_forms(context, rows, crossings, table, groups):
+    """Criticality of every equilibrium crossing of the full network (columns of
+    :func:`bifnet.patterns.criticality.crossing_columns`), in place."""
+    from bifnet.patterns.criticality import crossing_columns
+
+    for row, c in zip(rows, crossings):
+        group = next((g for g in groups if abs(complex(g.Lambda) - complex(c.Lambda)) < 1e-9), None)
+        if group is not None:
+            row.update(crossing_columns(context.model, context.connectome, table[c.level][0], c, group))
 
 
 def _write_map(context, step, free, levels, samples, groups, solution, rates):

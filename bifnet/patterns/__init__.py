@@ -1,0 +1,1 @@
+"""Patterns: non-homogeneous states of the full network born at transverse bifurcations."""

@@ -1,0 +1,324 @@
+"""Run-file step ``pattern``: the full-network pattern born at a transverse point."""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import numpy as np
+
+from bifnet.continuation.branch import Branch, SpecialKind
+from bifnet.errors import BifnetError, RunFileError
+from bifnet.steps import StepContext, check_keys
+
+log = logging.getLogger("bifnet")
+
+
+def _start(context: StepContext, spec: dict, free: str, params: dict):
+    """``(mode, kind, p_guess, x_guess)`` from ``start``.
+
+    ``start = "tr:LP[mode2]#1"``: a curve of a ``transverse`` step, taken at the
+    step's value of the curve's other parameter; ``start = { mode = 2, b = 3.5 }``:
+    a mode and a guess of the free parameter (the homogeneous state found by
+    integrating and Newton's method there).
+    """
+    from bifnet.continuation.equilibria import find_equilibrium
+
+    step = spec["name"]
+    start = spec.get("start")
+    model = context.model
+    if isinstance(start, dict):
+        if set(start) != {"mode", free}:
+            raise RunFileError(f"step {step!r}: start must be \"<transverse step>:<curve>\" or "
+                               f"{{ mode = <number>, {free} = <value> }}, got {start!r}")
+        mode = start["mode"]
+        if not isinstance(mode, int) or isinstance(mode, bool):
+            raise RunFileError(f"step {step!r}: start.mode must be a mode number, got {mode!r}")
+        value = float(start[free])
+        try:
+            x = find_equilibrium(model, {**params, free: value})
+        except BifnetError as error:
+            raise RunFileError(f"step {step!r}: no homogeneous equilibrium at {free} = {value:g}: {error}") from None
+        spectrum = context.connectome.spectrum()
+        lam = complex(spectrum.eigenvalues[mode - 1]) if 1 <= mode <= len(spectrum.eigenvalues) else None
+        if lam is None:
+            raise RunFileError(f"step {step!r}: no mode {mode} (the connectome has {len(spectrum.eigenvalues)})")
+        from bifnet.patterns.criticality import _mode_matrices
+
+        A, B = _mode_matrices(model, x, {**params, free: value})
+        ev = np.linalg.eigvals(A + (lam.real if not lam.imag else lam) * B)
+        kind = "HB" if abs(ev[np.argmin(np.abs(ev.real))].imag) > 1e-6 * max(1.0, np.max(np.abs(ev))) else "LP"
+        return mode, kind, value, x
+    curve = _curve(context, spec)
+    if free not in curve.free:
+        raise RunFileError(f"step {step!r}: curve {curve.name!r} is in {', '.join(curve.free)}, not {free}")
+    other = next(f for f in curve.free if f != free)
+    if other == "Lambda":
+        raise RunFileError(f"step {step!r}: curve {curve.name!r} is a neutral curve (in Lambda); start from a "
+                           f"transverse curve in two model parameters")
+    target = float(params[other])
+    q = np.asarray(curve[other], dtype=float)
+    X = np.column_stack([curve[v] for v in model.variable_names] + [curve[free]]).astype(float)
+    hits = np.flatnonzero((q[:-1] - target) * (q[1:] - target) <= 0)
+    if not hits.size:
+        raise RunFileError(f"step {step!r}: curve {curve.name!r} does not reach {other} = {target:g} "
+                           f"(its range is {q.min():g} to {q.max():g}); set {other} in the step's parameters")
+    k = int(hits[0])
+    t = 0.0 if q[k + 1] == q[k] else (target - q[k]) / (q[k + 1] - q[k])
+    row = (1 - t) * X[k] + t * X[k + 1]
+    return int(curve.mode), curve.locus_of.value, float(row[-1]), row[:-1]
+
+
+def _curve(context: StepContext, spec: dict) -> Branch:
+    """The transverse curve named by ``start = "<step>:<curve>"``."""
+    step = spec["name"]
+    start = spec.get("start")
+    if not isinstance(start, str) or ":" not in start:
+        raise RunFileError(f"step {step!r}: start must look like \"tr:LP[mode2]#1\" (a curve of a transverse "
+                           f"step) or {{ mode = 2, <free> = 3.5 }}")
+    source, name = start.split(":", 1)
+    curves = context.results.get(source)
+    if not isinstance(curves, list):
+        raise RunFileError(f"step {step!r}: no earlier step {source!r} with transverse curves")
+    curve = next((c for c in curves if isinstance(c, Branch) and c.name == name), None)
+    if curve is None:
+        known = ", ".join(c.name for c in curves if isinstance(c, Branch)) or "none"
+        raise RunFileError(f"step {step!r}: step {source!r} has no curve {name!r} (has: {known})")
+    return curve
+
+
+def _bracket(model, params, free, Lambda, value, x):
+    """A bracket of ``free`` around ``value`` where the mode's growth rate changes sign."""
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.patterns.criticality import locate_transverse_point
+
+    delta = 1e-4 * max(1.0, abs(value))
+    last = None
+    for _ in range(12):
+        try:
+            lo, hi = value - delta, value + delta
+            x_lo = find_equilibrium(model, {**params, free: lo}, x, settle_time=0.0)
+            x_hi = find_equilibrium(model, {**params, free: hi}, x, settle_time=0.0)
+            return locate_transverse_point(model, params, free, Lambda, (lo, hi), (x_lo, x_hi))
+        except BifnetError as error:
+            last = error
+            delta *= 3
+    raise RunFileError(f"no sign change of the growth rate of Lambda = {Lambda:.6g} near {free} = {value:.6g}"
+                       f" ({last})")
+
+
+def pattern_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "pattern"``: continue the full-network pattern born at a transverse point.
+
+    Keys: ``start`` (``"<transverse step>:<curve>"`` such as ``"tr:LP[mode2]#1"``, or
+    ``{ mode = 2, <free> = value }``), ``free`` (one parameter; default the curve's
+    first), ``range`` (of ``free``), ``parameters``, ``settings`` (``ds``, ``ds_min``,
+    ``ds_max``, ``max_steps`` per direction), ``observe`` (the variable of the
+    diagram and the spread column; default the model's), ``brain_points`` (rows of
+    the branch drawn on the brain; default the stable row of largest spread).
+
+    Writes the branch to ``branches.csv`` / ``special_points.csv`` (``mode`` = the mode
+    of origin), ``pattern_<step>.nc`` (per-region profiles), ``pattern_<step>.png`` and,
+    when the connectome has region centres, ``pattern_<step>_brain.png``.
+    """
+    from bifnet.continuation.steps import _append_tables, step_settings
+    from bifnet.patterns.equilibria import PatternSettings, stationary_pattern_branch
+
+    step = spec["name"]
+    check_keys(spec, {"start", "free", "range", "parameters", "settings", "observe", "brain_points", "plot"}, step)
+    model = context.model
+    model.require_coupling(f"step {step!r}")
+    operator = context.require_connectome(step)
+    free = spec.get("free")
+    if isinstance(free, list):
+        if len(free) != 1:
+            raise RunFileError(f"step {step!r}: free must be one parameter, got {free}")
+        free = free[0]
+    if free is None:
+        start = spec.get("start")
+        if isinstance(start, dict):
+            keys = [k for k in start if k != "mode"]
+            if len(keys) != 1:
+                raise RunFileError(f"step {step!r}: give free = \"<parameter>\" (start names {len(keys)} "
+                                   f"parameters)")
+            free = keys[0]
+        else:
+            free = _curve(context, spec).free[0]
+    model.check_parameter_names([free])
+    params = dict(context.parameters)
+    overrides = spec.get("parameters", {})
+    model.check_parameter_names(overrides)
+    params.update({k: float(v) for k, v in overrides.items()})
+    observe = spec.get("observe")
+    if observe is not None:
+        model.observed_index(observe)
+    settings = step_settings(context, spec, (free,))
+    mode, kind, value, x = _start(context, spec, free, params)
+    if kind != "LP":
+        raise RunFileError(f"step {step!r}: mode {mode} has a transverse Hopf point there; oscillatory patterns "
+                           f"are not continued yet (start from a transverse fold/branch point, kind LP)")
+    Lambda = complex(operator.spectrum().eigenvalues[mode - 1])
+    if abs(Lambda.imag) > 1e-12:
+        raise RunFileError(f"step {step!r}: mode {mode} has a complex eigenvalue; a zero eigenvalue of its "
+                           f"J(Lambda) is not a real branch point")
+    value, x = _bracket(model, params, free, Lambda.real, value, x)
+    params[free] = value
+    pattern_settings = PatternSettings(ds=abs(settings.ds), ds_min=settings.ds_min, ds_max=settings.ds_max,
+                                       max_steps=min(settings.max_steps, 2000), bounds=settings.bounds[free])
+    try:
+        branch = stationary_pattern_branch(model, operator, params, free, x, mode, pattern_settings,
+                                           name=f"pattern[mode{mode}]", observe=observe)
+    except BifnetError as error:
+        raise RunFileError(f"step {step!r}: {error}") from None
+    branch.engine["problem"] = types.SimpleNamespace(system=types.SimpleNamespace(model=model, kind="network"))
+    _append_tables(context, step, [branch])
+    _write_profiles(context, step, branch, operator)
+    _plot_pattern(context, step, branch, params, x)
+    brain = _plot_brain(context, step, spec, branch, operator)
+    context.results[step] = [branch]
+    nf = branch.engine["normal_form"]
+    worst = float(np.nanmax(branch["residual"]))
+    return {"mode": mode, "Lambda": Lambda.real, "branch_point": {free: value}, "criticality": nf.criticality,
+            "nf_quadratic": nf.quadratic, "nf_cubic": nf.cubic, "points": len(branch), "status": branch.status,
+            "max_residual": worst, "stable_points": int(np.sum(branch["stable"] == 1)), "brain_points": brain,
+            "special_points": [{"name": sp.name, **{k: float(v) for k, v in sp.parameters.items()}}
+                               for sp in branch.special_points]}
+
+
+def _write_profiles(context, step, branch: Branch, operator) -> None:
+    """``pattern_<step>.nc``: the state of every region at every point (equilibria: the
+    mean is the state, the amplitude 0, the phase undefined)."""
+    import xarray as xr
+
+    from bifnet import io
+
+    states = branch.engine["states"]
+    free = branch.free[0]
+    model_vars = list(branch.variables)
+    labels = list(operator.labels) if len(operator.labels) == states.shape[1] else [str(i) for i in
+                                                                                      range(states.shape[1])]
+    ds = xr.Dataset(
+        {
+            "mean": (("point", "region", "variable"), states,
+                     {"description": "time mean of each variable (equilibria: the state)"}),
+            "amplitude": (("point", "region", "variable"), np.zeros_like(states),
+                          {"description": "(max - min) / 2 over a period (0 for equilibria)"}),
+            "phase": (("point", "region", "variable"), np.full(states.shape, np.nan),
+                      {"units": "rad", "description": "phase of the first harmonic (undefined for equilibria)"}),
+            "stable": (("point",), np.asarray(branch["stable"], dtype=np.int64), {"units": "1"}),
+            "pattern_amplitude": (("point",), np.asarray(branch["pattern_amplitude"], dtype=float),
+                                  {"description": "mode coordinate y = Pi (X - X*(p)) (|Q| = 1)"}),
+        },
+        coords={"point": np.arange(states.shape[0]), free: ("point", np.asarray(branch[free], dtype=float)),
+                "region": labels, "variable": model_vars},
+        attrs={"step": step, "model": context.model.name, "mode": int(branch.mode),
+               "Lambda": float(np.real(branch.Lambda)), "operator": operator.symbol, "solution": "EP",
+               "criticality": branch.engine["normal_form"].criticality, "time_unit": "ms"},
+    )
+    io.write_netcdf(context.out_dir / f"pattern_{step}.nc", ds)
+
+
+def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
+    """Amplitude diagram: the spread of the observed variable over regions against the free
+    parameter; the homogeneous branch at zero (solid where stable to every mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from bifnet import io
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.transverse.dispersion import equilibrium_dispersion
+
+    free = branch.free[0]
+    obs = branch.engine["observe"]
+    p = np.asarray(branch[free], dtype=float)
+    spread = np.asarray(branch[f"{obs}_spread"], dtype=float)
+    stable = np.asarray(branch["stable"]) == 1
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    # homogeneous branch over the same range, its stability from every mode's growth rate
+    lam = context.connectome.spectrum().eigenvalues
+    pad = 0.05 * max(float(np.ptp(p)), 1e-3 * max(1.0, abs(float(params[free]))))
+    grid = np.linspace(p.min() - pad, p.max() + pad, 121)
+    hom_stable = np.full(grid.size, np.nan)
+    p0 = float(params[free])
+    for direction in (1, -1):
+        x = np.asarray(x_bp, dtype=float)
+        order = np.flatnonzero(grid >= p0) if direction == 1 else np.flatnonzero(grid < p0)[::-1]
+        for k in order:
+            try:
+                x = find_equilibrium(context.model, {**params, free: float(grid[k])}, x, settle_time=0.0)
+            except BifnetError:
+                break
+            rates = equilibrium_dispersion(context.model, {**params, free: float(grid[k])}, x, lam).growth_rate
+            hom_stable[k] = float(np.all(rates < 0))
+    for flag, style in ((1.0, "-"), (0.0, ":")):
+        y = np.where(hom_stable == flag, 0.0, np.nan)
+        ax.plot(grid, y, style, color="k", lw=1.4)
+    for flag, style in ((True, "-"), (False, "--")):
+        ax.plot(p, np.where(stable == flag, spread, np.nan), style, color="tab:red", lw=1.6)
+    marks = {SpecialKind.BP: ("o", "k"), SpecialKind.LP: ("s", "tab:blue"), SpecialKind.HB: ("^", "tab:green")}
+    counts = {}
+    for sp in branch.special_points:
+        m, c = marks.get(sp.kind, ("x", "0.3"))
+        origin = sp.index == branch.engine["bp_index"] and sp.kind is SpecialKind.BP
+        ax.plot(sp.parameters[free], spread[sp.index], m, color=c, ms=8 if origin else 5, mfc="w" if origin else c,
+                zorder=6 if origin else 5)
+        if not origin:
+            counts[sp.kind] = counts.get(sp.kind, 0) + 1
+    names = {SpecialKind.BP: "BP (real eigenvalue crosses)", SpecialKind.LP: "LP: fold of the pattern",
+             SpecialKind.HB: "HB (complex pair crosses)"}
+    handles = [Line2D([], [], color="k", lw=1.4, label="homogeneous, stable"),
+               Line2D([], [], color="k", ls=":", lw=1.4, label="homogeneous, unstable"),
+               Line2D([], [], color="tab:red", lw=1.6, label=f"pattern of mode {branch.mode}, stable"),
+               Line2D([], [], color="tab:red", ls="--", lw=1.6, label="pattern, unstable"),
+               Line2D([], [], marker="o", ls="none", color="k", mfc="w", ms=8, label="transverse branch point (origin)")]
+    handles += [Line2D([], [], marker=marks[k][0], ls="none", color=marks[k][1], ms=5,
+                       label=f"{names[k]} x {v} (between rows)") for k, v in counts.items()]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.set_xlabel(free)
+    ax.set_ylabel(f"{obs}: max - min over regions")
+    nf = branch.engine["normal_form"]
+    ax.set_title(f"{context.model.name}: stationary pattern of mode {branch.mode} (Lambda = "
+                 f"{np.real(branch.Lambda):.4g}), {nf.criticality} at {free} = {p0:.6g}", fontsize=9)
+    io.save_figure(context.out_dir / f"pattern_{step}.png", fig)
+
+
+def _plot_brain(context, step, spec, branch: Branch, operator) -> list[int]:
+    """``pattern_<step>_brain.png``: the observed variable minus its regional mean at the chosen rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+    from bifnet.network.plots import plot_brain
+
+    centres = getattr(operator, "centres", None)
+    if centres is None:
+        return []
+    n_points = len(branch)
+    obs = branch.engine["observe"]
+    spread = np.asarray(branch[f"{obs}_spread"], dtype=float)
+    chosen = spec.get("brain_points")
+    if chosen is None:
+        stable = np.flatnonzero(np.asarray(branch["stable"]) == 1)
+        pool = stable if stable.size else np.arange(n_points)
+        chosen = [int(pool[np.argmax(spread[pool])])]
+    bad = [k for k in chosen if not (isinstance(k, int) and 0 <= k < n_points)]
+    if bad:
+        raise RunFileError(f"step {step!r}: brain_points: no row {bad[0]} (the branch has rows 0..{n_points - 1})")
+    oi = context.model.observed_index(obs)
+    states = branch.engine["states"]
+    free = branch.free[0]
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(14, 4.3 * len(chosen)), squeeze=False)
+    for row, k in zip(axes, chosen):
+        values = states[k, :, oi] - states[k, :, oi].mean()
+        for ax, view in zip(row, ("axial", "sagittal", "coronal")):
+            plot_brain(values, centres, ax, view=view, title=f"{view}, row {k}")
+    rows = "; ".join(f"row {k}: {free} = {branch[free][k]:.5g}, {'stable' if branch['stable'][k] == 1 else 'unstable'}"
+                     for k in chosen)
+    fig.suptitle(f"{context.model.name}: pattern of mode {branch.mode}, {obs} minus its mean over regions\n{rows}")
+    io.save_figure(context.out_dir / f"pattern_{step}_brain.png", fig)
+    return [int(k) for k in chosen]
