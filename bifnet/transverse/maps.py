@@ -50,7 +50,8 @@ NONE, EP, LC = 0, 1, 2
 _EQ_TOL = 1e-10       # max |f| of an accepted equilibrium
 _CYCLE_TOL = 1e-9     # max |phi_T(x) - x| / amplitude of an accepted cycle
 _FLOQUET_RTOL = 1e-8  # tolerance of the mesh the Floquet monodromies are computed on
-_MAX_ATTEMPTS = 2     # shooting attempts per grid point (from different solved neighbours)
+_PERIOD_CHANGE = 0.25  # largest relative change of the period from the guess (a neighbour's cycle)
+_MAX_ATTEMPTS = 3     # shooting attempts per grid point (from different solved neighbours)
 
 
 def grid_axis(bounds: Sequence[float], step: float, name: str) -> np.ndarray:
@@ -320,6 +321,7 @@ def _shoot(model, p, x, T, M, *, max_chord=10, max_newton=4):
     n = x.size
     g = ker["rhs"](x, p)
     x_g = x.copy()
+    T_g = float(T)
     fresh = M is None
     iterations = 0
     while iterations < max_chord + max_newton:
@@ -331,7 +333,8 @@ def _shoot(model, p, x, T, M, *, max_chord=10, max_newton=4):
         res = xT - x
         err = float(np.max(np.abs(res) / amplitude))
         if err < _CYCLE_TOL:
-            return x, T, amplitude
+            # a multiple of the period, or another orbit: not the continued cycle
+            return (x, T, amplitude) if abs(T - T_g) <= _PERIOD_CHANGE * T_g else None
         if iterations >= max_chord and not fresh or M is None:
             M = _monodromies(model, p, x, hs, np.array([float(model.coupling.uniform_eigenvalue
                                                                  if model.coupling else 1.0)]), "dop853")[0][0]
@@ -418,21 +421,30 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
             g, Mu, stable = _floquet(model, p, x, T, lams, uniform)
         except (ContinuationError, np.linalg.LinAlgError):
             return
+        if (r, c) in cycles and found[r, c] and not stable:
+            return  # keep the stable cycle found before
         cycles[(r, c)] = (x, T, Mu)
         growth[r, c] = g
         found[r, c] = stable
         for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
             rr, cc = r + dr, c + dc
-            if 0 <= rr < R and 0 <= cc < C and need[rr, cc] and (rr, cc) not in cycles:
+            # into unsolved points; from a stable cycle also into points where only an unstable one was found
+            if 0 <= rr < R and 0 <= cc < C and need[rr, cc] and (
+                    (rr, cc) not in cycles or (stable and not found[rr, cc])):
                 queue.append((rr, cc, r, c))
 
+    def open_point(r, c, stable_source):
+        if found[r, c] or attempts[r, c] >= _MAX_ATTEMPTS:
+            return False
+        return (r, c) not in cycles or stable_source
+
     for r, c, x, T in seeds:
-        if not need[r, c] or (r, c) in cycles or attempts[r, c] >= _MAX_ATTEMPTS:
+        if not need[r, c] or not open_point(r, c, True):
             continue
         solve(r, c, x, T, None)
         while queue:
             rr, cc, r0, c0 = queue.popleft()
-            if (rr, cc) in cycles or attempts[rr, cc] >= _MAX_ATTEMPTS:
+            if not open_point(rr, cc, found[r0, c0]):
                 continue
             x0, T0, M0 = cycles[(r0, c0)]
             solve(rr, cc, x0, T0, M0)
@@ -460,6 +472,19 @@ def cycle_seeds(model: NodeModel, cycle_branches: Mapping[float, Sequence], free
 
 # ---------------------------------------------------------------------------
 # the whole map
+
+def _row_chunks(values2, seed_rows, count):
+    """Consecutive rows in at most ``count`` chunks, each holding at least one seed row: the rows
+    nearest each seed row stay together, neighbouring groups are merged."""
+    if not seed_rows:
+        return []
+    seed_rows = np.asarray(seed_rows)
+    nearest = np.argmin(np.abs(np.arange(len(values2))[:, None] - seed_rows[None, :]), axis=1)
+    groups = [np.flatnonzero(nearest == k) for k in range(seed_rows.size)]
+    groups = [g for g in groups if g.size]
+    edges = np.linspace(0, len(groups), min(count, len(groups)) + 1).astype(int)
+    return [np.concatenate(groups[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
 
 @dataclasses.dataclass(frozen=True)
 class InstabilityMap:
@@ -538,19 +563,12 @@ def instability_map(model: NodeModel, parameters: Mapping[str, float], free: tup
         need = ~eq.found
         seeds = cycle_seeds(model, cycle_branches, free, x1, x2)
         n_tasks = chunks or 2 * (workers or 2)
-        bounds = np.linspace(0, x2.size, n_tasks + 1).astype(int)
         tasks = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            if b <= a or not need[a:b].any():
-                continue
-            rows = np.arange(a, b)
+        for rows in _row_chunks(x2, sorted({r for r, *_ in seeds}), n_tasks):
+            a, b = int(rows[0]), int(rows[-1]) + 1
             mine = [(r - a, c, x, T) for r, c, x, T in seeds if a <= r < b]
-            if not mine:  # no level in these rows: the seeds of the nearest level row, moved by shooting
-                nearest = min({r for r, *_ in seeds}, key=lambda r: min(abs(r - a), abs(r - b + 1)), default=None)
-                if nearest is None:
-                    continue
-                edge = a if nearest < a else b - 1
-                mine = [(edge - a, c, x, T) for r, c, x, T in seeds if r == nearest]
+            if not need[a:b].any() or not mine:
+                continue
             tasks.append(dict(model_source=model.source, parameters=dict(parameters), free=tuple(free),
                               values1=x1, values2=x2, rows=rows, need=need[a:b], seeds=mine, Lambdas=lams))
         results = map_tasks(cycles_task, tasks, scheduler=scheduler, workers=workers)
