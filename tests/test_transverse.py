@@ -303,3 +303,31 @@ def test_grid_map_agrees_with_brute_force(ping):
         total += 1
     assert ep_points >= 40
     assert agree / total >= 0.995, f"{agree} of {total} agree"
+
+
+def test_parallel_curves_equal_serial_curves(ping):
+    """Curves traced by mode groups on two processes are the serial curves (same points)."""
+    from bifnet.transverse.curves import mode_chunks, trace_curves_parallel
+
+    spectrum = load_connectome("tvb68").row_normalised().spectrum()
+    modes = [m for m in distinct_modes(spectrum.eigenvalues) if m.mode in (1, 2, 68)]
+    assert mode_chunks(modes, 4) == [[2], [68]]
+    params = ping.resolve_parameters({"Iext_e": 0.0})
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 16.0), "eps": (0.0, 30.0)}, ds=0.05, ds_max=0.25)
+    serial, crossings, _ = trace_transverse_curves(ping, params, modes, ("Iext_e", "eps"), [8.0], settings)
+    parallel, crossings_p, _ = trace_curves_parallel(ping, params, modes, ("Iext_e", "eps"), [8.0], settings,
+                                                     workers=2)
+    assert crossings_p == crossings
+    assert sorted(c.name for c in serial) == [c.name for c in parallel]
+    for c in parallel:
+        (twin,) = [s for s in serial if s.name == c.name]
+        assert np.array_equal(c["Iext_e"], twin["Iext_e"]) and np.array_equal(c["eps"], twin["eps"])
+        assert c.engine["problem"].system.name == twin.engine["problem"].system.name
+
+
+def test_mode_chunks_keep_conjugates_together():
+    from bifnet.transverse.curves import Mode, mode_chunks
+
+    modes = [Mode(1.0, (1,)), Mode(0.5 + 0.1j, (2,)), Mode(0.5 - 0.1j, (3,)), Mode(0.2, (4,)), Mode(-0.3, (5, 6))]
+    assert mode_chunks(modes, 2) == [[2, 3, 5], [4]]
+    assert mode_chunks(modes, 1) == [[2, 3, 4, 5]]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -49,7 +50,7 @@ NONE, EP, LC = 0, 1, 2
 
 _EQ_TOL = 1e-10       # max |f| of an accepted equilibrium
 _CYCLE_TOL = 1e-9     # max |phi_T(x) - x| / amplitude of an accepted cycle
-_FLOQUET_RTOL = 1e-8  # tolerance of the mesh the Floquet monodromies are computed on
+_FLOQUET_RTOL = 1e-7  # tolerance of the mesh the Floquet monodromies are computed on
 _PERIOD_CHANGE = 0.25  # largest relative change of the period from the guess (a neighbour's cycle)
 _MAX_ATTEMPTS = 3     # shooting attempts per grid point (from different solved neighbours)
 
@@ -371,7 +372,11 @@ def _floquet(model, p, x, T, lams, uniform):
     trivial = int(np.argmin(np.abs(mu[0] - 1.0)))
     rest = np.delete(expo[0], trivial)
     growth = expo[1:].max(axis=1)
-    homogeneous = np.abs(lams - uniform) <= 1e-12
+    # the homogeneous mode, and modes whose perturbations obey the homogeneous variational equation
+    # (no coupling, eps = 0): their trivial multiplier is not a growth rate
+    scale = np.max(np.abs(M[0]))
+    same = np.max(np.abs(M[1:] - M[0][None]), axis=(1, 2)) <= 1e-12 * scale
+    homogeneous = (np.abs(lams - uniform) <= 1e-12) | same
     if homogeneous.any():
         growth[homogeneous] = rest.max()
     return growth, np.real(M[0]), bool(rest.max() < 0)
@@ -449,6 +454,32 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
             x0, T0, M0 = cycles[(r0, c0)]
             solve(rr, cc, x0, T0, M0)
     return found, growth
+
+
+def map_rows_task(*, model_source: str, parameters: dict, free, values1, values2, rows, states, equilibria, seeds,
+                  Lambdas):
+    """One task of :func:`instability_map`: growth rates on the grid rows ``rows``.
+
+    ``states`` and ``equilibria`` (R, np): the stable equilibria found there; the other points
+    get cycles from ``seeds`` (:func:`cycles_task`). Returns ``(solution (R, np), growth (R, np, K))``.
+    """
+    from bifnet.model import load_model
+
+    model = load_model(model_source)
+    lams = np.asarray(Lambdas)
+    R, C = equilibria.shape
+    solution = np.full((R, C), NONE)
+    growth = np.full((R, C, lams.size), np.nan)
+    if equilibria.any():
+        growth[equilibria] = equilibrium_growth(model, parameters, free, values1, np.asarray(values2)[rows], states,
+                                                equilibria, lams)
+        solution[equilibria] = EP
+    if seeds and not equilibria.all():
+        found, rates = cycles_task(model_source=model_source, parameters=parameters, free=free, values1=values1,
+                                   values2=values2, rows=rows, need=~equilibria, seeds=seeds, Lambdas=lams)
+        solution[found] = LC
+        growth[found] = rates[found]
+    return solution, growth
 
 
 def cycle_seeds(model: NodeModel, cycle_branches: Mapping[float, Sequence], free, values1, values2):
@@ -534,7 +565,7 @@ def instability_map(model: NodeModel, parameters: Mapping[str, float], free: tup
     scheduler, workers
         As in :func:`bifnet.sweep.run_sweep` (local processes by default).
     chunks : int, optional
-        Independent chunks of rows for the cycles (default ``2 * workers``).
+        Independent chunks of rows (default ``2 * workers``), each computed by one task.
 
     Returns
     -------
@@ -554,34 +585,28 @@ def instability_map(model: NodeModel, parameters: Mapping[str, float], free: tup
     lams = np.asarray(Lambdas)
     begin = time.perf_counter()
     eq = grid_equilibria(model, parameters, free, x1, x2, equilibrium_branches)
-    solution = np.where(eq.found, EP, NONE)
-    growth = np.full((x2.size, x1.size, lams.size), np.nan)
-    growth[eq.found] = equilibrium_growth(model, parameters, free, x1, x2, eq.state, eq.found, lams)
     log.info("map: %d of %d grid points on stable equilibria (%.1f s)", int(eq.found.sum()), eq.found.size,
              time.perf_counter() - begin)
-    if cycle_branches:
-        need = ~eq.found
-        seeds = cycle_seeds(model, cycle_branches, free, x1, x2)
-        n_tasks = chunks or 2 * (workers or 2)
-        tasks = []
-        for rows in _row_chunks(x2, sorted({r for r, *_ in seeds}), n_tasks):
-            a, b = int(rows[0]), int(rows[-1]) + 1
-            mine = [(r - a, c, x, T) for r, c, x, T in seeds if a <= r < b]
-            if not need[a:b].any() or not mine:
-                continue
-            tasks.append(dict(model_source=model.source, parameters=dict(parameters), free=tuple(free),
-                              values1=x1, values2=x2, rows=rows, need=need[a:b], seeds=mine, Lambdas=lams))
-        results = map_tasks(cycles_task, tasks, scheduler=scheduler, workers=workers)
-        for task, (found, rates) in zip(tasks, results):
-            rows = task["rows"]
-            block = solution[rows]
-            block[found] = LC
-            solution[rows] = block
-            g = growth[rows]
-            g[found] = rates[found]
-            growth[rows] = g
-        log.info("map: %d grid points on stable cycles (%.1f s)", int((solution == LC).sum()),
-                 time.perf_counter() - begin)
+    seeds = cycle_seeds(model, cycle_branches, free, x1, x2) if cycle_branches else []
+    n_tasks = chunks or 2 * (workers or os.cpu_count() or 1)
+    if seeds:
+        row_sets = _row_chunks(x2, sorted({r for r, *_ in seeds}), n_tasks)
+    else:
+        row_sets = [r for r in np.array_split(np.arange(x2.size), min(n_tasks, x2.size)) if r.size]
+    tasks = []
+    for rows in row_sets:
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        tasks.append(dict(model_source=model.source, parameters=dict(parameters), free=tuple(free), values1=x1,
+                          values2=x2, rows=rows, states=eq.state[lo:hi], equilibria=eq.found[lo:hi],
+                          seeds=[(r - lo, c, x, T) for r, c, x, T in seeds if lo <= r < hi], Lambdas=lams))
+    solution = np.full((x2.size, x1.size), NONE)
+    growth = np.full((x2.size, x1.size, lams.size), np.nan)
+    for task, (sol, rates) in zip(tasks, map_tasks(map_rows_task, tasks, scheduler=scheduler, workers=workers)):
+        solution[task["rows"]] = sol
+        growth[task["rows"]] = rates
+    log.info("map: %d grid points on stable equilibria, %d on stable cycles, %d without (%.1f s)",
+             int((solution == EP).sum()), int((solution == LC).sum()), int((solution == NONE).sum()),
+             time.perf_counter() - begin)
     return InstabilityMap(free=tuple(free), values1=x1, values2=x2, solution=solution, growth_rate=growth,
                           Lambdas=lams)
 

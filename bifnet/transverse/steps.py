@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -316,6 +317,55 @@ def _continue_cycle_crossings(context, step, level_branch, rows, cycle_modes, gr
     return new
 
 
+def _level_cycles(eq, settings, step):
+    """The homogeneous cycles from the Hopf points of a level's equilibrium branch (one per closed branch)."""
+    cycles = []
+    for hb in eq.points_of_kind(SpecialKind.HB):
+        if any(ends_at_hopf(c, hb) for c in cycles):
+            continue
+        try:
+            cycles.append(continue_cycles(eq, hb.name, settings=settings.replace(max_steps=600),
+                                          name=f"{eq.name}:{hb.name}"))
+        except BifnetError as error:
+            log.warning("  %s: cycles from %s on %s failed: %s", step, hb.name, eq.name, error)
+    return cycles
+
+
+def level_cycles_task(*, model_source, parameters, free, level, settings, groups, step):
+    """One level's cycles and their Floquet crossings (a task of the ``transverse`` step)."""
+    import types
+
+    from bifnet.continuation.equilibria import continue_equilibria
+    from bifnet.model import load_model
+    from bifnet.transverse.curves import detach
+
+    model = load_model(model_source)
+    p1, q = free
+    lo1, hi1 = settings.bounds[p1]
+    params = {**parameters, p1: lo1, q: float(level)}
+    eq = continue_equilibria(model, params, p1, settings=settings.replace(bounds={p1: (lo1, hi1)}),
+                             name=f"level[{q}={level:g}]")
+    cycles = _level_cycles(eq, settings, step)
+    rows, table = _cycle_crossings(types.SimpleNamespace(model=model), cycles, groups, p1, q, level)
+    return [detach(c) for c in cycles], rows, [(detach(c), r) for c, r in table]
+
+
+def _parallel_level_cycles(context, params, free, levels, settings, groups, step, scheduler, workers):
+    """``{level: (cycles, crossing rows, [(cycle, rates)])}`` computed by one task per level."""
+    from bifnet.sweep import map_tasks
+    from bifnet.transverse.curves import attach
+
+    tasks = [dict(model_source=context.model.source, parameters=dict(params), free=tuple(free), level=level,
+                  settings=settings, groups=list(groups), step=step) for level in levels]
+    out = {}
+    for level, (cycles, rows, table) in zip(levels, map_tasks(level_cycles_task, tasks, scheduler=scheduler,
+                                                               workers=workers)):
+        cycles = [attach(context.model, free, c) for c in cycles]
+        by_name = {c.name: c for c in cycles}
+        out[level] = (cycles, rows, [(by_name.get(c.name, c), r) for c, r in table])
+    return out
+
+
 def _map_level(branch_rates, samples, n_modes):
     """Growth rates of every mode at ``samples`` along the stable parts of branches.
 
@@ -405,8 +455,22 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
         log.info("  %s: %s, %d points (%d curves, %.0f s)", step, name, len(locus), len(done),
                  time.perf_counter() - begin)
 
-    curves, crossings, table = trace_transverse_curves(context.model, params, groups, free, levels, settings,
-                                                       progress=progress)
+    run = context.results.get("__run__", {})
+    scheduler = spec.get("scheduler", run.get("dask", {}).get("scheduler"))
+    workers = spec.get("workers")
+    followed = sum(1 for g in groups if g.mode != 1)
+    in_parallel = ((workers is None or workers > 1 or scheduler not in (None, "processes", "serial"))
+                   and scheduler != "serial" and bool(context.model.source) and Path(context.model.source).exists())
+    if followed > 1 and in_parallel:
+        from bifnet.transverse.curves import trace_curves_parallel
+
+        curves, crossings, table = trace_curves_parallel(context.model, params, groups, free, levels, settings,
+                                                         scheduler=scheduler, workers=workers)
+        log.info("  %s: %d transverse curves of %d modes in parallel (%.0f s)", step, len(curves), followed,
+                 time.perf_counter() - begin)
+    else:
+        curves, crossings, table = trace_transverse_curves(context.model, params, groups, free, levels, settings,
+                                                           progress=progress)
     for c in curves:
         c.engine["modes"] = next((g.modes for g in groups if g.mode == c.mode), (c.mode,))
     # where the growth rates of the equilibria change sign on each level (interpolated)
@@ -423,6 +487,11 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
 
     map_solution, map_rates = [], []
     level_cycles = {}
+    parallel_cycles = {}
+    if spec.get("cycles", True) and len(table) > 1 and in_parallel:
+        parallel_cycles = _parallel_level_cycles(context, params, free, list(table), settings, groups, step,
+                                                 scheduler, workers)
+        log.info("  %s: cycles of %d levels in parallel (%.0f s)", step, len(table), time.perf_counter() - begin)
     for level in levels:
         if level not in table:
             map_solution.append(np.zeros(len(samples), dtype=int))
@@ -431,16 +500,12 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
         eq, eq_rates, _ = table[level]  # columns in the order of groups
         branch_rates = [(eq, eq_rates)]
         if spec.get("cycles", True):
-            cycles = level_cycles.setdefault(level, [])
-            for hb in eq.points_of_kind(SpecialKind.HB):
-                if any(ends_at_hopf(c, hb) for c in cycles):
-                    continue
-                try:
-                    cycles.append(continue_cycles(eq, hb.name, settings=settings.replace(max_steps=600),
-                                                  name=f"{eq.name}:{hb.name}"))
-                except BifnetError as error:
-                    log.warning("  %s: cycles from %s on %s failed: %s", step, hb.name, eq.name, error)
-            rows, cyc_table = _cycle_crossings(context, cycles, groups, p1, q, level)
+            if level in parallel_cycles:
+                cycles, rows, cyc_table = parallel_cycles[level]
+            else:
+                cycles = _level_cycles(eq, settings, step)
+                rows, cyc_table = _cycle_crossings(context, cycles, groups, p1, q, level)
+            level_cycles[level] = cycles
             point_rows.extend(rows)
             branch_rates.extend(cyc_table)
             curves.extend(_continue_cycle_crossings(context, step, eq, rows, cycle_modes, groups, free, settings,
@@ -459,12 +524,10 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     else:
         from bifnet.transverse.maps import instability_map
 
-        run = context.results.get("__run__", {})
         result = instability_map(context.model, params, free, grid[p1], grid[q], [g.Lambda for g in groups],
                                  {level: table[level][0] for level in table},
                                  level_cycles if spec.get("cycles", True) else None,
-                                 scheduler=spec.get("scheduler", run.get("dask", {}).get("scheduler")),
-                                 workers=spec.get("workers"))
+                                 scheduler=scheduler, workers=workers)
         samples, map_rows = result.values1, list(result.values2)
         map_solution, map_rates = result.solution, result.growth_rate
         _write_map(context, step, free, map_rows, samples, groups, map_solution, map_rates,
