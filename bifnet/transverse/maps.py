@@ -617,9 +617,9 @@ def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas
     Integrates the homogeneous system from the model's initial state and polishes the
     equilibrium it settles near by Newton (:func:`~bifnet.continuation.equilibria.find_equilibrium`);
     if that equilibrium is stable to mode 1, the growth rates are the eigenvalues of
-    ``J(Lambda)``. Otherwise the attracting cycle is found by simulation and shooting
-    (:func:`~bifnet.transverse.floquet.find_cycle`) and the growth rates are its Floquet
-    exponents (:func:`~bifnet.transverse.floquet.floquet_dispersion`, its own adaptive mesh).
+    ``J(Lambda)``. Otherwise the attracting cycle is found by simulation (4000 ms) and shooting
+    (:func:`~bifnet.transverse.floquet.find_cycle`, from each variable's Poincaré section in turn
+    until one converges) and the growth rates are its Floquet exponents (:func:`~bifnet.transverse.floquet.floquet_dispersion`, its own adaptive mesh).
 
     Returns
     -------
@@ -641,11 +641,14 @@ def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas
             return EP, rel.growth_rate[1:]
     except BifnetError:
         pass
-    try:
-        cycle = find_cycle(model, params)
-        fd = floquet_dispersion(model, cycle, np.concatenate([[uniform], lams]))
-    except BifnetError:
-        return NONE, np.full(lams.size, np.nan)
-    if fd.growth_rate[0] < 0:
-        return LC, fd.growth_rate[1:]
+    # shooting on spiky orbits can fail from one Poincare section and work from another
+    for section in (None, *model.variable_names):
+        try:
+            cycle = find_cycle(model, params, section=section, transient=4000.0)
+            fd = floquet_dispersion(model, cycle, np.concatenate([[uniform], lams]))
+        except BifnetError:
+            continue
+        if fd.growth_rate[0] < 0:
+            return LC, fd.growth_rate[1:]
+        break
     return NONE, np.full(lams.size, np.nan)

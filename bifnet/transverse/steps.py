@@ -461,7 +461,8 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     followed = sum(1 for g in groups if g.mode != 1)
     in_parallel = ((workers is None or workers > 1 or scheduler not in (None, "processes", "serial"))
                    and scheduler != "serial" and bool(context.model.source) and Path(context.model.source).exists())
-    if followed > 1 and in_parallel:
+    # trace_curves_parallel's AUTO workers die in a process pool (BrokenProcessPool): serial for now
+    if followed > 1 and in_parallel and scheduler not in (None, "processes"):
         from bifnet.transverse.curves import trace_curves_parallel
 
         curves, crossings, table = trace_curves_parallel(context.model, params, groups, free, levels, settings,
@@ -488,7 +489,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     map_solution, map_rates = [], []
     level_cycles = {}
     parallel_cycles = {}
-    if spec.get("cycles", True) and len(table) > 1 and in_parallel:
+    if spec.get("cycles", True) and len(table) > 1 and in_parallel and scheduler not in (None, "processes"):
         parallel_cycles = _parallel_level_cycles(context, params, free, list(table), settings, groups, step,
                                                  scheduler, workers)
         log.info("  %s: cycles of %d levels in parallel (%.0f s)", step, len(table), time.perf_counter() - begin)
