@@ -1,4 +1,10 @@
-"""The full transverse map by continuation versus the brute-force grid (issue 3).
+"""The full transverse map by continuation versus the brute-force grid (issues 3 and 11).
+
+Grid map (issue 11, ``--grid``): the instability map at every point of the study's grid
+(step 0.05: 321 x 601) from the level branches (:func:`bifnet.transverse.maps.instability_map`),
+timed best-of-``--repeat``; then its unstable-mode counts against an independent brute-force solve
+(:func:`bifnet.transverse.maps.brute_force_point`) at ``--check`` random grid points: the fraction
+that agrees overall, at stable equilibria and at cycles, and the largest growth-rate difference.
 
 Continuation: every mode of tvb68, equilibria and cycles, I_ext^E in [0, 16],
 eps in [0, 30] (the ``map`` step of continuation_runs/transverse_study.toml).
@@ -11,6 +17,7 @@ sub-window with the fraction of oscillating points measured on a coarse grid.
 Printed, never asserted.
 
 Run: .venv/bin/python benchmarks/bench_transverse.py [--window 3] [--levels 13]
+     .venv/bin/python benchmarks/bench_transverse.py --grid [--connectome tvb96] [--repeat 2] [--check 400]
 """
 
 import argparse
@@ -54,7 +61,14 @@ def main():
     parser.add_argument("--window", type=int, default=2, help="sub-window size (points per side)")
     parser.add_argument("--levels", type=int, default=13)
     parser.add_argument("--skip-map", action="store_true", help="only the brute-force part")
+    parser.add_argument("--grid", action="store_true", help="the grid map (issue 11) and its agreement check")
+    parser.add_argument("--connectome", default="tvb68")
+    parser.add_argument("--repeat", type=int, default=2, help="repeats of the grid map (best reported)")
+    parser.add_argument("--check", type=int, default=400, help="random grid points checked by brute force")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    if args.grid:
+        return grid_map(args)
 
     import logging
 
@@ -122,6 +136,76 @@ def brute(model, lambdas, args, t_cont):
     print(f"brute force on the study's grid ({n_grid} points, step {GRID_STEP}): {total:.0f} s = {total / 3600:.1f} CPU-hours")
     if t_cont:
         print(f"ratio brute force / continuation: {total / t_cont:.0f}x")
+
+
+def grid_map(args):
+    """Issue 11: the map at every grid point, timed, and checked against brute force."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from bifnet.connectome import load_connectome
+    from bifnet.continuation.branch import SpecialKind
+    from bifnet.continuation.equilibria import continue_equilibria
+    from bifnet.continuation.restarts import continue_cycles, ends_at_hopf
+    from bifnet.continuation.settings import ContinuationSettings
+    from bifnet.errors import BifnetError
+    from bifnet.model import load_model
+    from bifnet.transverse.curves import distinct_modes
+    from bifnet.transverse.maps import EP, LC, brute_force_point, grid_axis, instability_map
+
+    model = load_model("ngnmm_ping")
+    groups = distinct_modes(load_connectome(args.connectome).row_normalised().spectrum().eigenvalues)
+    lams = np.array([g.Lambda for g in groups])
+    mult = np.array([len(g.modes) for g in groups])
+    settings = ContinuationSettings(bounds={"Iext_e": I_RANGE, "eps": EPS_RANGE}, ds=0.05, ds_max=0.25)
+    params = model.resolve_parameters({"Iext_e": 0.0})
+    levels = list(np.linspace(*EPS_RANGE, args.levels + 2)[1:-1])
+    t0 = time.perf_counter()
+    eqs, cycles = {}, {}
+    for level in levels:
+        eq = continue_equilibria(model, {**params, "eps": level}, "Iext_e",
+                                 settings=settings.replace(bounds={"Iext_e": I_RANGE}))
+        eqs[level], cycles[level] = eq, []
+        for hb in eq.points_of_kind(SpecialKind.HB):
+            if not any(ends_at_hopf(c, hb) for c in cycles[level]):
+                try:
+                    cycles[level].append(continue_cycles(eq, hb.name, settings=settings.replace(max_steps=600)))
+                except BifnetError:
+                    pass
+    t_levels = time.perf_counter() - t0
+    x1, x2 = grid_axis(I_RANGE, GRID_STEP, "Iext_e"), grid_axis(EPS_RANGE, GRID_STEP, "eps")
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        result = instability_map(model, params, ("Iext_e", "eps"), x1, x2, lams, eqs, cycles, workers=args.workers)
+        times.append(time.perf_counter() - t0)
+    counts = np.bincount(result.solution.ravel(), minlength=3)
+    print(f"{args.connectome}: {len(groups)} distinct modes; level branches ({args.levels} levels, EP + LC): "
+          f"{t_levels:.1f} s")
+    print(f"grid map {x1.size} x {x2.size}: best {min(times):.1f} s of {args.repeat} "
+          f"({', '.join(f'{t:.1f}' for t in times)} s; {args.workers} workers); points: {counts[1]} EP, "
+          f"{counts[2]} LC, {counts[0]} none")
+    rng = np.random.default_rng(11)
+    tally = {"all": [0, 0], "EP": [0, 0], "LC": [0, 0]}
+    worst = 0.0
+    for k in rng.choice(result.solution.size, args.check, replace=False):
+        r, c = divmod(int(k), x1.size)
+        solution, rates = brute_force_point(model, {**params, "Iext_e": x1[c], "eps": x2[r]}, lams)
+        count = lambda g: int(((g[1:] > 0) * mult[1:]).sum())  # noqa: E731
+        mine = result.solution[r, c]
+        same = solution == mine and (solution == 0 or count(rates) == count(result.growth_rate[r, c]))
+        if solution == mine and solution:
+            worst = max(worst, float(np.max(np.abs(rates - result.growth_rate[r, c]))))
+        for key in ("all", {EP: "EP", LC: "LC"}.get(solution)):
+            if key:
+                tally[key][0] += same
+                tally[key][1] += 1
+        if not same:
+            print(f"  differs at Iext_e = {x1[c]:.2f}, eps = {x2[r]:.2f}: map {mine}, brute force {solution}")
+    for key, (good, total) in tally.items():
+        print(f"agreement ({key} points, by brute force): {good} of {total}"
+              + (f" = {100 * good / total:.1f} %" if total else ""))
+    print(f"largest growth-rate difference where both found the same state: {worst:.2e} /ms")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,34 @@ class TransverseStep(_Continuation):
     cycles: bool = True
     map_points: Annotated[int, Field(ge=2)] = 201
     cycle_curves: ModeRule | Annotated[list[PositiveInt], Field(max_length=0)] = Field(default_factory=list)
+    # the map on a grid: the step of each free parameter (bifnet.transverse.maps)
+    grid: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
+    workers: PositiveInt | None = None
+    scheduler: str | None = None
+    map_mode_rates: bool = False
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value):
+        return _check_scheduler(value)
+
+    @model_validator(mode="after")
+    def _grid(self):
+        if self.grid is None:
+            return self
+        if set(self.grid) != set(self.free):
+            raise ValueError(f"grid must give the step of both free parameters ({', '.join(self.free)}), "
+                             f"got {', '.join(self.grid) or 'none'}")
+        if "map_points" in self.model_fields_set:
+            raise ValueError("map_points is the resolution of the map on levels; with grid the grid steps set it:"
+                             " remove one of them")
+        for name, step in self.grid.items():
+            if self.range and name in self.range:
+                lo, hi = self.range[name]
+                count = (hi - lo) / step
+                if abs(count - round(count)) > 1e-9 * max(1.0, count):
+                    raise ValueError(f"grid: the step {step:g} of {name} does not divide its range [{lo:g}, {hi:g}]")
+        return self
 
 
 class NeutralStep(_Continuation):

@@ -351,6 +351,49 @@ def _worker_init(parent: int) -> None:
         os._exit(1)
 
 
+def _raw_call(function, point):
+    return function(**point)
+
+
+def map_tasks(function: Callable[..., Any], tasks, *, scheduler=None, workers: int | None = None) -> list:
+    """``[function(**task) for task in tasks]`` on the machinery of :func:`run_sweep`.
+
+    Local processes by default (``workers``, default ``min(os.cpu_count(), len(tasks))``),
+    ``"serial"`` in this process, a Dask scheduler address or ``Client``. No
+    checkpoint: the results (any picklable objects) come back in task order.
+
+    Raises
+    ------
+    BifnetError
+        The first task that failed (its message), after all tasks ran.
+    InfrastructureError
+        The pool or the scheduler failed.
+    """
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise BifnetError(f"workers: expected a positive integer, got {workers!r}")
+    if scheduler is None or scheduler == "processes":
+        workers = min(workers or os.cpu_count() or 1, len(tasks))
+        if workers == 1:
+            scheduler = "serial"
+    results: dict[int, Any] = {}
+    errors: list[str] = []
+
+    def record(index, point, result=None, error=None):
+        if error is not None:
+            errors.append(error)
+        else:
+            results[index[0]] = result
+
+    _dispatch(function, [((i,), task) for i, task in enumerate(tasks)], scheduler, workers, record, call=_raw_call)
+    if errors:
+        raise BifnetError(f"{len(errors)} of {len(tasks)} task(s) failed; first: {errors[0]}")
+    return [results[i] for i in range(len(tasks))]
+
+
+
 def _dispatch(function, todo, scheduler, workers, record, call=None):
     call = call or _call
     if scheduler == "serial":

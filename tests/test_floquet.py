@@ -200,3 +200,22 @@ def test_cycle_from_branch(cycle):
     np.testing.assert_array_equal(got.x0, cycle.x0)
     with pytest.raises(ContinuationError, match="no periodic orbit"):
         cycle_from_branch(branch, 0)
+
+
+@pytest.mark.parametrize("complex_case", [False, True])
+def test_mode_innermost_kernel_equals_one_mode_at_a_time(model, cycle, complex_case):
+    """The vectorised ``propagate_modes`` gives the monodromies of ``propagate`` (same
+    Runge-Kutta products, summed in another order)."""
+    from bifnet.transverse.floquet import _kernels, _mesh, _parameter_vector, _tableau
+
+    ker = _kernels(model)
+    p = _parameter_vector(model, cycle.parameters)
+    hs = _mesh(model, p, cycle.x0, cycle.period, None, 1e-8)
+    c, a, b = _tableau("dop853")
+    P = np.empty((hs.size, c.size + 1, model.n_variables, model.n_variables))
+    ker["step_polynomials"](cycle.x0, p, hs, c, a, b, P)
+    lams = np.linspace(-0.8, 1.0, 9) + (0.05j if complex_case else 0.0)
+    one, many = (np.empty((lams.size, 6, 6), dtype=lams.dtype) for _ in range(2))
+    ker["propagate"](lams, P, one)
+    ker["propagate_modes"](lams, P, many)
+    assert np.max(np.abs(many - one)) < 1e-12 * max(1.0, np.max(np.abs(one)))

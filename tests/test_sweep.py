@@ -110,3 +110,22 @@ def test_batches_checkpoint_each_point_and_resume(tmp_path):
     from bifnet.errors import BifnetError
     with pytest.raises(BifnetError, match="batch_size"):
         run_sweep(counted_batch, grid, out_path=tmp_path / "x.nc", scheduler="serial", progress=False, batch_size=0)
+
+def _array_task(a, b):
+    if a < 0:
+        raise ValueError("negative")
+    return np.full(3, a * b), {"pid": __import__("os").getpid()}
+
+
+def test_map_tasks_returns_objects_in_order_on_every_scheduler():
+    from bifnet.errors import BifnetError
+    from bifnet.sweep import map_tasks
+
+    tasks = [{"a": float(k), "b": 2.0} for k in range(5)]
+    pool = map_tasks(_array_task, tasks, workers=2)
+    serial = map_tasks(_array_task, tasks, scheduler="serial")
+    for k, (p, s) in enumerate(zip(pool, serial)):
+        assert np.array_equal(p[0], np.full(3, 2.0 * k)) and np.array_equal(s[0], p[0])
+    assert {p[1]["pid"] for p in pool} != {__import__("os").getpid()}  # ran in other processes
+    with pytest.raises(BifnetError, match="1 of 2 task.*negative"):
+        map_tasks(_array_task, [{"a": 1.0, "b": 1.0}, {"a": -1.0, "b": 1.0}], workers=2)

@@ -242,7 +242,7 @@ def locate_and_continue(model: NodeModel, level_branch: Branch, crossing: Crossi
 
 def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], modes: Sequence[Mode],
                             free: tuple[str, str], levels: Sequence[float], settings: ContinuationSettings,
-                            *, progress=None) -> tuple[list[Branch], list[Crossing], dict]:
+                            *, progress=None, trace: Sequence[int] | None = None) -> tuple[list[Branch], list[Crossing], dict]:
     """Every transverse fold and Hopf curve of equilibria, mode by mode.
 
     Parameters
@@ -262,6 +262,9 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
         Values of ``free[1]`` at which starting points are searched.
     settings : ContinuationSettings
         With bounds on both free parameters.
+    trace : sequence of int, optional
+        Only continue the curves of these modes (by ``Mode.mode``; an empty
+        list: none, only the levels and their crossings). Default: all.
 
     Returns
     -------
@@ -309,6 +312,8 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
             if _on_curve(same, point, free, tol):
                 continue
             mode = next((m for m in followed if abs(complex(m.Lambda) - c.Lambda) < 1e-9), None)
+            if trace is not None and (mode is None or mode.mode not in trace):
+                continue
             tag = f"Lambda={c.Lambda:.6g}" if mode is None else f"mode{mode.mode}"
             name = f"{c.kind.value}[{tag}]#{sum(1 for cv in curves if cv.name.startswith(f'{c.kind.value}[{tag}]')) + 1}"
             try:
@@ -323,4 +328,100 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
             curves.append(locus)
             if progress:
                 progress(name, locus)
+    return curves, crossings, table
+
+
+# ---------------------------------------------------------------------------
+# curves of groups of modes in parallel
+
+def _systems_by_name(model: NodeModel, free: tuple[str, str]) -> dict:
+    from bifnet.systems import homogeneous_system, transverse_fold_system
+
+    systems = [homogeneous_system(model), augmented_system(model, "gradient"), transverse_fold_system(model, free[0])]
+    if model.coupling is not None:
+        systems.append(complex_augmented_system(model))
+    return {s.name: s for s in systems}
+
+
+def detach(branch: Branch) -> Branch:
+    """``branch`` without its AUTO problem (which holds compiled callbacks), for pickling."""
+    problem = (branch.engine or {}).get("problem")
+    if problem is None:
+        return branch
+    engine = {**branch.engine, "problem": ("detached", problem.system.name, dict(problem.slots))}
+    return dataclasses.replace(branch, engine=engine)
+
+
+def attach(model: NodeModel, free, branch: Branch) -> Branch:
+    """Undo :func:`detach`: the AUTO problem rebuilt from the system's name (the systems are cached)."""
+    from bifnet.continuation._auto import AutoProblem
+
+    problem = (branch.engine or {}).get("problem")
+    if not (isinstance(problem, tuple) and problem and problem[0] == "detached"):
+        return branch
+    system = _systems_by_name(model, free).get(problem[1])
+    engine = dict(branch.engine)
+    if system is None:
+        engine.pop("problem")
+    else:
+        engine["problem"] = AutoProblem(system, problem[2])
+    return dataclasses.replace(branch, engine=engine)
+
+
+def trace_modes_task(*, model_source: str, parameters: dict, modes, free, levels, settings, trace):
+    """One task of :func:`trace_curves_parallel`: the curves of the modes ``trace``."""
+    from bifnet.model import load_model
+
+    model = load_model(model_source)
+    curves, _, _ = trace_transverse_curves(model, parameters, modes, tuple(free), levels, settings, trace=trace)
+    return [detach(c) for c in curves]
+
+
+def mode_chunks(modes: Sequence[Mode], count: int) -> list[list[int]]:
+    """Non-uniform mode numbers in ``count`` interleaved chunks; conjugate eigenvalues stay together."""
+    units = []
+    for m in modes:
+        if m.mode == 1:
+            continue
+        if not m.is_real and complex(m.Lambda).imag < 0 and any(
+                abs(complex(o.Lambda) - np.conj(complex(m.Lambda))) < 1e-9 for o in modes):
+            continue  # joins its conjugate below
+        unit = [m.mode] + [o.mode for o in modes
+                           if not m.is_real and o is not m and abs(complex(o.Lambda) - np.conj(complex(m.Lambda))) < 1e-9]
+        units.append(unit)
+    chunks = [[] for _ in range(max(1, min(count, len(units))))]
+    for k, unit in enumerate(units):
+        chunks[k % len(chunks)].extend(unit)
+    return [c for c in chunks if c]
+
+
+def trace_curves_parallel(model: NodeModel, parameters: Mapping[str, float], modes: Sequence[Mode],
+                          free: tuple[str, str], levels: Sequence[float], settings: ContinuationSettings, *,
+                          scheduler=None, workers: int | None = None, chunks: int | None = None):
+    """:func:`trace_transverse_curves` with the modes' curves traced in parallel.
+
+    The levels and their crossings are computed here; the curves of interleaved
+    groups of modes are traced by independent tasks (each continues the levels
+    again, 0.2 s each) on local processes or a Dask cluster
+    (:func:`bifnet.sweep.map_tasks`). A mode's curves depend only on that mode,
+    so the result is the serial one, ordered by mode.
+
+    Returns
+    -------
+    curves, crossings, levels
+        As :func:`trace_transverse_curves`.
+    """
+    import os
+
+    from bifnet.sweep import map_tasks
+
+    _, crossings, table = trace_transverse_curves(model, parameters, modes, free, levels, settings, trace=[])
+    n = workers or os.cpu_count() or 1
+    groups = mode_chunks(modes, chunks or 2 * n)
+    tasks = [dict(model_source=model.source, parameters=dict(parameters), modes=list(modes), free=tuple(free),
+                  levels=list(levels), settings=settings, trace=g) for g in groups]
+    results = map_tasks(trace_modes_task, tasks, scheduler=scheduler, workers=workers)
+    order = {m.mode: k for k, m in enumerate(modes)}
+    curves = [attach(model, free, c) for part in results for c in part]
+    curves.sort(key=lambda c: (order.get(c.mode, len(order)), c.name))
     return curves, crossings, table

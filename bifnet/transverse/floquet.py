@@ -281,6 +281,51 @@ def propagate(lams, P, out):
                     M[r, q] = Z[r, q]
 
 @jit
+def propagate_modes(lams, P, out):
+    """As ``propagate``, with the modes innermost so that the loops vectorise
+    over modes: per step ``E_k = sum_d lams[k]**d P[m, d]``, then ``M_k <- E_k M_k``."""
+    nsteps = P.shape[0]
+    deg = P.shape[1] - 1
+    K = lams.shape[0]
+    pw = np.empty((deg + 1, K), dtype=out.dtype)
+    for kk in range(K):
+        v = lams[kk] * 0.0 + 1.0
+        for d in range(deg + 1):
+            pw[d, kk] = v
+            v = v * lams[kk]
+    M = np.zeros((n, n, K), dtype=out.dtype)
+    for r in range(n):
+        for kk in range(K):
+            M[r, r, kk] = 1.0
+    E = np.empty((n, n, K), dtype=out.dtype)
+    Z = np.empty((n, n, K), dtype=out.dtype)
+    for m in range(nsteps):
+        for r in range(n):
+            for q in range(n):
+                for kk in range(K):
+                    E[r, q, kk] = P[m, 0, r, q]
+                for d in range(1, deg + 1):
+                    coef = P[m, d, r, q]
+                    if coef != 0.0:
+                        for kk in range(K):
+                            E[r, q, kk] += coef * pw[d, kk]
+        for r in range(n):
+            for q in range(n):
+                for kk in range(K):
+                    Z[r, q, kk] = 0.0
+                for t in range(n):
+                    for kk in range(K):
+                        Z[r, q, kk] += E[r, t, kk] * M[t, q, kk]
+        for r in range(n):
+            for q in range(n):
+                for kk in range(K):
+                    M[r, q, kk] = Z[r, q, kk]
+    for kk in range(K):
+        for r in range(n):
+            for q in range(n):
+                out[kk, r, q] = M[r, q, kk]
+
+@jit
 def dop853(x0, p, t_end, rtol, atol, h0, c, a, b, E3, E5, hs, ys, record):
     """Adaptive DOP853 of the homogeneous system on ``[0, t_end]`` (scipy's
     error norm and step control). Accepted step sizes go to ``hs``; when
@@ -401,8 +446,9 @@ def _kernels(model: NodeModel):
     """The Floquet kernels of ``model``: compiled once per machine (numba's disk cache).
 
     Returns a dict with ``step_polynomials`` (integrate the cycle and build
-    each step's propagator as a polynomial in ``Lambda``), ``propagate``
-    (monodromies of ``K`` modes), ``dop853`` (the homogeneous flow, adaptive),
+    each step's propagator as a polynomial in ``Lambda``), ``propagate`` and
+    ``propagate_modes`` (monodromies of ``K`` modes, one at a time or all
+    together with the modes innermost), ``dop853`` (the homogeneous flow, adaptive),
     ``rhs`` and ``jacobian`` (of the homogeneous system). The module is
     generated from the model (:func:`floquet_module_source`), written to
     :func:`bifnet.codegen.kernel_cache_dir` and compiled with
@@ -421,7 +467,8 @@ def _kernels(model: NodeModel):
     key = model_key(model, *sources)
     module = keyed_kernel_module(key, "floquet_" + re.sub(r"\W", "_", model.name),
                                  lambda: floquet_module_source(model))
-    return {name: getattr(module, name) for name in ("step_polynomials", "propagate", "dop853", "rhs", "jacobian")}
+    return {name: getattr(module, name) for name in ("step_polynomials", "propagate", "propagate_modes", "dop853", "rhs",
+                                                    "jacobian")}
 
 
 def _uniform(model: NodeModel) -> float:
@@ -441,7 +488,8 @@ def _monodromies(model, p, x0, hs, lams, method):
     dtype = complex if np.iscomplexobj(lams) else float
     lams = np.ascontiguousarray(lams, dtype=dtype)
     out = np.empty((lams.size, n, n), dtype=dtype)
-    ker["propagate"](lams, P, out)
+    # many modes: the mode-innermost kernel (vectorised); a few: one mode at a time
+    ker["propagate_modes" if lams.size > 4 else "propagate"](lams, P, out)
     return out, x_end
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -316,6 +317,55 @@ def _continue_cycle_crossings(context, step, level_branch, rows, cycle_modes, gr
     return new
 
 
+def _level_cycles(eq, settings, step):
+    """The homogeneous cycles from the Hopf points of a level's equilibrium branch (one per closed branch)."""
+    cycles = []
+    for hb in eq.points_of_kind(SpecialKind.HB):
+        if any(ends_at_hopf(c, hb) for c in cycles):
+            continue
+        try:
+            cycles.append(continue_cycles(eq, hb.name, settings=settings.replace(max_steps=600),
+                                          name=f"{eq.name}:{hb.name}"))
+        except BifnetError as error:
+            log.warning("  %s: cycles from %s on %s failed: %s", step, hb.name, eq.name, error)
+    return cycles
+
+
+def level_cycles_task(*, model_source, parameters, free, level, settings, groups, step):
+    """One level's cycles and their Floquet crossings (a task of the ``transverse`` step)."""
+    import types
+
+    from bifnet.continuation.equilibria import continue_equilibria
+    from bifnet.model import load_model
+    from bifnet.transverse.curves import detach
+
+    model = load_model(model_source)
+    p1, q = free
+    lo1, hi1 = settings.bounds[p1]
+    params = {**parameters, p1: lo1, q: float(level)}
+    eq = continue_equilibria(model, params, p1, settings=settings.replace(bounds={p1: (lo1, hi1)}),
+                             name=f"level[{q}={level:g}]")
+    cycles = _level_cycles(eq, settings, step)
+    rows, table = _cycle_crossings(types.SimpleNamespace(model=model), cycles, groups, p1, q, level)
+    return [detach(c) for c in cycles], rows, [(detach(c), r) for c, r in table]
+
+
+def _parallel_level_cycles(context, params, free, levels, settings, groups, step, scheduler, workers):
+    """``{level: (cycles, crossing rows, [(cycle, rates)])}`` computed by one task per level."""
+    from bifnet.sweep import map_tasks
+    from bifnet.transverse.curves import attach
+
+    tasks = [dict(model_source=context.model.source, parameters=dict(params), free=tuple(free), level=level,
+                  settings=settings, groups=list(groups), step=step) for level in levels]
+    out = {}
+    for level, (cycles, rows, table) in zip(levels, map_tasks(level_cycles_task, tasks, scheduler=scheduler,
+                                                               workers=workers)):
+        cycles = [attach(context.model, free, c) for c in cycles]
+        by_name = {c.name: c for c in cycles}
+        out[level] = (cycles, rows, [(by_name.get(c.name, c), r) for c, r in table])
+    return out
+
+
 def _map_level(branch_rates, samples, n_modes):
     """Growth rates of every mode at ``samples`` along the stable parts of branches.
 
@@ -344,6 +394,31 @@ def _map_level(branch_rates, samples, n_modes):
     return solution, rates
 
 
+def _grid(spec: dict, free, settings, step: str):
+    """The map's grid ``{p: values, q: values}`` from ``grid = { p = step, q = step }``, or None."""
+    if "grid" not in spec:
+        return None
+    from bifnet.transverse.maps import grid_axis
+
+    grid = spec["grid"]
+    if not isinstance(grid, dict) or set(grid) != set(free):
+        raise RunFileError(f"step {step!r}: grid must give the step of both free parameters, e.g. "
+                           f"grid = {{ {free[0]} = 0.05, {free[1]} = 0.05 }}; got {grid!r}")
+    if "map_points" in spec:
+        raise RunFileError(f"step {step!r}: map_points is the resolution of the map on levels; with grid, "
+                           f"the grid steps set it: remove one of them")
+    out = {}
+    for name in free:
+        value = grid[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RunFileError(f"step {step!r}: grid.{name} must be a number (the step), got {value!r}")
+        try:
+            out[name] = grid_axis(settings.bounds[name], float(value), name)
+        except RunFileError as error:
+            raise RunFileError(f"step {step!r}: {error}") from None
+    return out
+
+
 def transverse_step(context: StepContext, spec: dict) -> dict:
     """``kind = "transverse"``: transverse bifurcation curves of every mode and the instability map.
 
@@ -351,17 +426,21 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     mode numbers), ``levels`` (number or list of values of the second
     parameter where starting points are searched; default 7), ``cycles``
     (analyse homogeneous cycles too; default true), ``map_points`` (samples
-    along the first parameter per level; default 201), ``parameters``,
+    along the first parameter per level; default 201), ``grid`` (the map on a
+    grid instead: ``{ p = step, q = step }``, see :mod:`bifnet.transverse.maps`),
+    ``workers`` and ``scheduler`` (where the grid's cycles are computed),
+    ``map_mode_rates`` (write every mode's growth rate on the grid), ``parameters``,
     ``settings``.
     """
     import pandas as pd
 
     step = spec["name"]
     check_keys(spec, {"free", "range", "modes", "levels", "cycles", "map_points", "parameters", "settings",
-                      "plot", "cycle_curves"}, step)
+                      "plot", "cycle_curves", "grid", "workers", "scheduler", "map_mode_rates"}, step)
     free = _free(spec, 2, step)
     context.model.check_parameter_names(free)
     settings = step_settings(context, spec, free)
+    grid = _grid(spec, free, settings, step)
     params = _step_parameters(context, spec)
     eigenvalues, groups = _modes(context, spec)
     p1, q = free
@@ -376,8 +455,23 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
         log.info("  %s: %s, %d points (%d curves, %.0f s)", step, name, len(locus), len(done),
                  time.perf_counter() - begin)
 
-    curves, crossings, table = trace_transverse_curves(context.model, params, groups, free, levels, settings,
-                                                       progress=progress)
+    run = context.results.get("__run__", {})
+    scheduler = spec.get("scheduler", run.get("dask", {}).get("scheduler"))
+    workers = spec.get("workers")
+    followed = sum(1 for g in groups if g.mode != 1)
+    in_parallel = ((workers is None or workers > 1 or scheduler not in (None, "processes", "serial"))
+                   and scheduler != "serial" and bool(context.model.source) and Path(context.model.source).exists())
+    # trace_curves_parallel's AUTO workers die in a process pool (BrokenProcessPool): serial for now
+    if followed > 1 and in_parallel and scheduler not in (None, "processes"):
+        from bifnet.transverse.curves import trace_curves_parallel
+
+        curves, crossings, table = trace_curves_parallel(context.model, params, groups, free, levels, settings,
+                                                         scheduler=scheduler, workers=workers)
+        log.info("  %s: %d transverse curves of %d modes in parallel (%.0f s)", step, len(curves), followed,
+                 time.perf_counter() - begin)
+    else:
+        curves, crossings, table = trace_transverse_curves(context.model, params, groups, free, levels, settings,
+                                                           progress=progress)
     for c in curves:
         c.engine["modes"] = next((g.modes for g in groups if g.mode == c.mode), (c.mode,))
     # where the growth rates of the equilibria change sign on each level (interpolated)
@@ -394,6 +488,12 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     samples = np.linspace(*settings.bounds[p1], int(spec.get("map_points", 201)))
 
     map_solution, map_rates = [], []
+    level_cycles = {}
+    parallel_cycles = {}
+    if spec.get("cycles", True) and len(table) > 1 and in_parallel and scheduler not in (None, "processes"):
+        parallel_cycles = _parallel_level_cycles(context, params, free, list(table), settings, groups, step,
+                                                 scheduler, workers)
+        log.info("  %s: cycles of %d levels in parallel (%.0f s)", step, len(table), time.perf_counter() - begin)
     for level in levels:
         if level not in table:
             map_solution.append(np.zeros(len(samples), dtype=int))
@@ -402,40 +502,59 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
         eq, eq_rates, _ = table[level]  # columns in the order of groups
         branch_rates = [(eq, eq_rates)]
         if spec.get("cycles", True):
-            cycles = []
-            for hb in eq.points_of_kind(SpecialKind.HB):
-                if any(ends_at_hopf(c, hb) for c in cycles):
-                    continue
-                try:
-                    cycles.append(continue_cycles(eq, hb.name, settings=settings.replace(max_steps=600),
-                                                  name=f"{eq.name}:{hb.name}"))
-                except BifnetError as error:
-                    log.warning("  %s: cycles from %s on %s failed: %s", step, hb.name, eq.name, error)
-            rows, cyc_table = _cycle_crossings(context, cycles, groups, p1, q, level)
+            if level in parallel_cycles:
+                cycles, rows, cyc_table = parallel_cycles[level]
+            else:
+                cycles = _level_cycles(eq, settings, step)
+                rows, cyc_table = _cycle_crossings(context, cycles, groups, p1, q, level)
+            level_cycles[level] = cycles
             point_rows.extend(rows)
             branch_rates.extend(cyc_table)
             curves.extend(_continue_cycle_crossings(context, step, eq, rows, cycle_modes, groups, free, settings,
                                                     [c for c in curves if c.kind is BranchKind.LOCUS
                                                      and c.locus_of in (SpecialKind.PD, SpecialKind.NS,
                                                                         SpecialKind.LPC)]))
-        sol, rates = _map_level(branch_rates, samples, len(groups))
-        map_solution.append(sol)
-        map_rates.append(rates)
+        if grid is None:
+            sol, rates = _map_level(branch_rates, samples, len(groups))
+            map_solution.append(sol)
+            map_rates.append(rates)
         log.info("  %s: level %s = %g analysed (%.0f s)", step, q, level, time.perf_counter() - begin)
 
-    _write_map(context, step, free, levels, samples, groups, np.array(map_solution), np.array(map_rates))
+    if grid is None:
+        map_rows = levels
+        _write_map(context, step, free, levels, samples, groups, np.array(map_solution), np.array(map_rates))
+    else:
+        from bifnet.transverse.maps import instability_map
+
+        result = instability_map(context.model, params, free, grid[p1], grid[q], [g.Lambda for g in groups],
+                                 {level: table[level][0] for level in table},
+                                 level_cycles if spec.get("cycles", True) else None,
+                                 scheduler=scheduler, workers=workers)
+        samples, map_rows = result.values1, list(result.values2)
+        map_solution, map_rates = result.solution, result.growth_rate
+        _write_map(context, step, free, map_rows, samples, groups, map_solution, map_rates,
+                   grid_steps=spec["grid"], mode_rates=bool(spec.get("map_mode_rates", False)))
+        log.info("  %s: map on the %d x %d grid (%.0f s)", step, len(samples), len(map_rows),
+                 time.perf_counter() - begin)
     curves_frame = _curves_frame(curves, free)
     _append_csv(context, "transverse_curves.csv", _with_operator(curves_frame, context), step)
     _append_csv(context, "transverse_points.csv", _with_operator(pd.DataFrame(point_rows, columns=_POINT_COLUMNS(free)),
                                                                  context), step)
     _append_tables(context, step, curves)
     context.results[step] = curves
-    _plot_transverse(context, step, free, curves, levels, samples, np.array(map_solution), np.array(map_rates),
-                     settings.bounds[q], groups)
+    _plot_transverse(context, step, free, curves, map_rows, samples, np.asarray(map_solution), np.asarray(map_rates),
+                     settings.bounds[q], groups, grid_steps=spec.get("grid"))
     kinds = {}
     for c in curves:
         kinds[c.locus_of.value] = kinds.get(c.locus_of.value, 0) + 1
-    return {"curves": len(curves), "curves_by_kind": kinds, "levels": levels,
+    summary_map = {}
+    if grid is not None:
+        counts, _ = _map_counts(groups, np.asarray(map_solution), np.asarray(map_rates))
+        summary_map = {"map_grid": [len(samples), len(map_rows)],
+                       "map_points_by_solution": {k: int(np.sum(np.asarray(map_solution) == c))
+                                                  for k, c in (("none", 0), ("EP", 1), ("LC", 2))},
+                       "map_max_unstable_modes": int(counts.max()) if counts.size else 0}
+    return {"curves": len(curves), "curves_by_kind": kinds, "levels": levels, **summary_map,
             "modes_with_curves": sorted({c.mode for c in curves}),
             "cycle_crossings": sum(1 for r in point_rows if r["solution"] == "LC"),
             "complex_modes": [g.mode for g in complex_groups]}
@@ -464,8 +583,8 @@ def _add_normal_forms(context, rows, crossings, table, groups):
             row.update(crossing_columns(context.model, context.connectome, table[c.level][0], c, group))
 
 
-def _write_map(context, step, free, levels, samples, groups, solution, rates):
-    """``instability_map_<step>.nc``: per level and sample, the homogeneous
+def _write_map(context, step, free, levels, samples, groups, solution, rates, *, grid_steps=None, mode_rates=True):
+    """``instability_map_<step>.nc``: per level (or grid row) and sample, the homogeneous
     solution, its uniform stability, the number of unstable non-uniform modes
     and the most unstable one."""
     import xarray as xr
@@ -484,16 +603,16 @@ def _write_map(context, step, free, levels, samples, groups, solution, rates):
         most = np.where(np.isfinite(others).all(axis=2), modes[~uniform][best], 0)
         max_rate = np.max(safe, axis=2)
     p1, q = free
+    codes = ("0 none stable, 1 EP, 2 LC, 3 both (EP used)" if grid_steps is None else
+             "0 no stable homogeneous state found, 1 stable EP, 2 stable LC (the EP where both are stable)")
     ds = xr.Dataset(
         {
-            "homogeneous_solution": ((q, p1), solution.astype(np.int64),
-                                     {"units": "1", "description": "0 none stable, 1 EP, 2 LC, 3 both (EP used)"}),
+            "homogeneous_solution": ((q, p1), solution.astype(np.int64), {"units": "1", "description": codes}),
             "uniform_growth_rate": ((q, p1), uniform_rate, {"units": "1/ms"}),
             "uniform_stable": ((q, p1), (uniform_rate < 0).astype(np.int64), {"units": "1", "description": "1 stable to mode 1"}),
             "n_unstable_modes": ((q, p1), n_unstable.astype(np.int64), {"units": "1", "description": "non-uniform modes with positive growth, with multiplicity; -1 where no stable homogeneous state"}),
             "most_unstable_mode": ((q, p1), most.astype(np.int64), {"units": "1", "description": "mode number (1-based); 0 where none"}),
             "max_transverse_growth_rate": ((q, p1), np.where(np.isfinite(max_rate), max_rate, np.nan), {"units": "1/ms"}),
-            "growth_rate": ((q, p1, "mode_group"), rates, {"units": "1/ms"}),
         },
         coords={q: (q, np.asarray(levels, dtype=float), {"units": _unit(context, q)}),
                 p1: (p1, samples, {"units": _unit(context, p1)}),
@@ -504,6 +623,14 @@ def _write_map(context, step, free, levels, samples, groups, solution, rates):
                 "Lambda_imag": ("mode_group", np.imag([g.Lambda for g in groups]).astype(float), {"units": "1"})},
         attrs={"step": step, "time_unit": "ms", "model": context.model.name, "operator": _operator_symbol(context)},
     )
+    if mode_rates:
+        ds["growth_rate"] = ((q, p1, "mode_group"), rates if grid_steps is None else rates.astype(np.float32),
+                             {"units": "1/ms"})
+    if grid_steps is not None:
+        ds.attrs.update({f"grid_step_{k}": float(v) for k, v in grid_steps.items()})
+        ds.attrs["method"] = ("homogeneous states solved at every grid point from the continued branches; "
+                              "growth rates: eigenvalues of J(Lambda) at equilibria, Floquet exponents at cycles "
+                              "(bifnet.transverse.maps)")
     io.write_netcdf(context.out_dir / f"instability_map_{step}.nc", ds)
 
 
@@ -548,7 +675,7 @@ def _codim2_labels(curves, free):
     return out, skipped
 
 
-def _plot_transverse(context, step, free, curves, levels, samples, solution, rates, bounds, groups):
+def _plot_transverse(context, step, free, curves, levels, samples, solution, rates, bounds, groups, grid_steps=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -569,12 +696,14 @@ def _plot_transverse(context, step, free, curves, levels, samples, solution, rat
     drawn_map = len(levels) > 1
     if drawn_map:
         counts, n_modes = _map_counts(groups, solution, rates)
+        rows_text = f"rows: {q} levels" if grid_steps is None else "per grid point"
         plot_unstable_counts(samples, levels, counts, ax, bounds=bounds, max_count=max(n_modes, 1),
-                             label="unstable non-uniform modes\n(with multiplicity; rows: " + q + " levels)")
-        ax.plot(np.full(len(levels), samples[-1]), levels, marker="<", ls="none", color="k", ms=5, clip_on=False,
-                zorder=7)
+                             label=f"unstable non-uniform modes\n(with multiplicity; {rows_text})")
+        if grid_steps is None:
+            ax.plot(np.full(len(levels), samples[-1]), levels, marker="<", ls="none", color="k", ms=5,
+                    clip_on=False, zorder=7)
+            handles.append(Line2D([], [], marker="<", ls="none", color="k", ms=5, label=f"{q} levels of the map"))
         handles.append(Patch(facecolor="0.7", alpha=0.85, label="no stable homogeneous state analysed"))
-        handles.append(Line2D([], [], marker="<", ls="none", color="k", ms=5, label=f"{q} levels of the map"))
     cmap = plt.get_cmap("winter")
     spectrum = np.real(context.connectome.spectrum().eigenvalues) if context.connectome is not None else None
     lam = [float(np.real(c.Lambda)) for c in curves]
@@ -617,9 +746,13 @@ def _plot_transverse(context, step, free, curves, levels, samples, solution, rat
                               label="codimension-two points (m: mode)" + note))
     ax.set_xlabel(p1)
     ax.set_ylabel(q)
-    rows = ", ".join(f"{v:g}" for v in sorted(levels))
-    ax.set_title(f"{context.model.name}: {len(curves)} transverse curves"
-                 + (f"; map evaluated on the rows {q} = {rows}, each drawn up to the midpoints" if drawn_map else ""),
+    if grid_steps is None:
+        rows = ", ".join(f"{v:g}" for v in sorted(levels))
+        where = f"; map evaluated on the rows {q} = {rows}, each drawn up to the midpoints"
+    else:
+        where = (f"; map on the {len(samples)} x {len(levels)} grid (steps {p1} {grid_steps[p1]:g}, "
+                 f"{q} {grid_steps[q]:g})")
+    ax.set_title(f"{context.model.name}: {len(curves)} transverse curves" + (where if drawn_map else ""),
                  fontsize=9)
     if handles:
         bar.ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -2.2), ncol=3,
