@@ -54,6 +54,10 @@ def tangent_first(Js, gs, eps, V, T, A, U, WT, a, b):
 
 
 tangent_middle = tangent_last = tangent_first
+
+
+def tangent_apply(Js, gs, sv, X, WT, K):
+    raise NotImplementedError
 # ---- END GENERATED ----
 np = numpy
 
