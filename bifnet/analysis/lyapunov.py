@@ -165,7 +165,8 @@ class _Adaptive:
     atol: float
     tangent_error: bool
     h: float
-    stats: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3, np.int64))
+    # nfev, accepted, rejected, largest tangent error norm, accepted steps with a tangent error norm > 1
+    stats: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(5))
 
 
 class _GenericBlocks:
@@ -236,8 +237,9 @@ class _NetworkBlocks:
         m = len(ts.network.model.channels)
         workspace = lyapunov_workspace if adaptive is None else dopri5_lyapunov_workspace
         self._work = [workspace(N, n, block.shape[1], precision, m) for block in self._V]
-        # the blocks take identical steps (the error norm is the state's, the same arithmetic in each)
-        self._adaptive = None if adaptive is None else [dataclasses.replace(adaptive, stats=np.zeros(3, np.int64))
+        # with the state's error norm the blocks take identical steps (the same arithmetic in each); with
+        # tangent_error each block of columns controls its own steps
+        self._adaptive = None if adaptive is None else [dataclasses.replace(adaptive, stats=np.zeros(5))
                                                         for _ in self._V]
         self._pool = None
         if len(self._columns) > 1:
@@ -254,7 +256,12 @@ class _NetworkBlocks:
 
     @property
     def adaptive(self):
-        return None if self._adaptive is None else self._adaptive[0]
+        """The first block's settings, with the statistics of all blocks (steps: the first block's)."""
+        if self._adaptive is None:
+            return None
+        stats = self._adaptive[0].stats.copy()
+        stats[3:] = np.max([a.stats[3:] for a in self._adaptive], axis=0)
+        return dataclasses.replace(self._adaptive[0], stats=stats)
 
     def _run_to(self, b, t0, t1):
         a = self._adaptive[b]
@@ -364,8 +371,6 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
             raise SimulationError(f"tangent_error: expected true or false, got {tangent_error!r}")
         adaptive = _Adaptive(_positive_number("rtol", rtol), _positive_number("atol", atol), bool(tangent_error),
                              min(float(dt), float(renormalise_every)))
-        if tangent_error:  # the blocks' steps would differ: one block of columns
-            threads = 1
     n_threads = _thread_count(threads, k)
     y = np.array(ts.initial_state, dtype=float)
     if y.shape != (D,):
@@ -420,10 +425,12 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
     if adaptive is None:
         stats.update(n_steps=(n_transient + n_blocks) * steps_per_block, dt=dt)
     else:
-        nfev, nacc, nrej = (int(v) for v in state.adaptive.stats)
-        stats.update(n_steps=nacc, n_rejected=nrej, nfev=nfev, rtol=adaptive.rtol, atol=adaptive.atol,
-                     tangent_error=adaptive.tangent_error,
-                     mean_step_ms=(n_transient + n_blocks) * block / max(nacc, 1))
+        nfev, nacc, nrej, worst, over = state.adaptive.stats
+        stats.update(n_steps=int(nacc), n_rejected=int(nrej), nfev=int(nfev), rtol=adaptive.rtol,
+                     atol=adaptive.atol, tangent_error=adaptive.tangent_error,
+                     mean_step_ms=(n_transient + n_blocks) * block / max(nacc, 1),
+                     tangent_error_norm_max=float(worst), steps_tangent_error_over_1=int(over))
+
     logger.debug("Lyapunov: %s, k = %d, D = %d, %s, %s", method, k, D,
                  "generic tangent loop" if stepper is None else f"fused network stepper on {n_threads} thread(s)",
                  stats)

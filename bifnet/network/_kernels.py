@@ -164,6 +164,9 @@ def integrators():
         tV = np.empty((D, k))
         yn = np.empty(D)
         Vn = np.empty((D, k))
+        e2 = np.zeros(k)
+        v2 = np.zeros(k)
+        w2 = np.zeros(k)
         g(y, V, args, ky[0], kV[0])
         stats[0] += 1
         t = t0
@@ -208,17 +211,26 @@ def integrators():
                     if not (math.isfinite(yn[i]) and math.isfinite(e)):
                         finite = False
                     sy += e * e
-                    if tangent_error:
-                        for m in range(k):
-                            acc = 0.0
-                            for r in range(7):
-                                acc += E[r] * kV[r, i, m]
-                            e = hh * acc / (atol + rtol * max(abs(V[i, m]), abs(Vn[i, m])))
-                            sv += e * e
+                    for m in range(k):
+                        acc = 0.0
+                        for r in range(7):
+                            acc += E[r] * kV[r, i, m]
+                        e2[m] += acc * acc
+                        v2[m] += V[i, m] * V[i, m]
+                        w2[m] += Vn[i, m] * Vn[i, m]
                 en = math.sqrt(sy / D) if finite else math.inf
+                # per column relative to the column's RMS (as dopri5_lyapunov_kernels)
+                for m in range(k):
+                    scale = atol + rtol * math.sqrt(max(v2[m], w2[m]) / D)
+                    sv += e2[m] / D * (hh / scale) ** 2
+                    e2[m] = 0.0
+                    v2[m] = 0.0
+                    w2[m] = 0.0
+                ev = math.sqrt(sv / k)
+                if not math.isfinite(ev):
+                    ev = math.inf
                 if tangent_error:
-                    ev = math.sqrt(sv / (D * k))
-                    en = max(en, ev if math.isfinite(ev) else math.inf)
+                    en = max(en, ev)
                 if en < 1.0:
                     fac = 10.0 if en == 0.0 else min(10.0, 0.9 * en ** (-0.2))
                     if rejected:
@@ -231,6 +243,10 @@ def integrators():
                 stats[2] += 1
                 if stats[1] + stats[2] >= max_steps:
                     return 3, h
+            if ev > stats[3]:
+                stats[3] = ev
+            if ev > 1.0:
+                stats[4] += 1
             for i in range(D):
                 y[i] = yn[i]
                 ky[0, i] = ky[6, i]
@@ -470,18 +486,23 @@ def dopri5_lyapunov_kernels(model, precision: str = "double"):
     Dormand–Prince 5(4) with scipy's step control, starting with the trial
     step ``h``; returns the status (``STATUS_OK``, ``STATUS_NONFINITE``,
     ``STATUS_STEP_TOO_SMALL`` or :data:`STATUS_BUDGET`) and the next step.
-    ``stats`` (int64, 3) accumulates ``nfev, accepted, rejected``; ``work``
-    comes from :func:`dopri5_lyapunov_workspace`.
+    ``stats`` (float64, 5) accumulates ``nfev``, accepted and rejected
+    steps, and records the largest error norm of the tangent block (per
+    column relative to the column's RMS, then the RMS over columns) on an
+    accepted step and the number of accepted steps where it exceeded 1;
+    ``work`` comes from :func:`dopri5_lyapunov_workspace`.
 
     Error control: with ``tangent_error`` false the error norm (scipy's RMS
     norm with ``atol + rtol max(|y|, |y_new|)``) is the state's only; the
     step is then accepted or rejected from the six state stages alone and
     the tangent stages are computed once per accepted step, with the node
     Jacobians stored at the state stages (a rejected step costs six
-    right-hand sides, no tangent work). With ``tangent_error`` true the
+    right-hand sides, no tangent work); the tangent block's own error
+    estimate is recorded in ``stats``, not used. With ``tangent_error`` true the
     tangent block is in the norm too (the larger of the state's and the
     block's RMS norms) and its stages are computed for every trial step
-    (first same as last, like the state). The tangent stages are exactly
+    the state accepts. Both use first same as last for the tangent block too
+    (the seventh stage is the next step's first). The tangent stages are exactly
     the Dormand–Prince stages of the joint system ``y' = f(y)``,
     ``V' = Df(y) V``: per stage one BLAS ``gemm`` for ``W @ X_c`` and the
     unrolled node blocks (``tangent_apply`` of the model's module).
@@ -531,6 +552,38 @@ def dopri5_lyapunov_kernels(model, precision: str = "double"):
         tangent_apply(J, g, sv, X, WT, KV)
 
     @numba.njit(nogil=True)
+    def tangent_steps(J, g, sv, Vf, KVf, X, Xf, Vnew, Vnf, KV, WT, Wg, hh, rtol, atol, ints, flts, chars):
+        # stages 2..7 of the tangent block (KV[0] given): Vnew and KV[6] = Df(y_new) Vnew (first same as
+        # last); returns the RMS norm of the tangent block's error estimate
+        for s in range(1, 7):
+            combine(Vf, KVf, s, A_[s] if s < 6 else B_, hh, Xf if s < 6 else Vnf)
+            tangent_stage(J[s], g[s], sv, X if s < 6 else Vnew, WT, KV[s], Wg, ints, flts, chars)
+        return column_error_norm(Vf.reshape(X.shape), Vnew, KV, hh, rtol, atol)
+
+    @numba.njit(nogil=True)
+    def column_error_norm(V, Vnew, KV, hh, rtol, atol):
+        # per column: RMS of the error estimate over atol + rtol RMS(column) (the columns' directions and
+        # lengths are what the exponents depend on, not each component relative to itself); RMS over columns
+        D, kb = V.shape
+        e2 = np.zeros(kb)
+        v2 = np.zeros(kb)
+        w2 = np.zeros(kb)
+        for i in range(D):
+            for m in range(kb):
+                acc = E_[0] * KV[0, i, m]
+                for r in range(1, 7):
+                    acc += E_[r] * KV[r, i, m]
+                e2[m] += acc * acc
+                v2[m] += V[i, m] * V[i, m]
+                w2[m] += Vnew[i, m] * Vnew[i, m]
+        total = 0.0
+        for m in range(kb):
+            scale = atol + rtol * math.sqrt(max(v2[m], w2[m]) / D)
+            total += e2[m] / D * (hh / scale) ** 2
+        enV = math.sqrt(total / kb)
+        return enV if math.isfinite(enV) else math.inf
+
+    @numba.njit(nogil=True)
     def dopri5_block(y, V, p, W, Wg, t0, t1, h, rtol, atol, tangent_error, max_steps, stats,
                      K, J, g, Ys, ynew, err, KV, X, Vnew, WT, C, yc, ints, flts, chars, s64, sv):
         N = W.shape[0]
@@ -551,7 +604,8 @@ def dopri5_lyapunov_kernels(model, precision: str = "double"):
         KVf = KV.reshape((7, L))
         node_fields(y, p, W, C, yc, K[0], J[0], g[0])
         stats[0] += 1
-        kv0 = False  # KV[0] = Df(y) V is known (first same as last, tangent_error only)
+        kv0 = False  # KV[0] = Df(y) V is known (first same as last)
+        enV = 0.0
         t = t0
         while t < t1:
             if stats[1] + stats[2] >= max_steps:
@@ -600,19 +654,8 @@ def dopri5_lyapunov_kernels(model, precision: str = "double"):
                     if not kv0:
                         tangent_stage(J[0], g[0], sv, V, WT, KV[0], Wg, ints, flts, chars)
                         kv0 = True
-                    for s in range(1, 7):
-                        combine(Vf, KVf, s, A_[s] if s < 6 else B_, hh, Xf if s < 6 else Vnf)
-                        tangent_stage(J[s], g[s], sv, X if s < 6 else Vnew, WT, KV[s], Wg, ints, flts, chars)
-                    acc2 = 0.0
-                    for j in range(L):
-                        acc = 0.0
-                        for r in range(7):
-                            acc += E_[r] * KVf[r, j]
-                        e = hh * acc / (atol + rtol * max(abs(Vf[j]), abs(Vnf[j])))
-                        acc2 += e * e
-                    enV = math.sqrt(acc2 / L)
-                    if not math.isfinite(enV):
-                        enV = math.inf
+                    enV = tangent_steps(J, g, sv, Vf, KVf, X, Xf, Vnew, Vnf, KV, WT, Wg, hh, rtol, atol, ints,
+                                        flts, chars)
                     en = max(en, enV)
                 if en < 1.0:
                     fac = 10.0 if en == 0.0 else min(10.0, 0.9 * en ** (-0.2))
@@ -626,22 +669,21 @@ def dopri5_lyapunov_kernels(model, precision: str = "double"):
                 stats[2] += 1
                 if stats[1] + stats[2] >= max_steps:
                     return st_budget, h
-            if tangent_error:
-                for j in range(L):
-                    Vf[j] = Vnf[j]
-                for j in range(L):
-                    KVf[0, j] = KVf[6, j]
-            else:
-                # the tangent stages of the accepted step (node Jacobians kept from the state stages)
-                tangent_stage(J[0], g[0], sv, V, WT, KV[0], Wg, ints, flts, chars)
-                for s in range(1, 6):
-                    combine(Vf, KVf, s, A_[s], hh, Xf)
-                    tangent_stage(J[s], g[s], sv, X, WT, KV[s], Wg, ints, flts, chars)
-                for r in range(6):
-                    c = hh * B_[r]
-                    if c != 0.0:
-                        for j in range(L):
-                            Vf[j] += c * KVf[r, j]
+            if not tangent_error:
+                # the tangent stages of the accepted step (node Jacobians kept from the state stages);
+                # their error estimate is recorded, not used
+                if not kv0:
+                    tangent_stage(J[0], g[0], sv, V, WT, KV[0], Wg, ints, flts, chars)
+                    kv0 = True
+                enV = tangent_steps(J, g, sv, Vf, KVf, X, Xf, Vnew, Vnf, KV, WT, Wg, hh, rtol, atol, ints, flts,
+                                    chars)
+            if enV > stats[3]:
+                stats[3] = enV
+            if enV > 1.0:
+                stats[4] += 1
+            for j in range(L):
+                Vf[j] = Vnf[j]
+                KVf[0, j] = KVf[6, j]
             for i in range(D):
                 y[i] = ynew[i]
                 K[0, i] = K[6, i]
