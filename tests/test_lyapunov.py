@@ -256,3 +256,64 @@ def test_adaptive_bad_arguments(model):
         lyapunov_spectrum(net, 2, t_max=1, method="dopri5", atol=float("nan"))
     with pytest.raises(SimulationError, match="tangent_error"):
         lyapunov_spectrum(net, 2, t_max=1, method="dopri5", tangent_error="yes")
+
+
+def test_run_file_lyapunov_and_sweep_steps_with_dopri5(tmp_path):
+    """``method = "dopri5"`` in lyapunov and sweep steps: the same exponents as RK4 from the same seed
+    (the run-file path passes the keys through), the method recorded, bad values refused up front."""
+    import json
+
+    import pandas as pd
+    import xarray as xr
+
+    from bifnet.errors import RunFileError
+    from bifnet.runs import execute_run_file
+
+    text = """model = "ngnmm_ping"
+connectome = "tvb68"
+seed = 3
+parameters = { eps = 8.0, Iext_e = 5.0 }
+[[steps]]
+name = "fixed"
+kind = "lyapunov"
+k = 4
+t_max = 20.0
+transient = 5.0
+[[steps]]
+name = "adaptive"
+kind = "lyapunov"
+k = 4
+t_max = 20.0
+transient = 5.0
+method = "dopri5"
+rtol = 1e-7
+[[steps]]
+name = "scan"
+kind = "sweep"
+network = true
+k = 2
+t_max = 5.0
+transient = 1.0
+grid = { Iext_e = [4.0, 5.0] }
+method = "dopri5"
+scheduler = "serial"
+progress = false
+"""
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(text)
+    execute_run_file(run_file, out=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "run.json").read_text())
+    steps = {s["name"]: s for s in manifest["steps"]}
+    assert steps["fixed"]["method"] == "rk4"
+    assert steps["adaptive"]["method"] == "dopri5" and steps["adaptive"]["rtol"] == 1e-7
+    # one run folder: lyapunov.csv is the last Lyapunov step's; the summaries hold both
+    adaptive = pd.read_csv(tmp_path / "out" / "lyapunov.csv")["exponent_per_ms"].to_numpy()
+    assert adaptive[0] == steps["adaptive"]["largest_exponent_per_ms"]
+    assert abs(steps["adaptive"]["largest_exponent_per_ms"] - steps["fixed"]["largest_exponent_per_ms"]) < 1e-5
+    assert abs(steps["adaptive"]["kaplan_yorke_dimension"] - steps["fixed"]["kaplan_yorke_dimension"]) < 1e-3
+    sweep = xr.open_dataset(tmp_path / "out" / "sweep_scan.nc")
+    assert np.isfinite(sweep["lyapunov_1"]).all() and sweep["lyapunov_1"].attrs["units"] == "1/ms"
+    sweep.close()
+    run_file.write_text(text.replace('rtol = 1e-7', 'rtol = 1e-7\ntangent_error = "yes"'))
+    with pytest.raises(RunFileError, match="tangent_error"):
+        execute_run_file(run_file, out=tmp_path / "bad")
