@@ -320,6 +320,7 @@ class SweepStep(_GridMixin, _Network):
     atol: Positive = 1e-9
     tangent_error: bool = False
     threads: PositiveInt = 1
+    amplitude: NonNegative = 0.0
     seed: Annotated[int, Field(ge=0)] | None = None
     workers: PositiveInt | None = None
     scheduler: str | None = None

@@ -373,8 +373,15 @@ def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, 
         net = homogeneous_network(model, params) if weights is None else build_network(model, np.asarray(weights), params)
         k = int(options.get("k", model.n_variables if weights is None else 4))
         integrator = {key: options[key] for key in _ADAPTIVE_DEFAULTS if key in options}
+        rng = np.random.default_rng(options.get("seed"))
+        y0 = None
+        if weights is not None and options.get("amplitude", 0.0) > 0:
+            from bifnet.network.core import homogeneous_initial_state
+
+            # off the synchronous manifold (which a homogeneous start never leaves): the network's attractor
+            y0 = homogeneous_initial_state(net, model.default_state(), "random", options["amplitude"], rng=rng)
         exps = lyapunov_spectrum(net, k, t_max=options["t_max"], transient=options["transient"],
-                                 dt=options["dt"], rng=options.get("seed"),
+                                 dt=options["dt"], rng=rng, y0=y0,
                                  precision=options.get("precision", "double"), threads=options.get("threads", 1),
                                  **integrator)
         out = {f"lyapunov_{i + 1}": float(e) for i, e in enumerate(exps)}
@@ -464,7 +471,8 @@ def _sweep_setup(context: StepContext, spec: dict, folder):
 
     step = _name(spec, "sweep")
     check_keys(spec, {"grid", "analysis", "network", "k", "t_max", "transient", "dt", "precision", "seed",
-                      "workers", "scheduler", "parameters", "progress", "threads"} | set(_ADAPTIVE_DEFAULTS), step)
+                      "workers", "scheduler", "parameters", "progress", "threads", "amplitude"}
+               | set(_ADAPTIVE_DEFAULTS), step)
     analysis = spec.get("analysis", "lyapunov")
     if analysis not in _SWEEP_ANALYSES:
         raise RunFileError(f"step {step!r}: analysis must be one of {', '.join(_SWEEP_ANALYSES)}, got {analysis!r}")
@@ -481,6 +489,8 @@ def _sweep_setup(context: StepContext, spec: dict, folder):
     integrator = _integrator(spec, step)
     if integrator["method"] != "rk4":
         options.update(integrator)
+    if spec.get("amplitude", 0.0):
+        options["amplitude"] = _number(spec, "amplitude", 0.0, step, positive=False)
     if "threads" in spec:  # does not change the numbers (kept out of the checkpoint key)
         options["threads"] = _number(spec, "threads", 1, step, integer=True)
     lambdas = None
@@ -525,6 +535,8 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     ``method`` (``"rk4"`` or ``"dopri5"``), ``rtol``, ``atol``, ``tangent_error``
     (as in :func:`lyapunov_step`), ``threads`` (threads per point sharing
     the tangent vectors, 1: the points themselves run in parallel),
+    ``amplitude`` (with ``network``: random perturbation of the homogeneous
+    initial state, 0; a homogeneous start stays on the synchronous manifold),
     ``seed``, ``workers``, ``scheduler`` (a Dask
     address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
     ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
@@ -577,8 +589,20 @@ def _plot_sweep(context, step, ds, names):
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
     else:
-        ax.plot(ds[names[0]], data.values.reshape(len(ds[names[0]]), -1))
+        exponents = [f"lyapunov_{i}" for i in range(1, len(ds.data_vars) + 1) if f"lyapunov_{i}" in ds]
+        x = ds[names[0]]
+        if len(exponents) > 1:  # the whole spectrum: one line per exponent, the largest on top
+            colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(exponents)))
+            for name, colour in zip(exponents[::-1], colours[::-1]):
+                ax.plot(x, ds[name], color=colour, lw=0.6 if name != "lyapunov_1" else 1.6,
+                        marker="." if x.size < 30 else None)
+            ax.axhline(0.0, color="k", lw=0.5)
+            ax.set_ylabel(f"Lyapunov exponents 1..{len(exponents)} (1/ms)")
+            ax.text(0.01, 0.01, "lyapunov_1 thick; colour: index (dark = largest)", transform=ax.transAxes,
+                    fontsize="small", va="bottom")
+        else:
+            ax.plot(x, data.values.reshape(len(x), -1))
+            ax.set_ylabel(f"{var} (1/ms)")
         ax.set_xlabel(names[0])
-        ax.set_ylabel(f"{var} (1/ms)")
     ax.set_title(f"{context.model.name}: sweep {step}")
     io.save_figure(context.out_dir / f"sweep_{step}.png", fig)
