@@ -75,7 +75,60 @@ def network_module_source(model) -> str:
             raise RuntimeError(f"kernel template: no line '{name} = ...'")
     node = "@jit\n" + node_kernel_source(model).replace("\ndef ", "\n@jit\ndef ")
     stages = _node_tangent_source(model).replace("def tangent_", "@jit_contract\ndef tangent_")
-    return f"{head}# model {model.name!r}\n\n{node}\n\n{stages}\n{body}"
+    nodes = "@jit\n" + _nodes_rhs_source(model)
+    return f"{head}# model {model.name!r}\n\n{node}\n\n{stages}\n\n{nodes}\n{body}"
+
+
+def _nodes_rhs_source(model) -> str:
+    """Source of ``nodes_rhs(y, p, C, out)``: the node equations of every node, in one loop.
+
+    What depends on the parameters only (``1/tau``, ``pi^2 tau^2``, ...) is
+    computed once before the loop: each equation is expanded and every term
+    split into its parameter factor and the rest (an equation whose
+    expansion grows more than twice its size is kept as written). In the
+    loop the state is indexed directly (no per-node views or calls) and the
+    per-node subexpressions are shared (``sympy.cse``).
+    """
+    import sympy
+
+    from bifnet.codegen import _expr_code
+
+    n = model.n_variables
+    xs = {s: sympy.Symbol(f"y[b + {k}]") for k, s in enumerate(model.state_symbols)}
+    ps = {s: sympy.Symbol(f"p[{k}]") for k, s in enumerate(model.parameter_symbols)}
+    cs = {s: sympy.Symbol(f"C[i, {k}]") for k, s in enumerate(model.input_symbols)}
+    varying = set(xs.values()) | set(cs.values())
+    coefficients = {}  # parameter-only factor -> its symbol
+
+    def hoist(expr):
+        expanded = sympy.expand(expr)
+        if sympy.count_ops(expanded) > 2 * sympy.count_ops(expr):
+            expanded = expr
+        terms = []
+        for term in sympy.Add.make_args(expanded):
+            factor, rest = term.as_independent(*varying, as_Add=False)
+            if factor.free_symbols and rest != 1:
+                symbol = coefficients.setdefault(factor, sympy.Symbol(f"_c{len(coefficients)}"))
+                terms.append(symbol * rest)
+            elif factor.free_symbols:  # a parameter-only term
+                terms.append(coefficients.setdefault(factor, sympy.Symbol(f"_c{len(coefficients)}")))
+            else:
+                terms.append(term)
+        return sympy.Add(*terms)
+
+    exprs = [hoist(sympy.sympify(e).xreplace({**xs, **ps, **cs})) for e in model.equations]
+    reps, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_t"))
+    lines = ["def nodes_rhs(y, p, C, out):"]
+    for factor, symbol in coefficients.items():
+        lines.append(f"    {symbol} = {_expr_code(factor, {})}")
+    lines.append("    for i in range(C.shape[0]):")
+    lines.append(f"        b = i * {n}")
+    for symbol, e in reps:
+        lines.append(f"        {symbol} = {_expr_code(e, {})}")
+    for k, e in enumerate(reduced):
+        lines.append(f"        out[b + {k}] = {_expr_code(e, {})}")
+    lines.append("    return None")
+    return "\n".join(lines) + "\n"
 
 
 @functools.lru_cache(maxsize=None)
