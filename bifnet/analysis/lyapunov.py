@@ -3,7 +3,8 @@
 Two layers (as in ChaosTools.jl): :class:`TangentSystem` holds a compiled
 field ``g(y, V, args, dy, dV)`` returning ``dy/dt`` and the Jacobian applied
 to ``k`` tangent vectors; :func:`lyapunov_spectrum` and
-:func:`lyapunov_convergence` integrate the joint system with RK4 and
+:func:`lyapunov_convergence` integrate the joint system with RK4 (fixed
+steps) or Dormand–Prince 5(4) (adaptive steps, ``method="dopri5"``) and
 re-orthonormalise with a QR decomposition at fixed intervals.
 
 For a network the tangent field is the structured product of
@@ -170,7 +171,7 @@ class _Adaptive:
 
 
 class _GenericBlocks:
-    """``(y, V)`` advanced by the generic compiled RK4 loop over ``ts.field`` (any tangent system)."""
+    """``(y, V)`` advanced by the generic compiled RK4 or dopri5 loop over ``ts.field`` (any tangent system)."""
 
     def __init__(self, ts, y, V, adaptive=None):
         from bifnet.network._kernels import integrators
@@ -277,7 +278,7 @@ class _NetworkBlocks:
         futures = [self._pool.submit(run, b, *args) for b in range(1, len(self._V))]
         first = run(0, *args)
         results = [first] + [f.result() for f in futures]
-        for other in self._y[1:]:  # identical arithmetic: keep one state
+        for other in self._y[1:]:  # keep one state (identical, unless each block chose its own steps)
             other[:] = self._y[0]
         return results
 
