@@ -122,7 +122,8 @@ def main():
               + ("" if args.full else f"; the full 7000 + 300 ms at this rate: dopri5 ~{dp_wall * full:.0f} s, "
                  f"rk4 ~{rk4_wall * full:.0f} s"))
         print(f"[{precision}] dopri5's largest tangent error estimate {dp_stats['tangent_error_norm_max']:.2g} "
-              f"(1 = the tolerance; {dp_stats['steps_tangent_error_over_1']} of {dp_stats['n_steps']} steps above)")
+              f"(1 = the tolerance; {dp_stats['steps_tangent_error_over_1']} of the "
+              f"{dp_stats['steps_tangent_error_checked']} steps where it was evaluated above)")
         results[precision] = runs
 
     le_rk4, le_dp = results["double" if "double" in results else precisions[0]]["rk4"][0], \

@@ -166,8 +166,9 @@ class _Adaptive:
     atol: float
     tangent_error: bool
     h: float
-    # nfev, accepted, rejected, largest tangent error norm, accepted steps with a tangent error norm > 1
-    stats: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(5))
+    # nfev, accepted, rejected, largest tangent error norm, accepted steps with a tangent error norm > 1,
+    # steps where the tangent error norm was evaluated
+    stats: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(6))
 
 
 class _GenericBlocks:
@@ -240,7 +241,7 @@ class _NetworkBlocks:
         self._work = [workspace(N, n, block.shape[1], precision, m) for block in self._V]
         # with the state's error norm the blocks take identical steps (the same arithmetic in each); with
         # tangent_error each block of columns controls its own steps
-        self._adaptive = None if adaptive is None else [dataclasses.replace(adaptive, stats=np.zeros(5))
+        self._adaptive = None if adaptive is None else [dataclasses.replace(adaptive, stats=np.zeros(6))
                                                         for _ in self._V]
         self._pool = None
         if len(self._columns) > 1:
@@ -261,7 +262,7 @@ class _NetworkBlocks:
         if self._adaptive is None:
             return None
         stats = self._adaptive[0].stats.copy()
-        stats[3:] = np.max([a.stats[3:] for a in self._adaptive], axis=0)
+        stats[3:5] = np.max([a.stats[3:5] for a in self._adaptive], axis=0)
         return dataclasses.replace(self._adaptive[0], stats=stats)
 
     def _run_to(self, b, t0, t1):
@@ -426,11 +427,12 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
     if adaptive is None:
         stats.update(n_steps=(n_transient + n_blocks) * steps_per_block, dt=dt)
     else:
-        nfev, nacc, nrej, worst, over = state.adaptive.stats
+        nfev, nacc, nrej, worst, over, checked = state.adaptive.stats
         stats.update(n_steps=int(nacc), n_rejected=int(nrej), nfev=int(nfev), rtol=adaptive.rtol,
                      atol=adaptive.atol, tangent_error=adaptive.tangent_error,
-                     mean_step_ms=(n_transient + n_blocks) * block / max(nacc, 1),
-                     tangent_error_norm_max=float(worst), steps_tangent_error_over_1=int(over))
+                     mean_step_ms=float((n_transient + n_blocks) * block / max(nacc, 1)),
+                     tangent_error_norm_max=float(worst), steps_tangent_error_over_1=int(over),
+                     steps_tangent_error_checked=int(checked))
 
     logger.debug("Lyapunov: %s, k = %d, D = %d, %s, %s", method, k, D,
                  "generic tangent loop" if stepper is None else f"fused network stepper on {n_threads} thread(s)",
