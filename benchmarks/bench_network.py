@@ -1,10 +1,16 @@
 """Benchmark: compiled network integrators vs plain numpy/scipy and jitcode (ratios printed, never asserted).
 
-    python benchmarks/bench_network.py [--t-max 1000] [--numpy-t 100]
+    python benchmarks/bench_network.py [--t-max 1000] [--numpy-t 100] [--repeats 3]
 
 The kernels are compiled into a fresh, empty kernel cache (a temporary
 BIFNET_CACHE_DIR), so "end to end" is the first run on a machine; a second
 process then measures a later run, which loads them from that cache.
+Every timing is the best of ``--repeats`` (the machine may be shared), and
+every baseline (scipy's RK45 on a numpy right-hand side, numpy RK4,
+jitcode's integration when jitcode is installed) is measured in the same
+run. The right-hand side is profiled against its bound: its FLOPs and
+bytes, over this core's dgemm rate and its read bandwidth for an array the
+size of ``W``, both measured here.
 """
 
 from __future__ import annotations
@@ -65,8 +71,9 @@ def numpy_rk4(rhs, y, dt, nsteps):
     return y
 
 
-def jitcode_end_to_end(net, y0, t_max, reference):
-    """The same network in jitcode (if installed): compile + integrate (dopri5, rtol 1e-6)."""
+def jitcode_end_to_end(net, y0, t_max, reference, repeats=1):
+    """The same network in jitcode (if installed): ``(compile + integrate, integrate)`` in s (dopri5,
+    rtol 1e-6; the integration the best of ``repeats``)."""
     try:
         import symengine
         from jitcode import jitcode, y as Y
@@ -98,13 +105,16 @@ def jitcode_end_to_end(net, y0, t_max, reference):
     ode.set_integrator("dopri5", rtol=1e-6, atol=1e-9)
     ode.set_initial_value(np.asarray(y0).ravel(), 0.0)
     t_compile = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    final = ode.integrate(t_max)
-    t_run = time.perf_counter() - t0
+    t_run = None
+    for _ in range(repeats):
+        ode.set_initial_value(np.asarray(y0).ravel(), 0.0)
+        t0 = time.perf_counter()
+        final = ode.integrate(t_max)
+        t_run = min(t_run or np.inf, time.perf_counter() - t0)
     diff = np.abs(final - reference.y[-1].ravel()).max()
     print(f"jitcode   : compilation {t_compile:.2f} s + integration {t_run:.3f} s = {t_compile + t_run:.2f} s "
           f"(max diff at t_max vs bifnet {diff:.1e})")
-    return t_compile + t_run
+    return t_compile + t_run, t_run
 
 
 _LATER_RUN = """
@@ -132,6 +142,83 @@ def later_run(weights_expr, params, t_max):
     return time.perf_counter() - t0, float(out[0]), float(out[1])
 
 
+def best_of(repeats, function):
+    """``(result, best wall time in s)`` of ``repeats`` calls."""
+    best, result = np.inf, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - t0)
+    return result, best
+
+
+def rhs_profile(net, y0, repeats):
+    """Time the compiled right-hand side (and its coupling product alone) and state its bound."""
+    import numba
+    import sympy
+
+    from bifnet.network._kernels import network_module, single_threaded_blas
+
+    module = network_module(net.model)
+    rhs, coupling_input = module.rhs, module.coupling_input
+    y = np.ascontiguousarray(y0, dtype=float).ravel()
+    args = net.kernel_args
+    p, W = args
+    N, n = net.state_shape
+    m = len(net.model.channels)
+
+    @numba.njit
+    def rhs_loop(y, args, out, count):
+        for _ in range(count):
+            rhs(y, args, out)
+        return out[0]
+
+    @numba.njit
+    def coupling_loop(y, W, p, count):
+        C = np.empty((W.shape[0], m))
+        yc = np.empty(W.shape[0])
+        for _ in range(count):
+            coupling_input(y, W, p, C, yc)
+        return C[0, 0]
+
+    @numba.njit(fastmath={"reassoc", "contract"})
+    def read_loop(A, count):  # streams an array the size of W, as the coupling product does
+        acc = 0.0
+        flat = A.ravel()
+        for _ in range(count):
+            for j in range(flat.size):
+                acc += flat[j]
+        return acc
+
+    out = np.empty_like(y)
+    count = 20000
+    rhs_loop(y, args, out, 10)
+    coupling_loop(y, W, p, 10)
+    read_loop(W, 10)
+    t_rhs = best_of(repeats, lambda: rhs_loop(y, args, out, count))[1] / count
+    t_coupling = best_of(repeats, lambda: coupling_loop(y, W, p, count))[1] / count
+    t_read = best_of(repeats, lambda: read_loop(W, count))[1] / count
+    G = 512
+    A = np.random.default_rng(0).standard_normal((G, G))
+    with single_threaded_blas():
+        A @ A
+        t_gemm = best_of(repeats, lambda: A @ A)[1]
+    flop_rate = 2.0 * G ** 3 / t_gemm
+    bandwidth = W.nbytes / t_read
+    node_flops = sum(sympy.count_ops(sympy.sympify(e)) for e in net.model.equations) * N  # each operation counted once
+    flops = 2.0 * N * N * m + node_flops
+    nbytes = W.nbytes + 3 * y.nbytes  # W, y (read), the output (written) and the stage input
+    t_bound = max(flops / flop_rate, nbytes / bandwidth)
+    print(f"rhs       : {t_rhs * 1e6:.2f} us per evaluation ({N * n} variables): coupling product "
+          f"{t_coupling * 1e6:.2f} us ({m} x {N}x{N} matrix-vector), node equations {(t_rhs - t_coupling) * 1e6:.2f} us")
+    print(f"            bound: {flops / 1e3:.1f} kFLOP at this core's dgemm rate {flop_rate / 1e9:.1f} GFLOP/s = "
+          f"{flops / flop_rate * 1e6:.2f} us; {nbytes / 1e3:.1f} kB (W is {W.nbytes / 1e3:.1f} kB) at its read "
+          f"bandwidth for a W-sized array {bandwidth / 1e9:.1f} GB/s = {nbytes / bandwidth * 1e6:.2f} us; "
+          f"the right-hand side is {'memory' if nbytes / bandwidth > flops / flop_rate else 'FLOP'}-bound and "
+          f"runs at {t_rhs / t_bound:.1f}x its bound ({t_bound * 1e6:.2f} us)")
+    return t_rhs
+
+
 def main():
     from scipy.integrate import solve_ivp
 
@@ -141,7 +228,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--t-max", type=float, default=1000.0)
     parser.add_argument("--numpy-t", type=float, default=100.0, help="numpy RK4 measured on this span, then scaled")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of every timing (the best is printed)")
     args = parser.parse_args()
+    repeats = args.repeats
     cache = tempfile.TemporaryDirectory(prefix="bifnet-bench-cache-")
     os.environ["BIFNET_CACHE_DIR"] = cache.name  # an empty kernel cache: the first run on a machine
 
@@ -158,16 +247,16 @@ def main():
     t_compile = time.perf_counter() - t0
     simulate(net, (0, 1), y0, "rk4")
 
-    t0 = time.perf_counter()
-    a = simulate(net, (0, args.t_max), y0, "dopri5", rtol=1e-6, atol=1e-9, stride=1000)
-    t_dopri = time.perf_counter() - t0
+    print(f"timings   : best of {repeats} repeats each (wall time; the machine may be shared)")
+    t_rhs = rhs_profile(net, y0, repeats)
+    a, t_dopri = best_of(repeats, lambda: simulate(net, (0, args.t_max), y0, "dopri5", rtol=1e-6, atol=1e-9,
+                                                   stride=1000))
     rhs = numpy_rhs_factory(net)
-    t0 = time.perf_counter()
-    b = solve_ivp(rhs, (0, args.t_max), y0.ravel(), method="RK45", rtol=1e-6, atol=1e-9,
-                  t_eval=a.t)
-    t_scipy = time.perf_counter() - t0
+    b, t_scipy = best_of(repeats, lambda: solve_ivp(rhs, (0, args.t_max), y0.ravel(), method="RK45", rtol=1e-6,
+                                                    atol=1e-9, t_eval=a.t))
     diff = np.abs(b.y.T - a.y.reshape(a.t.size, -1)).max()
-    print(f"adaptive  : bifnet dopri5 {t_dopri:.3f} s ({a.stats['n_steps']} steps) | scipy RK45 numpy "
+    print(f"adaptive  : bifnet dopri5 {t_dopri:.3f} s ({a.stats['n_steps']} steps, {a.nfev} nfev: "
+          f"{t_dopri / a.nfev * 1e6:.2f} us per nfev, right-hand side {t_rhs * 1e6:.2f}) | scipy RK45 numpy "
           f"{t_scipy:.3f} s ({b.nfev} nfev) | speed-up x{t_scipy / t_dopri:.1f} | max diff {diff:.2e}")
 
     print(f"end to end: bifnet dopri5 compilation {t_compile:.2f} s + integration {t_dopri:.3f} s = "
@@ -176,21 +265,20 @@ def main():
     wall, setup, run = later_run(weights_expr, params, args.t_max)
     print(f"            later run, new process: simulate {run:.2f} s (kernels from the disk cache), "
           f"{wall:.2f} s for the whole process with Python start-up and imports ({setup:.2f} s)")
-    t_jit = jitcode_end_to_end(net, y0, args.t_max, a)
-    if t_jit:
+    jit = jitcode_end_to_end(net, y0, args.t_max, a, repeats)
+    if jit:
+        t_jit, t_jit_run = jit
         print(f"            speed-up vs jitcode: x{t_jit / (t_compile + t_dopri):.1f} first run, "
-              f"x{t_jit / run:.1f} later runs")
+              f"x{t_jit / run:.1f} later runs; integration alone x{t_jit_run / t_dopri:.2f}")
 
-    t0 = time.perf_counter()
-    c = simulate(net, (0, args.t_max), y0, "rk4", dt=0.01, stride=1000)
-    t_rk4 = time.perf_counter() - t0
+    c, t_rk4 = best_of(repeats, lambda: simulate(net, (0, args.t_max), y0, "rk4", dt=0.01, stride=1000))
     n_np = int(round(args.numpy_t / 0.01))
-    t0 = time.perf_counter()
-    y_np = numpy_rk4(rhs, y0.ravel().copy(), 0.01, n_np)
-    t_np = (time.perf_counter() - t0) * (args.t_max / args.numpy_t)
+    y_np, t_np = best_of(repeats, lambda: numpy_rk4(rhs, y0.ravel().copy(), 0.01, n_np))
+    t_np *= args.t_max / args.numpy_t
     check = simulate(net, (0, args.numpy_t), y0, "rk4", dt=0.01, stride=n_np)
     diff = np.abs(check.y[-1].ravel() - y_np).max()
-    print(f"fixed step: bifnet rk4 (numba) {t_rk4:.3f} s | numpy rk4 {t_np:.3f} s (scaled from "
+    print(f"fixed step: bifnet rk4 (numba) {t_rk4:.3f} s ({t_rk4 / c.nfev * 1e6:.2f} us per nfev) | numpy rk4 "
+          f"{t_np:.3f} s (scaled from "
           f"{args.numpy_t:g} ms) | speed-up x{t_np / t_rk4:.1f} | max diff {diff:.2e} | success {c.success}")
 
 

@@ -310,6 +310,10 @@ class LyapunovStep(_Network):
     dt: Positive = 0.01
     renormalise_every: Positive = 1.0
     precision: Literal["double", "single"] = "double"
+    method: Literal["rk4", "dopri5"] = "rk4"
+    rtol: Positive = 1e-6
+    atol: Positive = 1e-9
+    tangent_error: bool = False
     homogeneous: bool = False
     initial: Literal["equilibrium", "default"] = "equilibrium"
     amplitude: NonNegative = 1e-3
@@ -351,6 +355,12 @@ class SweepStep(_GridMixin, _Network):
     transient: NonNegative = 500.0
     dt: Positive = 0.01
     precision: Literal["double", "single"] = "double"
+    method: Literal["rk4", "dopri5"] = "rk4"
+    rtol: Positive = 1e-6
+    atol: Positive = 1e-9
+    tangent_error: bool = False
+    threads: PositiveInt = 1
+    amplitude: NonNegative = 0.0
     seed: Annotated[int, Field(ge=0)] | None = None
     workers: PositiveInt | None = None
     scheduler: str | None = None

@@ -3,7 +3,8 @@
 Two layers (as in ChaosTools.jl): :class:`TangentSystem` holds a compiled
 field ``g(y, V, args, dy, dV)`` returning ``dy/dt`` and the Jacobian applied
 to ``k`` tangent vectors; :func:`lyapunov_spectrum` and
-:func:`lyapunov_convergence` integrate the joint system with RK4 and
+:func:`lyapunov_convergence` integrate the joint system with RK4 (fixed
+steps) or Dormand–Prince 5(4) (adaptive steps, ``method="dopri5"``) and
 re-orthonormalise with a QR decomposition at fixed intervals.
 
 For a network the tangent field is the structured product of
@@ -118,14 +119,16 @@ def linear_tangent_system(A, y0=None) -> TangentSystem:
     return TangentSystem(A.shape[0], _linear_field(), (A,), y0, "linear")
 
 
-def _network_stepper(ts: TangentSystem, precision: str = "double"):
+def _network_stepper(ts: TangentSystem, precision: str = "double", method: str = "rk4"):
     """The fused network stepper for ``ts`` (``None`` if ``ts`` is not a network's own tangent system)."""
     if ts.network is None:
         return None
-    from bifnet.network._kernels import lyapunov_kernels, network_kernels
+    from bifnet.network._kernels import dopri5_lyapunov_kernels, lyapunov_kernels, network_kernels
 
     if ts.field is not network_kernels(ts.network.model)[1]:
         return None
+    if method == "dopri5":
+        return dopri5_lyapunov_kernels(ts.network.model, precision)
     return lyapunov_kernels(ts.network.model, precision)
 
 
@@ -147,21 +150,52 @@ _MIN_COLUMNS_PER_THREAD = 16
 # one AVX2 register of the tangent dtype
 _PAD = {"double": 4, "single": 8}
 PRECISIONS = ("double", "single")
+#: integrators of the joint (state, tangent) system: fixed-step RK4 or adaptive Dormand–Prince 5(4)
+METHODS = ("rk4", "dopri5")
+# step budget (accepted + rejected) of the adaptive integrator per re-orthonormalisation interval
+_MAX_STEPS_PER_BLOCK = 200_000
+_STATUS_MESSAGES = {1: "the state became non-finite", 2: "the required step size became too small",
+                    3: "the step budget was spent (a stiff or diverging system?)"}
+
+
+@dataclasses.dataclass
+class _Adaptive:
+    """Settings and running statistics of the adaptive integrator (one per block of columns)."""
+
+    rtol: float
+    atol: float
+    tangent_error: bool
+    h: float
+    # nfev, accepted, rejected, largest tangent error norm, accepted steps with a tangent error norm > 1,
+    # steps where the tangent error norm was evaluated
+    stats: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(6))
 
 
 class _GenericBlocks:
-    """``(y, V)`` advanced by the generic compiled RK4 loop over ``ts.field`` (any tangent system)."""
+    """``(y, V)`` advanced by the generic compiled RK4 or dopri5 loop over ``ts.field`` (any tangent system)."""
 
-    def __init__(self, ts, y, V):
+    def __init__(self, ts, y, V, adaptive=None):
         from bifnet.network._kernels import integrators
 
         self._advance = integrators()["rk4_tangent_steps"]
+        self._adaptive_step = integrators()["dopri5_tangent_block"]
         self._ts = ts
         self.y = y
         self.V = V
+        self.adaptive = adaptive
 
     def advance(self, dt, nsteps):
         return self._advance(self._ts.field, self._ts.args, self.y, self.V, dt, nsteps)
+
+    def advance_to(self, t0, t1):
+        """Adaptive steps from ``t0`` to ``t1``: the status code (0 = success)."""
+        from bifnet.network._kernels import DP_A, DP_B, DP_E
+
+        a = self.adaptive
+        status, a.h = self._adaptive_step(self._ts.field, self._ts.args, self.y, self.V, t0, t1, a.h, a.rtol,
+                                          a.atol, a.tangent_error, a.stats[1] + a.stats[2] + _MAX_STEPS_PER_BLOCK,
+                                          a.stats, DP_A, DP_B, DP_E)
+        return int(status)
 
     def tangent(self):
         return self.V
@@ -181,8 +215,8 @@ class _NetworkBlocks:
     threads meet only at re-orthonormalisations.
     """
 
-    def __init__(self, ts, stepper, y, V, threads, precision="double"):
-        from bifnet.network._kernels import TANGENT_DTYPES, lyapunov_workspace
+    def __init__(self, ts, stepper, y, V, threads, precision="double", adaptive=None):
+        from bifnet.network._kernels import TANGENT_DTYPES, dopri5_lyapunov_workspace, lyapunov_workspace
 
         N, n = ts.network.state_shape
         self._stepper = stepper
@@ -203,7 +237,12 @@ class _NetworkBlocks:
             self._V.append(block)
         self._y = [y] + [y.copy() for _ in self._columns[1:]]
         m = len(ts.network.model.channels)
-        self._work = [lyapunov_workspace(N, n, block.shape[1], precision, m) for block in self._V]
+        workspace = lyapunov_workspace if adaptive is None else dopri5_lyapunov_workspace
+        self._work = [workspace(N, n, block.shape[1], precision, m) for block in self._V]
+        # with the state's error norm the blocks take identical steps (the same arithmetic in each); with
+        # tangent_error each block of columns controls its own steps
+        self._adaptive = None if adaptive is None else [dataclasses.replace(adaptive, stats=np.zeros(6))
+                                                        for _ in self._V]
         self._pool = None
         if len(self._columns) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -217,16 +256,39 @@ class _NetworkBlocks:
     def _run(self, b, dt, nsteps):
         return self._stepper(self._y[b], self._V[b], self._p, self._W, self._Wg, dt, nsteps, *self._work[b])
 
-    def advance(self, dt, nsteps):
+    @property
+    def adaptive(self):
+        """The first block's settings, with the statistics of all blocks (steps: the first block's)."""
+        if self._adaptive is None:
+            return None
+        stats = self._adaptive[0].stats.copy()
+        stats[3:5] = np.max([a.stats[3:5] for a in self._adaptive], axis=0)
+        return dataclasses.replace(self._adaptive[0], stats=stats)
+
+    def _run_to(self, b, t0, t1):
+        a = self._adaptive[b]
+        status, a.h = self._stepper(self._y[b], self._V[b], self._p, self._W, self._Wg, t0, t1, a.h, a.rtol,
+                                    a.atol, a.tangent_error, a.stats[1] + a.stats[2] + _MAX_STEPS_PER_BLOCK,
+                                    a.stats, *self._work[b])
+        return int(status)
+
+    def _parallel(self, run, *args):
         if self._pool is None:
-            return self._run(0, dt, nsteps)
+            return [run(0, *args)]
         # the calling thread takes the first block itself: one thread fewer to wake per block
-        futures = [self._pool.submit(self._run, b, dt, nsteps) for b in range(1, len(self._V))]
-        ok = self._run(0, dt, nsteps)
-        ok = all([f.result() for f in futures]) and ok
-        for other in self._y[1:]:  # identical arithmetic: keep one state
+        futures = [self._pool.submit(run, b, *args) for b in range(1, len(self._V))]
+        first = run(0, *args)
+        results = [first] + [f.result() for f in futures]
+        for other in self._y[1:]:  # keep one state (identical, unless each block chose its own steps)
             other[:] = self._y[0]
-        return ok
+        return results
+
+    def advance(self, dt, nsteps):
+        return all(self._parallel(self._run, dt, nsteps))
+
+    def advance_to(self, t0, t1):
+        """Adaptive steps from ``t0`` to ``t1``: the status code (0 = success)."""
+        return max(self._parallel(self._run_to, t0, t1))
 
     def tangent(self):
         # float64 for the QR step whatever the blocks' dtype
@@ -279,8 +341,17 @@ def _positive_qr(V):
     return Q * np.where(d < 0, -1.0, 1.0), np.log(np.abs(d))
 
 
+def _positive_number(name, value):
+    if isinstance(value, bool) or not (isinstance(value, (int, float, np.number)) and math.isfinite(value)
+                                       and value > 0):
+        raise SimulationError(f"{name}: expected a positive number, got {value!r}")
+    return float(value)
+
+
 def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads=None, generic=False,
-                   precision="double"):
+                   precision="double", method="rk4", rtol=1e-6, atol=1e-9, tangent_error=False):
+    """``(logs, block, final state, stats)``: ``logs[b]`` are the ``log R_ii`` of averaging block ``b``
+    (``block`` ms long)."""
     from bifnet.network._kernels import single_threaded_blas
     from bifnet.network.core import as_generator, check_rates
 
@@ -291,56 +362,88 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= D:
         raise SimulationError(f"k: expected an integer in 1..{D}, got {k!r}")
     for name, value in (("t_max", t_max), ("dt", dt), ("renormalise_every", renormalise_every)):
-        if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value > 0):
-            raise SimulationError(f"{name}: expected a positive number, got {value!r}")
+        _positive_number(name, value)
     if not (isinstance(transient, (int, float, np.number)) and math.isfinite(transient) and transient >= 0):
         raise SimulationError(f"transient: expected a number >= 0, got {transient!r}")
+    if method not in METHODS:
+        raise SimulationError(f"method: expected one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    adaptive = None
+    if method == "dopri5":
+        if not isinstance(tangent_error, (bool, np.bool_)):
+            raise SimulationError(f"tangent_error: expected true or false, got {tangent_error!r}")
+        adaptive = _Adaptive(_positive_number("rtol", rtol), _positive_number("atol", atol), bool(tangent_error),
+                             min(float(dt), float(renormalise_every)))
     n_threads = _thread_count(threads, k)
     y = np.array(ts.initial_state, dtype=float)
     if y.shape != (D,):
         raise SimulationError(f"y0: expected {D} components, got shape {y.shape}")
     if ts.network is not None:
         check_rates(ts.network, y, "y0")
-    steps_per_block = max(1, int(round(renormalise_every / dt)))
     gen = as_generator(rng)
     V0 = gen.standard_normal((D, k))
     if precision not in PRECISIONS:
         raise SimulationError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
-    stepper = None if generic else _network_stepper(ts, precision)
+    stepper = None if generic else _network_stepper(ts, precision, method)
     if stepper is None and precision != "double":
         raise SimulationError(f"precision {precision!r} is available for networks only (this is {ts.name or 'a tangent system'})")
+    if adaptive is None:
+        steps_per_block = max(1, int(round(renormalise_every / dt)))
+        block = dt * steps_per_block
+    else:  # adaptive steps land on the re-orthonormalisation times exactly
+        block = float(renormalise_every)
 
-    def run_blocks(n_blocks, logs, t_start):
+    def run_blocks(n_blocks, logs, b_start):
         for b in range(n_blocks):
-            if not state.advance(dt, steps_per_block):
-                raise SimulationError(
-                    f"the state became non-finite at t = {t_start + (b + 1) * steps_per_block * dt:.6g} ms")
+            t0, t1 = (b_start + b) * block, (b_start + b + 1) * block
+            if adaptive is None:
+                if not state.advance(dt, steps_per_block):
+                    raise SimulationError(f"the state became non-finite at t = {t1:.6g} ms")
+            else:
+                status = state.advance_to(t0, t1)
+                if status:
+                    raise SimulationError(f"dopri5 (rtol {adaptive.rtol:g}, atol {adaptive.atol:g}): "
+                                          f"{_STATUS_MESSAGES.get(status, 'failed')} between t = {t0:.6g} and "
+                                          f"{t1:.6g} ms")
             Q, log_d = _positive_qr(state.tangent())
             if logs is not None:
                 logs[b] = log_d
             state.set_tangent(Q)
 
     # the transient aligns the tangent vectors too (their logs are discarded)
-    n_transient = int(round(transient / (dt * steps_per_block)))
-    n_blocks = max(1, int(round(t_max / (dt * steps_per_block))))
+    n_transient = int(round(transient / block))
+    n_blocks = max(1, int(round(t_max / block)))
     logs = np.zeros((n_blocks, k))
     with single_threaded_blas():
         V = np.ascontiguousarray(np.linalg.qr(V0)[0])
-        state = (_GenericBlocks(ts, y, V) if stepper is None
-                 else _NetworkBlocks(ts, stepper, y, V, n_threads, precision))
+        state = (_GenericBlocks(ts, y, V, adaptive) if stepper is None
+                 else _NetworkBlocks(ts, stepper, y, V, n_threads, precision, adaptive))
         try:
-            run_blocks(n_transient, None, 0.0)
-            run_blocks(n_blocks, logs, n_transient * steps_per_block * dt)
+            run_blocks(n_transient, None, 0)
+            run_blocks(n_blocks, logs, n_transient)
         finally:
             state.close()
-    logger.debug("Lyapunov: %d blocks of %d RK4 steps, k = %d, D = %d, %s", n_blocks, steps_per_block, k, D,
-                 "generic tangent loop" if stepper is None else f"fused network stepper on {n_threads} thread(s)")
-    return logs, dt * steps_per_block, state.y
+    stats = {"method": method, "blocks": n_transient + n_blocks, "block_ms": block,
+             "threads": n_threads if stepper is not None else 1}
+    if adaptive is None:
+        stats.update(n_steps=(n_transient + n_blocks) * steps_per_block, dt=dt)
+    else:
+        nfev, nacc, nrej, worst, over, checked = state.adaptive.stats
+        stats.update(n_steps=int(nacc), n_rejected=int(nrej), nfev=int(nfev), rtol=adaptive.rtol,
+                     atol=adaptive.atol, tangent_error=adaptive.tangent_error,
+                     mean_step_ms=float((n_transient + n_blocks) * block / max(nacc, 1)),
+                     tangent_error_norm_max=float(worst), steps_tangent_error_over_1=int(over),
+                     steps_tangent_error_checked=int(checked))
+
+    logger.debug("Lyapunov: %s, k = %d, D = %d, %s, %s", method, k, D,
+                 "generic tangent loop" if stepper is None else f"fused network stepper on {n_threads} thread(s)",
+                 stats)
+    return logs, block, state.y, stats
 
 
 def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: float = 0.0, dt: float = 0.01,
                       renormalise_every: float = 1.0, y0=None, rng=None, threads: int | None = None,
-                      precision: str = "double") -> np.ndarray:
+                      precision: str = "double", method: str = "rk4", rtol: float = 1e-6, atol: float = 1e-9,
+                      tangent_error: bool = False) -> np.ndarray:
     """The ``k`` largest Lyapunov exponents (1/ms), sorted descending.
 
     Parameters
@@ -356,10 +459,10 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
         evolved and re-orthonormalised during it too, so the averaging starts
         from aligned vectors.
     dt : float
-        RK4 step (ms).
+        RK4 step (ms); with ``method="dopri5"`` the first trial step only.
     renormalise_every : float
-        Interval between QR re-orthonormalisations (ms; rounded to whole
-        steps). The exponents do not depend on it beyond rounding (the
+        Interval between QR re-orthonormalisations (ms; with RK4 rounded to
+        whole steps, the adaptive steps land on it exactly). The exponents do not depend on it beyond rounding (the
         product of the ``R`` factors is the same) as long as the tangent
         vectors stay numerically independent over one interval; 1 ms, as
         ChaosTools' default ``Δt = 1``, is safe for millisecond-scale models
@@ -380,6 +483,22 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
         1.3-1.5x faster at 90 vectors, and on the reference model the exponents
         move by far less than their statistical error (see the docs). Other
         tangent systems are double only.
+    method : {"rk4", "dopri5"}
+        Integrator of the joint (state, tangent) system: classical RK4 with
+        the fixed step ``dt``, or Dormand–Prince 5(4) on adaptive steps (the
+        names :func:`~bifnet.network.simulate` uses). With ``"dopri5"`` the
+        tangent vectors are advanced on the state's steps (the same stages),
+        each interval ends exactly on a re-orthonormalisation time, and the
+        step size carries over from one interval to the next.
+    rtol, atol : float
+        Tolerances of ``"dopri5"`` (scipy's RMS error norm with the scale
+        ``atol + rtol |y|``); ignored by RK4.
+    tangent_error : bool
+        With ``"dopri5"``, include the tangent vectors in the error norm (the
+        larger of the state's and the tangent vectors' norms decides a
+        step) instead of the state alone. Slower (the tangent stages are
+        computed for rejected steps too, and on one thread); a check that
+        the state's steps resolve the tangent dynamics.
 
     Returns
     -------
@@ -395,8 +514,16 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
     -----
     Benettin et al. (1980), Shimada & Nagashima (1979): the state and ``k``
     tangent vectors ``V`` obey ``y' = f(y)``, ``V' = Df(y) V`` (integrated
-    jointly by RK4); every ``renormalise_every`` ms ``V = Q R`` and ``V <- Q``;
-    ``lambda_i = sum log|R_ii| / t_max``.
+    jointly by RK4 or Dormand–Prince 5(4)); every ``renormalise_every`` ms
+    ``V = Q R`` and ``V <- Q``; ``lambda_i = sum log|R_ii| / t_max``.
+
+    With ``"dopri5"`` (Dormand & Prince 1980, scipy's step control) and the
+    default error norm a step is accepted from the six state stages alone
+    and the tangent stages are then computed once, with the node Jacobians
+    kept from the state stages: a rejected step costs right-hand sides only
+    (:func:`bifnet.network._kernels.dopri5_lyapunov_kernels`). The tangent
+    dynamics is linear along the same trajectory, so the state's steps
+    resolve it to the same order; ``tangent_error=True`` checks that.
 
     For a network the joint RK4 step is one compiled loop
     (:func:`bifnet.network._kernels.lyapunov_kernels`): per stage the
@@ -411,29 +538,27 @@ def lyapunov_spectrum(system, k: int | None = None, *, t_max: float, transient: 
     >>> lyapunov_spectrum(homogeneous_network(model, {"eps": 15, "Iext_e": 6}), 6,
     ...                   t_max=2000, transient=500)          # doctest: +SKIP
     """
-    logs, _, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads,
-                                precision=precision)
-    duration = logs.shape[0] * _block(dt, renormalise_every)
-    return np.sort(logs.sum(axis=0) / duration)[::-1]
+    logs, block, _, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads,
+                                       precision=precision, method=method, rtol=rtol, atol=atol,
+                                       tangent_error=tangent_error)
+    return np.sort(logs.sum(axis=0) / (logs.shape[0] * block))[::-1]
 
 
 def _lyapunov_spectrum_reference(system, k=None, *, t_max, transient=0.0, dt=0.01, renormalise_every=1.0,
-                                 y0=None, rng=None):
-    """:func:`lyapunov_spectrum` through the generic tangent loop (``rk4_tangent_steps`` over the
-    network's ``tangent`` field, one thread): the implementation before the fused network
-    stepper, kept for tests and benchmarks."""
-    logs, _, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 1, generic=True)
-    duration = logs.shape[0] * _block(dt, renormalise_every)
-    return np.sort(logs.sum(axis=0) / duration)[::-1]
-
-
-def _block(dt, renormalise_every):
-    return dt * max(1, int(round(renormalise_every / dt)))
+                                 y0=None, rng=None, method="rk4", rtol=1e-6, atol=1e-9, tangent_error=False):
+    """:func:`lyapunov_spectrum` through the generic tangent loops (``rk4_tangent_steps`` or
+    ``dopri5_tangent_block`` over the network's ``tangent`` field, one thread): the
+    implementation without the fused network steppers, kept for tests and benchmarks."""
+    logs, block, _, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 1,
+                                       generic=True, method=method, rtol=rtol, atol=atol,
+                                       tangent_error=tangent_error)
+    return np.sort(logs.sum(axis=0) / (logs.shape[0] * block))[::-1]
 
 
 def lyapunov_convergence(system, k: int | None = None, *, t_max: float, transient: float = 0.0, dt: float = 0.01,
                          renormalise_every: float = 1.0, y0=None, rng=None, threads: int | None = None,
-                         precision: str = "double"):
+                         precision: str = "double", method: str = "rk4", rtol: float = 1e-6, atol: float = 1e-9,
+                         tangent_error: bool = False):
     """Running estimates of the Lyapunov exponents, for convergence plots.
 
     Same parameters as :func:`lyapunov_spectrum`.
@@ -446,8 +571,9 @@ def lyapunov_convergence(system, k: int | None = None, *, t_max: float, transien
         ``(B, k)``: column ``i`` is the running estimate of the exponent that
         ends ``i``-th largest (1/ms).
     """
-    logs, block, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads,
-                                    precision=precision)
+    logs, block, _, _ = _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, threads,
+                                       precision=precision, method=method, rtol=rtol, atol=atol,
+                                       tangent_error=tangent_error)
     t = block * np.arange(1, logs.shape[0] + 1)
     estimates = np.cumsum(logs, axis=0) / t[:, None]
     order = np.argsort(estimates[-1])[::-1]

@@ -54,6 +54,14 @@ def tangent_first(Js, gs, eps, V, T, A, U, WT, a, b):
 
 
 tangent_middle = tangent_last = tangent_first
+
+
+def tangent_apply(Js, gs, sv, X, WT, K):
+    raise NotImplementedError
+
+
+def nodes_rhs(y, p, C, out):
+    raise NotImplementedError
 # ---- END GENERATED ----
 np = numpy
 
@@ -92,8 +100,7 @@ def rhs(y, args, out):
     C = np.empty((N, N_CH))
     yc = np.empty(N)
     coupling_input(y, W, p, C, yc)
-    for i in range(N):
-        node_rhs(y[i * N_VAR:(i + 1) * N_VAR], p, C, i, out[i * N_VAR:(i + 1) * N_VAR])
+    nodes_rhs(y, p, C, out)
 
 
 @jit
@@ -211,6 +218,65 @@ def rms_norm(e, scale):
     return math.sqrt(acc / e.shape[0])
 
 
+@jit_contract
+def stage_input(y, K, s, coef, hh, target):
+    """``target = y + hh sum_{r<s} coef[r] K[r]``: one loop per stage with the terms written out
+    (few arrays, so that LLVM vectorises it); the zero weight of stage 2 in the solution skipped."""
+    D = y.shape[0]
+    c0 = hh * coef[0]
+    if s == 1:
+        for i in range(D):
+            target[i] = y[i] + c0 * K[0, i]
+        return
+    c1 = hh * coef[1]
+    if s == 2:
+        for i in range(D):
+            target[i] = y[i] + c0 * K[0, i] + c1 * K[1, i]
+        return
+    c2 = hh * coef[2]
+    if s == 3:
+        for i in range(D):
+            target[i] = y[i] + c0 * K[0, i] + c1 * K[1, i] + c2 * K[2, i]
+        return
+    c3 = hh * coef[3]
+    if s == 4:
+        for i in range(D):
+            target[i] = y[i] + c0 * K[0, i] + c1 * K[1, i] + c2 * K[2, i] + c3 * K[3, i]
+        return
+    c4 = hh * coef[4]
+    if s == 5:
+        for i in range(D):
+            target[i] = y[i] + c0 * K[0, i] + c1 * K[1, i] + c2 * K[2, i] + c3 * K[3, i] + c4 * K[4, i]
+        return
+    c5 = hh * coef[5]
+    if c1 == 0.0:
+        for i in range(D):
+            target[i] = y[i] + c0 * K[0, i] + c2 * K[2, i] + c3 * K[3, i] + c4 * K[4, i] + c5 * K[5, i]
+    else:
+        for i in range(D):
+            target[i] = (y[i] + c0 * K[0, i] + c1 * K[1, i] + c2 * K[2, i] + c3 * K[3, i] + c4 * K[4, i]
+                         + c5 * K[5, i])
+
+
+@jit_reassoc
+def error_norm(y, ynew, K, E, hh, rtol, atol):
+    """scipy's RMS norm of the embedded error ``hh sum_r E[r] K[r]`` with the scale
+    ``atol + rtol max(|y|, |ynew|)``, in one loop; ``inf`` if it or ``ynew`` is not finite."""
+    D = y.shape[0]
+    e0, e1, e2, e3, e4, e5, e6 = E[0], E[1], E[2], E[3], E[4], E[5], E[6]
+    total = 0.0
+    probe = 0.0  # stays 0 unless ynew holds an inf or a nan
+    for i in range(D):
+        e = hh * (e0 * K[0, i] + e1 * K[1, i] + e2 * K[2, i] + e3 * K[3, i] + e4 * K[4, i] + e5 * K[5, i] + e6 * K[6, i])
+        v = e / (atol + rtol * max(abs(y[i]), abs(ynew[i])))
+        total += v * v
+        probe += 0.0 * ynew[i]
+    en = math.sqrt(total / D)
+    if not (math.isfinite(en) and probe == 0.0):
+        return math.inf
+    return en
+
+
 @jit
 def dopri5(args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out, A, B, Cc, E, P):
     """Dormand–Prince 5(4) with scipy's step control and dense output at
@@ -222,8 +288,6 @@ def dopri5(args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out, A, B, Cc, E, 
     K = np.empty((7, D))
     ynew = np.empty(D)
     tmp = np.empty(D)
-    err = np.empty(D)
-    scale = np.empty(D)
     rhs(y, args, K[0])
     nfev = 1
     t = t0
@@ -256,28 +320,12 @@ def dopri5(args, y, t0, t1, rtol, atol, h0, max_steps, t_out, out, A, B, Cc, E, 
             # stages 2..6 (inputs from A) and f at the new state (weights B) share one call site
             for s in range(1, 7):
                 target = tmp if s < 6 else ynew
-                coef = A[s] if s < 6 else B
-                for i in range(D):
-                    acc = 0.0
-                    for r in range(s):
-                        acc += coef[r] * K[r, i]
-                    target[i] = y[i] + hh * acc
+                stage_input(y, K, s, A[s] if s < 6 else B, hh, target)
                 rhs(target, args, K[s])
             # K[6] = f(ynew) is the next step's K[0] (first same as last)
             nfev += 6
-            finite = True
-            for i in range(D):
-                acc = 0.0
-                for r in range(7):
-                    acc += E[r] * K[r, i]
-                err[i] = hh * acc
-                scale[i] = atol + rtol * max(abs(y[i]), abs(ynew[i]))
-                if not (math.isfinite(ynew[i]) and math.isfinite(err[i])):
-                    finite = False
-            if finite:
-                en = rms_norm(err, scale)
-            else:
-                en = math.inf
+            en = error_norm(y, ynew, K, E, hh, rtol, atol)
+            finite = math.isfinite(en)
             if en < 1.0:
                 if en == 0.0:
                     fac = 10.0

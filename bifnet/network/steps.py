@@ -199,9 +199,11 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
     """Lyapunov spectrum of the network (or of the homogeneous node).
 
     Keys: ``k`` (default: all, capped at 20 for networks unless given),
-    ``t_max`` (ms, 2000), ``transient`` (300), ``dt`` (0.01),
+    ``t_max`` (ms, 2000), ``transient`` (300), ``dt`` (0.01; with dopri5 the first trial step),
     ``renormalise_every`` (1.0), ``precision`` (``"double"``, or ``"single"``
-    for float32 tangent vectors of a network), ``homogeneous`` (false),
+    for float32 tangent vectors of a network), ``method`` (``"rk4"`` or
+    ``"dopri5"``: adaptive steps), ``rtol`` (1e-6), ``atol`` (1e-9) and
+    ``tangent_error`` (false: the state's error norm only) of dopri5, ``homogeneous`` (false),
     ``initial``, ``amplitude``, ``seed``, ``parameters``, ``variable`` (checked and recorded
     in the summary like the other network steps'; the exponents do not depend on it).
     Writes ``lyapunov.csv`` and ``lyapunov.png`` (running estimates).
@@ -214,9 +216,10 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
 
     step = _name(spec, "lyapunov")
     check_keys(spec, {"k", "t_max", "transient", "dt", "renormalise_every", "precision", "homogeneous", "initial",
-                      "amplitude", "seed", "parameters", "variable"}, step)
+                      "amplitude", "seed", "parameters", "variable"} | set(_ADAPTIVE_DEFAULTS), step)
     observed = context.model.variable_names[_variable(context, spec, step)]
     precision = _precision(spec, step)
+    integrator = _integrator(spec, step)
     homogeneous = bool(spec.get("homogeneous", False))
     net = _network(context, spec, step, homogeneous=homogeneous)
     k = int(_number(spec, "k", min(net.dimension, 20), step, integer=True))
@@ -228,7 +231,7 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
                                       transient=_number(spec, "transient", 300.0, step, positive=False),
                                       dt=_number(spec, "dt", 0.01, step),
                                       renormalise_every=_number(spec, "renormalise_every", 1.0, step),
-                                      y0=y0, rng=rng, precision=precision)
+                                      y0=y0, rng=rng, precision=precision, **integrator)
     exponents = running[-1]
     write_csv(context.out_dir / "lyapunov.csv",
               pd.DataFrame({"index": np.arange(1, k + 1), "exponent_per_ms": exponents}))
@@ -236,7 +239,27 @@ def lyapunov_step(context: StepContext, spec: dict) -> dict:
     save_figure(context.out_dir / "lyapunov.png", ax.figure)
     return {"largest_exponent_per_ms": float(exponents[0]), "k": k, "variable": observed,
             "kaplan_yorke_dimension": kaplan_yorke_dimension(exponents), "precision": precision,
-            "files": ["lyapunov.csv", "lyapunov.png"]}
+            **integrator, "files": ["lyapunov.csv", "lyapunov.png"]}
+
+
+#: integrator keys of the Lyapunov steps, with their defaults
+_ADAPTIVE_DEFAULTS = {"method": "rk4", "rtol": 1e-6, "atol": 1e-9, "tangent_error": False}
+
+
+def _integrator(spec: dict, step: str) -> dict:
+    """``method`` and, for dopri5, ``rtol``, ``atol`` and ``tangent_error`` of a Lyapunov step."""
+    from bifnet.analysis.lyapunov import METHODS
+
+    method = spec.get("method", "rk4")
+    if method not in METHODS:
+        raise RunFileError(f"step {step!r}: method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if method == "rk4":
+        return {"method": method}
+    tangent_error = spec.get("tangent_error", False)
+    if not isinstance(tangent_error, bool):
+        raise RunFileError(f"step {step!r}: tangent_error must be true or false, got {tangent_error!r}")
+    return {"method": method, "rtol": _number(spec, "rtol", 1e-6, step), "atol": _number(spec, "atol", 1e-9, step),
+            "tangent_error": tangent_error}
 
 
 def _precision(spec: dict, step: str) -> str:
@@ -349,9 +372,18 @@ def sweep_point(*, model_source: str, base: dict, analysis: str, options: dict, 
         weights = options.get("weights")
         net = homogeneous_network(model, params) if weights is None else build_network(model, np.asarray(weights), params)
         k = int(options.get("k", model.n_variables if weights is None else 4))
+        integrator = {key: options[key] for key in _ADAPTIVE_DEFAULTS if key in options}
+        rng = np.random.default_rng(options.get("seed"))
+        y0 = None
+        if weights is not None and options.get("amplitude", 0.0) > 0:
+            from bifnet.network.core import homogeneous_initial_state
+
+            # off the synchronous manifold (which a homogeneous start never leaves): the network's attractor
+            y0 = homogeneous_initial_state(net, model.default_state(), "random", options["amplitude"], rng=rng)
         exps = lyapunov_spectrum(net, k, t_max=options["t_max"], transient=options["transient"],
-                                 dt=options["dt"], rng=options.get("seed"),
-                                 precision=options.get("precision", "double"))
+                                 dt=options["dt"], rng=rng, y0=y0,
+                                 precision=options.get("precision", "double"), threads=options.get("threads", 1),
+                                 **integrator)
         out = {f"lyapunov_{i + 1}": float(e) for i, e in enumerate(exps)}
         out["lyapunov_sum"] = float(np.sum(exps))
         return out
@@ -440,7 +472,8 @@ def _sweep_setup(context: StepContext, spec: dict, folder):
 
     step = _name(spec, "sweep")
     check_keys(spec, {"grid", "analysis", "network", "k", "t_max", "transient", "dt", "precision", "seed",
-                      "workers", "scheduler", "parameters", "progress", "vectorise", "batch_size"}, step)
+                      "workers", "scheduler", "parameters", "progress", "vectorise", "batch_size", "threads", "amplitude"}
+               | set(_ADAPTIVE_DEFAULTS), step)
     analysis = spec.get("analysis", "lyapunov")
     if analysis not in _SWEEP_ANALYSES:
         raise RunFileError(f"step {step!r}: analysis must be one of {', '.join(_SWEEP_ANALYSES)}, got {analysis!r}")
@@ -452,6 +485,15 @@ def _sweep_setup(context: StepContext, spec: dict, folder):
                "precision": _precision(spec, step)}
     if "k" in spec:
         options["k"] = _number(spec, "k", 1, step, integer=True)
+    # only what differs from RK4 on one thread enters the options (and the checkpoint key): sweeps
+    # written before these keys existed resume unchanged
+    integrator = _integrator(spec, step)
+    if integrator["method"] != "rk4":
+        options.update(integrator)
+    if spec.get("amplitude", 0.0):
+        options["amplitude"] = _number(spec, "amplitude", 0.0, step, positive=False)
+    if "threads" in spec:  # does not change the numbers (kept out of the checkpoint key)
+        options["threads"] = _number(spec, "threads", 1, step, integer=True)
     lambdas = None
     if analysis == "dispersion" or spec.get("network", False):
         connectome = context.require_connectome(step)
@@ -475,7 +517,7 @@ def _sweep_setup(context: StepContext, spec: dict, folder):
                "parameters": _sweep_digest(base),
                "connectome": fingerprint.get("connectome") if lambdas is not None else None,
                "analysis": _sweep_digest({"analysis": analysis, "options": {k: v for k, v in options.items()
-                                                                            if k != "weights"}}),
+                                                                            if k not in ("weights", "threads")}}),
                "versions": _sweep_digest(fingerprint.get("versions"))}
     return step, grid, function, scheduler, out_path, key, batch_size
 
@@ -527,6 +569,11 @@ def sweep_step(context: StepContext, spec: dict) -> dict:
     (``"lyapunov"`` or ``"dispersion"``), ``network`` (Lyapunov exponents of
     the full network instead of the homogeneous system), ``k``, ``t_max``,
     ``transient``, ``dt``, ``precision`` (of the Lyapunov tangent vectors),
+    ``method`` (``"rk4"`` or ``"dopri5"``), ``rtol``, ``atol``, ``tangent_error``
+    (as in :func:`lyapunov_step`), ``threads`` (threads per point sharing
+    the tangent vectors, 1: the points themselves run in parallel),
+    ``amplitude`` (with ``network``: random perturbation of the homogeneous
+    initial state, 0; a homogeneous start stays on the synchronous manifold),
     ``seed``, ``workers``, ``scheduler`` (a Dask
     address; also ``[dask] scheduler`` in the run file or ``--scheduler``),
     ``parameters``. Output ``sweep_<step>.nc`` (written as points finish, via a
