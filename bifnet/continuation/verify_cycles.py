@@ -237,15 +237,15 @@ class _MultipleShooting:
                 D[N + 1, k * n + i] = -dg
         return D
 
-    def final_residual(self, u):
-        """Max-norm of the equations with every segment integrated again adaptively (rtol 1e-12)."""
+    def final_residual(self, u, G):
+        """Max-norm of the equations ``G`` at ``u``, the shooting part with every segment integrated
+        again adaptively (rtol 1e-12)."""
         X, T, a = self.states(u), u[-2], u[-1]
         p = self.p(a)
         ends = np.array([self.floquet._integrate(self.model, p, X[k], self.tau[k] * T, 1e-12)[0]
                          for k in range(self.m)])
-        G, _, Ms = self.equations(u)
         shoot = np.max(np.abs((ends - np.roll(X, -1, axis=0)) / self.scale))
-        return float(max(shoot, np.max(np.abs(G[self.m * self.n:])))), Ms
+        return float(max(shoot, np.max(np.abs(G[self.m * self.n:]))))
 
 
 def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: float, *,
@@ -279,7 +279,7 @@ def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: f
         multipliers = np.empty(0, complex)
         if ok:
             try:
-                res, Ms = sh.final_residual(u)
+                res = sh.final_residual(u, G)  # G, Ms: the equations at the last accepted u
                 mu = np.linalg.eigvals(sh.product(Ms))
                 multipliers = mu[np.argsort(-np.abs(mu), kind="stable")]
             except ContinuationError:
