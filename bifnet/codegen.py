@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,8 @@ def kernel_cache_dir() -> Path:
 
 
 _modules: dict = {}
+#: Kernel modules are generated and imported under this lock (cycle branches run on threads).
+_modules_lock = threading.RLock()
 
 
 def _pickle_complete(data: bytes, *, prefix_pickles: int = 0) -> bool:
@@ -216,10 +219,16 @@ def model_key(model: NodeModel, *extra: str) -> str:
 def keyed_kernel_module(key: str, name: str, make_source):
     """Like :func:`kernel_module`, but found by ``key`` so that ``make_source()`` (symbolic
     work) runs only the first time on a machine."""
-    import importlib.util
+    module_name = f"_bifnet_kernels_{name}_{key}"
+    if module_name in _modules:
+        return _modules[module_name]
+    with _modules_lock:
+        return _keyed_kernel_module(module_name, make_source)
+
+
+def _keyed_kernel_module(module_name: str, make_source):
     import sys
 
-    module_name = f"_bifnet_kernels_{name}_{key}"
     if module_name in _modules:
         return _modules[module_name]
     path = kernel_cache_dir() / f"{module_name}.py"
@@ -278,7 +287,10 @@ def kernel_module(source: str, name: str):
     module_name = f"_bifnet_kernels_{name}_{digest}"
     if module_name in _modules:
         return _modules[module_name]
-    path = kernel_cache_dir() / f"{module_name}.py"
-    if not path.exists() or path.read_text() != source:
-        _write_source(path, source)
-    return _load_module(module_name, path)
+    with _modules_lock:
+        if module_name in _modules:
+            return _modules[module_name]
+        path = kernel_cache_dir() / f"{module_name}.py"
+        if not path.exists() or path.read_text() != source:
+            _write_source(path, source)
+        return _load_module(module_name, path)

@@ -161,6 +161,8 @@ class CyclesStep(_Continuation):
     kind: Literal["cycles"]
     start: str
     period_doubling: Annotated[int, Field(ge=0)] = 0
+    workers: PositiveInt | None = Field(None, description="threads for independent start branches "
+                                        "(default: the CPUs available)")
 
 
 class CurveStep(_Continuation):

@@ -320,3 +320,47 @@ def test_folds_of_cycles_near_the_homoclinic_orbit_are_verified(ping):
         # multiplier 1 twice (trivial and fold): a double root of a monodromy with entries of 1e6, so only to
         # about the square root of (1e-16 times those entries)
         assert np.sort(np.abs(np.asarray(sp.eigenvalues) - 1.0))[1] < 5e-3
+
+
+@pytest.mark.parametrize("omega", [1.0, 2.0])
+def test_multiple_shooting_orbit_and_multipliers_of_the_normal_form(tmp_path, omega):
+    """mu = -0.5: the unstable cycle rho = 1 - sqrt(0.5) (rho = r^2) of rho' = 2 rho (mu + 2 rho - rho^2) has the
+    amplitude multiplier exp(4 rho (1 - rho) T), T = 2 pi / omega, besides the trivial one."""
+    from bifnet.continuation.verify_cycles import solve_periodic_orbit
+
+    model = _bautin(tmp_path)
+    rho = 1 - np.sqrt(0.5)
+    period = 2 * np.pi / omega
+    sol = solve_periodic_orbit(model, {"mu": -0.5, "omega": omega}, np.array([np.sqrt(rho) * 1.002, 0.003]),
+                               period * 1.001)
+    assert sol.ok and sol.residual < 1e-11
+    assert abs(sol.period - period) < 1e-9
+    assert abs(np.hypot(*sol.state) - np.sqrt(rho)) < 1e-9
+    expected = np.exp(4 * rho * (1 - rho) * period)
+    assert abs(abs(sol.multipliers[0]) - expected) < 1e-7 * expected
+    assert abs(sol.multipliers[1] - 1.0) < 1e-9
+    assert sol.unstable_count() == 1
+
+
+def test_accounting_dismisses_a_stability_change_the_engine_invented(tmp_path):
+    """Two rows on the same unstable cycle, the engine's multipliers saying stable at the first: bifnet's own
+    multipliers count one unstable multiplier at both, so the change is dismissed and the row corrected."""
+    import types
+
+    from bifnet.continuation.accounting import Event, _report_unexplained
+    from bifnet.continuation.branch import Branch, BranchKind
+    from bifnet.systems import homogeneous_system
+
+    model = _bautin(tmp_path)
+    rho = 1 - np.sqrt(0.5)
+    x0 = np.array([np.sqrt(rho), 0.0])
+    raw = {i: types.SimpleNamespace(periodic_orbit=types.SimpleNamespace(state=np.array([x0, -x0])),
+                                    floquet_multipliers=mu) for i, mu in enumerate([(1.0, 0.5), (1.0, 183.0)])}
+    branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("mu",),
+                    columns={"mu": np.array([-0.5, -0.5]), "period": np.array([2 * np.pi, 2 * np.pi]),
+                             "stable": np.array([1, 0])},
+                    parameters={"mu": -0.5, "omega": 1.0}, engine={"points": raw})
+    out = _report_unexplained(branch, [Event("stability", 0, 0, 1, 1)], homogeneous_system(model), True)
+    assert out.special_points == ()
+    assert out.accounting["dismissed"] == 1
+    assert list(out["stable"]) == [0, 0]

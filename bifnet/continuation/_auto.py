@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import shutil
 from typing import Mapping, Sequence
 
@@ -124,8 +125,13 @@ class _CachingSubprocess:
             shutil.copy2(cached, target)
             return self._real.CompletedProcess(args, 0, "", "")
         result = self._real.run(args, **kwargs)
-        if result.returncode == 0 and target.exists():
-            shutil.copy2(target, cached)
+        if result.returncode == 0 and target.exists():  # atomically: another thread may read it
+            import tempfile
+
+            fd, tmp = tempfile.mkstemp(dir=self._folder, suffix=".part")
+            os.close(fd)
+            shutil.copy2(target, tmp)
+            os.replace(tmp, cached)
         return result
 
 

@@ -232,7 +232,16 @@ class TrackingTempfile:
 
     def __init__(self, real):
         self._real = real
-        self.made: list[str] = []
+        self._local = threading.local()
+
+    @property
+    def made(self) -> list[str]:
+        """The folders made by the calling thread (cycle branches run on threads: each call
+        cleans up only its own)."""
+        made = getattr(self._local, "made", None)
+        if made is None:
+            made = self._local.made = []
+        return made
 
     def __getattr__(self, name):
         return getattr(self._real, name)

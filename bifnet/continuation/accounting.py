@@ -321,6 +321,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
     if events:
         branch = _report_unexplained(branch, events, system, cycles, budget)
     accounting = {"refinements": refinements, "events_found": found,
+                  "dismissed": (branch.accounting or {}).get("dismissed", 0) if events else 0,
                   "unexplained": sum(1 for sp in branch.special_points
                                      if sp.details.get("found_by") == "accounting" and not sp.located)}
     accounting.update(extra)
@@ -375,9 +376,27 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
 
     specials = list(branch.special_points)
     name = branch.free[0]
+    dismissed = 0
+    stable = np.array(branch["stable"], copy=True) if cycles and "stable" in branch.columns else None
     for event in events:
         i = min(event.index, len(branch) - 1)
-        if event.what == "stability":
+        check = None
+        if cycles and event.what == "stability" and system.kind == "homogeneous" and (budget is None or budget[0] > 0):
+            if budget is not None:
+                budget[0] -= 1
+            check = _shooting_check(branch, event, system)
+            if check is not None and check["dismissed"]:
+                dismissed += 1
+                if stable is not None:
+                    for row, count in check["counts"].items():
+                        stable[row] = int(count == 0)
+                log.info("%s: %s: bifnet's own multipliers (multiple shooting) count %d at both rows; the "
+                         "engine's were wrong there", branch.name, event.describe(branch),
+                         next(iter(check["counts"].values())))
+                continue
+        if check is not None and check["kind"] is not None:
+            kind = check["kind"]
+        elif event.what == "stability":
             kind = _guess_kind(branch, event, system, cycles)
         else:
             kind = SpecialKind.LPC if cycles else SpecialKind.LP
@@ -385,7 +404,20 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
                           state=tuple(float(branch[v][i]) for v in branch.variables) if not cycles else (),
                           located=False, details={"found_by": "accounting", "reason": event.describe(branch)})
         result = None
-        if not cycles and kind in (SpecialKind.LP, SpecialKind.HB):
+        if check is not None and check["start"] is not None:
+            from bifnet.continuation.verify import _close_to_branch
+            from bifnet.continuation.verify_cycles import solve_cycle_point
+
+            row, orbit = check["start"]
+            values = {**branch.parameters, **{f: float(branch[f][row]) for f in branch.free}}
+            attempt = solve_cycle_point(system.model, values, name, kind, orbit.state, orbit.period)
+            if attempt.ok and _close_to_branch(branch, i, np.array([attempt.parameters[name], attempt.period]),
+                                               [name, "period"]):
+                result = attempt
+            elif attempt.ok:
+                log.debug("%s: %s from bifnet's orbit at row %d converged away from the branch (%s = %.10g)",
+                          branch.name, kind.value, row, name, attempt.parameters[name])
+        if result is None and not cycles and kind in (SpecialKind.LP, SpecialKind.HB):
             guesses = list(range(i, event.last + 1)) if event.what == "stability" else [i - 1, i, i + 1]
             for g in guesses:
                 if not 0 <= g < len(branch):
@@ -395,7 +427,8 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
                 if attempt.ok:
                     result, sp = attempt, probe
                     break
-        elif cycles and kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS) and (budget is None or budget[0] > 0):
+        elif result is None and cycles and kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS) and (
+                budget is None or budget[0] > 0):
             from bifnet.continuation.verify_cycles import verify_cycle_point
 
             if budget is not None:
@@ -423,7 +456,70 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
         else:
             sp = dataclasses.replace(sp, verification="failed")
         specials.append(sp)
-    return dataclasses.replace(branch, special_points=_renumber(specials))
+    branch = dataclasses.replace(branch, special_points=_renumber(specials))
+    if dismissed:
+        columns = dict(branch.columns)
+        if stable is not None:
+            columns["stable"] = stable
+        branch = dataclasses.replace(branch, columns=columns,
+                                     accounting={**(branch.accounting or {}), "dismissed": dismissed})
+    return branch
+
+
+def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
+    """bifnet's own multipliers at the two rows of a cycle stability event.
+
+    Each row's orbit is solved again by multiple shooting at that row's
+    parameters (:func:`~bifnet.continuation.verify_cycles.solve_periodic_orbit`)
+    from the engine's orbit. Returns ``None`` when either solve fails;
+    otherwise ``dismissed`` (both rows have the same number of multipliers
+    outside the unit circle: the engine's multipliers were wrong), ``counts``
+    (row -> count), and for a real change the ``kind`` of the crossing (from
+    the crossing multiplier: real positive LPC, real negative PD, complex NS)
+    and the ``start`` ``(row, OrbitSolution)`` closest to it.
+    """
+    from bifnet.continuation.verify_cycles import solve_periodic_orbit
+
+    points = (branch.engine or {}).get("points", {})
+    name = branch.free[0]
+    solutions = {}
+    for row in (event.index, event.last):
+        orbit = getattr(points.get(row), "periodic_orbit", None)
+        if orbit is None or "period" not in branch.columns:
+            return None
+        values = {**branch.parameters, **{f: float(branch[f][row]) for f in branch.free}}
+        try:
+            sol = solve_periodic_orbit(system.model, values, np.asarray(orbit.state, dtype=float)[0],
+                                       float(branch["period"][row]))
+        except (ContinuationError, ValueError, np.linalg.LinAlgError) as error:
+            log.debug("%s: orbit at row %d not solved: %s", branch.name, row, error)
+            return None
+        if not sol.ok:
+            log.debug("%s: orbit at row %d (%s = %.10g) not solved (residual %.2g)", branch.name, row, name,
+                      values[name], sol.residual)
+            return None
+        solutions[row] = sol
+    counts = {row: sol.unstable_count() for row, sol in solutions.items()}
+    if min(counts.values()) < 0:
+        return None
+    a, b = event.index, event.last
+    if counts[a] == counts[b]:
+        return {"dismissed": True, "counts": counts, "kind": None, "start": None}
+    # the crossing multiplier: the non-trivial one closest to the unit circle, at the row where it is closest
+    best = None
+    for row, sol in solutions.items():
+        mu = sol.multipliers
+        rest = np.delete(mu, int(np.argmin(np.abs(mu - 1.0))))
+        k = int(np.argmin(np.abs(np.abs(rest) - 1.0)))
+        gap = abs(abs(rest[k]) - 1.0)
+        if best is None or gap < best[0]:
+            best = (gap, row, rest[k])
+    _, row, mu = best
+    if abs(counts[b] - counts[a]) == 2 or abs(mu.imag) > 1e-6 * max(1.0, abs(mu)):
+        kind = SpecialKind.NS
+    else:
+        kind = SpecialKind.LPC if mu.real > 0 else SpecialKind.PD
+    return {"dismissed": False, "counts": counts, "kind": kind, "start": (row, solutions[row])}
 
 
 def _guess_kind(branch, event, system, cycles) -> SpecialKind:

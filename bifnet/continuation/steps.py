@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from typing import Sequence
 
 import numpy as np
@@ -202,35 +203,77 @@ def equilibria_step(context: StepContext, spec: dict) -> dict:
 
 def cycles_step(context: StepContext, spec: dict) -> dict:
     """``kind = "cycles"``: periodic orbits from Hopf points (``start = "eq:HB"``)
-    and, with ``period_doubling = N``, N levels of period-doubled orbits."""
+    and, with ``period_doubling = N``, N levels of period-doubled orbits.
+
+    The start points of different source branches (e.g. the equilibria at
+    different ``eps``) are independent: they run on ``workers`` threads
+    (default: the CPUs this process may use), as AUTO-07p runs in its own
+    process and bifnet's verification kernels release the GIL. The branches
+    come out in the order a serial run gives (breadth first: every level of
+    period doubling after the one before).
+    """
     step = spec["name"]
-    check_keys(spec, _COMMON | {"period_doubling"}, step)
+    check_keys(spec, _COMMON | {"period_doubling", "workers"}, step)
     starts = _start_points(context, spec, {SpecialKind.HB, SpecialKind.PD})
     free = _free(spec, 1, step) if "free" in spec else starts[0][0].free[:1]
     settings = step_settings(context, spec, free)
-    branches, failures = [], []
-    queue = [(b, p, 0) for b, p in starts]
     depth = int(spec.get("period_doubling", 0))
-    while queue:
-        source, point, level = queue.pop(0)
-        name = f"{step}@{source.name}:{point}"
-        reached = _closed_onto(branches, source, point)
-        if reached:
-            log.info("  %s: skipped, the closed branch %s already ends there", name, reached)
-            continue
-        try:
-            cycles = continue_cycles(source, point, free=free, settings=settings, name=name)
-        except ContinuationError as error:
-            failures.append(f"{name}: {error}")
-            log.warning("  %s failed: %s", name, error)
-            continue
-        log.info("  %s: %d cycles, %s; %s", name, len(cycles), cycles.status,
-                 ", ".join(sp.name for sp in cycles.special_points) or "no bifurcations")
-        branches.append(cycles)
-        if level < depth:
-            queue.extend((cycles, sp.name, level + 1) for sp in cycles.points_of_kind(SpecialKind.PD))
+    workers = spec.get("workers")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise RunFileError(f"step {step!r}: workers must be a positive integer, got {workers!r}")
+    groups: dict[str, list] = {}
+    for index, (source, point) in enumerate(starts):
+        groups.setdefault(source.name, []).append(((index,), source, point))
+
+    def run_group(queue):
+        """One source's start points, in turn (a later one may be reached by an earlier branch),
+        with their period doublings; items ``(level, path, branch or None, failure or None)``."""
+        done, out = [], []
+        queue = [(path, source, point, 0) for path, source, point in queue]
+        while queue:
+            path, source, point, level = queue.pop(0)
+            name = f"{step}@{source.name}:{point}"
+            reached = _closed_onto(done, source, point)
+            if reached:
+                log.info("  %s: skipped, the closed branch %s already ends there", name, reached)
+                continue
+            try:
+                cycles = continue_cycles(source, point, free=free, settings=settings, name=name)
+            except ContinuationError as error:
+                out.append((level, path, None, f"{name}: {error}"))
+                log.warning("  %s failed: %s", name, error)
+                continue
+            log.info("  %s: %d cycles, %s; %s", name, len(cycles), cycles.status,
+                     ", ".join(sp.name for sp in cycles.special_points) or "no bifurcations")
+            done.append(cycles)
+            out.append((level, path, cycles, None))
+            if level < depth:
+                queue.extend((path + (k,), cycles, sp.name, level + 1)
+                             for k, sp in enumerate(cycles.points_of_kind(SpecialKind.PD)))
+        return out
+
+    n_threads = min(workers or _available_cpus(), len(groups)) if groups else 1
+    if n_threads <= 1:
+        results = [run_group(g) for g in groups.values()]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        log.info("  %s: %d start branches on %d threads", step, len(groups), n_threads)
+        with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="bifnet-cycles") as pool:
+            futures = [pool.submit(run_group, g) for g in groups.values()]
+            results = [f.result() for f in futures]
+    items = sorted((item for out in results for item in out), key=lambda item: (item[0], item[1]))
+    branches = [b for _, _, b, _ in items if b is not None]
+    failures = [f for _, _, _, f in items if f is not None]
     _plot_one_parameter(context, step, branches)
     return _finish(context, step, branches, failures, "cycle continuation")
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _closed_onto(branches: Sequence[Branch], source: Branch, point: str) -> str | None:

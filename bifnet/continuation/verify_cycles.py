@@ -248,6 +248,96 @@ class _MultipleShooting:
         return float(max(shoot, np.max(np.abs(G[self.m * self.n:]))))
 
 
+@dataclasses.dataclass(frozen=True)
+class OrbitSolution:
+    """A periodic orbit at fixed parameters, solved by bifnet's multiple shooting."""
+
+    ok: bool
+    residual: float
+    state: np.ndarray         #: state at time 0
+    period: float             #: ms
+    multipliers: np.ndarray   #: all of them, largest modulus first (the trivial one included)
+
+    def unstable_count(self) -> int:
+        """Multipliers outside the unit circle, the trivial one (closest to 1) left out; -1 when one
+        lies within ``max(1e-6, 10 |mu_trivial - 1|)`` of the circle (undecided: e.g. next to a fold,
+        where the trivial multiplier and the fold's split into ``1 +- delta``)."""
+        mu = self.multipliers
+        if not self.ok or mu.size == 0:
+            return -1
+        k = int(np.argmin(np.abs(mu - 1.0)))
+        band = max(1e-6, 10.0 * float(abs(mu[k] - 1.0)))
+        modulus = np.abs(np.delete(mu, k))
+        if np.any(np.abs(modulus - 1.0) <= band):
+            return -1
+        return int(np.sum(modulus > 1.0))
+
+
+def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: int = 10) -> OrbitSolution:
+    """The periodic orbit through (near) ``x0`` at the parameters ``values``, by multiple shooting.
+
+    The same segments and monodromies as :func:`solve_cycle_point`, with the
+    parameters fixed and no multiplier condition: unknowns the segment states
+    and the period, equations the shooting conditions and the phase. The
+    Jacobian is exact (``M_k``, ``-I``, ``tau_k f``); the multipliers are the
+    eigenvalues of the product of the segment monodromies. Independent of the
+    engine's mesh: used to decide stability where the engine's multipliers
+    disagree with its own trivial multiplier.
+    """
+    free = model.parameter_names[0]
+    sh = _MultipleShooting(model, values, free, SpecialKind.LPC, x0, period)
+    n, m = sh.n, sh.m
+    N = m * n
+    u = sh.u0.copy()
+    p = sh.p(u[-1])
+    norm_f = max(float(np.linalg.norm(sh.fref)), 1e-300)
+
+    def equations(u):
+        ends, Ms = sh.flows(u)
+        X = sh.states(u)
+        G = np.empty(N + 1)
+        G[:N] = ((ends - np.roll(X, -1, axis=0)) / sh.scale).ravel()
+        G[N] = float((X[0] - sh.ref) @ sh.fref) / norm_f
+        return G, ends, Ms
+
+    with np.errstate(all="ignore"):
+        G, ends, Ms = equations(u)
+        res = float(np.max(np.abs(G)))
+        for _ in range(max_iterations):
+            if not np.isfinite(res) or res < 1e-12:
+                break
+            D = np.zeros((N + 1, N + 1))
+            for k in range(m):
+                r = slice(k * n, (k + 1) * n)
+                D[r, r] = Ms[k] / sh.scale
+                j = (k + 1) % m
+                D[r, j * n:(j + 1) * n] -= np.eye(n) / sh.scale
+                D[r, N] = sh.tau[k] * sh.rhs(ends[k], p) / sh.scale
+            D[N, :n] = sh.fref / norm_f
+            step = _equilibrated_solve(D, -G)
+            lam, accepted = 1.0, False
+            while lam >= 1.0 / 64:
+                trial = u.copy()
+                trial[:N + 1] += lam * step
+                if np.all(np.isfinite(trial)) and trial[N] > 0:
+                    Gt, et, Mt = equations(trial)
+                    rt = float(np.max(np.abs(Gt)))
+                    if rt < res:
+                        u, G, ends, Ms, res, accepted = trial, Gt, et, Mt, rt, True
+                        break
+                lam /= 2
+            if not accepted or np.max(np.abs(lam * step)) < 1e-13 * (1.0 + np.max(np.abs(u))):
+                break
+        ok = bool(np.isfinite(res))
+        mu = np.empty(0, complex)
+        if ok:
+            res = sh.final_residual(u, np.concatenate([G, [0.0]]))
+            mu = np.linalg.eigvals(sh.product(Ms))
+            mu = mu[np.argsort(-np.abs(mu), kind="stable")]
+    ok = ok and res < RESIDUAL_TOLERANCE
+    return OrbitSolution(ok=ok, residual=res, state=sh.states(u)[0].copy(), period=float(u[N]), multipliers=mu)
+
+
 def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: float, *,
                       max_iterations: int = 12) -> Verification:
     """Newton's method on the multiple-shooting system of an LPC, PD or NS point; see the module docstring."""
