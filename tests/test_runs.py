@@ -160,3 +160,36 @@ progress = false
     assert len(checkpoint) == 1 + 4  # header + one line per point
     execute_run_file(path, out=out, resume=True)
     assert (out / "sweep_sw.nc.checkpoint.jsonl").read_text().splitlines() == checkpoint
+
+
+def test_cycles_on_threads_equal_the_serial_run(tmp_path):
+    """Start branches of a cycles step run on threads; the tables are those of a serial run, row for row."""
+    text = """
+model = "ngnmm_ping"
+[settings]
+ds = 0.05
+ds_max = 0.25
+[[steps]]
+name = "eq"
+kind = "equilibria"
+free = ["Iext_e"]
+range = { Iext_e = [0.0, 20.0] }
+values = { eps = [15.0, 19.0] }
+[[steps]]
+name = "lc"
+kind = "cycles"
+start = "eq:HB"
+range = { Iext_e = [0.0, 20.0] }
+workers = WORKERS
+settings = { ds = 0.05, ds_max = 0.5, max_steps = 300, max_period = 300.0 }
+"""
+    frames = []
+    for workers in (1, 2):
+        run = tmp_path / f"w{workers}.toml"
+        run.write_text(text.replace("WORKERS", str(workers)))
+        out = execute_run_file(run, out=tmp_path / f"out{workers}")
+        frames.append((pd.read_csv(out / "branches.csv"), pd.read_csv(out / "special_points.csv")))
+    (b1, s1), (b2, s2) = frames
+    assert (b1["solution"] == "LC").sum() > 200 and b1["branch"].nunique() == 4
+    pd.testing.assert_frame_equal(b1, b2)
+    pd.testing.assert_frame_equal(s1, s2)
