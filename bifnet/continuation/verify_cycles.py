@@ -248,6 +248,34 @@ class _MultipleShooting:
         return float(max(shoot, np.max(np.abs(G[self.m * self.n:]))))
 
 
+def _damped_newton(u, equations, newton_step, max_iterations):
+    """Newton's method with a halving line search on the max-norm of ``equations(u) -> (G, ends, Ms)``.
+
+    ``newton_step(u, G, ends, Ms)`` gives the full step; ``u[-2]`` (the period) must stay positive.
+    Stops below 1e-12, when no step decreases the residual (converged as far as the arithmetic
+    allows) or when the step is negligible. Returns ``(u, G, ends, Ms, residual)``.
+    """
+    G, ends, Ms = equations(u)
+    res = float(np.max(np.abs(G)))
+    for _ in range(max_iterations):
+        if not np.isfinite(res) or res < 1e-12:
+            break
+        step = newton_step(u, G, ends, Ms)
+        lam, accepted = 1.0, False
+        while lam >= 1.0 / 64:
+            trial = u + lam * step
+            if np.all(np.isfinite(trial)) and trial[-2] > 0:
+                Gt, et, Mt = equations(trial)
+                rt = float(np.max(np.abs(Gt)))
+                if rt < res:
+                    u, G, ends, Ms, res, accepted = trial, Gt, et, Mt, rt, True
+                    break
+            lam /= 2
+        if not accepted or np.max(np.abs(lam * step)) < 1e-13 * (1.0 + np.max(np.abs(u))):
+            break
+    return u, G, ends, Ms, res
+
+
 @dataclasses.dataclass(frozen=True)
 class OrbitSolution:
     """A periodic orbit at fixed parameters, solved by bifnet's multiple shooting."""
@@ -300,34 +328,19 @@ def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: in
         G[N] = float((X[0] - sh.ref) @ sh.fref) / norm_f
         return G, ends, Ms
 
+    def newton_step(u, G, ends, Ms):  # the parameter (last unknown) stays fixed
+        D = np.zeros((N + 1, N + 1))
+        for k in range(m):
+            r = slice(k * n, (k + 1) * n)
+            D[r, r] = Ms[k] / sh.scale
+            j = (k + 1) % m
+            D[r, j * n:(j + 1) * n] -= np.eye(n) / sh.scale
+            D[r, N] = sh.tau[k] * sh.rhs(ends[k], p) / sh.scale
+        D[N, :n] = sh.fref / norm_f
+        return np.append(_equilibrated_solve(D, -G), 0.0)
+
     with np.errstate(all="ignore"):
-        G, ends, Ms = equations(u)
-        res = float(np.max(np.abs(G)))
-        for _ in range(max_iterations):
-            if not np.isfinite(res) or res < 1e-12:
-                break
-            D = np.zeros((N + 1, N + 1))
-            for k in range(m):
-                r = slice(k * n, (k + 1) * n)
-                D[r, r] = Ms[k] / sh.scale
-                j = (k + 1) % m
-                D[r, j * n:(j + 1) * n] -= np.eye(n) / sh.scale
-                D[r, N] = sh.tau[k] * sh.rhs(ends[k], p) / sh.scale
-            D[N, :n] = sh.fref / norm_f
-            step = _equilibrated_solve(D, -G)
-            lam, accepted = 1.0, False
-            while lam >= 1.0 / 64:
-                trial = u.copy()
-                trial[:N + 1] += lam * step
-                if np.all(np.isfinite(trial)) and trial[N] > 0:
-                    Gt, et, Mt = equations(trial)
-                    rt = float(np.max(np.abs(Gt)))
-                    if rt < res:
-                        u, G, ends, Ms, res, accepted = trial, Gt, et, Mt, rt, True
-                        break
-                lam /= 2
-            if not accepted or np.max(np.abs(lam * step)) < 1e-13 * (1.0 + np.max(np.abs(u))):
-                break
+        u, G, ends, Ms, res = _damped_newton(u, equations, newton_step, max_iterations)
         ok = bool(np.isfinite(res))
         mu = np.empty(0, complex)
         if ok:
@@ -342,29 +355,10 @@ def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: f
                       max_iterations: int = 12) -> Verification:
     """Newton's method on the multiple-shooting system of an LPC, PD or NS point; see the module docstring."""
     sh = _MultipleShooting(model, values, free, kind, x0, period)
-    u = sh.u0.copy()
-    res = np.inf
     with np.errstate(all="ignore"):
-        G, ends, Ms = sh.equations(u)
-        res = float(np.max(np.abs(G)))
-        for _ in range(max_iterations):
-            if not np.isfinite(res) or res < 1e-12:
-                break
-            step = _equilibrated_solve(sh.jacobian(u, ends, Ms), -G)
-            lam, accepted = 1.0, False
-            while lam >= 1.0 / 64:
-                trial = u + lam * step
-                if np.all(np.isfinite(trial)) and trial[-2] > 0:
-                    Gt, et, Mt = sh.equations(trial)
-                    rt = float(np.max(np.abs(Gt)))
-                    if rt < res:
-                        u, G, ends, Ms, res, accepted = trial, Gt, et, Mt, rt, True
-                        break
-                lam /= 2
-            if not accepted:
-                break  # no decrease along Newton's direction: converged as far as the arithmetic allows
-            if np.max(np.abs(lam * step)) < 1e-13 * (1.0 + np.max(np.abs(u))):
-                break
+        u, G, ends, Ms, res = _damped_newton(sh.u0.copy(), sh.equations,
+                                             lambda u, G, ends, Ms: _equilibrated_solve(sh.jacobian(u, ends, Ms), -G),
+                                             max_iterations)
         ok = bool(np.isfinite(res))
         multipliers = np.empty(0, complex)
         if ok:
