@@ -142,9 +142,14 @@ def cycle_unstable_counts(multipliers: Sequence[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # events
 
-def find_events(branch: Branch, counts: np.ndarray) -> list[Event]:
+def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0) -> list[Event]:
     """Changes of ``counts`` and reversals of the principal parameter that no
-    (located) special point explains."""
+    (located) special point explains.
+
+    A step of the principal parameter smaller than the engine's Newton
+    tolerance on it (``tolerance * (1 + |value|)``, AUTO's EPSL test) is
+    not resolved and takes no part in a reversal: near a homoclinic orbit AUTO's
+    parameter jitters by 4e-9 from step to step while the period grows."""
     specials = [sp for sp in branch.special_points if sp.kind in _WEIGHT and sp.located]
     used: dict[int, int] = {}   # special point -> weight still available
     for k, sp in enumerate(specials):
@@ -170,7 +175,8 @@ def find_events(branch: Branch, counts: np.ndarray) -> list[Event]:
         values = np.asarray(branch[name], dtype=float)
         d = np.diff(values)
         scale = max(float(np.nanmax(np.abs(values))), 1.0)
-        sig = np.abs(d) > 1e-10 * scale
+        resolved = np.maximum(1e-10 * scale, tolerance * (1.0 + np.abs(values[1:])))
+        sig = np.abs(d) > resolved
         idx = np.flatnonzero(sig)
         for a, b in zip(idx[:-1], idx[1:]):
             if np.sign(d[a]) == np.sign(d[b]):
@@ -295,7 +301,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
         counts, extra, columns = _counts(branch, system, cycles)
         if columns is not None:
             branch = dataclasses.replace(branch, columns=columns)
-        events = find_events(branch, counts)
+        events = find_events(branch, counts, settings.tolerance)
         if round_ == 1:
             found = len(events)
         if not events or round_ > MAX_REFINEMENTS:
