@@ -18,8 +18,9 @@ system in the full ``N n``-dimensional state:
 ``D_X (D_X F v)`` and ``psi^T D_X^2 F`` are exact too: the nonlinearity is
 node-local in the extended variables ``xi_i = (x_i, s_k (G X_{c_k})_i)``, which
 are linear in ``X``, so they are the node's sympy Hessians contracted with that
-linear map. Derivatives in the parameters are central differences of these
-exact quantities. A point passes when Newton's method converges (max-norm
+linear map. The parameter derivative ``D_p F`` is exact as well (sympy); the
+derivatives of ``D_X F`` in the parameters, which enter only Newton's
+matrices, are central differences. A point passes when Newton's method converges (max-norm
 residual below :data:`RESIDUAL_TOLERANCE`) to a point next to the rows where it
 was detected (and, for HB, to the pair it started from); otherwise it keeps
 ``located = False`` with the reason. See ``docs/engine.md``.
@@ -42,12 +43,10 @@ log = logging.getLogger("bifnet.patterns")
 #: Largest max-norm residual of a defining system that counts as solved.
 RESIDUAL_TOLERANCE = 1e-9
 
-FOLD_METHOD = ("newton (full network): F = 0, DX v = 0, c.v = 1 (exact DX and D2X; parameter "
-               "derivatives by central differences)")
-HOPF_METHOD = ("newton (full network): F = 0, DX v = i w v, c.v = 1 (exact DX and D2X; parameter "
-               "derivatives by central differences)")
+FOLD_METHOD = ("newton (full network): F = 0, DX v = 0, c.v = 1 (exact DX, D2X and DpF)")
+HOPF_METHOD = ("newton (full network): F = 0, DX v = i w v, c.v = 1 (exact DX, D2X and DpF)")
 BP_METHOD = ("newton (full network, Moore's system): F + beta psi = 0, DX^T psi = 0, Dp F.psi = 0, "
-             "c.psi = 1 (exact DX and D2X)")
+             "c.psi = 1 (exact DX, D2X and DpF)")
 
 
 class NetworkDerivatives:
@@ -67,6 +66,7 @@ class NetworkDerivatives:
         self.base = build_network(model, operator, self.parameters)
         self.shape = self.base.state_shape
         self._nets = {}
+        self._dp = {}
         self._hessian, _ = derivative_tensors(tuple(model.equations), model.state_symbols + model.input_symbols,
                                               model.parameter_symbols)
 
@@ -96,11 +96,42 @@ class NetworkDerivatives:
     def _step(self, values, name):
         return 1e-6 * max(1.0, abs(float(values[name])))
 
+    def _parameter_functions(self, name):
+        """Lambdified ``df/d name`` and ``df/dC`` of the node (in ``xi``) and ``d s_k / d name``."""
+        cached = self._dp.get(name)
+        if cached is None:
+            import sympy
+
+            model = self.model
+            sym = sympy.Symbol(name, real=True)
+            xi = list(model.state_symbols + model.input_symbols)
+            pars = list(model.parameter_symbols)
+            fp = sympy.lambdify([xi, pars], [sympy.diff(e, sym) for e in model.equations], modules="numpy")
+            fC = sympy.lambdify([xi, pars], [[sympy.diff(e, c) for c in model.input_symbols]
+                                             for e in model.equations], modules="numpy")
+            ds = sympy.lambdify([pars], [sympy.diff(e, sym) for e in model.strength_expressions], modules="numpy")
+            cached = self._dp[name] = (fp, fC, ds)
+        return cached
+
     def dF(self, X, values, name):
-        """``d F / d name`` (central difference)."""
-        h = self._step(values, name)
-        up, down = {**values, name: values[name] + h}, {**values, name: values[name] - h}
-        return (self.F(X, up) - self.F(X, down)) / (2 * h)
+        """``d F / d name``, exact: ``f_p(xi_i) + sum_k f_{C_k}(xi_i) (d s_k / d name) (G X_{c_k})_i``."""
+        fp, fC, ds = self._parameter_functions(name)
+        net = self.network(values)
+        N, n = self.shape
+        X = np.asarray(X, dtype=float).reshape(N, n)
+        idx = list(self.model.coupled_indices)
+        strengths = np.asarray(self.model.strengths(net.parameters), dtype=float)
+        G = np.asarray(net.weights, dtype=float)
+        GX = G @ X[:, idx]                                   # (N, m)
+        xi = np.hstack([X, strengths[None, :] * GX])
+        p = np.asarray(net.parameter_vector, dtype=float)
+        dstr = np.asarray(ds(p), dtype=float).reshape(-1)
+        out = np.empty((N, n))
+        for i in range(N):
+            fpi = np.broadcast_to(np.asarray(fp(xi[i], p), dtype=float), (n,))
+            fCi = np.broadcast_to(np.asarray(fC(xi[i], p), dtype=float), (n, len(idx)))
+            out[i] = fpi + fCi @ (dstr * GX[i])
+        return out.ravel()
 
     def dJ(self, X, values, name):
         """``d (D_X F) / d name`` (central difference of the exact Jacobian)."""
