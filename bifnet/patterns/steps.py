@@ -181,8 +181,8 @@ def pattern_step(context: StepContext, spec: dict) -> dict:
     return {"mode": mode, "Lambda": Lambda.real, "branch_point": {free: value}, "criticality": nf.criticality,
             "nf_quadratic": nf.quadratic, "nf_cubic": nf.cubic, "points": len(branch), "status": branch.status,
             "max_residual": worst, "stable_points": int(np.sum(branch["stable"] == 1)), "brain_points": brain,
-            "special_points": [{"name": sp.name, **{k: float(v) for k, v in sp.parameters.items()}}
-                               for sp in branch.special_points]}
+            "special_points": [{"name": sp.name, **{k: float(v) for k, v in sp.parameters.items()},
+                                "located": bool(sp.located)} for sp in branch.special_points]}
 
 
 def _write_profiles(context, step, branch: Branch, operator) -> None:
