@@ -294,6 +294,101 @@ def test_hysteresis_across_the_pattern_fold_in_simulations():
     assert np.max(np.abs(X.reshape(6, 2) - held[target])) < 1e-5
 
 
+def test_subcritical_pitchfork_hysteresis_and_a_simulated_pattern():
+    """A subcritical pitchfork that is the first instability (two identical halves, seed 2, odd mode 3,
+    eps at the minimum of b_c(eps mu), so b_c = 2.3419 < the homogeneous Hopf 3.25): the amplitude
+    follows y^2 = -nu' (b - b_c) / a3 to 5 %; the two halves of the branch fold at the same b (the swap
+    symmetry, to 1e-10). The network integrator started from the homogeneous state plus 1e-3 along the
+    mode at b_c + 0.03 settles on the branch's stable large pattern there (either sign); sweeping b down it
+    stays on it through b_c down to the fold and drops to the homogeneous state below the fold, while the
+    homogeneous state, swept up, stays homogeneous between the fold and b_c."""
+    from bifnet.network.integrate import simulate
+    from bifnet.patterns.equilibria import PatternSettings, stationary_pattern_branch
+
+    brus = load_model("brusselator")
+    operator = _random_operator(brus, 6, 2, blocks=True)
+    mode = _odd_mode(operator)
+    params0 = brus.resolve_parameters({})
+    mu = operator.spectrum().eigenvalues[mode - 1].real
+    eps = params0["a"] / np.sqrt(params0["Du"] * params0["Dv"]) / mu
+    model, (params, x) = _turing_point(operator, mode, {"eps": eps})
+    b_c = params["b"]
+    assert b_c < 1 + params["a"] ** 2
+    branch = stationary_pattern_branch(model, operator, params, "b", x, mode,
+                                       PatternSettings(ds=0.002, ds_max=0.05, max_steps=150, bounds=(1.5, 3.2)))
+    nf = branch.engine["normal_form"]
+    assert nf.criticality == "sub" and nf.cubic > 0
+    speed, b, y = branch.engine["speed"], branch["b"], branch["pattern_amplitude"]
+    near = [k for k in range(len(b)) if 0 < abs(y[k]) < 0.004]
+    assert near
+    for k in near:
+        assert abs(y[k]) == pytest.approx(np.sqrt(-speed * (b[k] - b_c) / nf.cubic), rel=0.05)
+    folds = [sp for sp in branch.special_points if sp.kind is SpecialKind.LP]
+    assert len(folds) == 2 and all(sp.located for sp in folds)
+    assert abs(folds[0].parameters["b"] - folds[1].parameters["b"]) < 1e-10
+    b_fold = folds[0].parameters["b"]
+    assert b_fold < b_c - 0.05
+    network = build_network(model, operator, params)
+    Q = np.kron(np.real(nf.u), np.real(nf.q)).reshape(6, 2)
+    rng = np.random.default_rng(4)
+    states = branch.engine["states"]
+    stable = np.flatnonzero((branch["stable"] == 1) & (np.abs(y) > 0.1))
+
+    def settle(b_value, y0, t_max=1000.0):
+        end = simulate(network.with_parameters(b=float(b_value)), (0.0, t_max), y0, method="dopri5", rtol=1e-8,
+                       atol=1e-10, stride=1000).y[-1]
+        return end, end + 1e-6 * rng.standard_normal(end.shape)
+
+    def on_branch(b_value, state):
+        k = stable[np.argmin([np.max(np.abs(states[j] - state)) for j in stable])]
+        X, _ = _equilibrium(network, states[k], b_value)
+        return np.max(np.abs(X.reshape(6, 2) - state))
+
+    for sign in (1.0, -1.0):
+        top = b_c + 0.03
+        end, state = settle(top, np.tile([params["a"], top / params["a"]], (6, 1)) + sign * 1e-3 * Q, 3000.0)
+        assert np.ptp(end[:, 0]) > 1.0 and on_branch(top, end) < 1e-5
+        for b_value, patterned in ((b_c - 0.02, True), (b_fold + 0.01, True), (b_fold - 0.01, False)):
+            end, state = settle(b_value, state)
+            assert (np.ptp(end[:, 0]) > 0.5) if patterned else (np.ptp(end[:, 0]) < 1e-4)
+            if patterned:
+                assert on_branch(b_value, end) < 1e-5
+    state = np.tile([params["a"], b_fold / params["a"]], (6, 1)) + 1e-4 * rng.standard_normal((6, 2))
+    for b_value in (b_fold + 0.01, b_c - 0.02):
+        end, state = settle(b_value, state)
+        assert np.ptp(end[:, 0]) < 1e-4
+
+
+def test_full_network_hopf_system_at_a_transverse_hopf_point():
+    """At 408 dimensions (ngnmm_ping on tvb68, eps = 8): the Hopf system of the full network, started from
+    the homogeneous state at Iext_e = 4.77, converges to the transverse Hopf point of mode 68 that brentq
+    finds on the growth rate of the mode Jacobian J(Lambda_68) (4.7670668), with its frequency."""
+    from bifnet.connectome import coupling_operator, load_connectome
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.patterns.criticality import _mode_matrices, locate_transverse_point
+    from bifnet.patterns.equilibria import one_blas_thread
+    from bifnet.patterns.verify import NetworkDerivatives, solve_pattern_hopf
+
+    model = load_model("ngnmm_ping")
+    operator = coupling_operator(load_connectome("tvb68"), model.coupling)
+    params = model.resolve_parameters({"eps": 8.0, "Iext_e": 4.77})
+    x = find_equilibrium(model, params)
+    lam = operator.spectrum().eigenvalues[67]
+    lo, hi = 4.75, 4.79
+    guesses = [find_equilibrium(model, {**params, "Iext_e": v}, x, settle_time=0.0) for v in (lo, hi)]
+    value, x_c = locate_transverse_point(model, params, "Iext_e", lam, (lo, hi), guesses)
+    A, B = _mode_matrices(model, x_c, {**params, "Iext_e": value})
+    ev = np.linalg.eigvals(A + lam.real * B)
+    omega = float(np.max(np.abs(ev[np.argsort(np.abs(ev.real))[:2]].imag)))
+    with one_blas_thread():
+        result = solve_pattern_hopf(NetworkDerivatives(model, operator, params), np.tile(x, 68),
+                                    {"Iext_e": 4.77}, "Iext_e")
+    assert result.ok and result.residual < 1e-9
+    assert result.value == pytest.approx(value, abs=1e-9)
+    assert result.omega == pytest.approx(omega, rel=1e-9)
+    assert np.allclose(result.X.reshape(68, -1), x_c, atol=1e-8)
+
+
 @pytest.mark.slow
 def test_pattern_curve_step(tmp_path):
     """``kind = "pattern_curve"`` from the verified fold of the tvb68 pattern (Brusselator, mode 68): the locus
