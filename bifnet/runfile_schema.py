@@ -258,7 +258,6 @@ class PatternCurveStep(_Step):
     range: dict[str, Pair] | None = None
     settings: Settings | None = None
     levels: list[Number] = []
-    plot: Any = None
 
 
 class _Network(_Step):

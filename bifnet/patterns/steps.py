@@ -346,7 +346,7 @@ def pattern_curve_step(context: StepContext, spec: dict) -> dict:
     from bifnet.patterns.verify import NetworkDerivatives
 
     step = spec["name"]
-    check_keys(spec, {"start", "free", "range", "settings", "levels", "plot"}, step)
+    check_keys(spec, {"start", "free", "range", "settings", "levels"}, step)
     model = context.model
     operator = context.require_connectome(step)
     start = spec.get("start")
