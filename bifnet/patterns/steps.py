@@ -259,14 +259,19 @@ def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
     for flag, style in ((True, "-"), (False, "--")):
         ax.plot(p, np.where(stable == flag, spread, np.nan), style, color="tab:red", lw=1.6)
     marks = {SpecialKind.BP: ("o", "k"), SpecialKind.LP: ("s", "tab:blue"), SpecialKind.HB: ("^", "tab:green")}
-    counts = {}
+    counts, verified = {}, {}
     for sp in branch.special_points:
         m, c = marks.get(sp.kind, ("x", "0.3"))
         origin = sp.index == branch.engine["bp_index"] and sp.kind is SpecialKind.BP
-        ax.plot(sp.parameters[free], spread[sp.index], m, color=c, ms=8 if origin else 5, mfc="w" if origin else c,
+        at = spread[sp.index]
+        solved = (branch.engine.get("solutions") or {}).get(sp.name)
+        if solved is not None:      # a verified point: the spread of its own state
+            at = float(np.ptp(solved.X.reshape(branch.engine["states"].shape[1:])[:, context.model.observed_index(obs)]))
+        ax.plot(sp.parameters[free], at, m, color=c, ms=8 if origin else 5, mfc="w" if origin else c,
                 zorder=6 if origin else 5)
         if not origin:
             counts[sp.kind] = counts.get(sp.kind, 0) + 1
+            verified[sp.kind] = verified.get(sp.kind, 0) + int(sp.located)
     names = {SpecialKind.BP: "BP (real eigenvalue crosses)", SpecialKind.LP: "LP: fold of the pattern",
              SpecialKind.HB: "HB (complex pair crosses)"}
     handles = [Line2D([], [], color="k", lw=1.4, label="homogeneous, stable"),
@@ -275,7 +280,7 @@ def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
                Line2D([], [], color="tab:red", ls="--", lw=1.6, label="pattern, unstable"),
                Line2D([], [], marker="o", ls="none", color="k", mfc="w", ms=8, label="transverse branch point (origin)")]
     handles += [Line2D([], [], marker=marks[k][0], ls="none", color=marks[k][1], ms=5,
-                       label=f"{names[k]} x {v} (between rows)") for k, v in counts.items()]
+                       label=f"{names[k]} x {v} ({verified[k]} verified)") for k, v in counts.items()]
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_xlabel(free)
     ax.set_ylabel(f"{obs}: max - min over regions")
