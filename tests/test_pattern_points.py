@@ -204,6 +204,17 @@ def test_branch_point_system_finds_the_turing_point(pitchfork):
     assert result.ok and result.residual < 1e-10
     assert result.value == pytest.approx(b_c, abs=1e-10)
     assert np.allclose(result.X, np.tile([a, b_c / a], 6), atol=1e-10)
+    # the same through verify_pattern_points: a BP detected between rows 2 and 3 of a homogeneous branch
+    from bifnet.patterns.verify import verify_pattern_points
+
+    grid = b_c + np.array([-0.03, -0.02, -0.004, 0.011, 0.025])
+    points = np.array([np.concatenate([np.tile([a, v / a], 6), [v]]) for v in grid])
+    claimed = SpecialPoint(kind=SpecialKind.BP, index=2, parameters={"b": float(grid[2:4].mean())}, name="BP2")
+    (out,), solutions = verify_pattern_points(NetworkDerivatives(model, operator, params), points, [claimed], "b",
+                                              model.variable_names)
+    assert out.located and out.parameters["b"] == pytest.approx(b_c, abs=1e-10)
+    assert out.verification.startswith("newton (full network, Moore's system)")
+    assert out.state == pytest.approx((a, b_c / a), abs=1e-10)
 
 
 def test_pattern_loci_agree_with_one_parameter_branches(pitchfork):
