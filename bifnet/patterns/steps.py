@@ -266,7 +266,8 @@ def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
         at = spread[sp.index]
         solved = (branch.engine.get("solutions") or {}).get(sp.name)
         if solved is not None:      # a verified point: the spread of its own state
-            at = float(np.ptp(solved.X.reshape(branch.engine["states"].shape[1:])[:, context.model.observed_index(obs)]))
+            profile = solved.X.reshape(branch.engine["states"].shape[1:])
+            at = float(np.ptp(profile[:, context.model.observed_index(obs)]))
         ax.plot(sp.parameters[free], at, m, color=c, ms=8 if origin else 5, mfc="w" if origin else c,
                 zorder=6 if origin else 5)
         if not origin:
