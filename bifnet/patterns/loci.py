@@ -151,6 +151,14 @@ def continue_pattern_locus(D: NetworkDerivatives, start: PatternVerification, ki
     ------
     ContinuationError
         If no point converges next to the start.
+
+    Examples
+    --------
+    >>> branch = stationary_pattern_branch(model, operator, params, "b", x, 68, settings)   # doctest: +SKIP
+    >>> D = NetworkDerivatives(model, operator, params)                                      # doctest: +SKIP
+    >>> lp = branch.point("LP1")                                                             # doctest: +SKIP
+    >>> locus = continue_pattern_locus(D, branch.engine["solutions"]["LP1"], lp.kind, ("b", "eps"),
+    ...                                {"b": lp.parameters["b"], "eps": 1.0}, levels=[0.8])  # doctest: +SKIP
     """
     from bifnet.patterns.equilibria import one_blas_thread
 
