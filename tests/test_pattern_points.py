@@ -166,6 +166,26 @@ def test_verified_hopf_point_of_a_pattern_branch(pitchfork):
     k = int(np.argmin(np.abs(ev - 1j * omega)))
     assert abs(ev[k].real) < 1e-8 and abs(ev[k].imag - omega) < 1e-8
     assert np.min(np.abs(ev + 1j * omega)) < 1e-8
+    # its first Lyapunov coefficient against Kuznetsov's formula with sympy directional derivatives of the
+    # network field written out node by node (tests/test_patterns.py)
+    from test_patterns import _directional
+
+    d = _directional(model, operator, {**params, "b": hb.parameters["b"]})
+    X0 = solution.X
+    J = network_jacobian_dense(network.with_parameters(b=hb.parameters["b"]), X0)
+    w, V = np.linalg.eig(J)
+    k = int(np.argmin(np.abs(w - 1j * omega)))
+    q = V[:, k] / np.linalg.norm(V[:, k])
+    wl, Wl = np.linalg.eig(J.T)
+    p = Wl[:, np.argmin(np.abs(wl + 1j * omega))]
+    p = p / np.conj(np.vdot(p, q))
+    qb, eye = np.conj(q), np.eye(J.shape[0])
+    B = lambda u, v: d(X0, [u, v], [1, 1])  # noqa: E731
+    term = (np.vdot(p, d(X0, [q, qb], [2, 1])) - 2 * np.vdot(p, B(q, np.linalg.solve(J, B(q, qb))))
+            + np.vdot(p, B(qb, np.linalg.solve(2j * omega * eye - J, B(q, q)))))
+    l1 = term.real / (2 * omega)
+    assert hb.details["l1"] == pytest.approx(l1, rel=1e-8)
+    assert hb.details["criticality"] == ("super" if l1 < 0 else "sub")
 
 
 def test_a_point_that_fails_verification_is_not_located(pitchfork):
@@ -398,6 +418,15 @@ def test_full_network_hopf_system_at_a_transverse_hopf_point():
     assert result.value == pytest.approx(value, abs=1e-9)
     assert result.omega == pytest.approx(omega, rel=1e-9)
     assert np.allclose(result.X.reshape(68, -1), x_c, atol=1e-8)
+    # l1 of the full network (dense, exact tensors) = l1 of the exact mode reduction (criticality.py)
+    from bifnet.patterns.criticality import transverse_normal_form
+    from bifnet.patterns.verify import pattern_lyapunov_coefficient
+
+    nf = transverse_normal_form(model, operator, {**params, "Iext_e": value}, x_c, 68, "HB")
+    with one_blas_thread():
+        l1 = pattern_lyapunov_coefficient(NetworkDerivatives(model, operator, params), result.X,
+                                          {"Iext_e": result.value}, result.omega)
+    assert l1 == pytest.approx(nf.l1, rel=1e-6)
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ derivatives of ``D_X F`` in the parameters, which enter only Newton's
 matrices, are central differences. A point passes when Newton's method converges (max-norm
 residual below :data:`RESIDUAL_TOLERANCE`) to a point next to the rows where it
 was detected (and, for HB, to the pair it started from); otherwise it keeps
-``located = False`` with the reason. See ``docs/engine.md``.
+``located = False`` with the reason. A verified Hopf point gets the first Lyapunov
+coefficient ``l1`` of the full network and its criticality. See ``docs/engine.md``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class NetworkDerivatives:
         self.shape = self.base.state_shape
         self._nets = {}
         self._dp = {}
-        self._hessian, _ = derivative_tensors(tuple(model.equations), model.state_symbols + model.input_symbols,
+        self._hessian, self._third = derivative_tensors(tuple(model.equations), model.state_symbols + model.input_symbols,
                                               model.parameter_symbols)
 
     @property
@@ -164,6 +165,18 @@ class NetworkDerivatives:
         p = np.asarray(net.parameter_vector, dtype=float)
         H = np.stack([self._hessian(xi[i], p) for i in range(N)])
         return H, S
+
+    def multilinear(self, X, values, *directions):
+        """``D_X^2 F [u, v]`` (two directions) or ``D_X^3 F [u, v, w]`` (three), exact; complex directions allowed."""
+        H, S = self._node_hessians(X, values)
+        etas = [np.einsum("iaj,j->ia", S, np.asarray(u)) for u in directions]
+        if len(etas) == 2:
+            return np.einsum("iabc,ib,ic->ia", H, *etas).ravel()
+        net = self.network(values)
+        xi = np.einsum("iaj,j->ia", S, np.asarray(X, dtype=float).ravel())
+        p = np.asarray(net.parameter_vector, dtype=float)
+        T = np.stack([self._third(xi[i], p) for i in range(self.shape[0])])
+        return np.einsum("iabcd,ib,ic,id->ia", T, *etas).ravel()
 
     def D2v(self, X, values, v):
         """``D_X (D_X F(X) v)``: the exact ``(N n) x (N n)`` derivative of the Jacobian along ``v``."""
@@ -416,6 +429,32 @@ def solve_pattern_branch_point(D: NetworkDerivatives, X, values: Mapping[str, fl
                                vector=z[d:2 * d].copy(), eigenvalues=ev, reason=reason)
 
 
+def pattern_lyapunov_coefficient(D: NetworkDerivatives, X, values: Mapping[str, float], omega: float) -> float:
+    """First Lyapunov coefficient ``l1`` of the full network at a Hopf point ``(X, values)`` with pair ``+-i omega``.
+
+    Kuznetsov, *Elements of Applied Bifurcation Theory*, eq. (3.20), in ``R^(N n)`` with the exact second and
+    third derivatives of the network field (:meth:`NetworkDerivatives.multilinear`):
+    ``l1 = Re(<p, C(q,q,qb)> - 2 <p, B(q, A^-1 B(q,qb))> + <p, B(qb, (2iw - A)^-1 B(q,q))>) / (2 w)``,
+    ``A q = i w q``, ``A^T p = -i w p``, ``<q, q> = <p, q> = 1``. Negative: supercritical.
+    """
+    X = np.asarray(X, dtype=float).ravel()
+    A = D.J(X, values)
+    w, V = np.linalg.eig(A)
+    k = int(np.argmin(np.abs(w - 1j * omega)))
+    omega = float(w[k].imag)
+    q = V[:, k] / np.linalg.norm(V[:, k])
+    wl, U = np.linalg.eig(A.T)
+    p = U[:, int(np.argmin(np.abs(wl + 1j * omega)))]
+    p = p / np.conj(np.vdot(p, q))
+    qb = np.conj(q)
+    eye = np.eye(A.shape[0])
+    B = lambda u, v: D.multilinear(X, values, u, v)  # noqa: E731
+    term = (np.vdot(p, D.multilinear(X, values, q, q, qb))
+            - 2 * np.vdot(p, B(q, np.linalg.solve(A, B(q, qb))))
+            + np.vdot(p, B(qb, np.linalg.solve(2j * omega * eye - A, B(q, q)))))
+    return float(term.real / (2 * omega))
+
+
 _SOLVERS = {SpecialKind.LP: solve_pattern_fold, SpecialKind.HB: solve_pattern_hopf,
             SpecialKind.BP: solve_pattern_branch_point}
 
@@ -474,6 +513,15 @@ def verify_pattern_points(D: NetworkDerivatives, points: np.ndarray, special, fr
                                            verification=result.method, details=details))
             continue
         details["engine_value"] = float(sp.parameters[free])
+        if sp.kind is SpecialKind.HB:
+            try:
+                l1 = pattern_lyapunov_coefficient(D, result.X, {free: result.value}, result.omega)
+            except (np.linalg.LinAlgError, ValueError) as error:
+                log.warning("  pattern %s: no first Lyapunov coefficient: %s", sp.name, error)
+                l1 = math.nan
+            details["l1"] = l1
+            details["criticality"] = ("super" if l1 < 0 else "sub" if l1 > 0 else "degenerate") if np.isfinite(l1) \
+                else "failed"
         means = result.X.reshape(N, n).mean(axis=0)
         period = 2 * math.pi / result.omega if sp.kind is SpecialKind.HB else float("nan")
         out.append(dataclasses.replace(
