@@ -95,7 +95,11 @@ def _arclength(G, DG, z0, t0, *, ds, ds_min, ds_max, max_steps, inside, iteratio
                 status = "no convergence"
                 break
             continue
-        t = _null_vector(DG(trial), t)
+        try:
+            t = _null_vector(DG(trial), t)
+        except np.linalg.LinAlgError:
+            status = "singular tangent"
+            break
         for level in sorted(levels, key=lambda L: (L - z[at]) * np.sign(trial[at] - z[at])):
             if (z[at] - level) * (trial[at] - level) < 0:
                 zl, rl = _at_level(G, DG, z, trial, at, level)
@@ -107,8 +111,9 @@ def _arclength(G, DG, z0, t0, *, ds, ds_min, ds_max, max_steps, inside, iteratio
         out.append(z.copy())
         residuals.append(res)
         flags.append(False)
-        if not inside(z):
-            status = "bound"
+        stop = inside(z)
+        if stop:
+            status = stop
             break
         if its <= 3:
             ds = min(ds * 1.5, ds_max)
@@ -184,17 +189,27 @@ def continue_pattern_locus(D: NetworkDerivatives, start: PatternVerification, ki
         raise ContinuationError(f"no two-parameter locus of a {kind.value} point of a pattern branch (LP or HB)")
 
     def inside(z):
+        """``""`` inside the bounds, else why the locus stops there."""
         for k, nm in enumerate((p1, p2)):
             lo, hi = bounds.get(nm, (-np.inf, np.inf))
             if not lo <= z[at_p + k] <= hi:
-                return False
-        return True
+                return "bound"
+        if kind is SpecialKind.HB and abs(z[3 * d]) < 1e-6 * max(1.0, abs(start.omega)):
+            return "omega -> 0 (a Bogdanov-Takens point?)"
+        return ""
 
     with one_blas_thread():
         r0 = float(np.max(np.abs(G(z0))))
+        if not r0 < RESIDUAL_TOLERANCE:
+            raise ContinuationError(f"{name}: the start is not a solution of the {kind.value} system "
+                                    f"(residual {r0:.2g})")
         e = np.zeros(z0.size)
         e[at_p + 1] = 1.0
-        t0 = _null_vector(DG(z0), e)
+        try:
+            t0 = _null_vector(DG(z0), e)
+        except np.linalg.LinAlgError:
+            raise ContinuationError(f"{name}: the {kind.value} system is singular at the start (a codimension-two "
+                                    f"point?); no locus") from None
         halves = [_arclength(G, DG, z0, sign * t0, ds=ds, ds_min=ds_min, ds_max=ds_max, max_steps=max_steps,
                              inside=inside, at=at_p + 1, levels=tuple(levels)) for sign in (1.0, -1.0)]
     (za, ra, sa, fa), (zb, rb, sb, fb) = halves
