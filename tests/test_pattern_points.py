@@ -207,6 +207,11 @@ def test_a_point_that_fails_verification_is_not_located(pitchfork):
         assert not sp.located and sp.details["reason"] and sp.verification.startswith("newton (full network)")
     frame = special_points_frame("pat", [dataclasses.replace(branch, special_points=tuple(out))])
     assert not frame["located"].any() and (frame["reason"] != "").all()
+    # the same fold claimed twice: the second claim is not a second point
+    twice = [dataclasses.replace(lp, name="LP1", located=False), dataclasses.replace(lp, name="LP8", located=False)]
+    (first, second), solutions = verify_pattern_points(NetworkDerivatives(model, operator, params), points, twice,
+                                                       "b", model.variable_names)
+    assert first.located and not second.located and "already verified as LP1" in second.details["reason"]
 
 
 def test_branch_point_system_finds_the_turing_point(pitchfork):

@@ -498,12 +498,19 @@ def verify_pattern_points(D: NetworkDerivatives, points: np.ndarray, special, fr
     the residual reached, the method and the reason.
     """
     N, n = D.shape
-    out, solutions = [], {}
+    out, solutions, out_kinds = [], {}, {}
     for sp in special:
         if sp.name in skip or sp.kind not in _SOLVERS:
             out.append(sp)
             continue
         result = verify_pattern_point(D, points, sp, free)
+        twin = next((name for name, other in solutions.items() if result.ok and out_kinds[name] is sp.kind
+                     and abs(other.value - result.value) <= 1e-9 * max(1.0, abs(result.value))
+                     and np.max(np.abs(other.X - result.X)) <= 1e-7 * max(1.0, float(np.max(np.abs(result.X))))),
+                    None)
+        if twin is not None:
+            result = dataclasses.replace(result, ok=False, reason=f"Newton's method converged to the point "
+                                                                  f"already verified as {twin}")
         details = dict(sp.details)
         if not result.ok:
             details["reason"] = result.reason
@@ -529,4 +536,5 @@ def verify_pattern_points(D: NetworkDerivatives, points: np.ndarray, special, fr
             eigenvalues=tuple(complex(e) for e in result.eigenvalues), period=period, located=True,
             residual=float(result.residual), verification=result.method, details=details))
         solutions[sp.name] = result
+        out_kinds[sp.name] = sp.kind
     return out, solutions
