@@ -200,8 +200,7 @@ def test_a_point_that_fails_verification_is_not_located(pitchfork):
     k = lp.index + 25
     fake = [SpecialPoint(kind=SpecialKind.LP, index=k, parameters={"b": float(branch["b"][k])}, name="LP9"),
             SpecialPoint(kind=SpecialKind.HB, index=k, parameters={"b": float(branch["b"][k])}, name="HB9")]
-    out, solutions = verify_pattern_points(NetworkDerivatives(model, operator, params), points, fake, "b",
-                                           model.variable_names)
+    out, solutions = verify_pattern_points(NetworkDerivatives(model, operator, params), points, fake, "b")
     assert not solutions
     for sp in out:
         assert not sp.located and sp.details["reason"] and sp.verification.startswith("newton (full network)")
@@ -210,7 +209,7 @@ def test_a_point_that_fails_verification_is_not_located(pitchfork):
     # the same fold claimed twice: the second claim is not a second point
     twice = [dataclasses.replace(lp, name="LP1", located=False), dataclasses.replace(lp, name="LP8", located=False)]
     (first, second), solutions = verify_pattern_points(NetworkDerivatives(model, operator, params), points, twice,
-                                                       "b", model.variable_names)
+                                                       "b")
     assert first.located and not second.located and "already verified as LP1" in second.details["reason"]
 
 
@@ -235,8 +234,7 @@ def test_branch_point_system_finds_the_turing_point(pitchfork):
     grid = b_c + np.array([-0.03, -0.02, -0.004, 0.011, 0.025])
     points = np.array([np.concatenate([np.tile([a, v / a], 6), [v]]) for v in grid])
     claimed = SpecialPoint(kind=SpecialKind.BP, index=2, parameters={"b": float(grid[2:4].mean())}, name="BP2")
-    (out,), solutions = verify_pattern_points(NetworkDerivatives(model, operator, params), points, [claimed], "b",
-                                              model.variable_names)
+    (out,), solutions = verify_pattern_points(NetworkDerivatives(model, operator, params), points, [claimed], "b")
     assert out.located and out.parameters["b"] == pytest.approx(b_c, abs=1e-10)
     assert out.verification.startswith("newton (full network, Moore's system)")
     assert out.state == pytest.approx((a, b_c / a), abs=1e-10)

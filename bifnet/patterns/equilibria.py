@@ -360,7 +360,7 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
     from bifnet.patterns.verify import NetworkDerivatives, verify_pattern_points
 
     special, solutions = verify_pattern_points(NetworkDerivatives(model, operator, parameters), points, special, free,
-                                               model.variable_names, skip=("BP1",))
+                                               skip=("BP1",))
     status = f"+: {sa}, -: {sb}"
     log.info("  %s: %d points of the mode-%d pattern (%s), %.1f s", name, len(p), mode, status,
              time.perf_counter() - started)

@@ -488,8 +488,8 @@ def verify_pattern_point(D: NetworkDerivatives, points: np.ndarray, sp: SpecialP
     return result
 
 
-def verify_pattern_points(D: NetworkDerivatives, points: np.ndarray, special, free: str, variables,
-                          skip=()) -> tuple[list[SpecialPoint], dict]:
+def verify_pattern_points(D: NetworkDerivatives, points: np.ndarray, special, free: str, skip=()
+                          ) -> tuple[list[SpecialPoint], dict]:
     """Verify every LP, HB and BP of a pattern branch; returns ``(points, solutions)``.
 
     ``solutions`` maps a verified point's name to its :class:`PatternVerification` (full
