@@ -273,6 +273,33 @@ def test_pattern_loci_agree_with_one_parameter_branches(pitchfork):
                 assert min(abs(w - locus["omega"][row]) for w in omega) < 1e-6
 
 
+def test_fold_and_hopf_loci_meet_at_a_verified_zero_hopf_point(pitchfork):
+    """The fold locus (from LP1, b = 3.64) and the Hopf locus (from HB1, b = 4.39) of the pattern, continued
+    separately in (b, eps), each report a zero-Hopf point solved from its defining system; the two are the
+    same point (to 1e-9), and the dense network Jacobian there has a zero eigenvalue and a pair +-i omega."""
+    from bifnet.patterns.loci import continue_pattern_locus
+    from bifnet.patterns.verify import NetworkDerivatives
+
+    model, operator, params, x, branch = pitchfork
+    D = NetworkDerivatives(model, operator, params)
+    found = {}
+    for name in ("LP1", "HB1"):
+        sp = branch.point(name)
+        locus = continue_pattern_locus(D, branch.engine["solutions"][name], sp.kind, ("b", "eps"),
+                                       {"b": sp.parameters["b"], "eps": 1.0}, ds=0.01, ds_max=0.1, max_steps=40,
+                                       bounds={"eps": (0.75, 1.05)}, variables=model.variable_names)
+        zh = [p for p in locus.special_points if p.kind is SpecialKind.ZH]
+        assert len(zh) == 1 and zh[0].located and zh[0].residual < 1e-9
+        found[name] = zh[0]
+    a, b = found["LP1"], found["HB1"]
+    assert a.parameters["b"] == pytest.approx(b.parameters["b"], abs=1e-9)
+    assert a.parameters["eps"] == pytest.approx(b.parameters["eps"], abs=1e-9)
+    assert a.period == pytest.approx(b.period, rel=1e-9)
+    omega = 2 * np.pi / b.period
+    ev = np.asarray(b.eigenvalues)
+    assert np.min(np.abs(ev)) < 1e-8 and np.min(np.abs(ev - 1j * omega)) < 1e-8
+
+
 def test_hysteresis_across_the_pattern_fold_in_simulations():
     """Transcritical Turing point of a random 6-node network (eps = 0.25, b_c = 2.3422): the pattern branch
     folds back below b_c (the lowest verified LP, 2.2718). Sweeping b quasi-statically with the network

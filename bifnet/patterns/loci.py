@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
 from bifnet.errors import ContinuationError
 from bifnet.patterns.verify import NetworkDerivatives, PatternVerification, fold_system, hopf_system
 
@@ -230,10 +230,82 @@ def continue_pattern_locus(D: NetworkDerivatives, start: PatternVerification, ki
     k = len(rows)
     columns.update({"residual": residuals, "stable": np.full(k, -1), "code": np.zeros(k, dtype=int),
                     "label": np.zeros(k, dtype=int)})
+    with one_blas_thread():
+        special = _codimension_two(D, rows, states, kind, (p1, p2), at_p, variables)
     status = f"+: {sa}, -: {sb}"
     log.info("  %s: %d points of the %s locus in (%s, %s) (%s), %.1f s", name, k, kind.value, p1, p2, status,
              time.perf_counter() - started)
-    return Branch(kind=BranchKind.LOCUS, name=name, free=(p1, p2), columns=columns,
+    return Branch(kind=BranchKind.LOCUS, name=name, free=(p1, p2), columns=columns, special_points=tuple(special),
                   parameters={**D.parameters, **values}, origin=None, locus_of=kind, mode=int(mode),
                   Lambda=Lambda, status=status, variables=tuple(variables),
                   engine={"states": states, "start_index": len(zb), "rows": rows, "level_rows": level_rows})
+
+
+def _codimension_two(D: NetworkDerivatives, rows, states, kind, names, at_p, variables) -> list[SpecialPoint]:
+    """Zero-Hopf points on a locus, detected between rows and solved from their defining system.
+
+    On a Hopf locus a real eigenvalue crosses zero where the sign of ``det D_X F`` changes (the pairs
+    contribute positive factors); on a fold locus a complex pair crosses the imaginary axis where the
+    number of eigenvalues with positive real part (the fold's zero one left out) changes by two. Each detection is solved by
+    :func:`bifnet.patterns.verify.solve_pattern_zero_hopf` from the nearer row; ``located`` only when
+    Newton's method converges within the two rows' stretch of both parameters.
+    """
+    from bifnet.patterns.verify import solve_pattern_zero_hopf
+
+    p1, p2 = names
+    d = D.dimension
+    N, n = D.shape
+    test = []
+    for z in rows:
+        J = D.J(z[:d], {p1: float(z[at_p]), p2: float(z[at_p + 1])})
+        if kind is SpecialKind.HB:
+            test.append(float(np.linalg.slogdet(J)[0]))
+        else:   # eigenvalues with positive real part, the fold's zero eigenvalue left out
+            ev = np.linalg.eigvals(J)
+            ev = np.delete(ev, int(np.argmin(np.abs(ev))))
+            test.append(float(np.sum(ev.real > 0)))
+    out = []
+    for i in range(len(rows) - 1):
+        if test[i] == test[i + 1] or (kind is SpecialKind.LP and abs(test[i] - test[i + 1]) != 2):
+            continue
+        result = None
+        for guess in (rows[i], rows[i + 1], 0.5 * (rows[i] + rows[i + 1])):
+            values = {p1: float(guess[at_p]), p2: float(guess[at_p + 1])}
+            trial = solve_pattern_zero_hopf(D, guess[:d], values, names)
+            if trial["ok"] or result is None:
+                result = trial
+            if trial["ok"] and _between(trial, rows[i], rows[i + 1], at_p, names):
+                break
+        name = f"ZH{len(out) + 1}"
+        if result["ok"] and not _between(result, rows[i], rows[i + 1], at_p, names):
+            got = (result["values"][p1], result["values"][p2])
+            result = {**result, "ok": False, "reason": f"Newton's method converged to ({p1}, {p2}) = "
+                                                       f"({got[0]:.8g}, {got[1]:.8g}), away from rows {i}, {i + 1}"}
+        details = {"found_by": "test function sign change between rows"}
+        if result["ok"]:
+            means = result["X"].reshape(N, n).mean(axis=0)
+            out.append(SpecialPoint(kind=SpecialKind.ZH, index=i, parameters=dict(result["values"]),
+                                    state=tuple(float(v) for v in means),
+                                    eigenvalues=tuple(complex(e) for e in result["eigenvalues"]),
+                                    period=2 * math.pi / result["omega"], located=True, name=name,
+                                    residual=float(result["residual"]), verification=result["method"],
+                                    details=details))
+        else:
+            log.warning("  %s near %s = %.6g, %s = %.6g failed verification: %s", name, p1, values[p1], p2,
+                        values[p2], result["reason"])
+            out.append(SpecialPoint(kind=SpecialKind.ZH, index=i, parameters=values, located=False, name=name,
+                                    residual=float(result["residual"]), verification=result["method"],
+                                    details={**details, "reason": result["reason"]}))
+    return out
+
+
+def _between(result, a, b, at_p, names) -> bool:
+    """Is ``(X, p1, p2)`` of ``result`` within 1.5 steps (in state and parameters) of rows ``a``, ``b``?"""
+    d = result["X"].size
+
+    def point(z):
+        return np.concatenate([z[:d], z[at_p:at_p + 2]])
+
+    got = np.concatenate([result["X"], [result["values"][names[0]], result["values"][names[1]]]])
+    reach = max(float(np.linalg.norm(point(b) - point(a))), 1e-9)
+    return min(float(np.linalg.norm(got - point(a))), float(np.linalg.norm(got - point(b)))) <= 1.5 * reach

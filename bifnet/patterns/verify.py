@@ -347,6 +347,88 @@ def _branch_point_system(D: NetworkDerivatives, values, name, c):
     return G, DG
 
 
+def zero_hopf_system(D: NetworkDerivatives, names, c_h, c_0):
+    """``G``, ``DG`` of the zero-Hopf system in ``z = (X, v_r, v_i, omega, v_0, p1, p2)`` (square, ``4 d + 3``):
+    the Hopf system with both parameters free and ``D_X F v_0 = 0``, ``c_0 . v_0 = 1``."""
+    d = D.dimension
+    p1, p2 = names
+
+    def unpack(z):
+        vals = {p1: float(z[4 * d + 1]), p2: float(z[4 * d + 2])}
+        return z[:d], z[d:2 * d], z[2 * d:3 * d], float(z[3 * d]), z[3 * d + 1:4 * d + 1], vals
+
+    def G(z):
+        X, vr, vi, w, v0, vals = unpack(z)
+        J = D.J(X, vals)
+        return np.concatenate([D.F(X, vals), J @ vr + w * vi, J @ vi - w * vr, [c_h @ vr - 1.0, c_h @ vi],
+                               J @ v0, [c_0 @ v0 - 1.0]])
+
+    def DG(z):
+        X, vr, vi, w, v0, vals = unpack(z)
+        J = D.J(X, vals)
+        eye = np.eye(d)
+        M = np.zeros((4 * d + 3, 4 * d + 3))
+        M[:d, :d] = J
+        M[d:2 * d, :d], M[d:2 * d, d:2 * d], M[d:2 * d, 2 * d:3 * d] = D.D2v(X, vals, vr), J, w * eye
+        M[d:2 * d, 3 * d] = vi
+        M[2 * d:3 * d, :d], M[2 * d:3 * d, d:2 * d], M[2 * d:3 * d, 2 * d:3 * d] = D.D2v(X, vals, vi), -w * eye, J
+        M[2 * d:3 * d, 3 * d] = -vr
+        M[3 * d, d:2 * d] = c_h
+        M[3 * d + 1, 2 * d:3 * d] = c_h
+        r0 = 3 * d + 2
+        M[r0:r0 + d, :d], M[r0:r0 + d, 3 * d + 1:4 * d + 1] = D.D2v(X, vals, v0), J
+        M[r0 + d, 3 * d + 1:4 * d + 1] = c_0
+        for k, nm in enumerate(names):
+            dJ = D.dJ(X, vals, nm)
+            col = 4 * d + 1 + k
+            M[:d, col] = D.dF(X, vals, nm)
+            M[d:2 * d, col] = dJ @ vr
+            M[2 * d:3 * d, col] = dJ @ vi
+            M[r0:r0 + d, col] = dJ @ v0
+        return M
+
+    return G, DG
+
+
+ZERO_HOPF_METHOD = ("newton (full network): F = 0, DX v = i w v, DX v0 = 0, c.v = 1, c0.v0 = 1 in two parameters "
+                    "(exact DX, D2X and DpF)")
+
+
+def solve_pattern_zero_hopf(D: NetworkDerivatives, X, values: Mapping[str, float], names) -> dict:
+    """Newton's method on the zero-Hopf system from a guess (the real eigenvalue and the complex pair
+    nearest the imaginary axis). Returns ``ok``, ``residual``, ``method``, ``values`` (both parameters),
+    ``X``, ``omega``, ``eigenvalues``, ``reason``."""
+    X = np.asarray(X, dtype=float).ravel()
+    d = X.size
+    J = D.J(X, values)
+    w, V = np.linalg.eig(J)
+    scale = max(1.0, float(np.max(np.abs(w))))
+    real = np.flatnonzero(np.abs(w.imag) <= 1e-10 * scale)
+    pairs = np.flatnonzero(w.imag > 1e-10 * scale)
+    fail = {"ok": False, "residual": math.inf, "method": ZERO_HOPF_METHOD, "values": dict(values), "X": X,
+            "omega": math.nan, "eigenvalues": w}
+    if not real.size or not pairs.size:
+        return {**fail, "reason": "no real eigenvalue and complex pair at the detected point"}
+    k0 = int(real[np.argmin(np.abs(w[real]))])
+    kh = int(pairs[np.argmin(np.abs(w[pairs].real))])
+    v0 = np.real(V[:, k0])
+    v0 = v0 / np.linalg.norm(v0)
+    vh = V[:, kh]
+    c_h = np.real(vh) / float(np.real(vh) @ np.real(vh))
+    vh = vh / complex(c_h @ vh)
+    G, DG = zero_hopf_system(D, tuple(names), c_h, v0.copy())
+    z0 = np.concatenate([X, vh.real, vh.imag, [w[kh].imag], v0, [values[names[0]], values[names[1]]]])
+    z, res, ok = newton(G, DG, z0)
+    omega = float(z[3 * d])
+    reason = "" if ok else f"Newton's method on the zero-Hopf system did not converge (residual {res:.2g})"
+    if ok and not abs(omega) > 1e-8:
+        ok, reason = False, "Newton's method converged to omega = 0 (a Bogdanov-Takens point?), not a zero-Hopf point"
+    vals = {names[0]: float(z[4 * d + 1]), names[1]: float(z[4 * d + 2])}
+    ev = np.linalg.eigvals(D.J(z[:d], vals)) if np.all(np.isfinite(z)) else np.empty(0, complex)
+    return {"ok": ok, "residual": res, "method": ZERO_HOPF_METHOD, "values": vals, "X": z[:d].copy(),
+            "omega": abs(omega), "eigenvalues": ev, "reason": reason}
+
+
 # ---------------------------------------------------------------------------
 # solvers from a guess
 
