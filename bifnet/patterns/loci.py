@@ -9,7 +9,9 @@ with both parameters free): for a fold ``z = (X, v, p1, p2)``,
 D_X F v_i - omega v_r = 0, c . v_r = 1, c . v_i = 0``. Newton's corrector uses
 the exact network Jacobian and its exact derivative along the eigenvector;
 derivatives in the parameters are central differences. Every accepted point
-has a max-norm residual below :data:`RESIDUAL_TOLERANCE`.
+has a max-norm residual below :data:`RESIDUAL_TOLERANCE`. Zero-Hopf points on
+either locus are detected between rows and solved from the zero-Hopf system
+(:func:`bifnet.patterns.verify.solve_pattern_zero_hopf`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ system in the full ``N n``-dimensional state:
 * **BP** (branch point, e.g. where a symmetric branch meets another): Moore's
   system ``F + beta psi = 0``, ``D_X F^T psi = 0``, ``D_p F . psi = 0``,
   ``c . psi = 1`` in ``(X, p, beta, psi)``, regular at a simple branch point
-  (``beta = 0`` there).
+  (``beta = 0`` there);
+* **ZH** (zero-Hopf, on two-parameter loci): the Hopf system with both parameters
+  free plus ``D_X F v_0 = 0``, ``c_0 . v_0 = 1``.
 
 ``D_X F`` is the exact dense network Jacobian
 (:func:`bifnet.network.core.network_jacobian_dense`), and the second derivatives
