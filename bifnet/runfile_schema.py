@@ -253,6 +253,15 @@ class PatternStep(_Step):
     plot: Any = None
 
 
+class PatternCurveStep(_Step):
+    kind: Literal["pattern_curve"]
+    start: str
+    free: Annotated[list[str], Field(min_length=2, max_length=2)]
+    range: dict[str, Pair] | None = None
+    settings: Settings | None = None
+    levels: list[Number] = []
+
+
 class _Network(_Step):
     parameters: Parameters | None = None
     variable: str | None = None
@@ -392,7 +401,7 @@ class SweepStep(_GridMixin, _Network):
 STEP_MODELS: dict[str, type[_Step]] = {
     "equilibria": EquilibriaStep, "cycles": CyclesStep, "curve": CurveStep,
     "dispersion": DispersionStep, "transverse": TransverseStep, "neutral": NeutralStep,
-    "pattern": PatternStep,
+    "pattern": PatternStep, "pattern_curve": PatternCurveStep,
     "simulate": SimulateStep, "validate": ValidateStep, "lyapunov": LyapunovStep,
     "spectrum": SpectrumStep, "sweep": SweepStep,
 }

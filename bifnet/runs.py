@@ -38,6 +38,7 @@ STEP_KINDS: dict[str, str] = {
     "transverse": "bifnet.transverse.steps:transverse_step",
     "neutral": "bifnet.transverse.steps:neutral_step",
     "pattern": "bifnet.patterns.steps:pattern_step",
+    "pattern_curve": "bifnet.patterns.steps:pattern_curve_step",
     "simulate": "bifnet.network.steps:simulate_step",
     "validate": "bifnet.network.steps:validate_step",
     "lyapunov": "bifnet.network.steps:lyapunov_step",

@@ -357,6 +357,10 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
                             details={"mode": int(mode), "criticality": nf.criticality,
                                      "nf_quadratic": nf.quadratic, "nf_cubic": nf.cubic})]
     special += _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index)
+    from bifnet.patterns.verify import NetworkDerivatives, verify_pattern_points
+
+    special, solutions = verify_pattern_points(NetworkDerivatives(model, operator, parameters), points, special, free,
+                                               skip=("BP1",))
     status = f"+: {sa}, -: {sb}"
     log.info("  %s: %d points of the mode-%d pattern (%s), %.1f s", name, len(p), mode, status,
              time.perf_counter() - started)
@@ -365,12 +369,14 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
                   mode=int(mode), Lambda=float(nf.Lambda.real), status=status,
                   variables=tuple(model.variable_names),
                   engine={"states": states, "eigenvalues": eigenvalues, "bp_index": bp_index,
-                          "normal_form": nf, "speed": speed, "observe": obs, "points": {}})
+                          "normal_form": nf, "speed": speed, "observe": obs, "points": {},
+                          "solutions": solutions})
 
 
 def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index):
     """Folds (turning points of ``p``) and changes of the unstable count (BP/LP: a real
-    eigenvalue, HB: a complex pair) between rows, interpolated (``located = False``)."""
+    eigenvalue, HB: a complex pair) between rows, interpolated (``located = False`` until
+    :func:`bifnet.patterns.verify.verify_pattern_points` solves them)."""
     out = []
     counts = {}
 

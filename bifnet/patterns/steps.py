@@ -181,8 +181,8 @@ def pattern_step(context: StepContext, spec: dict) -> dict:
     return {"mode": mode, "Lambda": Lambda.real, "branch_point": {free: value}, "criticality": nf.criticality,
             "nf_quadratic": nf.quadratic, "nf_cubic": nf.cubic, "points": len(branch), "status": branch.status,
             "max_residual": worst, "stable_points": int(np.sum(branch["stable"] == 1)), "brain_points": brain,
-            "special_points": [{"name": sp.name, **{k: float(v) for k, v in sp.parameters.items()}}
-                               for sp in branch.special_points]}
+            "special_points": [{"name": sp.name, **{k: float(v) for k, v in sp.parameters.items()},
+                                "located": bool(sp.located)} for sp in branch.special_points]}
 
 
 def _write_profiles(context, step, branch: Branch, operator) -> None:
@@ -259,14 +259,20 @@ def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
     for flag, style in ((True, "-"), (False, "--")):
         ax.plot(p, np.where(stable == flag, spread, np.nan), style, color="tab:red", lw=1.6)
     marks = {SpecialKind.BP: ("o", "k"), SpecialKind.LP: ("s", "tab:blue"), SpecialKind.HB: ("^", "tab:green")}
-    counts = {}
+    counts, verified = {}, {}
     for sp in branch.special_points:
         m, c = marks.get(sp.kind, ("x", "0.3"))
         origin = sp.index == branch.engine["bp_index"] and sp.kind is SpecialKind.BP
-        ax.plot(sp.parameters[free], spread[sp.index], m, color=c, ms=8 if origin else 5, mfc="w" if origin else c,
+        at = spread[sp.index]
+        solved = (branch.engine.get("solutions") or {}).get(sp.name)
+        if solved is not None:      # a verified point: the spread of its own state
+            profile = solved.X.reshape(branch.engine["states"].shape[1:])
+            at = float(np.ptp(profile[:, context.model.observed_index(obs)]))
+        ax.plot(sp.parameters[free], at, m, color=c, ms=8 if origin else 5, mfc="w" if origin else c,
                 zorder=6 if origin else 5)
         if not origin:
             counts[sp.kind] = counts.get(sp.kind, 0) + 1
+            verified[sp.kind] = verified.get(sp.kind, 0) + int(sp.located)
     names = {SpecialKind.BP: "BP (real eigenvalue crosses)", SpecialKind.LP: "LP: fold of the pattern",
              SpecialKind.HB: "HB (complex pair crosses)"}
     handles = [Line2D([], [], color="k", lw=1.4, label="homogeneous, stable"),
@@ -275,7 +281,7 @@ def _plot_pattern(context, step, branch: Branch, params, x_bp) -> None:
                Line2D([], [], color="tab:red", ls="--", lw=1.6, label="pattern, unstable"),
                Line2D([], [], marker="o", ls="none", color="k", mfc="w", ms=8, label="transverse branch point (origin)")]
     handles += [Line2D([], [], marker=marks[k][0], ls="none", color=marks[k][1], ms=5,
-                       label=f"{names[k]} x {v} (between rows)") for k, v in counts.items()]
+                       label=f"{names[k]} x {v} ({verified[k]} verified)") for k, v in counts.items()]
     ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_xlabel(free)
     ax.set_ylabel(f"{obs}: max - min over regions")
@@ -322,3 +328,111 @@ def _plot_brain(context, step, spec, branch: Branch, operator) -> list[int]:
     fig.suptitle(f"{context.model.name}: pattern of mode {branch.mode}, {obs} minus its mean over regions\n{rows}")
     io.save_figure(context.out_dir / f"pattern_{step}_brain.png", fig)
     return [int(k) for k in chosen]
+
+
+# ---------------------------------------------------------------------------
+# kind = "pattern_curve": two-parameter loci of a pattern branch's folds and Hopf points
+
+
+def pattern_curve_step(context: StepContext, spec: dict) -> dict:
+    """``kind = "pattern_curve"``: continue a verified LP or HB point of a pattern branch in two parameters.
+
+    Keys: ``start`` (``"<pattern step>:<point>"`` such as ``"pat:LP1"``; the point must be
+    verified, ``located = True``), ``free`` (two parameters, the pattern branch's own first),
+    ``range`` (bounds of both; the locus stops at the first point outside), ``settings``
+    (``ds``, ``ds_min``, ``ds_max``, ``max_steps`` per direction), ``levels`` (values of the
+    second parameter where the locus point is solved exactly and added as a row).
+
+    Writes the locus to ``branches.csv`` (``solution`` = ``LP`` or ``HB``, the mode of origin,
+    the regional means, ``omega`` and ``frequency_hz`` for HB, ``residual``), its zero-Hopf points
+    to ``special_points.csv`` and ``pattern_curve_<step>.png``.
+    """
+    from bifnet.continuation.steps import _append_tables, step_settings
+    from bifnet.patterns.loci import continue_pattern_locus
+    from bifnet.patterns.verify import NetworkDerivatives
+
+    step = spec["name"]
+    check_keys(spec, {"start", "free", "range", "settings", "levels"}, step)
+    model = context.model
+    operator = context.require_connectome(step)
+    start = spec.get("start")
+    if not isinstance(start, str) or ":" not in start:
+        raise RunFileError(f"step {step!r}: start must look like \"pat:LP1\" (a point of a pattern step)")
+    source, point = start.split(":", 1)
+    branches = context.results.get(source)
+    branch = branches[0] if isinstance(branches, list) and branches and isinstance(branches[0], Branch) else None
+    if branch is None or "solutions" not in (branch.engine or {}):
+        raise RunFileError(f"step {step!r}: no earlier pattern step {source!r}")
+    names = [sp.name for sp in branch.special_points if sp.kind in (SpecialKind.LP, SpecialKind.HB)]
+    sp = next((s for s in branch.special_points if s.name == point), None)
+    if sp is None or sp.kind not in (SpecialKind.LP, SpecialKind.HB):
+        raise RunFileError(f"step {step!r}: pattern step {source!r} has no fold or Hopf point {point!r} "
+                           f"(has: {', '.join(names) or 'none'})")
+    solution = branch.engine["solutions"].get(point)
+    if not sp.located or solution is None:
+        raise RunFileError(f"step {step!r}: {source}:{point} is not verified ({sp.details.get('reason', '')}); "
+                           f"a locus starts only from a verified point")
+    free = spec.get("free")
+    own = branch.free[0]
+    if not (isinstance(free, list) and len(free) == 2 and free[0] == own and free[1] != own):
+        raise RunFileError(f"step {step!r}: free must be [\"{own}\", \"<second parameter>\"] (the pattern "
+                           f"branch's parameter first), got {free!r}")
+    model.check_parameter_names(free)
+    settings = step_settings(context, spec, tuple(free))
+    levels = spec.get("levels", [])
+    if not (isinstance(levels, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             for v in levels)):
+        raise RunFileError(f"step {step!r}: levels must be a list of values of {free[1]}, got {levels!r}")
+    values = {own: float(solution.value), free[1]: float(branch.parameters[free[1]])}
+    D = NetworkDerivatives(model, operator, branch.parameters)
+    try:
+        locus = continue_pattern_locus(
+            D, solution, sp.kind, tuple(free), values, ds=abs(settings.ds), ds_min=settings.ds_min,
+            ds_max=settings.ds_max, max_steps=min(settings.max_steps, 2000),
+            bounds={k: settings.bounds[k] for k in free}, levels=[float(v) for v in levels],
+            name=f"{sp.kind.value}[pattern{branch.mode}:{point}]", mode=branch.mode, Lambda=branch.Lambda,
+            variables=model.variable_names)
+    except BifnetError as error:
+        raise RunFileError(f"step {step!r}: {error}") from None
+    locus.engine["problem"] = types.SimpleNamespace(system=types.SimpleNamespace(model=model, kind="network"))
+    _append_tables(context, step, [locus])
+    _plot_pattern_curve(context, step, locus, branch, sp)
+    context.results[step] = [locus]
+    rows = locus.engine["level_rows"]
+    return {"start": start, "kind": sp.kind.value, "points": len(locus), "status": locus.status,
+            "max_residual": float(np.max(locus["residual"])),
+            "levels": [{free[1]: float(locus[free[1]][k]), own: float(locus[own][k])} for k in rows],
+            "special_points": [{"name": p.name, **{k: float(v) for k, v in p.parameters.items()},
+                                "located": bool(p.located)} for p in locus.special_points]}
+
+
+def _plot_pattern_curve(context, step, locus: Branch, branch: Branch, sp) -> None:
+    """``pattern_curve_<step>.png``: the locus in its two parameters, the start marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bifnet import io
+
+    p1, p2 = locus.free
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    ax.plot(locus[p1], locus[p2], "-", color="tab:blue" if sp.kind is SpecialKind.LP else "tab:green", lw=1.6,
+            label=f"{sp.kind.value} locus of the mode-{branch.mode} pattern")
+    k = locus.engine["start_index"]
+    ax.plot(locus[p1][k], locus[p2][k], "o", color="k", mfc="w", ms=7, label=f"start: {sp.name}")
+    rows = locus.engine["level_rows"]
+    if rows:
+        ax.plot(locus[p1][rows], locus[p2][rows], "x", color="k", ms=6, label=f"{p2} levels (solved exactly)")
+    zh = [p for p in locus.special_points if p.kind is SpecialKind.ZH]
+    for located, style in ((True, {"mfc": "tab:purple"}), (False, {"mfc": "w"})):
+        pts = [p for p in zh if p.located == located]
+        if pts:
+            ax.plot([p.parameters[p1] for p in pts], [p.parameters[p2] for p in pts], "D", color="tab:purple", ms=6,
+                    label=f"ZH (zero-Hopf){'' if located else ', not verified'} x {len(pts)}", **style)
+    ax.set_xlabel(p1)
+    ax.set_ylabel(p2)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"{context.model.name}: {'folds' if sp.kind is SpecialKind.LP else 'Hopf points'} of the "
+                 f"stationary pattern of mode {branch.mode}", fontsize=9)
+    io.save_figure(context.out_dir / f"pattern_curve_{step}.png", fig)
