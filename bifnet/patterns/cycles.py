@@ -195,7 +195,7 @@ class ShootingProblem:
         out = np.empty_like(V)
         y_end = None
         for j in range(0, V.shape[1], TANGENT_BLOCK):
-            cols = np.ascontiguousarray(V[:, j:j + TANGENT_BLOCK])
+            cols = np.array(V[:, j:j + TANGENT_BLOCK], dtype=float, order="C")   # a copy: integrated in place
             y = np.array(X, dtype=float)
             ok = self.block(y, cols, pv, W, W, T / S, S, *self._workspace(cols.shape[1]))
             if not ok:
@@ -306,6 +306,7 @@ def _correct(problem, z_pred, last, X_ref, phase, S, lin, settings):
         if r is None:
             return z, np.inf, False, lin
         res = float(np.max(np.abs(r[:D])))
+        log.debug("    Newton (%s): residual %.3g, conditions %.2g %.2g", method, res, r[D], r[D + 1])
         if res < settings.tolerance and abs(r[D]) < 1e-9 and abs(r[D + 1]) < 1e-9:
             return z, res, True, lin
         if res > 0.5 * previous:          # poor contraction: linearise again here
