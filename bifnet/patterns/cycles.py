@@ -93,7 +93,7 @@ class CycleSettings:
     ds_max: float = 0.5
     max_steps: int = 100
     bounds: tuple[float, float] = (-np.inf, np.inf)
-    dt: float = 0.02
+    dt: float = 0.05
     method: str = "monodromy"
     newton_iterations: int = 8
     tolerance: float = 1e-9
@@ -129,7 +129,7 @@ class ShootingProblem:
         Largest RK4 step (ms).
     """
 
-    def __init__(self, model: NodeModel, operator, parameters: Mapping[str, float], free: str, dt: float = 0.02):
+    def __init__(self, model: NodeModel, operator, parameters: Mapping[str, float], free: str, dt: float = 0.05):
         from bifnet.network import build_network
         from bifnet.network._kernels import lyapunov_kernels, network_module
 
@@ -291,18 +291,23 @@ def _residual(problem, z, S, phase, X_ref, last, z_pred):
 
 
 def _correct(problem, z_pred, last, X_ref, phase, S, lin, settings):
-    """Newton (chord with ``lin`` while it contracts) on the shooting system.
+    """Newton's method on the shooting system.
 
-    Returns ``(z, residual, converged, linearisation)``."""
+    ``"monodromy"``: the bordered Jacobian of ``lin`` (the previous point's, or one computed
+    here) with Broyden's rank-one updates after every step, linearised again (once) when
+    the residual stops falling by half; ``"krylov"``: GMRES on Jacobian–vector products at
+    every iterate. Returns ``(z, residual, converged, linearisation)``."""
     D = problem.D
     z = z_pred.copy()
     previous = np.inf
     method = settings.method
+    dense = method == "monodromy"
     fresh = lin is None
     if lin is None:
-        lin = _linearise(problem, z, S, method == "monodromy")
+        lin = _linearise(problem, z, S, dense)
+    A = _bordered_dense(lin, phase, last) if dense else None
+    r = _residual(problem, z, S, phase, X_ref, last, z_pred)
     for _ in range(settings.newton_iterations):
-        r = _residual(problem, z, S, phase, X_ref, last, z_pred)
         if r is None:
             return z, np.inf, False, lin
         res = float(np.max(np.abs(r[:D])))
@@ -312,19 +317,21 @@ def _correct(problem, z_pred, last, X_ref, phase, S, lin, settings):
         if res > 0.5 * previous:          # poor contraction: linearise again here
             if fresh:
                 return z, res, False, lin
-            lin = _linearise(problem, z, S, method == "monodromy")
+            lin = _linearise(problem, z, S, dense)
+            A = _bordered_dense(lin, phase, last) if dense else None
             fresh = True
         previous = res
         try:
-            dz = _solve(problem, lin, phase, last, -r, method)
+            dz = np.linalg.solve(A, -r) if dense else _solve(problem, lin, phase, last, -r, method)
         except np.linalg.LinAlgError:
             return z, res, False, lin
-        if method == "krylov":           # Newton–Krylov: relinearise at every iterate
-            z = z + dz
+        z = z + dz
+        r_new = _residual(problem, z, S, phase, X_ref, last, z_pred)
+        if dense and r_new is not None:    # Broyden: A dz = -r, so the secant update is r_new dz^T / |dz|^2
+            A += np.outer(r_new, dz) / (dz @ dz)
+        elif not dense:
             lin = _linearise(problem, z, S, False)
-        else:
-            z = z + dz
-    r = _residual(problem, z, S, phase, X_ref, last, z_pred)
+        r = r_new
     res = float(np.max(np.abs(r[:D]))) if r is not None else np.inf
     return z, res, res < settings.tolerance, lin
 
