@@ -246,6 +246,7 @@ class Shooting(_Strict):
     method: Literal["monodromy", "krylov"] | None = None
     first_amplitude: Positive | None = None
     check_return: bool | None = None
+    return_tolerance: Positive | None = None
     multipliers: Annotated[int, Field(ge=1)] | None = None
     newton_iterations: Annotated[int, Field(ge=1)] | None = None
     tolerance: Positive | None = None

@@ -17,7 +17,8 @@ from bifnet.errors import BifnetError, RunFileError
 log = logging.getLogger("bifnet")
 
 #: keys of the step's ``shooting`` table (fields of :class:`bifnet.patterns.cycles.CycleSettings`)
-SHOOTING_KEYS = ("dt", "method", "first_amplitude", "check_return", "multipliers", "newton_iterations", "tolerance")
+SHOOTING_KEYS = ("dt", "method", "first_amplitude", "check_return", "return_tolerance", "multipliers",
+                 "newton_iterations", "tolerance")
 
 
 def cycle_settings(step, spec, settings, bounds):
@@ -226,7 +227,7 @@ def plot_cycle_brain(context, step, spec, branch: Branch, operator) -> list[int]
         state = "stable" if branch["stable"][k] == 1 else "unstable"
         for ax, view in zip(axes[2 * r], ("axial", "sagittal", "coronal")):
             plot_brain(half[k], centres, ax, view=view, cmap="viridis", symmetric=False,
-                       title=f"{view}: amplitude of {obs}, row {k} ({state})")
+                       title=f"{view}: amplitude, row {k} ({state})")
         for ax, view in zip(axes[2 * r + 1], ("axial", "sagittal", "coronal")):
             plot_brain(phase, centres, ax, view=view, cmap="twilight_shifted",
                        title=f"{view}: phase (rad), row {k}")

@@ -58,6 +58,8 @@ SAMPLES = 128
 TANGENT_BLOCK = 64
 #: ``|mu|`` above ``1 + MULTIPLIER_MARGIN`` counts as unstable.
 MULTIPLIER_MARGIN = 1e-6
+#: Halvings of the RK4 step allowed at one point when its return error is too large.
+REFINEMENTS = 4
 _METHODS = ("monodromy", "krylov")
 
 
@@ -85,7 +87,10 @@ class CycleSettings:
     multipliers : int
         Multipliers computed by Arnoldi (``method = "krylov"``).
     check_return : bool
-        Integrate every point again with adaptive DOPRI5 (rtol 1e-10) for the ``return_error`` column.
+        Integrate every point again with adaptive DOPRI5 (rtol 1e-10) for the ``return_error`` column;
+        while it exceeds ``return_tolerance`` the RK4 step is halved (at most
+        :data:`REFINEMENTS` times) and the point corrected again.
+    return_tolerance : float
     """
 
     ds: float = 0.05
@@ -100,6 +105,7 @@ class CycleSettings:
     first_amplitude: float = 0.02
     multipliers: int = 10
     check_return: bool = True
+    return_tolerance: float = 1e-7
 
     def __post_init__(self):
         if not (0 < self.ds_min <= self.ds <= self.ds_max):
@@ -500,26 +506,49 @@ def _branch(model, operator, parameters, free, x, mode, settings, name, observe,
     phase = phase / np.linalg.norm(phase)
     e_p = np.zeros(D + 2)
     e_p[D + 1] = 1.0
-    S = problem.steps(T0)
-    z, res, ok, lin = _correct(problem, z_guess, e_p, X_guess, phase, S, None, settings)
-    if not ok:
-        raise ContinuationError(f"mode {mode}: no periodic orbit converged next to the transverse Hopf point at "
-                                f"{free} = {p_c:.8g} (residual {res:.2g})")
     rows = []
+    dense = settings.method == "monodromy"
+
+    def solve(z_pred, last, X_ref, phase, lin):
+        """Correct ``z_pred``; halve the RK4 step while the return error (DOPRI5) exceeds its tolerance."""
+        for attempt in range(REFINEMENTS + 1):
+            S = problem.steps(z_pred[D])
+            z_new, res, ok, lin_new = _correct(problem, z_pred, last, X_ref, phase, S,
+                                               lin if (lin is not None and lin.S == S and dense) else None, settings)
+            if not ok or z_new[D] <= 0:
+                return None
+            err = return_error(problem.network(z_new[D + 1]), z_new[:D], z_new[D]) if settings.check_return \
+                else float("nan")
+            if not err > settings.return_tolerance:
+                break
+            if attempt == REFINEMENTS:
+                log.warning("  return error %.2g above %.2g with an RK4 step of %.3g ms", err,
+                            settings.return_tolerance, z_new[D] / S)
+                break
+            problem.dt /= 2
+            log.info("  return error %.2g > %.2g: RK4 step now at most %.3g ms", err, settings.return_tolerance,
+                     problem.dt)
+            z_pred, lin = z_new, None
+        return z_new, res, S, lin_new, err
+
+    first = solve(z_guess, e_p, X_guess, phase, None)
+    if first is None:
+        raise ContinuationError(f"mode {mode}: no periodic orbit converged next to the transverse Hopf point at "
+                                f"{free} = {p_c:.8g}")
+    z, res, S, lin, err = first
     lo, hi = settings.bounds
 
-    def accept(z, res, S, lin):
+    def accept(z, res, S, lin, err):
         X, T, p = z[:D], z[D], z[D + 1]
         if settings.method == "monodromy" and (lin.M is None or np.max(np.abs(lin.z - z)) > 0):
             lin = _linearise(problem, z, S, True)
         mu = floquet_multipliers(problem, X, T, p, S, method=settings.method, k=settings.multipliers, M=lin.M)
         _, samples = problem.flow(X, T, p, S, record=True)
         mean, half, c1 = _profile(samples, T)
-        err = return_error(problem.network(p), X, T) if settings.check_return else float("nan")
         rows.append(dict(z=z.copy(), residual=res, mu=mu, mean=mean, half=half, c1=c1, return_error=err, S=S))
         return lin
 
-    lin = accept(z, res, S, lin)
+    lin = accept(z, res, S, lin, err)
     # the first tangent: along the branch, away from the Hopf point
     f_here = problem.field(z[:D], z[D + 1])
     phase = f_here / np.linalg.norm(f_here)
@@ -528,20 +557,17 @@ def _branch(model, operator, parameters, free, x, mode, settings, name, observe,
     status = "max_steps"
     while len(rows) <= settings.max_steps:
         z_pred = z + ds * t
-        S = problem.steps(z_pred[D])
         f_here = problem.field(z[:D], z[D + 1])
         phase = f_here / np.linalg.norm(f_here)
-        z_new, res, ok, lin_new = _correct(problem, z_pred, t, z[:D], phase, S,
-                                           lin if (lin is not None and lin.S == S and settings.method ==
-                                                   "monodromy") else None, settings)
-        if not ok or z_new[D] <= 0:
+        point = solve(z_pred, t, z[:D], phase, lin)
+        if point is None:
             ds /= 2
             if ds < settings.ds_min:
                 status = "no convergence"
                 break
             continue
-        z = z_new
-        lin = accept(z, res, S, lin_new)
+        z, res, S, lin_new, err = point
+        lin = accept(z, res, S, lin_new, err)
         f_here = problem.field(z[:D], z[D + 1])
         phase = f_here / np.linalg.norm(f_here)
         t = _tangent(problem, lin, phase, t, settings.method)
