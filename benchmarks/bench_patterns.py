@@ -139,7 +139,7 @@ def cycles_benchmark(name: str, count: int) -> None:
     x_hi = find_equilibrium(ping, {**params, "Iext_e": hi}, x_lo, settle_time=0.0)
     value, x = locate_transverse_point(ping, params, "Iext_e", lam[mode - 1], (lo, hi), (x_lo, x_hi))
     params["Iext_e"] = value
-    settings = cycles.CycleSettings(ds=0.05, ds_max=0.5, max_steps=count - 1, bounds=(4.0, 30.0))
+    settings = cycles.CycleSettings(ds=0.05, ds_max=0.5, max_steps=count - 1, bounds=(4.0, 60.0))
     t = time.perf_counter()
     branch = cycles.oscillatory_pattern_branch(ping, op, params, "Iext_e", x, mode, settings)
     wall = time.perf_counter() - t
@@ -197,7 +197,8 @@ def cycles_benchmark(name: str, count: int) -> None:
     print(f"  at the first orbit ({S} RK4 steps): one period {t_period * 1000:.1f} ms; one Jacobian-vector "
           f"product {t_jvp * 1000:.1f} ms; monodromy by tangent blocks {t_mono:.2f} s vs forward differences "
           f"{t_fd:.2f} s (max difference {np.max(np.abs(M_fd - M)):.2g}); eigvals {t_eig:.2f} s; Arnoldi, 10 "
-          f"largest {t_arnoldi:.2f} s (max |mu| difference {np.max(np.abs(np.sort(np.abs(mu_a)) - np.sort(np.abs(top)))):.2g}); "
+          f"largest {t_arnoldi:.2f} s (max |mu| difference "
+          f"{np.max(np.abs(np.sort(np.abs(mu_a)) - np.sort(np.abs(top)))):.2g}); "
           f"one Newton-Krylov step: GMRES {len(its)} iterations, {t_gmres:.1f} s")
 
 
