@@ -221,3 +221,49 @@ shooting = {{ first_amplitude = 0.01 }}
     run.write_text(text.replace("first_amplitude = 0.01", "first_amplitude = 0.01, nonsense = 1"))
     with pytest.raises(RunFileError, match="nonsense"):
         execute_run_file(run, out=tmp_path / "out2")
+
+
+@pytest.mark.slow
+def test_oscillatory_pattern_of_tvb68_from_a_transverse_hopf_curve(tmp_path):
+    """The issue's case: ngnmm_ping on tvb68 (408 dimensions), eps = 8, the HB curve of mode 68 of a
+    transverse step; the Hopf point at Iext_e = 4.7670668 (brentq on the mode's growth rate, engine
+    notes), l1 = -0.119; orbits that return under the network integrator, follow the normal form
+    and are unstable (every other mode is unstable at the homogeneous state)."""
+    import pandas as pd
+
+    from bifnet.runs import execute_run_file
+
+    text = """
+model = "ngnmm_ping"
+connectome = "tvb68"
+[[steps]]
+name = "tr"
+kind = "transverse"
+free = ["Iext_e", "eps"]
+range = { Iext_e = [4.0, 6.0], eps = [6.0, 10.0] }
+modes = "most_negative"
+levels = [8.0]
+cycles = false
+[[steps]]
+name = "osc"
+kind = "pattern"
+start = "tr:HB[mode68]#1"
+parameters = { eps = 8.0 }
+range = { Iext_e = [4.5, 5.5] }
+settings = { ds = 0.05, ds_max = 0.5, max_steps = 3 }
+"""
+    run = tmp_path / "run.toml"
+    run.write_text(text)
+    out = execute_run_file(run, out=tmp_path / "out")
+    table = pd.read_csv(out / "branches.csv")
+    rows = table[table["step"] == "osc"]
+    assert len(rows) == 5 and set(rows["mode"]) == {68} and set(rows["solution"]) == {"LC"}
+    assert rows["Iext_e"].iloc[0] == pytest.approx(4.7670668, abs=2e-7)
+    points = pd.read_csv(out / "special_points.csv")
+    hopf = points[(points["step"] == "osc") & (points["name"] == "HB1")]
+    assert float(hopf["l1"].iloc[0]) == pytest.approx(-0.119, abs=1e-3)
+    orbits = rows.iloc[1:]
+    assert np.all(orbits["return_error"] < 1e-6) and np.all(orbits["trivial_error"] < 1e-6)
+    assert np.allclose(orbits["amplitude"], orbits["predicted_amplitude"], rtol=0.01)
+    assert list(orbits["stable"]) == [False] * 4 and set(orbits["n_unstable"]) == {134}
+    assert rows["period"].iloc[0] == pytest.approx(28.8258, abs=1e-3)

@@ -21,8 +21,9 @@ SHOOTING_KEYS = ("dt", "method", "first_amplitude", "check_return", "return_tole
                  "newton_iterations", "tolerance")
 
 
-def cycle_settings(step, spec, settings, bounds):
-    """:class:`CycleSettings` from the step's ``settings`` (ds, ds_min, ds_max, max_steps) and ``shooting``."""
+def cycle_settings(context, step, spec, bounds):
+    """:class:`CycleSettings` from the run's and the step's ``settings`` (those of ``ds``, ``ds_min``,
+    ``ds_max``, ``max_steps`` given; the rest keep the defaults of :class:`CycleSettings`) and ``shooting``."""
     from bifnet.patterns.cycles import CycleSettings
 
     shooting = dict(spec.get("shooting") or {})
@@ -30,7 +31,8 @@ def cycle_settings(step, spec, settings, bounds):
     if unknown:
         raise RunFileError(f"step {step!r}: shooting: unknown key(s) {', '.join(unknown)} "
                            f"(known: {', '.join(SHOOTING_KEYS)})")
-    given = dict(spec.get("settings") or {})
+    given = dict(context.results["__run__"].get("settings", {}) or {})
+    given.update(spec.get("settings") or {})
     table = {"bounds": bounds}
     for key in ("ds", "ds_min", "ds_max", "max_steps"):
         if key in given:
@@ -54,7 +56,7 @@ def oscillatory_pattern_step(context, spec, free, params, mode, value, x, settin
     Lambda = complex(operator.spectrum().eigenvalues[mode - 1])
     value, x = _bracket(model, params, free, Lambda if Lambda.imag else Lambda.real, value, x)
     params[free] = value
-    cycle = cycle_settings(step, spec, settings, settings.bounds[free])
+    cycle = cycle_settings(context, step, spec, settings.bounds[free])
     try:
         branch = oscillatory_pattern_branch(model, operator, params, free, x, mode, cycle,
                                             name=f"pattern[mode{mode}]", observe=spec.get("observe"))
