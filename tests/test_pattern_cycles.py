@@ -267,3 +267,17 @@ settings = { ds = 0.05, ds_max = 0.5, max_steps = 3 }
     assert np.allclose(orbits["amplitude"], orbits["predicted_amplitude"], rtol=0.01)
     assert list(orbits["stable"]) == [False] * 4 and set(orbits["n_unstable"]) == {134}
     assert rows["period"].iloc[0] == pytest.approx(28.8258, abs=1e-3)
+
+
+def test_shipped_oscillatory_run_file_is_valid():
+    """continuation_runs/oscillatory_pattern.toml passes the up-front checks (schema, model, connectome)."""
+    from pathlib import Path
+
+    from bifnet.connectome import load_connectome
+    from bifnet.runs import check_run, load_run_file
+
+    path = Path(__file__).resolve().parent.parent / "continuation_runs" / "oscillatory_pattern.toml"
+    run = load_run_file(path)
+    check_run(run, load_model("ngnmm_ping"), load_connectome("tvb68"))
+    step = run.steps[0]
+    assert step["kind"] == "pattern" and step["start"]["mode"] == 68
