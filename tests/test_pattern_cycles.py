@@ -70,7 +70,8 @@ def _critical_speed(model, operator, params, x, omega, h=1e-5):
 
 def test_amplitude_grows_like_the_square_root_predicted_by_l1(case):
     """Hopf normal form z' = (i omega + mu' dp) z + omega l1 |z|^2 z with X = X* + 2 Re(z Q), |Q| = 1:
-    the first harmonic of the orbit has norm |z| = sqrt(-mu' dp / (omega l1)). omega and mu' from the
+    the first harmonic of the orbit has norm |z| = sqrt(-mu' dp / (omega l1)), and the multiplier of
+    the amplitude is exp(-2 mu' dp T). omega and mu' from the
     dense network Jacobian; l1 from the mode reduction (equal to the full-dimensional Kuznetsov formula to
     1e-8 in test_patterns; _dense_l1 itself takes 7 s here), the amplitude from the network integrator."""
     from bifnet.patterns.criticality import transverse_normal_form
@@ -82,7 +83,7 @@ def test_amplitude_grows_like_the_square_root_predicted_by_l1(case):
     omega = float(ev[np.argmin(np.abs(ev.real) + (ev.imag <= 0))].imag)
     speed = _critical_speed(model, operator, params, x, omega)
     assert l1 < 0 and speed > 0
-    checked = 0
+    checked = checked_multiplier = 0
     for k in range(1, 8):
         dp = branch["Iext_e"][k] - params["Iext_e"]
         network = build_network(model, operator, {**params, "Iext_e": branch["Iext_e"][k]})
@@ -92,8 +93,16 @@ def test_amplitude_grows_like_the_square_root_predicted_by_l1(case):
         assert amplitude == pytest.approx(branch["amplitude"][k], rel=1e-6)
         if amplitude < 0.15:   # close to the Hopf point
             assert amplitude == pytest.approx(np.sqrt(-speed * dp / (omega * l1)), rel=0.05)
+            # the amplitude's multiplier: r' = -2 mu' dp (r - r*) on the circle, so exp(-2 mu' dp T)
+            # (where it is well apart from the trivial one: two multipliers within 1e-6 of 1 are ill-conditioned)
+            mu = branch.engine["multipliers"][k]
+            near = np.sort(np.abs(mu[np.abs(mu.imag) < 1e-12].real - 1))
+            expected = 1 - np.exp(-2 * speed * dp * branch["period"][k])
+            if expected > 1e-6:
+                assert near[1] == pytest.approx(expected, rel=0.05)
+                checked_multiplier += 1
             checked += 1
-    assert checked >= 3
+    assert checked >= 3 and checked_multiplier >= 2
     # the period tends to 2 pi / omega
     assert branch["period"][1] == pytest.approx(2 * np.pi / omega, rel=1e-4)
 
