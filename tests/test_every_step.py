@@ -113,7 +113,8 @@ def _toml(values: dict) -> str:
 
 
 # step kinds that need a particular point of a particular model, tested where it exists:
-# "pattern" starts at a transverse branch point (tests/test_patterns.py: Brusselator on tvb68)
+# "pattern" starts at a transverse point (tests/test_patterns.py: Brusselator on tvb68, a branch point;
+# tests/test_pattern_cycles.py: ngnmm_ping, a Hopf point)
 NOT_HERE = {"pattern"}
 
 

@@ -629,6 +629,7 @@ def _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient
     })
     special = [SpecialPoint(kind=SpecialKind.HB, index=0, parameters={free: p_c}, state=tuple(x), located=True,
                             period=float(period[0]), name="HB1",
+                            eigenvalues=(complex(nf.eigenvalue), complex(np.conj(nf.eigenvalue))),
                             verification="transverse Hopf point (located on the mode Jacobian)",
                             details={"mode": int(mode), "criticality": nf.criticality, "l1": nf.l1,
                                      "omega_per_ms": nf.omega, "speed": speed})]
