@@ -19,9 +19,10 @@ shooting** on bifnet's compiled network integrator:
   ``X0`` block ``M - I`` (``M`` the monodromy) comes either
 
   - ``method = "monodromy"``: from the whole monodromy matrix, integrated as
-    tangent blocks of 64 columns (chord iterations with the monodromy of the
-    previous point, refreshed when the contraction is poor); the Floquet
-    multipliers are then all eigenvalues of ``M``; or
+    tangent blocks of 64 columns (the previous point's, with Broyden's rank-one
+    updates after every Newton step, computed again when the residual stops
+    falling); the Floquet multipliers are then all eigenvalues of ``M`` at the
+    converged orbit; or
   - ``method = "krylov"``: matrix-free, GMRES on Jacobian–vector products
     (one tangent integration each), the multipliers of largest modulus by
     Arnoldi (``scipy.sparse.linalg.eigs`` on ``v -> M v``).
@@ -53,8 +54,8 @@ log = logging.getLogger("bifnet.patterns")
 
 #: RK4 steps per period are a multiple of this (the orbit is sampled at this many points per period).
 SAMPLES = 128
-#: Columns of one tangent block of the monodromy (wider blocks fall out of cache: 408 columns at once
-#: took 41 s per period on tvb68, 64 x 7 blocks 1.4 s).
+#: Columns of one tangent block of the monodromy (wider blocks fall out of cache: on tvb68, 408 columns at
+#: once took 5-41 s per period, 64 columns 0.2 s).
 TANGENT_BLOCK = 64
 #: ``|mu|`` above ``1 + MULTIPLIER_MARGIN`` counts as unstable.
 MULTIPLIER_MARGIN = 1e-6
