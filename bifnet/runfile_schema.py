@@ -241,6 +241,19 @@ class NeutralStep(_Continuation):
     levels: PositiveInt | Annotated[list[Number], Field(min_length=1)] = 21
 
 
+class Shooting(_Strict):
+    """Numerics of an oscillatory pattern (``bifnet.patterns.cycles.CycleSettings``)."""
+
+    dt: Positive | None = None
+    method: Literal["monodromy", "krylov"] | None = None
+    first_amplitude: Positive | None = None
+    check_return: bool | None = None
+    return_tolerance: Positive | None = None
+    multipliers: Annotated[int, Field(ge=1)] | None = None
+    newton_iterations: Annotated[int, Field(ge=1)] | None = None
+    tolerance: Positive | None = None
+
+
 class PatternStep(_Step):
     kind: Literal["pattern"]
     start: Union[str, dict[str, Number]]
@@ -251,6 +264,7 @@ class PatternStep(_Step):
     observe: str | None = None
     brain_points: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
     plot: Any = None
+    shooting: Shooting | None = None
 
 
 class PatternCurveStep(_Step):

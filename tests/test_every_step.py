@@ -113,8 +113,9 @@ def _toml(values: dict) -> str:
 
 
 # step kinds that need a particular point of a particular model, tested where it exists:
-# "pattern" starts at a transverse branch point (tests/test_patterns.py: Brusselator on tvb68),
-# "pattern_curve" at a fold or Hopf point of a pattern branch (tests/test_pattern_points.py)
+# "pattern" starts at a transverse point (tests/test_patterns.py: Brusselator on tvb68, a branch point;
+# tests/test_pattern_cycles.py: ngnmm_ping, a Hopf point), "pattern_curve" at a fold or Hopf point of a
+# pattern branch (tests/test_pattern_points.py)
 NOT_HERE = {"pattern", "pattern_curve"}
 
 

@@ -110,6 +110,13 @@ def _bracket(model, params, free, Lambda, value, x):
 def pattern_step(context: StepContext, spec: dict) -> dict:
     """``kind = "pattern"``: continue the full-network pattern born at a transverse point.
 
+    From a transverse fold / branch point (``LP`` curve, or a real zero eigenvalue
+    of the mode's ``J(Lambda)``): the stationary pattern (below). From a transverse
+    Hopf point (``HB`` curve, or a complex pair): the oscillatory pattern by
+    shooting (:func:`bifnet.patterns.cycle_steps.oscillatory_pattern_step`; the
+    ``shooting`` table sets ``dt``, ``method``, ``first_amplitude``, ``check_return``,
+    ``multipliers``, ``newton_iterations``, ``tolerance``).
+
     Keys: ``start`` (``"<transverse step>:<curve>"`` such as ``"tr:LP[mode2]#1"``, or
     ``{ mode = 2, <free> = value }``), ``free`` (one parameter; default the curve's
     first), ``range`` (of ``free``), ``parameters``, ``settings`` (``ds``, ``ds_min``,
@@ -125,7 +132,8 @@ def pattern_step(context: StepContext, spec: dict) -> dict:
     from bifnet.patterns.equilibria import PatternSettings, stationary_pattern_branch
 
     step = spec["name"]
-    check_keys(spec, {"start", "free", "range", "parameters", "settings", "observe", "brain_points", "plot"}, step)
+    check_keys(spec, {"start", "free", "range", "parameters", "settings", "observe", "brain_points", "plot",
+                      "shooting"}, step)
     model = context.model
     model.require_coupling(f"step {step!r}")
     operator = context.require_connectome(step)
@@ -154,9 +162,12 @@ def pattern_step(context: StepContext, spec: dict) -> dict:
         model.observed_index(observe)
     settings = step_settings(context, spec, (free,))
     mode, kind, value, x = _start(context, spec, free, params)
-    if kind != "LP":
-        raise RunFileError(f"step {step!r}: mode {mode} has a transverse Hopf point there; oscillatory patterns "
-                           f"are not continued yet (start from a transverse fold/branch point, kind LP)")
+    if kind == "HB":   # a transverse Hopf point: the oscillatory pattern (bifnet.patterns.cycle_steps)
+        from bifnet.patterns.cycle_steps import oscillatory_pattern_step
+
+        return oscillatory_pattern_step(context, spec, free, params, mode, value, x, settings)
+    if spec.get("shooting") is not None:
+        raise RunFileError(f"step {step!r}: shooting applies to oscillatory patterns (a transverse Hopf start)")
     Lambda = complex(operator.spectrum().eigenvalues[mode - 1])
     if abs(Lambda.imag) > 1e-12:
         raise RunFileError(f"step {step!r}: mode {mode} has a complex eigenvalue; a zero eigenvalue of its "
