@@ -226,14 +226,14 @@ def plot_cycle_brain(context, step, spec, branch: Branch, operator) -> list[int]
     for r, k in enumerate(chosen):
         ref = int(np.argmax(np.abs(c1[k])))
         phase = np.angle(c1[k] * np.conj(c1[k, ref]))
-        state = "stable" if branch["stable"][k] == 1 else "unstable"
         for ax, view in zip(axes[2 * r], ("axial", "sagittal", "coronal")):
             plot_brain(half[k], centres, ax, view=view, cmap="viridis", symmetric=False,
-                       title=f"{view}: amplitude, row {k} ({state})")
+                       title=f"{view}: amplitude, row {k}")
         for ax, view in zip(axes[2 * r + 1], ("axial", "sagittal", "coronal")):
             plot_brain(phase, centres, ax, view=view, cmap="twilight_shifted",
                        title=f"{view}: phase (rad), row {k}")
-    rows = "; ".join(f"row {k}: {free} = {branch[free][k]:.6g}, period {branch['period'][k]:.4g} ms" for k in chosen)
+    rows = "; ".join(f"row {k}: {free} = {branch[free][k]:.6g}, period {branch['period'][k]:.4g} ms "
+                     f"({'stable' if branch['stable'][k] == 1 else 'unstable'})" for k in chosen)
     fig.suptitle(f"{context.model.name}: oscillatory pattern of mode {branch.mode}, {obs}\n{rows}")
     io.save_figure(context.out_dir / f"pattern_{step}_brain.png", fig)
     return [int(k) for k in chosen]
