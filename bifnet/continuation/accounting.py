@@ -406,9 +406,14 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
             kind = _guess_kind(branch, event, system, cycles)
         else:
             kind = SpecialKind.LPC if cycles else SpecialKind.LP
+        reason = event.describe(branch)
+        if check is not None:
+            (ra, ca), (rb, cb) = sorted(check["counts"].items())
+            reason += (f"; bifnet's own multipliers (multiple shooting) confirm it ({ca} at row {ra}, {cb} at row "
+                       f"{rb}: {_CROSSING[kind]})")
         sp = SpecialPoint(kind=kind, index=i, parameters={f: float(branch[f][i]) for f in branch.free},
                           state=tuple(float(branch[v][i]) for v in branch.variables) if not cycles else (),
-                          located=False, details={"found_by": "accounting", "reason": event.describe(branch)})
+                          located=False, details={"found_by": "accounting", "reason": reason})
         result = None
         if check is not None and check["start"] is not None:
             from bifnet.continuation.verify import _close_to_branch
@@ -470,6 +475,11 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
         branch = dataclasses.replace(branch, columns=columns,
                                      accounting={**(branch.accounting or {}), "dismissed": dismissed})
     return branch
+
+
+_CROSSING = {SpecialKind.LPC: "a real multiplier crosses +1, a fold of cycles",
+             SpecialKind.PD: "a real multiplier crosses -1, a period doubling",
+             SpecialKind.NS: "a complex pair crosses the unit circle, a torus bifurcation"}
 
 
 def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
