@@ -599,9 +599,13 @@ def _write_map(context, step, free, levels, samples, groups, solution, rates, *,
         multiplicity = np.array([len(g.modes) for g in groups])[~uniform]
         n_unstable = np.where(np.isfinite(others).all(axis=2), ((others > 0) * multiplicity).sum(axis=2), -1)
         safe = np.where(np.isfinite(others), others, -np.inf)
-        best = np.argmax(safe, axis=2)
-        most = np.where(np.isfinite(others).all(axis=2), modes[~uniform][best], 0)
-        max_rate = np.max(safe, axis=2)
+        if others.shape[2]:
+            best = np.argmax(safe, axis=2)
+            most = np.where(np.isfinite(others).all(axis=2), modes[~uniform][best], 0)
+            max_rate = np.max(safe, axis=2)
+        else:  # no non-uniform mode chosen (e.g. modes = []): nothing can be unstable
+            most = np.zeros(solution.shape, dtype=np.int64)
+            max_rate = np.full(solution.shape, np.nan)
     p1, q = free
     codes = ("0 none stable, 1 EP, 2 LC, 3 both (EP used)" if grid_steps is None else
              "0 no stable homogeneous state found, 1 stable EP, 2 stable LC (the EP where both are stable)")
