@@ -308,8 +308,6 @@ def test_grid_map_agrees_with_brute_force(ping):
     assert agree / total >= 0.96, f"{agree} of {total} agree"
 
 
-@pytest.mark.xfail(reason="AUTO runs in pool workers end in BrokenProcessPool; the step traces curves serially",
-                   strict=False)
 def test_parallel_curves_equal_serial_curves(ping):
     """Curves traced by mode groups on two processes are the serial curves (same points)."""
     from bifnet.transverse.curves import mode_chunks, trace_curves_parallel

@@ -461,8 +461,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     followed = sum(1 for g in groups if g.mode != 1)
     in_parallel = ((workers is None or workers > 1 or scheduler not in (None, "processes", "serial"))
                    and scheduler != "serial" and bool(context.model.source) and Path(context.model.source).exists())
-    # trace_curves_parallel's AUTO workers die in a process pool (BrokenProcessPool): serial for now
-    if followed > 1 and in_parallel and scheduler not in (None, "processes"):
+    if followed > 1 and in_parallel:
         from bifnet.transverse.curves import trace_curves_parallel
 
         curves, crossings, table = trace_curves_parallel(context.model, params, groups, free, levels, settings,
