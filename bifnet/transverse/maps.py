@@ -53,6 +53,7 @@ _CYCLE_TOL = 1e-9     # max |phi_T(x) - x| / amplitude of an accepted cycle
 _FLOQUET_RTOL = 1e-7  # tolerance of the mesh the Floquet monodromies are computed on
 _PERIOD_CHANGE = 0.25  # largest relative change of the period from the guess (a neighbour's cycle)
 _MAX_ATTEMPTS = 3     # shooting attempts per grid point (from different solved neighbours)
+_PREDICTOR_STEP = 0.2  # secant predictor only between cycles closer than this fraction of the amplitude
 
 
 def grid_axis(bounds: Sequence[float], step: float, name: str) -> np.ndarray:
@@ -408,6 +409,7 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
     attempts = np.zeros((R, C), dtype=int)
     growth = np.full((R, C, lams.size), np.nan)
     cycles = {}
+    scale = {}
     queue = deque()
 
     def solve(r, c, x, T, M):
@@ -418,17 +420,18 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
         p[iq] = values2[rows[r]]
         got = _shoot(model, p, np.asarray(x, float), float(T), M)
         if got is None:
-            return
+            return False
         x, T, amplitude = got
         if np.max(amplitude) < 1e-6 * max(1.0, float(np.max(np.abs(x)))):
-            return  # collapsed onto an equilibrium
+            return False  # collapsed onto an equilibrium
         try:
             g, Mu, stable = _floquet(model, p, x, T, lams, uniform)
         except (ContinuationError, np.linalg.LinAlgError):
-            return
+            return False
         if (r, c) in cycles and found[r, c] and not stable:
-            return  # keep the stable cycle found before
+            return True  # keep the stable cycle found before
         cycles[(r, c)] = (x, T, Mu)
+        scale[(r, c)] = float(np.max(amplitude))
         growth[r, c] = g
         found[r, c] = stable
         for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
@@ -437,6 +440,7 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
             if 0 <= rr < R and 0 <= cc < C and need[rr, cc] and (
                     (rr, cc) not in cycles or (stable and not found[rr, cc])):
                 queue.append((rr, cc, r, c))
+        return True
 
     def open_point(r, c, stable_source):
         if found[r, c] or attempts[r, c] >= _MAX_ATTEMPTS:
@@ -452,6 +456,13 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
             if not open_point(rr, cc, found[r0, c0]):
                 continue
             x0, T0, M0 = cycles[(r0, c0)]
+            # a secant predictor from the point behind the neighbour, when that cycle was continued
+            # from it (close in phase); the neighbour's own cycle otherwise
+            behind = cycles.get((2 * r0 - rr, 2 * c0 - cc))
+            if behind is not None and np.max(np.abs(x0 - behind[0])) < _PREDICTOR_STEP * scale[(r0, c0)]:
+                if solve(rr, cc, 2 * x0 - behind[0], 2 * T0 - behind[1], M0):
+                    continue
+                attempts[rr, cc] -= 1  # the predictor's miss is not an attempt
             solve(rr, cc, x0, T0, M0)
     return found, growth
 
@@ -611,15 +622,42 @@ def instability_map(model: NodeModel, parameters: Mapping[str, float], free: tup
                           Lambdas=lams)
 
 
-def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas) -> tuple[int, np.ndarray]:
+def _recurrence_period(model, p, x, window=1000.0):
+    """The first return time (ms) of the trajectory from ``x`` close to ``x`` (1e-2 of its range), or None."""
+    from bifnet.transverse.floquet import _integrate
+
+    _, hs, ys = _integrate(model, p, x, window, 1e-10, record=True, max_steps=200_000)
+    t = np.concatenate([[0.0], np.cumsum(hs)])
+    d = np.max(np.abs(ys - ys[0]) / np.maximum(np.ptp(ys, axis=0), 1e-12), axis=1)
+    away = np.flatnonzero(d > 0.2)
+    if not away.size:
+        return None
+    i = np.arange(away[0] + 1, d.size - 1)
+    minima = i[(d[i] <= d[i - 1]) & (d[i] <= d[i + 1]) & (d[i] < 1e-2)]
+    return float(t[minima[0]]) if minima.size else None
+
+
+def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas, *,
+                      starts=(0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+                      ) -> tuple[int, np.ndarray]:
     """The map's answer at one point, computed independently of continuation (for checks).
 
-    Integrates the homogeneous system from the model's initial state and polishes the
-    equilibrium it settles near by Newton (:func:`~bifnet.continuation.equilibria.find_equilibrium`);
-    if that equilibrium is stable to mode 1, the growth rates are the eigenvalues of
-    ``J(Lambda)``. Otherwise the attracting cycle is found by simulation (4000 ms) and shooting
-    (:func:`~bifnet.transverse.floquet.find_cycle`, from each variable's Poincaré section in turn
-    until one converges) and the growth rates are its Floquet exponents (:func:`~bifnet.transverse.floquet.floquet_dispersion`, its own adaptive mesh).
+    The same definition as the map (see ``docs/engine.md``, "Instability maps: which state"): a stable
+    homogeneous equilibrium where there is one, else the attracting cycle.
+
+    1. **Equilibria**: the homogeneous system is integrated from the model's initial state for
+       2000 ms; Newton (:func:`~bifnet.continuation.equilibria.find_equilibrium`) is started from the
+       states at the times ``starts`` (ms) along that trajectory, so it finds the equilibria the
+       trajectory passes near, not only the one it ends at; roots outside the range of states the
+       trajectory visits (widened by a tenth) are not states of the dynamics and are dropped (Newton
+       finds equilibria of ngnmm_ping with negative firing rates). If one of them is stable to mode 1, the
+       growth rates are the eigenvalues of ``J(Lambda)`` there (several stable ones: the one of lowest
+       ``max Re`` of mode 1, i.e. the most stable).
+    2. **Cycles** otherwise: the attracting cycle by simulation (4000 ms) and shooting
+       (:func:`~bifnet.transverse.floquet.find_cycle`, from each variable's Poincaré section in turn
+       until one converges; if none does, again with the period guessed from the first return of the
+       trajectory, for orbits that cross the section more than once a period), and its Floquet
+       exponents (:func:`~bifnet.transverse.floquet.floquet_dispersion`, its own adaptive mesh).
 
     Returns
     -------
@@ -629,26 +667,62 @@ def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas
     """
     from bifnet.continuation.equilibria import find_equilibrium
     from bifnet.transverse.dispersion import equilibrium_dispersion
-    from bifnet.transverse.floquet import find_cycle, floquet_dispersion
+    from bifnet.transverse.floquet import _integrate, _parameter_vector, find_cycle, floquet_dispersion
 
     lams = np.asarray(Lambdas)
     uniform = model.coupling.uniform_eigenvalue if model.coupling is not None else 1.0
     params = model.resolve_parameters(parameters)
+    p = _parameter_vector(model, params)
+    work = np.concatenate([[uniform], lams])
     try:
-        x = find_equilibrium(model, params)
-        rel = equilibrium_dispersion(model, params, x, np.concatenate([[uniform], lams]))
-        if rel.growth_rate[0] < 0:
-            return EP, rel.growth_rate[1:]
-    except BifnetError:
-        pass
-    # shooting on spiky orbits can fail from one Poincare section and work from another
-    for section in (None, *model.variable_names):
+        _, hs, ys = _integrate(model, p, model.default_state(), 2000.0, 1e-9, record=True, max_steps=400_000)
+        t = np.concatenate([[0.0], np.cumsum(hs)])
+        guesses = [ys[min(int(np.searchsorted(t, s)), len(t) - 1)] for s in starts]
+        # only equilibria among the states the dynamics visits (the trajectory's range, widened by a
+        # tenth): Newton also finds roots the flow never reaches (e.g. negative firing rates)
+        widen = 0.1 * np.ptp(ys, axis=0) + 1e-9 * np.maximum(1.0, np.abs(ys).max(axis=0))
+        lo, hi = ys.min(axis=0) - widen, ys.max(axis=0) + widen
+    except ContinuationError:
+        guesses = [model.default_state()]
+        lo, hi = np.full(model.n_variables, -np.inf), np.full(model.n_variables, np.inf)
+    roots, best = [], None
+    for x0 in guesses:
         try:
-            cycle = find_cycle(model, params, section=section, transient=4000.0)
-            fd = floquet_dispersion(model, cycle, np.concatenate([[uniform], lams]))
+            x = find_equilibrium(model, params, x0, settle_time=0.0)
         except BifnetError:
             continue
-        if fd.growth_rate[0] < 0:
-            return LC, fd.growth_rate[1:]
-        break
+        if np.any(x < lo) or np.any(x > hi):
+            continue
+        if any(np.max(np.abs(x - r)) <= 1e-7 * max(1.0, float(np.max(np.abs(r)))) for r in roots):
+            continue
+        roots.append(x)
+        rel = equilibrium_dispersion(model, params, x, work)
+        if rel.growth_rate[0] < 0 and (best is None or rel.growth_rate[0] < best.growth_rate[0]):
+            best = rel
+    if best is not None:
+        return EP, best.growth_rate[1:]
+    # shooting on spiky orbits can fail from one Poincare section and work from another
+    x_end = None
+    for guess in ("sections", "recurrence"):
+        period = None
+        if guess == "recurrence":
+            try:
+                x_end, _, _ = _integrate(model, p, model.default_state(), 4000.0, 1e-10, max_steps=400_000)
+                period = _recurrence_period(model, p, x_end)
+            except ContinuationError:
+                period = None
+            if period is None:
+                break
+        for section in (None, *model.variable_names):
+            try:
+                if period is None:
+                    cycle = find_cycle(model, params, section=section, transient=4000.0)
+                else:
+                    cycle = find_cycle(model, params, x_end, period_guess=period, section=section, transient=0.0)
+                fd = floquet_dispersion(model, cycle, work)
+            except BifnetError:
+                continue
+            if fd.growth_rate[0] < 0:
+                return LC, fd.growth_rate[1:]
+            return NONE, np.full(lams.size, np.nan)
     return NONE, np.full(lams.size, np.nan)
