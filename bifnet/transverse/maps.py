@@ -53,6 +53,8 @@ _CYCLE_TOL = 1e-9     # max |phi_T(x) - x| / amplitude of an accepted cycle
 _FLOQUET_RTOL = 1e-7  # tolerance of the mesh the Floquet monodromies are computed on
 _PERIOD_CHANGE = 0.25  # largest relative change of the period from the guess (a neighbour's cycle)
 _MAX_ATTEMPTS = 3     # shooting attempts per grid point (from different solved neighbours)
+_MAX_DOUBLINGS = 3   # rounds of period-doubled cycles seeded from flip instabilities (periods 2T, 4T, 8T)
+_MAX_DOUBLED_PERIOD = 1000.0  # ms
 _PREDICTOR_STEP = 0.2  # secant predictor only between cycles closer than this fraction of the amplitude
 
 
@@ -383,6 +385,29 @@ def _floquet(model, p, x, T, lams, uniform):
     return growth, np.real(M[0]), bool(rest.max() < 0)
 
 
+def _doubled_guess(model, base, i1, iq, v1, v2, x, T, Mu):
+    """``(x, 2 T)`` near the period-doubled cycle born from the cycle ``(x, T)`` (uniform monodromy
+    ``Mu``), or None when ``Mu`` has no real multiplier below -1: the state after 20 periods from
+    ``x`` plus a small step along the flip eigenvector (the cycle repels along it, the doubled
+    cycle of a supercritical doubling attracts)."""
+    from bifnet.transverse.floquet import _integrate
+
+    mu, vec = np.linalg.eig(Mu)
+    flip = np.flatnonzero((np.abs(mu.imag) < 1e-9) & (mu.real < -1.0))
+    if not flip.size:
+        return None
+    v = np.real(vec[:, flip[np.argmin(mu.real[flip])]])
+    p = base.copy()
+    p[i1] = v1
+    p[iq] = v2
+    step = 1e-3 * max(1.0, float(np.max(np.abs(x))))
+    try:
+        x_end, _, _ = _integrate(model, p, x + step * v / np.max(np.abs(v)), 20.0 * T, 1e-9, max_steps=200_000)
+    except ContinuationError:
+        return None
+    return x_end, 2.0 * T
+
+
 def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, rows, need, seeds, Lambdas):
     """Cycles and Floquet growth rates on the grid rows ``rows`` (one task of :func:`grid_cycles`).
 
@@ -394,6 +419,7 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
     from collections import deque
 
     from bifnet.model import load_model
+    from bifnet.transverse.floquet import _integrate
 
     model = load_model(model_source)
     p1, q = free
@@ -411,6 +437,7 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
     cycles = {}
     scale = {}
     queue = deque()
+    relaxed = [False]  # True while a guess is a predictor (the plain guess follows if it fails)
 
     def solve(r, c, x, T, M):
         """Shoot at grid point (r, c) from the guess; on success queue its neighbours."""
@@ -419,6 +446,15 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
         p[i1] = values1[c]
         p[iq] = values2[rows[r]]
         got = _shoot(model, p, np.asarray(x, float), float(T), M)
+        if got is None and attempts[r, c] == 1 and not relaxed[0]:
+            # once per point: let the flow carry the neighbour's cycle towards this one (20 periods),
+            # then shoot again (tiny cycles near a Hopf curve, where Newton from the neighbour's
+            # larger cycle falls onto the equilibrium)
+            try:
+                x_end, _, _ = _integrate(model, p, np.asarray(x, float), 20.0 * float(T), 1e-9, max_steps=200_000)
+                got = _shoot(model, p, x_end, float(T), None)
+            except ContinuationError:
+                got = None
         if got is None:
             return False
         x, T, amplitude = got
@@ -447,10 +483,7 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
             return False
         return (r, c) not in cycles or stable_source
 
-    for r, c, x, T in seeds:
-        if not need[r, c] or not open_point(r, c, True):
-            continue
-        solve(r, c, x, T, None)
+    def flood():
         while queue:
             rr, cc, r0, c0 = queue.popleft()
             if not open_point(rr, cc, found[r0, c0]):
@@ -460,10 +493,40 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
             # from it (close in phase); the neighbour's own cycle otherwise
             behind = cycles.get((2 * r0 - rr, 2 * c0 - cc))
             if behind is not None and np.max(np.abs(x0 - behind[0])) < _PREDICTOR_STEP * scale[(r0, c0)]:
-                if solve(rr, cc, 2 * x0 - behind[0], 2 * T0 - behind[1], M0):
-                    continue
+                relaxed[0] = True
+                try:
+                    if solve(rr, cc, 2 * x0 - behind[0], 2 * T0 - behind[1], M0):
+                        continue
+                finally:
+                    relaxed[0] = False
                 attempts[rr, cc] -= 1  # the predictor's miss is not an attempt
             solve(rr, cc, x0, T0, M0)
+
+    for r, c, x, T in seeds:
+        if not need[r, c] or not open_point(r, c, True):
+            continue
+        solve(r, c, x, T, None)
+        flood()
+    # period doubling: where the continued cycle lost stability through a multiplier below -1, the
+    # doubled cycle is seeded once (a short integration from the cycle along the flip direction) and
+    # flooded like the others; its own doublings follow in the next round
+    tried = set()
+    for _ in range(_MAX_DOUBLINGS):
+        flips = [(key, v) for key, v in cycles.items() if key not in tried and not found[key]
+                 and need[key] and v[1] * 2 <= _MAX_DOUBLED_PERIOD]
+        grown = False
+        for (r, c), (x, T, Mu) in flips:
+            tried.add((r, c))
+            if found[r, c] or attempts[r, c] >= _MAX_ATTEMPTS + 1:
+                continue
+            guess = _doubled_guess(model, base, i1, iq, values1[c], values2[rows[r]], x, T, Mu)
+            if guess is None:
+                continue
+            if solve(r, c, guess[0], guess[1], None) and found[r, c]:
+                grown = True
+                flood()
+        if not grown:
+            break
     return found, growth
 
 
@@ -655,8 +718,9 @@ def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas
        ``max Re`` of mode 1, i.e. the most stable).
     2. **Cycles** otherwise: the attracting cycle by simulation (4000 ms) and shooting
        (:func:`~bifnet.transverse.floquet.find_cycle`, from each variable's Poincaré section in turn
-       until one converges; if none does, again with the period guessed from the first return of the
-       trajectory, for orbits that cross the section more than once a period), and its Floquet
+       until one converges; if none does, or the cycle it converges to is unstable to mode 1, again
+       with the period guessed from the first return of the trajectory, for orbits that cross the
+       section more than once a period, e.g. after a period doubling), and its Floquet
        exponents (:func:`~bifnet.transverse.floquet.floquet_dispersion`, its own adaptive mesh).
 
     Returns
@@ -724,5 +788,6 @@ def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas
                 continue
             if fd.growth_rate[0] < 0:
                 return LC, fd.growth_rate[1:]
-            return NONE, np.full(lams.size, np.nan)
+            # an unstable cycle is not the attractor (e.g. the cycle before a period doubling): other
+            # sections, then the first-return period
     return NONE, np.full(lams.size, np.nan)
