@@ -212,7 +212,8 @@ def grid_map(args):
               + (f" = {100 * good / total:.1f} %" if total else ""))
     print(f"largest growth-rate difference where both found the same state: {worst:.2e} /ms")
     # the baseline, measured in this run: brute force at every grid point, extrapolated from the checked points
-    mean = {k: float(np.mean(v)) if v else float(np.mean(sum(brute_seconds.values(), []))) for k, v in brute_seconds.items()}
+    every = sum(brute_seconds.values(), [])
+    mean = {k: float(np.mean(v if v else every)) for k, v in brute_seconds.items()}
     total = sum(counts[k] * mean[k] for k in (0, EP, LC))
     print(f"brute force per point (this run): {mean[EP] * 1e3:.0f} ms at EP ({len(brute_seconds[EP])}), "
           f"{mean[LC] * 1e3:.0f} ms at LC ({len(brute_seconds[LC])}), {mean[0] * 1e3:.0f} ms at none "

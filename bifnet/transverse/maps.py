@@ -22,7 +22,9 @@ Algorithm (see ``docs/science.md``, "Instability maps"):
 2. **Cycles** where no stable equilibrium exists: seeded from the cycle
    branches of the levels (AUTO's orbits), then solved at every grid point
    from a solved neighbour (flood fill) by shooting, Newton with the
-   neighbour's monodromy (chord iterations; a fresh monodromy when they stall).
+   neighbour's monodromy (chord iterations; a fresh monodromy when they stall), with a secant
+   predictor along rows and columns; beyond a homogeneous period doubling the doubled cycle
+   (seeded once from the flip eigenvector) is flooded the same way.
 3. **Growth rates.** Equilibria: ``max Re eig(A + Lambda B)`` of every mode,
    batched. Cycles: the Floquet exponents of every mode from the monodromies
    of :mod:`bifnet.transverse.floquet` (one cycle integration for all modes).
@@ -648,7 +650,8 @@ def instability_map(model: NodeModel, parameters: Mapping[str, float], free: tup
     Notes
     -----
     See the module docstring. Where a stable equilibrium and a stable cycle
-    coexist, the map shows the equilibrium.
+    coexist, the map shows the equilibrium (the reason: ``docs/engine.md``,
+    "Instability maps on a grid"; :func:`brute_force_point` uses the same rule).
     """
     import time
 

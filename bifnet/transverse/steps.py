@@ -607,7 +607,8 @@ def _write_map(context, step, free, levels, samples, groups, solution, rates, *,
             max_rate = np.full(solution.shape, np.nan)
     p1, q = free
     codes = ("0 none stable, 1 EP, 2 LC, 3 both (EP used)" if grid_steps is None else
-             "0 no stable homogeneous state found, 1 stable EP, 2 stable LC (the EP where both are stable)")
+             "0 no stable homogeneous state found, 1 stable EP, 2 stable LC (continued or period-doubled; "
+             "the EP where both are stable)")
     ds = xr.Dataset(
         {
             "homogeneous_solution": ((q, p1), solution.astype(np.int64), {"units": "1", "description": codes}),
