@@ -529,6 +529,24 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
                 flood()
         if not grown:
             break
+    # gaps: a point left unsolved between solved stable neighbours gets one more try from each of
+    # them (its attempts may have gone to unstable or farther neighbours), with the relaxation
+    for _ in range(2):
+        grown = False
+        for r, c in zip(*np.nonzero(need & ~found)):
+            sources = [(r + dr, c + dc) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))
+                       if 0 <= r + dr < R and 0 <= c + dc < C and found[r + dr, c + dc]]
+            if len(sources) < 2:
+                continue
+            for key in sources:
+                attempts[r, c] = 0  # the relaxation runs on the first attempt
+                x0, T0, M0 = cycles[key]
+                if solve(r, c, x0, T0, M0) and found[r, c]:
+                    grown = True
+                    flood()
+                    break
+        if not grown:
+            break
     return found, growth
 
 

@@ -745,7 +745,12 @@ def _plot_transverse(context, step, free, curves, levels, samples, solution, rat
             pts = np.array([p for p, _ in labels])
             ax.plot(pts[:, 0], pts[:, 1], "s", ms=4, color="k", mfc="w", zorder=6)
             place_labels(ax, [p for p, _ in labels], [t for _, t in labels])
-        note = f"\n(not drawn, > {_MAX_CODIM2_PER_CURVE} on one curve: {', '.join(skipped)})" if skipped else ""
+        note = ""
+        if skipped:  # a few names, wrapped: the full list (tvb96: dozens) is in the log
+            import textwrap
+
+            shown = ", ".join(skipped[:4]) + (f" and {len(skipped) - 4} more" if len(skipped) > 4 else "")
+            note = "\n" + textwrap.fill(f"(not drawn, > {_MAX_CODIM2_PER_CURVE} on one curve: {shown})", 60)
         handles.append(Line2D([], [], marker="s", ls="none", ms=4, color="k", mfc="w",
                               label="codimension-two points (m: mode)" + note))
     ax.set_xlabel(p1)
