@@ -188,9 +188,12 @@ def grid_map(args):
     rng = np.random.default_rng(11)
     tally = {"all": [0, 0], "EP": [0, 0], "LC": [0, 0]}
     worst = 0.0
+    brute_seconds = {EP: [], LC: [], 0: []}
     for k in rng.choice(result.solution.size, args.check, replace=False):
         r, c = divmod(int(k), x1.size)
+        t0 = time.perf_counter()
         solution, rates = brute_force_point(model, {**params, "Iext_e": x1[c], "eps": x2[r]}, lams)
+        brute_seconds[solution].append(time.perf_counter() - t0)
         count = lambda g: int(((g[1:] > 0) * mult[1:]).sum())  # noqa: E731
         mine = result.solution[r, c]
         same = solution == mine and (solution == 0 or count(rates) == count(result.growth_rate[r, c]))
@@ -201,11 +204,21 @@ def grid_map(args):
                 tally[key][0] += same
                 tally[key][1] += 1
         if not same:
-            print(f"  differs at Iext_e = {x1[c]:.2f}, eps = {x2[r]:.2f}: map {mine}, brute force {solution}")
+            print(f"  differs at Iext_e = {x1[c]:.2f}, eps = {x2[r]:.2f}: map {mine} "
+                  f"({count(result.growth_rate[r, c]) if mine else '-'} unstable), brute force {solution} "
+                  f"({count(rates) if solution else '-'} unstable)")
     for key, (good, total) in tally.items():
         print(f"agreement ({key} points, by brute force): {good} of {total}"
               + (f" = {100 * good / total:.1f} %" if total else ""))
     print(f"largest growth-rate difference where both found the same state: {worst:.2e} /ms")
+    # the baseline, measured in this run: brute force at every grid point, extrapolated from the checked points
+    every = sum(brute_seconds.values(), [])
+    mean = {k: float(np.mean(v if v else every)) for k, v in brute_seconds.items()}
+    total = sum(counts[k] * mean[k] for k in (0, EP, LC))
+    print(f"brute force per point (this run): {mean[EP] * 1e3:.0f} ms at EP ({len(brute_seconds[EP])}), "
+          f"{mean[LC] * 1e3:.0f} ms at LC ({len(brute_seconds[LC])}), {mean[0] * 1e3:.0f} ms at none "
+          f"({len(brute_seconds[0])}); extrapolated to the grid's {counts.sum()} points: {total:.0f} s on one core")
+    print(f"ratio brute force (one core) / map ({args.workers} workers, wall): {total / min(times):.0f}x")
 
 
 if __name__ == "__main__":

@@ -252,6 +252,18 @@ def check_run(run: RunFile, model, connectome) -> None:
             bad = [m for m in modes if m > n]
             if bad:
                 raise RunFileError(f"{where}: no mode {bad[0]} (the connectome has {n} regions)")
+            rule = spec.get("modes")
+            if kind == "transverse" and isinstance(rule, dict):
+                # a Lambda band that holds no non-uniform mode would leave the map without modes
+                import numpy as np
+
+                from bifnet.transverse.steps import select_modes
+
+                eigenvalues = connectome.spectrum().eigenvalues
+                if not select_modes(rule, eigenvalues, step):
+                    real = np.real(eigenvalues[1:])
+                    raise RunFileError(f"{where}: modes = {rule!r} selects no mode: the non-uniform modes have "
+                                       f"Re Lambda in [{real.min():.4g}, {real.max():.4g}]")
 
 
 def _step_function(kind: str, table: dict[str, str] | None = None) -> Callable:

@@ -189,6 +189,10 @@ RUN_FILES = [
                                                      ' eps = [0.0, 1.0] }\nmodes = [0]'), [], 2, "modes"),
     ("transverse-mode-too-big", NET + step("transverse", 'free = ["Iext_e", "eps"]\nrange = { Iext_e = [0.0, 1.0],'
                                                         ' eps = [0.0, 1.0] }\nmodes = [2, 500]'), [], 2, "no mode 500"),
+    ("transverse-empty-band", 'model = "ngnmm_ping"\nconnectome = "tvb96"\n'
+     + step("transverse", 'free = ["Iext_e", "eps"]\nrange = { Iext_e = [0.0, 1.0], eps = [0.0, 1.0] }\n'
+                          'modes = { Lambda = [-1.0, -0.45] }\ngrid = { Iext_e = 0.5, eps = 0.5 }'),
+     [], 2, "selects no mode"),
     ("transverse-one-free", NET + step("transverse", 'free = ["Iext_e"]\nrange = { Iext_e = [0.0, 1.0] }'),
      [], 2, "free"),
     ("neutral-levels-zero", HEAD + step("neutral", 'free = ["Iext_e"]\nrange = { Iext_e = [0.0, 1.0] }\nlevels = 0'),

@@ -219,3 +219,39 @@ def test_mode_innermost_kernel_equals_one_mode_at_a_time(model, cycle, complex_c
     ker["propagate"](lams, P, one)
     ker["propagate_modes"](lams, P, many)
     assert np.max(np.abs(many - one)) < 1e-12 * max(1.0, np.max(np.abs(one)))
+
+
+def test_single_mode_kernel_equals_polynomial_propagators(model, cycle):
+    """``monodromy_one`` (the joint Runge-Kutta system of x and Phi for one Lambda, used for shooting)
+    gives the monodromy of the polynomial propagators ``step_polynomials`` + ``propagate``, and
+    both are close to an independent scipy integration of the variational equation (A and B
+    lambdified from sympy)."""
+    from scipy.integrate import solve_ivp
+
+    from bifnet.transverse.floquet import _kernels, _mesh, _parameter_vector, _tableau
+    from bifnet.transverse.maps import batched_functions
+
+    ker = _kernels(model)
+    fns = batched_functions(model, "Iext_e")
+    p = _parameter_vector(model, cycle.parameters)
+    hs = _mesh(model, p, cycle.x0, cycle.period, None, 1e-8)
+    c, a, b = _tableau("dop853")
+    n = model.n_variables
+    P = np.empty((hs.size, c.size + 1, n, n))
+    ker["step_polynomials"](cycle.x0, p, hs, c, a, b, P)
+    for lam in (1.0, -0.73):
+        poly = np.empty((1, n, n))
+        ker["propagate"](np.array([lam]), P, poly)
+        one = np.empty((n, n))
+        ker["monodromy_one"](cycle.x0, p, hs, c, a, b, lam, one)
+        scale = max(1.0, np.max(np.abs(poly)))
+        assert np.max(np.abs(one - poly[0])) < 1e-11 * scale
+
+        def rhs(t, z, lam=lam):
+            x, Phi = z[:n], z[n:].reshape(n, n)
+            J = fns["A"](x[None], p[None])[0] + lam * fns["B"](x[None], p[None])[0]
+            return np.concatenate([fns["f"](x[None], p[None])[0], (J @ Phi).ravel()])
+
+        sol = solve_ivp(rhs, (0.0, cycle.period), np.concatenate([cycle.x0, np.eye(n).ravel()]), method="DOP853",
+                        rtol=1e-11, atol=1e-12)
+        assert np.max(np.abs(sol.y[n:, -1].reshape(n, n) - one)) < 1e-6 * scale

@@ -266,9 +266,10 @@ grid = { Iext_e = 0.7, eps = 2.0 }
 @pytest.mark.slow
 def test_grid_map_agrees_with_brute_force(ping):
     """Unstable-mode counts of the grid map (equilibria and cycles, every tvb68 mode) against an
-    independent brute-force solve (simulation, Newton / shooting, direct eigenvalues / Floquet)
-    at random grid points: all stable-equilibrium points agree (growth rates to 1e-8 /ms), and
-    at least 96 % of all points."""
+    independent brute-force solve with the same definition of the state (a stable equilibrium where
+    one exists, else the attracting cycle: simulation, multi-start Newton / shooting, direct
+    eigenvalues / Floquet exponents) at 400 random grid points: every stable-equilibrium point
+    agrees (growth rates to 1e-8 /ms), and at least 99.5 % of all points."""
     from bifnet.continuation.restarts import continue_cycles, ends_at_hopf
     from bifnet.continuation.branch import SpecialKind
     from bifnet.continuation.equilibria import continue_equilibria
@@ -279,9 +280,10 @@ def test_grid_map_agrees_with_brute_force(ping):
     mult = np.array([len(g.modes) for g in groups])
     settings = ContinuationSettings(bounds={"Iext_e": (0.0, 16.0), "eps": (0.0, 30.0)}, ds=0.05, ds_max=0.25)
     params = ping.resolve_parameters({"Iext_e": 0.0})
-    x1, x2 = grid_axis((0.0, 16.0), 0.25, "Iext_e"), grid_axis((4.0, 16.0), 0.25, "eps")
+    # the study's window on a coarser grid (the study's step is 0.05; benchmarks/bench_transverse.py --grid)
+    x1, x2 = grid_axis((0.0, 16.0), 0.2, "Iext_e"), grid_axis((0.0, 30.0), 0.2, "eps")
     eqs, cycles = {}, {}
-    for level in (6.0, 10.0, 14.0):
+    for level in (3.0, 9.0, 15.0, 21.0, 27.0):
         eq = continue_equilibria(ping, {**params, "eps": level}, "Iext_e",
                                  settings=settings.replace(bounds={"Iext_e": (0.0, 16.0)}))
         eqs[level], cycles[level] = eq, []
@@ -289,9 +291,9 @@ def test_grid_map_agrees_with_brute_force(ping):
             if not any(ends_at_hopf(c, hb) for c in cycles[level]):
                 cycles[level].append(continue_cycles(eq, hb.name, settings=settings.replace(max_steps=600)))
     result = instability_map(ping, params, ("Iext_e", "eps"), x1, x2, lams, eqs, cycles, workers=2)
-    rng = np.random.default_rng(7)
-    agree, total, ep_points = 0, 0, 0
-    for k in rng.choice(result.solution.size, 200, replace=False):
+    rng = np.random.default_rng(11)
+    agree, total, ep_points, misses = 0, 0, 0, []
+    for k in rng.choice(result.solution.size, 400, replace=False):
         r, c = divmod(int(k), x1.size)
         solution, rates = brute_force_point(ping, {**params, "Iext_e": x1[c], "eps": x2[r]}, lams)
         count = lambda g: int(((g[1:] > 0) * mult[1:]).sum())  # noqa: E731
@@ -302,14 +304,12 @@ def test_grid_map_agrees_with_brute_force(ping):
             ep_points += 1
         agree += same
         total += 1
-    assert ep_points >= 40
-    # issue 11 asks for >= 99.5 %; measured on the study's grid: 97.7 % (293 of 300; the rest: bistable
-    # EP/LC points, where the map shows the EP, and attractors off the continued branches)
-    assert agree / total >= 0.96, f"{agree} of {total} agree"
+        if not same:
+            misses.append((x1[c], x2[r], int(result.solution[r, c]), int(solution)))
+    assert ep_points >= 80
+    assert agree / total >= 0.995, f"{agree} of {total} agree; misses (Iext_e, eps, map, brute force): {misses}"
 
 
-@pytest.mark.xfail(reason="AUTO runs in pool workers end in BrokenProcessPool; the step traces curves serially",
-                   strict=False)
 def test_parallel_curves_equal_serial_curves(ping):
     """Curves traced by mode groups on two processes are the serial curves (same points)."""
     from bifnet.transverse.curves import mode_chunks, trace_curves_parallel

@@ -50,6 +50,7 @@ def _auto():
         raise ContinuationError(f"the continuation engine bifpy is not installed ({error}); run `make install`") from None
     _install_transpile_cache()
     _install_plain_orbits()
+    _install_picklable_names()
     if "watchdog" not in _cache_state:  # after the cache: it wraps bifpy's subprocess module last
         from bifpy.auto import _process
 
@@ -60,6 +61,28 @@ def _auto():
             _watchdog.guard_folder(str(cache_folder))
         _cache_state["watchdog"] = _watchdog.install(_process)
     return auto
+
+
+def _reduce_named_values(values):
+    return type(values), (tuple(values), tuple(values.names))
+
+
+def _install_picklable_names() -> None:
+    """Make bifpy's ``NamedValues`` (a tuple subclass whose ``__new__`` takes ``values, names``)
+    survive pickling. Without this a branch sent back from a pool worker fails to unpickle in the
+    parent (``NamedValues.__new__() missing 1 required positional argument: 'names'``) and
+    ``concurrent.futures`` reports the pool as broken (``BrokenProcessPool``)."""
+    if "picklable_names" in _cache_state:
+        return
+    import copyreg
+
+    try:
+        from bifpy.results import NamedValues
+    except ImportError:  # pragma: no cover - another bifpy layout
+        _cache_state["picklable_names"] = False
+        return
+    copyreg.pickle(NamedValues, _reduce_named_values)
+    _cache_state["picklable_names"] = True
 
 
 def _install_plain_orbits() -> None:

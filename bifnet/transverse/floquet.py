@@ -193,15 +193,22 @@ def step_polynomials(x0, p, hs, c, a, b, P):
     """Integrate ``x`` over the steps ``hs`` and write each step's propagator
     of ``Phi' = (A + Lambda B) Phi`` as a polynomial in ``Lambda``:
     ``P[m, d]`` is the coefficient of ``Lambda**d`` (``d = 0..s``).
-    Returns the final state."""
+    Returns the final state.
+
+    Layout: the stage values ``Y[r, d, q]`` and slopes ``K[i, r, d, q]`` keep the
+    degree and column innermost, so that every update is a contiguous loop over
+    ``(d, q)`` (vectorised); zero tableau entries and zero entries of ``B`` are skipped."""
     s = c.shape[0]
+    D = s + 1
+    W = D * n
     x = x0.copy()
     k = np.empty((s, n))
     xt = np.empty(n)
     A = np.empty((n, n))
     Bm = np.empty((n, n))
-    Y = np.empty((s + 1, n, n))       # stage value, polynomial of degree <= i
-    K = np.zeros((s, s + 1, n, n))    # stage slopes, degree <= i + 1
+    Y = np.zeros((n, W))           # Y[r, d * n + q]: stage value, degree <= i
+    K = np.zeros((s, n, W + n))    # K[i, r, d * n + q]: stage slope, degree <= i + 1
+    Q = np.empty((n, W))           # the step's propagator, same layout
     for m in range(hs.shape[0]):
         h = hs[m]
         for i in range(s):
@@ -212,40 +219,115 @@ def step_polynomials(x0, p, hs, c, a, b, P):
                 xt[q] = acc
             hom_rhs(xt, p, k[i])
             mode_ab(xt, p, A, Bm)
-            # Y_i = I + h sum_j a_ij K_j
-            for d in range(i + 1):
-                for r in range(n):
-                    for q in range(n):
-                        acc = 1.0 if (d == 0 and r == q) else 0.0
-                        for j in range(d - 1 if d > 0 else 0, i):
-                            acc += h * a[i, j] * K[j, d, r, q]
-                        Y[d, r, q] = acc
-            # K_i = A Y_i + Lambda B Y_i
-            for d in range(i + 2):
-                for r in range(n):
-                    for q in range(n):
-                        acc = 0.0
-                        if d <= i:
-                            for t in range(n):
-                                acc += A[r, t] * Y[d, t, q]
-                        if d >= 1:
-                            for t in range(n):
-                                if Bm[r, t] != 0.0:
-                                    acc += Bm[r, t] * Y[d - 1, t, q]
-                        K[i, d, r, q] = acc
+            # Y_i = I + h sum_j a_ij K_j (degrees 0..i)
+            w = (i + 1) * n
+            for r in range(n):
+                for e in range(w):
+                    Y[r, e] = 0.0
+                Y[r, r] = 1.0
+            for j in range(i):
+                cij = h * a[i, j]
+                if cij != 0.0:
+                    for r in range(n):
+                        for e in range(w):
+                            Y[r, e] += cij * K[j, r, e]
+            # K_i = A Y_i + Lambda B Y_i (degrees 0..i+1)
+            for r in range(n):
+                for e in range(w + n):
+                    K[i, r, e] = 0.0
+                for t in range(n):
+                    art = A[r, t]
+                    if art != 0.0:
+                        for e in range(w):
+                            K[i, r, e] += art * Y[t, e]
+                    brt = Bm[r, t]
+                    if brt != 0.0:
+                        for e in range(w):
+                            K[i, r, n + e] += brt * Y[t, e]
         for q in range(n):
             acc = 0.0
             for i in range(s):
                 acc += b[i] * k[i, q]
             x[q] += h * acc
         # P = I + h sum_i b_i K_i
-        for d in range(s + 1):
+        for r in range(n):
+            for e in range(W):
+                Q[r, e] = 0.0
+            Q[r, r] = 1.0
+        for i in range(s):
+            hb = h * b[i]
+            if hb != 0.0:
+                w = (i + 2) * n
+                for r in range(n):
+                    for e in range(w):
+                        Q[r, e] += hb * K[i, r, e]
+        for d in range(D):
             for r in range(n):
                 for q in range(n):
-                    acc = 1.0 if (d == 0 and r == q) else 0.0
-                    for i in range(d - 1 if d > 0 else 0, s):
-                        acc += h * b[i] * K[i, d, r, q]
-                    P[m, d, r, q] = acc
+                    P[m, d, r, q] = Q[r, d * n + q]
+    return x
+
+@jit
+def monodromy_one(x0, p, hs, c, a, b, lam, M):
+    """The monodromy of one real mode ``lam`` over the steps ``hs`` into ``M``
+    (the Runge-Kutta solution of the joint system ``[x; Phi]``, without the
+    polynomials in ``Lambda``). Returns the final state."""
+    s = c.shape[0]
+    x = x0.copy()
+    k = np.empty((s, n))
+    xt = np.empty(n)
+    A = np.empty((n, n))
+    Bm = np.empty((n, n))
+    Kp = np.empty((s, n, n))
+    Y = np.empty((n, n))
+    Z = np.empty((n, n))
+    for r in range(n):
+        for q in range(n):
+            M[r, q] = 1.0 if r == q else 0.0
+    for m in range(hs.shape[0]):
+        h = hs[m]
+        for i in range(s):
+            for q in range(n):
+                acc = x[q]
+                for j in range(i):
+                    acc += h * a[i, j] * k[j, q]
+                xt[q] = acc
+            hom_rhs(xt, p, k[i])
+            mode_ab(xt, p, A, Bm)
+            for r in range(n):
+                for q in range(n):
+                    Y[r, q] = M[r, q]
+            for j in range(i):
+                cij = h * a[i, j]
+                if cij != 0.0:
+                    for r in range(n):
+                        for q in range(n):
+                            Y[r, q] += cij * Kp[j, r, q]
+            for r in range(n):
+                for q in range(n):
+                    Kp[i, r, q] = 0.0
+                for t in range(n):
+                    jrt = A[r, t] + lam * Bm[r, t]
+                    if jrt != 0.0:
+                        for q in range(n):
+                            Kp[i, r, q] += jrt * Y[t, q]
+        for q in range(n):
+            acc = 0.0
+            for i in range(s):
+                acc += b[i] * k[i, q]
+            x[q] += h * acc
+        for r in range(n):
+            for q in range(n):
+                Z[r, q] = M[r, q]
+        for i in range(s):
+            hb = h * b[i]
+            if hb != 0.0:
+                for r in range(n):
+                    for q in range(n):
+                        Z[r, q] += hb * Kp[i, r, q]
+        for r in range(n):
+            for q in range(n):
+                M[r, q] = Z[r, q]
     return x
 
 @jit
@@ -467,8 +549,8 @@ def _kernels(model: NodeModel):
     key = model_key(model, *sources)
     module = keyed_kernel_module(key, "floquet_" + re.sub(r"\W", "_", model.name),
                                  lambda: floquet_module_source(model))
-    return {name: getattr(module, name) for name in ("step_polynomials", "propagate", "propagate_modes", "dop853", "rhs",
-                                                    "jacobian")}
+    return {name: getattr(module, name) for name in ("step_polynomials", "monodromy_one", "propagate",
+                                                    "propagate_modes", "dop853", "rhs", "jacobian")}
 
 
 def _uniform(model: NodeModel) -> float:
@@ -482,9 +564,14 @@ def _monodromies(model, p, x0, hs, lams, method):
     c, a, b = _tableau(method)
     n = model.n_variables
     hs = np.ascontiguousarray(hs, dtype=float)
+    lams = np.asarray(lams)
+    if lams.size == 1 and not np.iscomplexobj(lams):
+        # one real mode (shooting, the homogeneous multipliers): the joint system directly
+        out = np.empty((1, n, n))
+        x_end = ker["monodromy_one"](np.asarray(x0, dtype=float), p, hs, c, a, b, float(lams.ravel()[0]), out[0])
+        return out, x_end
     P = np.empty((hs.size, c.size + 1, n, n))
     x_end = ker["step_polynomials"](np.asarray(x0, dtype=float), p, hs, c, a, b, P)
-    lams = np.asarray(lams)
     dtype = complex if np.iscomplexobj(lams) else float
     lams = np.ascontiguousarray(lams, dtype=dtype)
     out = np.empty((lams.size, n, n), dtype=dtype)

@@ -22,7 +22,9 @@ Algorithm (see ``docs/science.md``, "Instability maps"):
 2. **Cycles** where no stable equilibrium exists: seeded from the cycle
    branches of the levels (AUTO's orbits), then solved at every grid point
    from a solved neighbour (flood fill) by shooting, Newton with the
-   neighbour's monodromy (chord iterations; a fresh monodromy when they stall).
+   neighbour's monodromy (chord iterations; a fresh monodromy when they stall), with a secant
+   predictor along rows and columns; beyond a homogeneous period doubling the doubled cycle
+   (seeded once from the flip eigenvector) is flooded the same way.
 3. **Growth rates.** Equilibria: ``max Re eig(A + Lambda B)`` of every mode,
    batched. Cycles: the Floquet exponents of every mode from the monodromies
    of :mod:`bifnet.transverse.floquet` (one cycle integration for all modes).
@@ -53,6 +55,9 @@ _CYCLE_TOL = 1e-9     # max |phi_T(x) - x| / amplitude of an accepted cycle
 _FLOQUET_RTOL = 1e-7  # tolerance of the mesh the Floquet monodromies are computed on
 _PERIOD_CHANGE = 0.25  # largest relative change of the period from the guess (a neighbour's cycle)
 _MAX_ATTEMPTS = 3     # shooting attempts per grid point (from different solved neighbours)
+_MAX_DOUBLINGS = 3   # rounds of period-doubled cycles seeded from flip instabilities (periods 2T, 4T, 8T)
+_MAX_DOUBLED_PERIOD = 1000.0  # ms
+_PREDICTOR_STEP = 0.2  # secant predictor only between cycles closer than this fraction of the amplitude
 
 
 def grid_axis(bounds: Sequence[float], step: float, name: str) -> np.ndarray:
@@ -382,6 +387,29 @@ def _floquet(model, p, x, T, lams, uniform):
     return growth, np.real(M[0]), bool(rest.max() < 0)
 
 
+def _doubled_guess(model, base, i1, iq, v1, v2, x, T, Mu):
+    """``(x, 2 T)`` near the period-doubled cycle born from the cycle ``(x, T)`` (uniform monodromy
+    ``Mu``), or None when ``Mu`` has no real multiplier below -1: the state after 20 periods from
+    ``x`` plus a small step along the flip eigenvector (the cycle repels along it, the doubled
+    cycle of a supercritical doubling attracts)."""
+    from bifnet.transverse.floquet import _integrate
+
+    mu, vec = np.linalg.eig(Mu)
+    flip = np.flatnonzero((np.abs(mu.imag) < 1e-9) & (mu.real < -1.0))
+    if not flip.size:
+        return None
+    v = np.real(vec[:, flip[np.argmin(mu.real[flip])]])
+    p = base.copy()
+    p[i1] = v1
+    p[iq] = v2
+    step = 1e-3 * max(1.0, float(np.max(np.abs(x))))
+    try:
+        x_end, _, _ = _integrate(model, p, x + step * v / np.max(np.abs(v)), 20.0 * T, 1e-9, max_steps=200_000)
+    except ContinuationError:
+        return None
+    return x_end, 2.0 * T
+
+
 def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, rows, need, seeds, Lambdas):
     """Cycles and Floquet growth rates on the grid rows ``rows`` (one task of :func:`grid_cycles`).
 
@@ -393,6 +421,7 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
     from collections import deque
 
     from bifnet.model import load_model
+    from bifnet.transverse.floquet import _integrate
 
     model = load_model(model_source)
     p1, q = free
@@ -408,7 +437,9 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
     attempts = np.zeros((R, C), dtype=int)
     growth = np.full((R, C, lams.size), np.nan)
     cycles = {}
+    scale = {}
     queue = deque()
+    relaxed = [False]  # True while a guess is a predictor (the plain guess follows if it fails)
 
     def solve(r, c, x, T, M):
         """Shoot at grid point (r, c) from the guess; on success queue its neighbours."""
@@ -417,18 +448,28 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
         p[i1] = values1[c]
         p[iq] = values2[rows[r]]
         got = _shoot(model, p, np.asarray(x, float), float(T), M)
+        if got is None and attempts[r, c] == 1 and not relaxed[0]:
+            # once per point: let the flow carry the neighbour's cycle towards this one (20 periods),
+            # then shoot again (tiny cycles near a Hopf curve, where Newton from the neighbour's
+            # larger cycle falls onto the equilibrium)
+            try:
+                x_end, _, _ = _integrate(model, p, np.asarray(x, float), 20.0 * float(T), 1e-9, max_steps=200_000)
+                got = _shoot(model, p, x_end, float(T), None)
+            except ContinuationError:
+                got = None
         if got is None:
-            return
+            return False
         x, T, amplitude = got
         if np.max(amplitude) < 1e-6 * max(1.0, float(np.max(np.abs(x)))):
-            return  # collapsed onto an equilibrium
+            return False  # collapsed onto an equilibrium
         try:
             g, Mu, stable = _floquet(model, p, x, T, lams, uniform)
         except (ContinuationError, np.linalg.LinAlgError):
-            return
+            return False
         if (r, c) in cycles and found[r, c] and not stable:
-            return  # keep the stable cycle found before
+            return True  # keep the stable cycle found before
         cycles[(r, c)] = (x, T, Mu)
+        scale[(r, c)] = float(np.max(amplitude))
         growth[r, c] = g
         found[r, c] = stable
         for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
@@ -437,22 +478,75 @@ def cycles_task(*, model_source: str, parameters: dict, free, values1, values2, 
             if 0 <= rr < R and 0 <= cc < C and need[rr, cc] and (
                     (rr, cc) not in cycles or (stable and not found[rr, cc])):
                 queue.append((rr, cc, r, c))
+        return True
 
     def open_point(r, c, stable_source):
         if found[r, c] or attempts[r, c] >= _MAX_ATTEMPTS:
             return False
         return (r, c) not in cycles or stable_source
 
-    for r, c, x, T in seeds:
-        if not need[r, c] or not open_point(r, c, True):
-            continue
-        solve(r, c, x, T, None)
+    def flood():
         while queue:
             rr, cc, r0, c0 = queue.popleft()
             if not open_point(rr, cc, found[r0, c0]):
                 continue
             x0, T0, M0 = cycles[(r0, c0)]
+            # a secant predictor from the point behind the neighbour, when that cycle was continued
+            # from it (close in phase); the neighbour's own cycle otherwise
+            behind = cycles.get((2 * r0 - rr, 2 * c0 - cc))
+            if behind is not None and np.max(np.abs(x0 - behind[0])) < _PREDICTOR_STEP * scale[(r0, c0)]:
+                relaxed[0] = True
+                try:
+                    if solve(rr, cc, 2 * x0 - behind[0], 2 * T0 - behind[1], M0):
+                        continue
+                finally:
+                    relaxed[0] = False
+                attempts[rr, cc] -= 1  # the predictor's miss is not an attempt
             solve(rr, cc, x0, T0, M0)
+
+    for r, c, x, T in seeds:
+        if not need[r, c] or not open_point(r, c, True):
+            continue
+        solve(r, c, x, T, None)
+        flood()
+    # period doubling: where the continued cycle lost stability through a multiplier below -1, the
+    # doubled cycle is seeded once (a short integration from the cycle along the flip direction) and
+    # flooded like the others; its own doublings follow in the next round
+    tried = set()
+    for _ in range(_MAX_DOUBLINGS):
+        flips = [(key, v) for key, v in cycles.items() if key not in tried and not found[key]
+                 and need[key] and v[1] * 2 <= _MAX_DOUBLED_PERIOD]
+        grown = False
+        for (r, c), (x, T, Mu) in flips:
+            tried.add((r, c))
+            if found[r, c] or attempts[r, c] >= _MAX_ATTEMPTS + 1:
+                continue
+            guess = _doubled_guess(model, base, i1, iq, values1[c], values2[rows[r]], x, T, Mu)
+            if guess is None:
+                continue
+            if solve(r, c, guess[0], guess[1], None) and found[r, c]:
+                grown = True
+                flood()
+        if not grown:
+            break
+    # gaps: a point left unsolved between solved stable neighbours gets one more try from each of
+    # them (its attempts may have gone to unstable or farther neighbours), with the relaxation
+    for _ in range(2):
+        grown = False
+        for r, c in zip(*np.nonzero(need & ~found)):
+            sources = [(r + dr, c + dc) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))
+                       if 0 <= r + dr < R and 0 <= c + dc < C and found[r + dr, c + dc]]
+            if len(sources) < 2:
+                continue
+            for key in sources:
+                attempts[r, c] = 0  # the relaxation runs on the first attempt
+                x0, T0, M0 = cycles[key]
+                if solve(r, c, x0, T0, M0) and found[r, c]:
+                    grown = True
+                    flood()
+                    break
+        if not grown:
+            break
     return found, growth
 
 
@@ -574,7 +668,8 @@ def instability_map(model: NodeModel, parameters: Mapping[str, float], free: tup
     Notes
     -----
     See the module docstring. Where a stable equilibrium and a stable cycle
-    coexist, the map shows the equilibrium.
+    coexist, the map shows the equilibrium (the reason: ``docs/engine.md``,
+    "Instability maps on a grid"; :func:`brute_force_point` uses the same rule).
     """
     import time
 
@@ -611,15 +706,43 @@ def instability_map(model: NodeModel, parameters: Mapping[str, float], free: tup
                           Lambdas=lams)
 
 
-def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas) -> tuple[int, np.ndarray]:
+def _recurrence_period(model, p, x, window=1000.0):
+    """The first return time (ms) of the trajectory from ``x`` close to ``x`` (1e-2 of its range), or None."""
+    from bifnet.transverse.floquet import _integrate
+
+    _, hs, ys = _integrate(model, p, x, window, 1e-10, record=True, max_steps=200_000)
+    t = np.concatenate([[0.0], np.cumsum(hs)])
+    d = np.max(np.abs(ys - ys[0]) / np.maximum(np.ptp(ys, axis=0), 1e-12), axis=1)
+    away = np.flatnonzero(d > 0.2)
+    if not away.size:
+        return None
+    i = np.arange(away[0] + 1, d.size - 1)
+    minima = i[(d[i] <= d[i - 1]) & (d[i] <= d[i + 1]) & (d[i] < 1e-2)]
+    return float(t[minima[0]]) if minima.size else None
+
+
+def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas, *,
+                      starts=(0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+                      ) -> tuple[int, np.ndarray]:
     """The map's answer at one point, computed independently of continuation (for checks).
 
-    Integrates the homogeneous system from the model's initial state and polishes the
-    equilibrium it settles near by Newton (:func:`~bifnet.continuation.equilibria.find_equilibrium`);
-    if that equilibrium is stable to mode 1, the growth rates are the eigenvalues of
-    ``J(Lambda)``. Otherwise the attracting cycle is found by simulation (4000 ms) and shooting
-    (:func:`~bifnet.transverse.floquet.find_cycle`, from each variable's Poincaré section in turn
-    until one converges) and the growth rates are its Floquet exponents (:func:`~bifnet.transverse.floquet.floquet_dispersion`, its own adaptive mesh).
+    The same definition as the map (see ``docs/engine.md``, "Instability maps: which state"): a stable
+    homogeneous equilibrium where there is one, else the attracting cycle.
+
+    1. **Equilibria**: the homogeneous system is integrated from the model's initial state for
+       2000 ms; Newton (:func:`~bifnet.continuation.equilibria.find_equilibrium`) is started from the
+       states at the times ``starts`` (ms) along that trajectory, so it finds the equilibria the
+       trajectory passes near, not only the one it ends at; roots outside the range of states the
+       trajectory visits (widened by a tenth) are not states of the dynamics and are dropped (Newton
+       finds equilibria of ngnmm_ping with negative firing rates). If one of them is stable to mode 1, the
+       growth rates are the eigenvalues of ``J(Lambda)`` there (several stable ones: the one of lowest
+       ``max Re`` of mode 1, i.e. the most stable).
+    2. **Cycles** otherwise: the attracting cycle by simulation (4000 ms) and shooting
+       (:func:`~bifnet.transverse.floquet.find_cycle`, from each variable's Poincaré section in turn
+       until one converges; if none does, or the cycle it converges to is unstable to mode 1, again
+       with the period guessed from the first return of the trajectory, for orbits that cross the
+       section more than once a period, e.g. after a period doubling), and its Floquet
+       exponents (:func:`~bifnet.transverse.floquet.floquet_dispersion`, its own adaptive mesh).
 
     Returns
     -------
@@ -629,26 +752,63 @@ def brute_force_point(model: NodeModel, parameters: Mapping[str, float], Lambdas
     """
     from bifnet.continuation.equilibria import find_equilibrium
     from bifnet.transverse.dispersion import equilibrium_dispersion
-    from bifnet.transverse.floquet import find_cycle, floquet_dispersion
+    from bifnet.transverse.floquet import _integrate, _parameter_vector, find_cycle, floquet_dispersion
 
     lams = np.asarray(Lambdas)
     uniform = model.coupling.uniform_eigenvalue if model.coupling is not None else 1.0
     params = model.resolve_parameters(parameters)
+    p = _parameter_vector(model, params)
+    work = np.concatenate([[uniform], lams])
     try:
-        x = find_equilibrium(model, params)
-        rel = equilibrium_dispersion(model, params, x, np.concatenate([[uniform], lams]))
-        if rel.growth_rate[0] < 0:
-            return EP, rel.growth_rate[1:]
-    except BifnetError:
-        pass
-    # shooting on spiky orbits can fail from one Poincare section and work from another
-    for section in (None, *model.variable_names):
+        _, hs, ys = _integrate(model, p, model.default_state(), 2000.0, 1e-9, record=True, max_steps=400_000)
+        t = np.concatenate([[0.0], np.cumsum(hs)])
+        guesses = [ys[min(int(np.searchsorted(t, s)), len(t) - 1)] for s in starts]
+        # only equilibria among the states the dynamics visits (the trajectory's range, widened by a
+        # tenth): Newton also finds roots the flow never reaches (e.g. negative firing rates)
+        widen = 0.1 * np.ptp(ys, axis=0) + 1e-9 * np.maximum(1.0, np.abs(ys).max(axis=0))
+        lo, hi = ys.min(axis=0) - widen, ys.max(axis=0) + widen
+    except ContinuationError:
+        guesses = [model.default_state()]
+        lo, hi = np.full(model.n_variables, -np.inf), np.full(model.n_variables, np.inf)
+    roots, best = [], None
+    for x0 in guesses:
         try:
-            cycle = find_cycle(model, params, section=section, transient=4000.0)
-            fd = floquet_dispersion(model, cycle, np.concatenate([[uniform], lams]))
+            x = find_equilibrium(model, params, x0, settle_time=0.0)
         except BifnetError:
             continue
-        if fd.growth_rate[0] < 0:
-            return LC, fd.growth_rate[1:]
-        break
+        if np.any(x < lo) or np.any(x > hi):
+            continue
+        if any(np.max(np.abs(x - r)) <= 1e-7 * max(1.0, float(np.max(np.abs(r)))) for r in roots):
+            continue
+        roots.append(x)
+        rel = equilibrium_dispersion(model, params, x, work)
+        if rel.growth_rate[0] < 0 and (best is None or rel.growth_rate[0] < best.growth_rate[0]):
+            best = rel
+    if best is not None:
+        return EP, best.growth_rate[1:]
+    # shooting on spiky orbits can fail from one Poincare section and work from another
+    x_end = None
+    for guess in ("sections", "recurrence"):
+        period = None
+        if guess == "recurrence":
+            try:
+                x_end, _, _ = _integrate(model, p, model.default_state(), 4000.0, 1e-10, max_steps=400_000)
+                period = _recurrence_period(model, p, x_end)
+            except ContinuationError:
+                period = None
+            if period is None:
+                break
+        for section in (None, *model.variable_names):
+            try:
+                if period is None:
+                    cycle = find_cycle(model, params, section=section, transient=4000.0)
+                else:
+                    cycle = find_cycle(model, params, x_end, period_guess=period, section=section, transient=0.0)
+                fd = floquet_dispersion(model, cycle, work)
+            except BifnetError:
+                continue
+            if fd.growth_rate[0] < 0:
+                return LC, fd.growth_rate[1:]
+            # an unstable cycle is not the attractor (e.g. the cycle before a period doubling): other
+            # sections, then the first-return period
     return NONE, np.full(lams.size, np.nan)

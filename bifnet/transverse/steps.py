@@ -461,8 +461,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     followed = sum(1 for g in groups if g.mode != 1)
     in_parallel = ((workers is None or workers > 1 or scheduler not in (None, "processes", "serial"))
                    and scheduler != "serial" and bool(context.model.source) and Path(context.model.source).exists())
-    # trace_curves_parallel's AUTO workers die in a process pool (BrokenProcessPool): serial for now
-    if followed > 1 and in_parallel and scheduler not in (None, "processes"):
+    if followed > 1 and in_parallel:
         from bifnet.transverse.curves import trace_curves_parallel
 
         curves, crossings, table = trace_curves_parallel(context.model, params, groups, free, levels, settings,
@@ -599,12 +598,17 @@ def _write_map(context, step, free, levels, samples, groups, solution, rates, *,
         multiplicity = np.array([len(g.modes) for g in groups])[~uniform]
         n_unstable = np.where(np.isfinite(others).all(axis=2), ((others > 0) * multiplicity).sum(axis=2), -1)
         safe = np.where(np.isfinite(others), others, -np.inf)
-        best = np.argmax(safe, axis=2)
-        most = np.where(np.isfinite(others).all(axis=2), modes[~uniform][best], 0)
-        max_rate = np.max(safe, axis=2)
+        if others.shape[2]:
+            best = np.argmax(safe, axis=2)
+            most = np.where(np.isfinite(others).all(axis=2), modes[~uniform][best], 0)
+            max_rate = np.max(safe, axis=2)
+        else:  # no non-uniform mode chosen (e.g. modes = []): nothing can be unstable
+            most = np.zeros(solution.shape, dtype=np.int64)
+            max_rate = np.full(solution.shape, np.nan)
     p1, q = free
     codes = ("0 none stable, 1 EP, 2 LC, 3 both (EP used)" if grid_steps is None else
-             "0 no stable homogeneous state found, 1 stable EP, 2 stable LC (the EP where both are stable)")
+             "0 no stable homogeneous state found, 1 stable EP, 2 stable LC (continued or period-doubled; "
+             "the EP where both are stable)")
     ds = xr.Dataset(
         {
             "homogeneous_solution": ((q, p1), solution.astype(np.int64), {"units": "1", "description": codes}),
@@ -741,7 +745,12 @@ def _plot_transverse(context, step, free, curves, levels, samples, solution, rat
             pts = np.array([p for p, _ in labels])
             ax.plot(pts[:, 0], pts[:, 1], "s", ms=4, color="k", mfc="w", zorder=6)
             place_labels(ax, [p for p, _ in labels], [t for _, t in labels])
-        note = f"\n(not drawn, > {_MAX_CODIM2_PER_CURVE} on one curve: {', '.join(skipped)})" if skipped else ""
+        note = ""
+        if skipped:  # a few names, wrapped: the full list (tvb96: dozens) is in the log
+            import textwrap
+
+            shown = ", ".join(skipped[:4]) + (f" and {len(skipped) - 4} more" if len(skipped) > 4 else "")
+            note = "\n" + textwrap.fill(f"(not drawn, > {_MAX_CODIM2_PER_CURVE} on one curve: {shown})", 60)
         handles.append(Line2D([], [], marker="s", ls="none", ms=4, color="k", mfc="w",
                               label="codimension-two points (m: mode)" + note))
     ax.set_xlabel(p1)
