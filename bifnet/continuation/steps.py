@@ -6,9 +6,11 @@ rows to ``branches.csv`` and ``special_points.csv``, and draws figures.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
+import time
 from typing import Sequence
 
 import numpy as np
@@ -237,14 +239,17 @@ def cycles_step(context: StepContext, spec: dict) -> dict:
             if reached:
                 log.info("  %s: skipped, the closed branch %s already ends there", name, reached)
                 continue
+            began = time.perf_counter()
             try:
                 cycles = continue_cycles(source, point, free=free, settings=settings, name=name)
             except ContinuationError as error:
                 out.append((level, path, None, f"{name}: {error}"))
                 log.warning("  %s failed: %s", name, error)
                 continue
-            log.info("  %s: %d cycles, %s; %s", name, len(cycles), cycles.status,
-                     ", ".join(sp.name for sp in cycles.special_points) or "no bifurcations")
+            seconds = time.perf_counter() - began
+            cycles = dataclasses.replace(cycles, accounting={**cycles.accounting, "seconds": round(seconds, 2)})
+            log.info("  %s: %d cycles, %s; %s (%.1f s)", name, len(cycles), cycles.status,
+                     ", ".join(sp.name for sp in cycles.special_points) or "no bifurcations", seconds)
             done.append(cycles)
             out.append((level, path, cycles, None))
             if level < depth:
