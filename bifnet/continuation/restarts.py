@@ -203,7 +203,9 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
     multiplier off by more than ``TRIVIAL_WARNING`` (the mesh is too coarse
     for the orbits), the branch is computed again with more mesh intervals
     (:data:`MESH_LADDER`), and the best-resolved result is kept;
-    ``accounting["ntst"]`` says which mesh it has. On ngnmm_ping at eps = 30
+    ``accounting["ntst"]`` says which mesh it has. The doubled orbits from a
+    PD point start on the mesh their parent branch ended with (they go round
+    twice). On ngnmm_ping at eps = 30
     the branch from HB2 with ``ntst = 60`` wandered for 500 steps through
     spurious folds; with 150 it reaches the homoclinic orbit in 120 steps.
 
@@ -236,6 +238,11 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
     """
     settings = settings or ContinuationSettings()
     best, best_fraction = None, np.inf
+    requested = settings.ntst
+    parent = int((branch.accounting or {}).get("ntst", 0)) if branch.kind is BranchKind.CYCLES else 0
+    if parent > settings.ntst:
+        # doubled orbits go round twice: they need at least the mesh their parent branch needed
+        settings = settings.replace(ntst=parent)
     ladder = (settings.ntst,) + tuple(n for n in MESH_LADDER if n > settings.ntst)
     for ntst in ladder:
         cycles = _continue_cycles_once(branch, point, free, settings.replace(ntst=ntst), name,
@@ -253,8 +260,8 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
         ntst = best.accounting["ntst"]
         best = _continue_cycles_once(branch, point, free, settings.replace(ntst=ntst), name)
         best = dataclasses.replace(best, accounting={**best.accounting, "ntst": ntst})
-    if best.accounting["ntst"] != settings.ntst:
-        best = dataclasses.replace(best, accounting={**best.accounting, "ntst_requested": settings.ntst})
+    if best.accounting["ntst"] != requested:
+        best = dataclasses.replace(best, accounting={**best.accounting, "ntst_requested": requested})
     return best
 
 
@@ -281,16 +288,22 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
     slot = problem.slots[free[0]]
     lo, hi = settings.bounds.get(free[0], (-np.inf, np.inf))
 
+    doublings = [(pd.parameters[free[0]], 2 * pd.period) for pd in branch.points_of_kind(SpecialKind.PD)
+                 if free[0] in pd.parameters] if sp.kind is SpecialKind.PD else []
+
     def done(points):
         last = points[-1]
         if not lo < _auto._param(last, slot) < hi or _period(last) >= 0.98 * settings.max_period:
             return True
         if mesh_check and _poor_mesh(points) > POOR_MESH_FRACTION * len(points):
             return True  # the mesh is too coarse: stop here, a finer one follows
+        if doublings and _returns_to_doubling(points, slot, doublings):
+            return True  # back at a PD of the parent: cut there (_cut_at_parent_doubling)
         return bool(hopfs) and _closing_index(*_trace(points, slot), hopfs) is not None
 
     points = _continue_in_chunks(problem, raw, free, settings, ips="LC", source_ips=source_ips, switch=switch,
-                                 ds=settings.ds, with_period=True, done=done, name=name)
+                                 ds=settings.ds, with_period=True, done=done, name=name,
+                                 chunk_steps=PD_CHUNK_STEPS if doublings else CHUNK_STEPS)
     def convert(raw):
         converted = _auto.convert_branch([raw], problem, kind=BranchKind.CYCLES, name=name, free=free,
                                          parameters=params, origin=(branch.name, point), mode=branch.mode,
@@ -327,18 +340,32 @@ def _poor_mesh(points) -> int:
 
 
 CHUNK_STEPS = 120  #: steps per AUTO call on cycle branches
+#: steps per AUTO call on period-doubled branches, which often return to a PD point of their parent within a
+#: few dozen steps (and then go on along the parent orbit traversed twice, at twice its mesh cost)
+PD_CHUNK_STEPS = 30
+
+
+def _returns_to_doubling(points, slot, doublings) -> bool:
+    """Has a period-doubled branch come back (after its first rows) to a PD point of its parent?
+    The test of :func:`_cut_at_parent_doubling`, on the engine's rows."""
+    for p in points[3:]:
+        value, period = _auto._param(p, slot), _period(p)
+        for a, T in doublings:
+            if abs(value - a) < 1e-3 * (1 + abs(a)) and abs(period - T) < 1e-3 * T:
+                return True
+    return False
 
 
 def _continue_in_chunks(problem, start, free, settings, *, ips, source_ips, switch, ds, with_period,
-                        done, name):
-    """Run an AUTO restart in chunks of :data:`CHUNK_STEPS` steps.
+                        done, name, chunk_steps: int = CHUNK_STEPS):
+    """Run an AUTO restart in chunks of ``chunk_steps`` steps (:data:`CHUNK_STEPS`).
 
     AUTO-07p cannot be told to stop when a closed branch returns to a Hopf
     point or a closed curve to its start, so we run it in chunks, ask
     ``done(points)`` after each, and restart from the last point when more is
     needed (each chunk also reports progress).
     """
-    chunk = settings.replace(max_steps=min(CHUNK_STEPS, settings.max_steps))
+    chunk = settings.replace(max_steps=min(chunk_steps, settings.max_steps))
     result = _auto.restart(problem, start, free, chunk, ips=ips, source_ips=source_ips, switch=switch,
                            ds=ds, with_period=with_period)
     points = list(result.branches[0].points) if result.branches else []
