@@ -288,27 +288,25 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
     slot = problem.slots[free[0]]
     lo, hi = settings.bounds.get(free[0], (-np.inf, np.inf))
 
-    doublings = [(pd.parameters[free[0]], 2 * pd.period) for pd in branch.points_of_kind(SpecialKind.PD)
-                 if free[0] in pd.parameters] if sp.kind is SpecialKind.PD else []
-
     def done(points):
         last = points[-1]
         if not lo < _auto._param(last, slot) < hi or _period(last) >= 0.98 * settings.max_period:
             return True
         if mesh_check and _poor_mesh(points) > POOR_MESH_FRACTION * len(points):
             return True  # the mesh is too coarse: stop here, a finer one follows
-        if doublings and _returns_to_doubling(points, slot, doublings):
-            return True  # back at a PD of the parent: cut there (_cut_at_parent_doubling)
+        if sp.kind is SpecialKind.PD and _cut_at_parent_doubling(convert(points), branch, sp).status.startswith(
+                "closed"):
+            return True  # back at a PD point of the parent: the rest would be cut (the parent orbit twice)
         return bool(hopfs) and _closing_index(*_trace(points, slot), hopfs) is not None
 
-    points = _continue_in_chunks(problem, raw, free, settings, ips="LC", source_ips=source_ips, switch=switch,
-                                 ds=settings.ds, with_period=True, done=done, name=name,
-                                 chunk_steps=PD_CHUNK_STEPS if doublings else CHUNK_STEPS)
     def convert(raw):
         converted = _auto.convert_branch([raw], problem, kind=BranchKind.CYCLES, name=name, free=free,
                                          parameters=params, origin=(branch.name, point), mode=branch.mode,
                                          Lambda=branch.Lambda, state_slice=_state_slice(branch))
         return _drop_duplicate_specials(_drop_hopf_folds(converted))
+
+    points = _continue_in_chunks(problem, raw, free, settings, ips="LC", source_ips=source_ips, switch=switch,
+                                 ds=settings.ds, with_period=True, done=done, name=name)
 
     cycles = convert(points)
     if switch == "hopf":
@@ -340,32 +338,18 @@ def _poor_mesh(points) -> int:
 
 
 CHUNK_STEPS = 120  #: steps per AUTO call on cycle branches
-#: steps per AUTO call on period-doubled branches, which often return to a PD point of their parent within a
-#: few dozen steps (and then go on along the parent orbit traversed twice, at twice its mesh cost)
-PD_CHUNK_STEPS = 30
-
-
-def _returns_to_doubling(points, slot, doublings) -> bool:
-    """Has a period-doubled branch come back (after its first rows) to a PD point of its parent?
-    The test of :func:`_cut_at_parent_doubling`, on the engine's rows."""
-    for p in points[3:]:
-        value, period = _auto._param(p, slot), _period(p)
-        for a, T in doublings:
-            if abs(value - a) < 1e-3 * (1 + abs(a)) and abs(period - T) < 1e-3 * T:
-                return True
-    return False
 
 
 def _continue_in_chunks(problem, start, free, settings, *, ips, source_ips, switch, ds, with_period,
-                        done, name, chunk_steps: int = CHUNK_STEPS):
-    """Run an AUTO restart in chunks of ``chunk_steps`` steps (:data:`CHUNK_STEPS`).
+                        done, name):
+    """Run an AUTO restart in chunks of :data:`CHUNK_STEPS` steps.
 
     AUTO-07p cannot be told to stop when a closed branch returns to a Hopf
     point or a closed curve to its start, so we run it in chunks, ask
     ``done(points)`` after each, and restart from the last point when more is
     needed (each chunk also reports progress).
     """
-    chunk = settings.replace(max_steps=min(chunk_steps, settings.max_steps))
+    chunk = settings.replace(max_steps=min(CHUNK_STEPS, settings.max_steps))
     result = _auto.restart(problem, start, free, chunk, ips=ips, source_ips=source_ips, switch=switch,
                            ds=ds, with_period=with_period)
     points = list(result.branches[0].points) if result.branches else []
