@@ -47,7 +47,7 @@ if sys.argv[1] == "second":
     floquet.floquet_module_source = refuse
 ker = floquet._kernels(load_model("brusselator"))
 cycle = floquet.find_cycle(load_model("brusselator"), {"b": 3.6})
-hits = sum(sum(ker[k].stats.cache_hits.values()) for k in ("dop853", "step_polynomials"))
+hits = sum(sum(ker[k].stats.cache_hits.values()) for k in ("dop853", "step_polynomials", "monodromy_one"))
 print(hits, repr(cycle.period))
 """
 
