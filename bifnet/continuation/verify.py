@@ -131,8 +131,11 @@ def _extended(system: SymbolicSystem, free: str, kind: str):
             lambda zz, pp: np.asarray(fD(zz, pp), dtype=float), names)
 
 
-def _newton(F, DF, z, *, max_iterations=40, tolerance=RESIDUAL_TOLERANCE):
-    """Damped Newton's method; returns ``(z, residual, converged)``."""
+def damped_newton(F, DF, z, *, max_iterations=40, tolerance=RESIDUAL_TOLERANCE, lstsq_fallback=True):
+    """Damped Newton's method on a square system; returns ``(z, residual, converged)``.
+
+    A singular Newton matrix is solved by least squares (``lstsq_fallback``) or ends the
+    iteration; the step is halved until the max-norm residual decreases."""
     z = np.asarray(z, dtype=float).copy()
     with np.errstate(all="ignore"):
         r = F(z)
@@ -143,6 +146,8 @@ def _newton(F, DF, z, *, max_iterations=40, tolerance=RESIDUAL_TOLERANCE):
             try:
                 step = np.linalg.solve(DF(z), -r)
             except np.linalg.LinAlgError:
+                if not lstsq_fallback:
+                    return z, res, False
                 step = np.linalg.lstsq(DF(z), -r, rcond=None)[0]
             if not np.all(np.isfinite(step)):
                 break
@@ -205,7 +210,7 @@ def solve_fold(system: SymbolicSystem, x, values: Mapping[str, float], free: str
     c = v / float(v @ v)
     p = np.array([values[n] for n in names] + list(c))
     z0 = np.concatenate([x, [values[free]], v])
-    z, res, ok = _newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
+    z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
     n = x.size
     out = dict(values)
     out[free] = float(z[n])
@@ -234,7 +239,7 @@ def solve_hopf(system: SymbolicSystem, x, values: Mapping[str, float], free: str
     v = v / complex(cvec @ v)
     p = np.array([values[nm] for nm in names] + list(cvec))
     z0 = np.concatenate([x, [values[free], w[k].imag], v.real, v.imag])
-    z, res, ok = _newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
+    z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
     omega = float(z[n + 1])
     reason = ""
     if ok and abs(abs(omega) - abs(w[k].imag)) > 1e-2 * abs(w[k].imag):

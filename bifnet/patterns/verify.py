@@ -39,6 +39,7 @@ from typing import Mapping
 import numpy as np
 
 from bifnet.continuation.branch import SpecialKind, SpecialPoint
+from bifnet.continuation.verify import damped_newton
 from bifnet.errors import BifnetError
 
 log = logging.getLogger("bifnet.patterns")
@@ -217,35 +218,9 @@ class PatternVerification:
 
 
 def newton(G, DG, z, *, max_iterations=30, tolerance=RESIDUAL_TOLERANCE):
-    """Damped Newton's method on a square system; returns ``(z, residual, converged)``."""
-    z = np.asarray(z, dtype=float).copy()
-    with np.errstate(all="ignore"):
-        r = G(z)
-        res = float(np.max(np.abs(r))) if np.all(np.isfinite(r)) else np.inf
-        for _ in range(max_iterations):
-            if res < 1e-13:
-                break
-            try:
-                step = np.linalg.solve(DG(z), -r)
-            except np.linalg.LinAlgError:
-                return z, res, False
-            if not np.all(np.isfinite(step)):
-                break
-            lam = 1.0
-            while lam > 1e-4:
-                trial = z + lam * step
-                rt = G(trial)
-                rest = float(np.max(np.abs(rt))) if np.all(np.isfinite(rt)) else np.inf
-                if rest < res or rest < tolerance:
-                    break
-                lam *= 0.5
-            else:
-                break
-            small = np.max(np.abs(lam * step)) <= 1e-14 * (1.0 + np.max(np.abs(z)))
-            z, r, res = trial, rt, rest
-            if small and res < tolerance:
-                break
-    return z, res, res < tolerance
+    """Damped Newton's method on a square system (that of the homogeneous points, a singular
+    matrix ending the iteration); returns ``(z, residual, converged)``."""
+    return damped_newton(G, DG, z, max_iterations=max_iterations, tolerance=tolerance, lstsq_fallback=False)
 
 
 # ---------------------------------------------------------------------------
