@@ -49,6 +49,7 @@ import numpy as np
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
 from bifnet.errors import BifnetError, ContinuationError
 from bifnet.model import NodeModel
+from bifnet.patterns.equilibria import NetworkProblem
 
 log = logging.getLogger("bifnet.patterns")
 
@@ -125,7 +126,7 @@ class CycleSettings:
             raise BifnetError(f"first_amplitude must be positive, got {self.first_amplitude}")
 
 
-class ShootingProblem:
+class ShootingProblem(NetworkProblem):
     """The flow map of the full network and its derivatives (fixed-step RK4, exact discrete tangent).
 
     Parameters
@@ -140,28 +141,17 @@ class ShootingProblem:
     """
 
     def __init__(self, model: NodeModel, operator, parameters: Mapping[str, float], free: str, dt: float = 0.05):
-        from bifnet.network import build_network
         from bifnet.network._kernels import lyapunov_kernels, network_module
 
-        model.check_parameter_names([free])
-        self.model, self.operator, self.free, self.dt = model, operator, free, float(dt)
-        self.base = build_network(model, operator, dict(parameters))
+        super().__init__(model, operator, parameters, free)
+        self.dt = float(dt)
         self.N, self.n = self.base.state_shape
         self.D = self.N * self.n
         self.module = network_module(model)
         self.block = lyapunov_kernels(model)
-        self._nets: dict = {}
         self._work: dict = {}
         self.integrations = 0        # state-only periods
         self.tangent_columns = 0     # tangent vectors carried over one period
-
-    def network(self, p: float):
-        net = self._nets.get(p)
-        if net is None:
-            if len(self._nets) > 8:
-                self._nets.clear()
-            net = self._nets[p] = self.base.with_parameters(**{self.free: float(p)})
-        return net
 
     def steps(self, T: float) -> int:
         """RK4 steps for period ``T``: the multiple of :data:`SAMPLES` with step at most ``dt``."""
