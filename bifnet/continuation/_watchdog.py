@@ -104,6 +104,25 @@ for d in dirs:
 
 _lock = threading.Lock()
 _guardian: dict = {}
+#: Set by :func:`stop_all`: every running executable is killed and no new one starts (the runs of other
+#: threads, when the main thread is interrupted).
+_stopping = threading.Event()
+_live: set = set()
+
+
+def stop_all() -> None:
+    """Kill every AUTO executable this process runs (on any thread) and refuse new ones until
+    :func:`allow_runs`; for a step whose branches run on threads when the main thread is interrupted."""
+    _stopping.set()
+    with _lock:
+        live = list(_live)
+    for process in live:
+        _kill_group(process, wait=False)
+
+
+def allow_runs() -> None:
+    """Undo :func:`stop_all`."""
+    _stopping.clear()
 
 
 def _tell(message: str) -> None:
@@ -174,6 +193,8 @@ def run_executable(args, *, cwd, **kwargs) -> subprocess.CompletedProcess:
         The run took longer than :func:`time_limit` or wrote more than
         :func:`output_limit` bytes into ``cwd`` (it is killed first).
     """
+    if _stopping.is_set():
+        raise ContinuationError("AUTO-07p not started: the run is being interrupted")
     folder = Path(cwd)
     limit_s, limit_b = time_limit(), output_limit()
     out_path, err_path = folder / ".bifnet-stdout", folder / ".bifnet-stderr"
@@ -187,7 +208,9 @@ def run_executable(args, *, cwd, **kwargs) -> subprocess.CompletedProcess:
     def watch():  # the limits, checked from a thread while this one waits (no polling delay on exit)
         while not done.wait(0.1):
             elapsed = time.monotonic() - begin
-            if elapsed > limit_s:
+            if _stopping.is_set():
+                reason.append("AUTO-07p stopped: the run is being interrupted")
+            elif elapsed > limit_s:
                 reason.append(f"AUTO-07p stopped after {elapsed:.0f} s: the time limit is {limit_s:g} s"
                               " (BIFNET_AUTO_TIME_LIMIT)")
             else:
@@ -201,6 +224,8 @@ def run_executable(args, *, cwd, **kwargs) -> subprocess.CompletedProcess:
                 return
 
     watcher = threading.Thread(target=watch, name="bifnet-auto-watchdog", daemon=True)
+    with _lock:
+        _live.add(process)
     try:
         _tell(f"+pid {process.pid}")
         watcher.start()
@@ -209,6 +234,8 @@ def run_executable(args, *, cwd, **kwargs) -> subprocess.CompletedProcess:
         _kill_group(process)
         raise
     finally:
+        with _lock:
+            _live.discard(process)
         done.set()
         if watcher.is_alive():
             watcher.join()

@@ -263,10 +263,19 @@ def cycles_step(context: StepContext, spec: dict) -> dict:
     else:
         from concurrent.futures import ThreadPoolExecutor
 
+        from bifnet.continuation import _watchdog
+
         log.info("  %s: %d start branches on %d threads", step, len(groups), n_threads)
-        with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="bifnet-cycles") as pool:
+        pool = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="bifnet-cycles")
+        try:
             futures = [pool.submit(run_group, g) for g in groups.values()]
             results = [f.result() for f in futures]
+        except BaseException:  # Ctrl-C, SIGTERM: the other threads' AUTO runs go too, and no new ones start
+            _watchdog.stop_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            _watchdog.allow_runs()
+            raise
+        pool.shutdown()
     items = sorted((item for out in results for item in out), key=lambda item: (item[0], item[1]))
     branches = [b for _, _, b, _ in items if b is not None]
     failures = [f for _, _, _, f in items if f is not None]
