@@ -158,23 +158,20 @@ class _MultipleShooting:
             P = M @ P
         return P
 
-    def equations(self, u, ends=None, Ms=None):
-        if ends is None:
-            ends, Ms = self.flows(u)
-        n, m = self.n, self.m
+    def orbit_equations(self, u, ends, Ms, out):
+        """The shooting conditions and the phase (the first ``m n + 1`` entries of ``out``)."""
+        N = self.m * self.n
         X = self.states(u)
-        out = np.empty(m * n + 2)
-        out[: m * n] = ((ends - np.roll(X, -1, axis=0)) / self.scale).ravel()
-        out[m * n] = float((X[0] - self.ref) @ self.fref) / max(float(np.linalg.norm(self.fref)), 1e-300)
-        out[m * n + 1] = self.condition(u, ends, Ms)
-        return out, ends, Ms
+        out[:N] = ((ends - np.roll(X, -1, axis=0)) / self.scale).ravel()
+        out[N] = float((X[0] - self.ref) @ self.fref) / max(float(np.linalg.norm(self.fref)), 1e-300)
+        return out
 
-    def jacobian(self, u, ends, Ms):
+    def orbit_jacobian(self, u, ends, Ms, D):
+        """Their exact derivatives in the states and the period (rows and columns ``0 .. m n`` of ``D``):
+        ``M_k``, ``-I`` and ``tau_k f`` blocks, the phase row."""
         n, m = self.n, self.m
         N = m * n
-        D = np.zeros((N + 2, N + 2))
-        T, a = u[-2], u[-1]
-        p = self.p(a)
+        p = self.p(u[-1])
         for k in range(m):
             r = slice(k * n, (k + 1) * n)
             D[r, r] = Ms[k] / self.scale
@@ -182,6 +179,21 @@ class _MultipleShooting:
             D[r, j * n:(j + 1) * n] -= np.eye(n) / self.scale
             D[r, N] = self.tau[k] * self.rhs(ends[k], p) / self.scale
         D[N, :n] = self.fref / max(float(np.linalg.norm(self.fref)), 1e-300)
+        return D
+
+    def equations(self, u, ends=None, Ms=None):
+        if ends is None:
+            ends, Ms = self.flows(u)
+        out = self.orbit_equations(u, ends, Ms, np.empty(self.m * self.n + 2))
+        out[self.m * self.n + 1] = self.condition(u, ends, Ms)
+        return out, ends, Ms
+
+    def jacobian(self, u, ends, Ms):
+        n, m = self.n, self.m
+        N = m * n
+        D = self.orbit_jacobian(u, ends, Ms, np.zeros((N + 2, N + 2)))
+        T, a = u[-2], u[-1]
+        p = self.p(a)
         # the parameter column, and the period column of g: central differences
         for col in (N + 1, N):
             h = 1e-6 * (1.0 + abs(u[col]))
@@ -314,29 +326,15 @@ def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: in
     """
     free = model.parameter_names[0]
     sh = _MultipleShooting(model, values, free, SpecialKind.LPC, x0, period)
-    n, m = sh.n, sh.m
-    N = m * n
+    N = sh.m * sh.n
     u = sh.u0.copy()
-    p = sh.p(u[-1])
-    norm_f = max(float(np.linalg.norm(sh.fref)), 1e-300)
 
     def equations(u):
         ends, Ms = sh.flows(u)
-        X = sh.states(u)
-        G = np.empty(N + 1)
-        G[:N] = ((ends - np.roll(X, -1, axis=0)) / sh.scale).ravel()
-        G[N] = float((X[0] - sh.ref) @ sh.fref) / norm_f
-        return G, ends, Ms
+        return sh.orbit_equations(u, ends, Ms, np.empty(N + 1)), ends, Ms
 
     def newton_step(u, G, ends, Ms):  # the parameter (last unknown) stays fixed
-        D = np.zeros((N + 1, N + 1))
-        for k in range(m):
-            r = slice(k * n, (k + 1) * n)
-            D[r, r] = Ms[k] / sh.scale
-            j = (k + 1) % m
-            D[r, j * n:(j + 1) * n] -= np.eye(n) / sh.scale
-            D[r, N] = sh.tau[k] * sh.rhs(ends[k], p) / sh.scale
-        D[N, :n] = sh.fref / norm_f
+        D = sh.orbit_jacobian(u, ends, Ms, np.zeros((N + 1, N + 1)))
         return np.append(_equilibrated_solve(D, -G), 0.0)
 
     with np.errstate(all="ignore"):
