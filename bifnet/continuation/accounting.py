@@ -324,12 +324,18 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
                 log.info("%s: refined rows %d-%d (%s)", branch.name, i, e, event.what)
         if not changed:
             break
+    scanned = 0
+    if events and cycles and system.kind == "homogeneous":
+        branch, scanned = _scan_events(branch, events, system)
+        events = find_events(branch, counts, settings.tolerance)
     if events:
         branch = _report_unexplained(branch, events, system, cycles, budget)
     accounting = {"refinements": refinements, "events_found": found,
                   "dismissed": (branch.accounting or {}).get("dismissed", 0) if events else 0,
                   "unexplained": sum(1 for sp in branch.special_points
                                      if sp.details.get("found_by") == "accounting" and not sp.located)}
+    if scanned:
+        accounting["scanned"] = scanned
     accounting.update(extra)
     if extra.get("poor_mesh_points", 0) > 0.05 * len(branch):
         log.warning("%s: on %d rows the trivial multiplier is off by more than %g (worst %.2g): the mesh is "
@@ -373,6 +379,79 @@ def _drop_superseded(branch: Branch) -> Branch:
     from bifnet.continuation.restarts import _renumber
 
     return dataclasses.replace(branch, special_points=_renumber(keep))
+
+
+MAX_SCANS = 24   #: row pairs per branch followed in the period by bifnet's own shooting
+
+
+def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branch, int]:
+    """Follow the branch between the rows of each unexplained event in the period, by bifnet's own
+    multiple shooting (:func:`~bifnet.continuation.verify_cycles.scan_in_period`), and solve every
+    fold, period doubling and torus bifurcation the scan passes (:func:`solve_cycle_point`).
+
+    Near a homoclinic orbit the folds and period doublings of a snaking branch lie closer together
+    than the engine's steps, also after refinement: on ngnmm_ping at eps = 30 a period doubling sits
+    between a row and the fold one row later, and the engine's rows show two changes for one fold.
+    Returns the branch with the points found (``found_by = accounting``) and the number of row pairs
+    scanned.
+    """
+    from bifnet.continuation import verify
+    from bifnet.continuation.restarts import _renumber
+    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan
+
+    points = (branch.engine or {}).get("points", {})
+    name = branch.free[0]
+    if "period" not in branch.columns:
+        return branch, 0
+    pairs = []
+    for event in events:
+        lo, hi = (event.index, event.last) if event.what == "stability" else (event.index - 1, event.index + 1)
+        # a located point on an end row explains one change next to it; the crossing it leaves
+        # unexplained may be on its other side
+        lo -= any(sp.located and sp.index == lo for sp in branch.special_points)
+        hi += any(sp.located and sp.index == hi for sp in branch.special_points)
+        pairs += [(a, a + 1) for a in range(max(lo, 0), min(hi, len(branch) - 1))]
+    found, scanned = [], 0
+    for a, b in sorted(set(pairs)):
+        if scanned >= MAX_SCANS:
+            break
+        orbit = getattr(points.get(a), "periodic_orbit", None)
+        Ta, Tb = float(branch["period"][a]), float(branch["period"][b])
+        if orbit is None or not (np.isfinite(Ta) and np.isfinite(Tb)) or abs(Tb - Ta) < 1e-9 * Ta:
+            continue
+        scanned += 1
+        values = {**branch.parameters, **{f: float(branch[f][a]) for f in branch.free}}
+        try:
+            scanner = PeriodScan(system.model, values, name, np.asarray(orbit.state, dtype=float)[0], Ta)
+            scan = scanner.run(Tb, float(branch[name][b]))
+        except (ContinuationError, ValueError, np.linalg.LinAlgError) as error:
+            log.debug("%s: period scan of rows %d-%d failed: %s", branch.name, a, b, error)
+            continue
+        if scan is None:
+            log.debug("%s: period scan of rows %d-%d did not arrive at row %d", branch.name, a, b, b)
+            continue
+        for kind, j in crossings_in_scan(scan):
+            result = scanner.locate(kind, scan, j)
+            if result is None or not result.ok:
+                log.debug("%s: %s of the period scan of rows %d-%d not solved (%s)", branch.name, kind.value, a, b,
+                          result.reason if result is not None else "no orbit")
+                continue
+            p = result.parameters[name]
+            if any(o.kind is kind and o.located and abs(o.parameters[name] - p) <= 1e-7 * max(1.0, abs(p))
+                   and (not np.isfinite(o.period) or abs(o.period - result.period) <= 1e-6 * result.period)
+                   for o in list(branch.special_points) + found):
+                continue  # already on the branch
+            index = a if abs(result.period - Ta) <= abs(result.period - Tb) else b
+            sp = SpecialPoint(kind=kind, index=index, parameters={f: float(branch[f][index]) for f in branch.free},
+                              located=False, details={"found_by": "accounting"})
+            sp = verify.apply(sp, dataclasses.replace(result, method=f"rows {a}-{b}: {result.method}"), branch=branch)
+            sp = dataclasses.replace(sp, details={**sp.details, "found_by": "accounting", "reason": ""})
+            log.info("%s: %s located by bifnet between rows %d and %d at %s = %.10g (the engine missed it)",
+                     branch.name, kind.value, a, b, name, p)
+            found.append(sp)
+    if found:
+        branch = dataclasses.replace(branch, special_points=_renumber(list(branch.special_points) + found))
+    return branch, scanned
 
 
 def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles: bool, budget=None) -> Branch:

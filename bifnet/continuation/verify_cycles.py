@@ -37,6 +37,7 @@ integrated again adaptively at rtol 1e-12 at the end.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
@@ -406,3 +407,189 @@ def verify_cycle_point(branch: Branch, sp: SpecialPoint, system) -> Verification
         result = dataclasses.replace(result, reason=result.reason + (
             f"; the engine's mesh is too coarse here (|mu_trivial - 1| = {coarse:.2g}): raise ntst"))
     return result
+
+
+# ---------------------------------------------------------------------------
+# following a stretch between two rows in the period
+
+@dataclasses.dataclass(frozen=True)
+class ScanSample:
+    """One orbit of a period scan: solved at a fixed period with the parameter free."""
+
+    period: float
+    parameter: float
+    u: np.ndarray = dataclasses.field(repr=False)   #: the shooting unknowns (segment states, period, parameter)
+    multipliers: np.ndarray = dataclasses.field(repr=False)
+    residual: float = 0.0
+    count: int = -1     #: multipliers outside the unit circle, trivial one left out (-1: undecided)
+
+
+def _count(mu: np.ndarray) -> int:
+    return OrbitSolution(ok=True, residual=0.0, state=np.empty(0), period=0.0, multipliers=mu).unstable_count()
+
+
+def _critical(mu: np.ndarray) -> complex:
+    """The non-trivial multiplier closest to the unit circle."""
+    rest = np.delete(mu, int(np.argmin(np.abs(mu - 1.0))))
+    return complex(rest[int(np.argmin(np.abs(np.abs(rest) - 1.0)))])
+
+
+def _condition(mu: np.ndarray, kind: SpecialKind) -> float:
+    """PD: ``mu + 1`` of the real negative multiplier closest to -1; NS: ``|mu| - 1`` of the complex pair
+    closest to the unit circle (NaN when there is none)."""
+    if kind is SpecialKind.PD:
+        real = mu[(np.abs(mu.imag) <= 1e-6 * np.maximum(1.0, np.abs(mu))) & (mu.real < 0)].real
+        return float(real[np.argmin(np.abs(real + 1.0))] + 1.0) if real.size else float("nan")
+    pairs = mu[np.abs(mu.imag) > 1e-6 * np.maximum(1.0, np.abs(mu))]
+    return float((np.abs(pairs) - 1.0)[np.argmin(np.abs(np.abs(pairs) - 1.0))]) if pairs.size else float("nan")
+
+
+class PeriodScan:
+    """A cycle branch between two of its rows, followed in the period by multiple shooting.
+
+    Between two rows close together on a branch whose period changes
+    monotonically (the snaking branches that approach a homoclinic orbit), the
+    branch is a graph over the period even where the parameter turns back and
+    forth. :meth:`solve` fixes the period and solves the orbit and the
+    parameter: the shooting conditions and phase of :func:`solve_cycle_point`
+    with the parameter's column by central differences. :meth:`run` takes
+    equal steps in the period from row a to row b; :meth:`locate` solves a
+    crossing the samples bracket:
+
+    * LPC: the turn of the parameter, bracketed in the period by golden-section
+      search to ``1e-10 T`` (the parameter is stationary there, so its error is
+      quadratic in that width);
+    * PD, NS: a root in the period of ``mu + 1`` (the real negative multiplier)
+      or ``|mu| - 1`` (the complex pair) by Brent's method.
+
+    The residual is the larger of the orbit's (max-norm, every segment
+    integrated again adaptively) and the condition's (``|mu + 1|``,
+    ``||mu| - 1|``, or the width of the bracket relative to the period).
+    """
+
+    def __init__(self, model, values, free: str, x0, period: float):
+        self.sh = sh = _MultipleShooting(model, values, free, SpecialKind.LPC, x0, period)
+        self.N = sh.m * sh.n
+
+    def _equations(self, u):
+        ends, Ms = self.sh.flows(u)
+        return self.sh.orbit_equations(u, ends, Ms, np.empty(self.N + 1)), ends, Ms
+
+    def _newton_step(self, u, G, ends, Ms):
+        N = self.N
+        D = self.sh.orbit_jacobian(u, ends, Ms, np.zeros((N + 1, N + 1)))
+        h = 1e-7 * (1.0 + abs(u[-1]))
+        up, um = u.copy(), u.copy()
+        up[-1] += h
+        um[-1] -= h
+        D[:, N] = (self._equations(up)[0] - self._equations(um)[0]) / (2 * h)  # the parameter's column
+        s = _equilibrated_solve(D, -G)
+        step = np.zeros_like(u)
+        step[:N] = s[:N]
+        step[-1] = s[N]
+        return step
+
+    def solve(self, period: float, u_start: np.ndarray, max_iterations: int = 8) -> ScanSample | None:
+        u = u_start.copy()
+        u[self.N] = period
+        with np.errstate(all="ignore"):
+            u, G, ends, Ms, res = _damped_newton(u, self._equations, self._newton_step, max_iterations)
+            if not np.isfinite(res) or res > RESIDUAL_TOLERANCE:
+                return None
+            mu = np.linalg.eigvals(self.sh.product(Ms))
+        mu = mu[np.argsort(-np.abs(mu), kind="stable")]
+        return ScanSample(period=float(u[self.N]), parameter=float(u[-1]), u=u, multipliers=mu,
+                          residual=float(res), count=_count(mu))
+
+    def run(self, period_b: float, parameter_b: float, samples: int = 8) -> list[ScanSample] | None:
+        """Samples from row a (the orbit given) to the period of row b; ``None`` when a solve fails or the
+        last sample does not arrive at row b's parameter (the branch is not a graph over the period)."""
+        period_a = float(self.sh.u0[self.N])
+        out, u = [], self.sh.u0
+        for j in range(samples + 1):
+            sample = self.solve(period_a + (period_b - period_a) * j / samples, u)
+            if sample is None:
+                return None
+            out.append(sample)
+            u = sample.u
+        a = out[0].parameter
+        if abs(out[-1].parameter - parameter_b) > 1e-3 * abs(parameter_b - a) + 1e-9 * (1.0 + abs(parameter_b)):
+            return None
+        return out
+
+    def locate(self, kind: SpecialKind, scan: Sequence[ScanSample], j: int) -> Verification | None:
+        """Solve the crossing of ``kind`` that :func:`crossings_in_scan` put at sample ``j``."""
+        from scipy.optimize import brentq
+
+        cache: dict[float, ScanSample] = {}
+
+        def at(T):
+            if T not in cache:
+                near = min(list(scan) + list(cache.values()), key=lambda s: abs(s.period - T))
+                sample = self.solve(T, near.u)
+                if sample is None:
+                    raise ContinuationError(f"no orbit at period {T:.10g} in the scan")
+                cache[T] = sample
+            return cache[T]
+
+        try:
+            if kind is SpecialKind.LPC:
+                lo, hi = scan[max(j - 1, 0)].period, scan[min(j + 1, len(scan) - 1)].period
+                sign = 1.0 if scan[j].parameter > scan[max(j - 1, 0)].parameter else -1.0
+                golden = (np.sqrt(5.0) - 1.0) / 2.0
+                c, d = hi - golden * (hi - lo), lo + golden * (hi - lo)
+                while abs(hi - lo) > 1e-10 * abs(scan[j].period):
+                    if sign * at(c).parameter > sign * at(d).parameter:
+                        hi, d = d, c
+                        c = hi - golden * (hi - lo)
+                    else:
+                        lo, c = c, d
+                        d = lo + golden * (hi - lo)
+                best = at(0.5 * (lo + hi))
+                condition = abs(hi - lo) / abs(best.period)
+                what = "the turn of the parameter bracketed in the period by golden-section search"
+            else:
+                f = lambda T: _condition(at(T).multipliers, kind)
+                T = brentq(f, scan[j].period, scan[j + 1].period, xtol=1e-14 * abs(scan[j].period),
+                           rtol=4 * np.finfo(float).eps)
+                best = at(T)
+                condition = abs(_condition(best.multipliers, kind))
+                what = ("Brent's root of mu + 1 in the period" if kind is SpecialKind.PD
+                        else "Brent's root of |mu| - 1 in the period")
+        except (ContinuationError, ValueError, np.linalg.LinAlgError):
+            return None
+        sh = self.sh
+        X = sh.states(best.u)
+        residual = max(sh.final_residual(best.u, np.zeros(self.N + 2)), condition)
+        method = f"period scan: fixed-period multiple shooting ({sh.m} segments, bifnet DOP853 monodromies), {what}"
+        # polish: Newton's method on the full defining system from there (the multipliers of a fixed-period
+        # solve carry ~1e-8 of noise where the critical one moves fast with the period)
+        values = {**sh.values, sh.free: best.parameter}
+        polished = solve_cycle_point(sh.model, values, sh.free, kind, X[0], best.period)
+        if polished.ok and abs(polished.parameters[sh.free] - best.parameter) <= 1e-7 * (1.0 + abs(best.parameter)) \
+                and abs(polished.period - best.period) <= 1e-6 * best.period:
+            return dataclasses.replace(polished, method=f"{method}, then {polished.method}")
+        ok = residual < RESIDUAL_TOLERANCE
+        return Verification(
+            ok=ok, residual=residual, method=method, parameters={sh.free: best.parameter}, state=X[0].copy(),
+            eigenvalues=best.multipliers, period=best.period,
+            reason="" if ok else f"the period scan's solve has residual {residual:.2g}")
+
+
+def crossings_in_scan(scan: Sequence[ScanSample]) -> list[tuple[SpecialKind, int]]:
+    """The bifurcations a period scan passes: ``(kind, j)`` with the crossing between samples ``j`` and
+    ``j + 1`` (LPC: the parameter turns at sample ``j``, between ``j - 1`` and ``j + 1``; PD, NS: the
+    condition of :func:`_condition` changes sign)."""
+    found = []
+    p = np.array([s.parameter for s in scan])
+    d = np.diff(p)
+    for j in range(1, len(d)):
+        if d[j - 1] * d[j] < 0:
+            found.append((SpecialKind.LPC, j))
+    # a real multiplier through -1, a complex pair through the circle: a sign change of the condition
+    # between neighbouring samples (a jump of the multipliers, not a crossing, fails the solve's residual)
+    for kind in (SpecialKind.PD, SpecialKind.NS):
+        g = np.array([_condition(s.multipliers, kind) for s in scan])
+        for j in np.flatnonzero(np.isfinite(g[:-1]) & np.isfinite(g[1:]) & (np.sign(g[:-1]) != np.sign(g[1:]))):
+            found.append((kind, int(j)))
+    return sorted(found, key=lambda kj: kj[1])
