@@ -151,24 +151,25 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0) -> l
     not resolved and takes no part in a reversal: near a homoclinic orbit AUTO's
     parameter jitters by 4e-9 from step to step while the period grows."""
     specials = [sp for sp in branch.special_points if sp.kind in _WEIGHT and sp.located]
-    used: dict[int, int] = {}   # special point -> weight still available
-    for k, sp in enumerate(specials):
-        used[k] = _WEIGHT[sp.kind]
-    events = []
+    weight = [_WEIGHT[sp.kind] for sp in specials]   # changes each point can still explain
     valid = np.flatnonzero(counts >= 0)
-    for a, b in zip(valid[:-1], valid[1:]):
-        delta = int(abs(counts[b] - counts[a]))
-        if delta == 0:
-            continue
+    changes = [(int(a), int(b), int(abs(counts[b] - counts[a]))) for a, b in zip(valid[:-1], valid[1:])
+               if counts[b] != counts[a]]
+    missing = [delta for _, _, delta in changes]
+    # a point explains changes within a row of it, the nearest first: a change the engine's
+    # multipliers made one row away must not take the fold that explains the real one
+    candidates = []
+    for c, (a, b, _) in enumerate(changes):
         for k, sp in enumerate(specials):
-            if delta <= 0:
-                break
-            if a - 1 <= sp.index <= b + 1 and used[k] > 0:
-                take = min(used[k], delta)
-                used[k] -= take
-                delta -= take
-        if delta > 0:
-            events.append(Event("stability", int(a), int(counts[a]), int(counts[b]), int(b)))
+            if a - 1 <= sp.index <= b + 1:
+                distance = 0 if a <= sp.index <= b else min(abs(sp.index - a), abs(sp.index - b))
+                candidates.append((distance, c, k))
+    for _, c, k in sorted(candidates):
+        take = min(weight[k], missing[c])
+        weight[k] -= take
+        missing[c] -= take
+    events = [Event("stability", a, int(counts[a]), int(counts[b]), b)
+              for (a, b, _), left in zip(changes, missing) if left > 0]
     name = branch.free[0]
     if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
         folds = {SpecialKind.LP, SpecialKind.BP} if branch.kind is BranchKind.EQUILIBRIA else {SpecialKind.LPC}
@@ -326,7 +327,16 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
             break
     scanned = 0
     if events and cycles and system.kind == "homogeneous":
-        branch, scanned = _scan_events(branch, events, system)
+        branch, scanned, recount = _scan_events(branch, events, system)
+        counts = np.array(counts, copy=True)
+        for row, count in recount.items():
+            counts[row] = count
+        if recount and "stable" in branch.columns:
+            stable = np.array(branch["stable"], copy=True)
+            for row, count in recount.items():
+                if count >= 0:
+                    stable[row] = int(count == 0)
+            branch = dataclasses.replace(branch, columns={**branch.columns, "stable": stable})
         events = find_events(branch, counts, settings.tolerance)
     if events:
         branch = _report_unexplained(branch, events, system, cycles, budget)
@@ -381,10 +391,10 @@ def _drop_superseded(branch: Branch) -> Branch:
     return dataclasses.replace(branch, special_points=_renumber(keep))
 
 
-MAX_SCANS = 24   #: row pairs per branch followed in the period by bifnet's own shooting
+MAX_SCANS = 40   #: row pairs per branch followed in the period by bifnet's own shooting
 
 
-def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branch, int]:
+def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branch, int, dict]:
     """Follow the branch between the rows of each unexplained event in the period, by bifnet's own
     multiple shooting (:func:`~bifnet.continuation.verify_cycles.scan_in_period`), and solve every
     fold, period doubling and torus bifurcation the scan passes (:func:`solve_cycle_point`).
@@ -392,8 +402,10 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
     Near a homoclinic orbit the folds and period doublings of a snaking branch lie closer together
     than the engine's steps, also after refinement: on ngnmm_ping at eps = 30 a period doubling sits
     between a row and the fold one row later, and the engine's rows show two changes for one fold.
-    Returns the branch with the points found (``found_by = accounting``) and the number of row pairs
-    scanned.
+    Returns the branch with the points found (``found_by = accounting``), the number of row pairs
+    scanned, and bifnet's own unstable counts at the rows scanned (row -> count, -1 undecided), which
+    replace the engine's: near a homoclinic orbit the engine's multipliers are wrong on some rows,
+    and the change they make moves the fold that explains the real one.
     """
     from bifnet.continuation import verify
     from bifnet.continuation.restarts import _renumber
@@ -402,17 +414,21 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
     points = (branch.engine or {}).get("points", {})
     name = branch.free[0]
     if "period" not in branch.columns:
-        return branch, 0
-    pairs = []
+        return branch, 0, {}
+    core, extra = [], []
     for event in events:
         lo, hi = (event.index, event.last) if event.what == "stability" else (event.index - 1, event.index + 1)
+        core += [(a, a + 1) for a in range(max(lo, 0), min(hi, len(branch) - 1))]
         # a located point on an end row explains one change next to it; the crossing it leaves
         # unexplained may be on its other side
-        lo -= any(sp.located and sp.index == lo for sp in branch.special_points)
-        hi += any(sp.located and sp.index == hi for sp in branch.special_points)
-        pairs += [(a, a + 1) for a in range(max(lo, 0), min(hi, len(branch) - 1))]
-    found, scanned = [], 0
-    for a, b in sorted(set(pairs)):
+        if lo >= 1 and any(sp.located and sp.index == lo for sp in branch.special_points):
+            extra.append((lo - 1, lo))
+        if hi + 1 < len(branch) and any(sp.located and sp.index == hi for sp in branch.special_points):
+            extra.append((hi, hi + 1))
+    pairs = sorted(set(core))
+    pairs += sorted(set(extra) - set(pairs))  # the events' own stretches first
+    found, scanned, recount = [], 0, {}
+    for a, b in pairs:
         if scanned >= MAX_SCANS:
             break
         orbit = getattr(points.get(a), "periodic_orbit", None)
@@ -430,6 +446,7 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
         if scan is None:
             log.debug("%s: period scan of rows %d-%d did not arrive at row %d", branch.name, a, b, b)
             continue
+        recount[a], recount[b] = scan[0].count, scan[-1].count
         for kind, j in crossings_in_scan(scan):
             result = scanner.locate(kind, scan, j)
             if result is None or not result.ok:
@@ -451,7 +468,7 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
             found.append(sp)
     if found:
         branch = dataclasses.replace(branch, special_points=_renumber(list(branch.special_points) + found))
-    return branch, scanned
+    return branch, scanned, recount
 
 
 def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles: bool, budget=None) -> Branch:
