@@ -1,0 +1,169 @@
+"""The two pattern cases of the emergent-patterns issue, checked against independent computations.
+
+1. A subcritical oscillatory pattern (fast): models/stuart_landau.toml (Bautin normal form, inhibitory
+   additive coupling) on the random 6-node connectome of test_patterns (seed 5), eps = 0.5. At the
+   homogeneous state x = y = 0, J(Lambda) = [[mu - eps Lambda, -omega0], [omega0, mu]] (closed form):
+   mode 6 (Lambda = -0.390, the most negative) turns unstable first, through a transverse Hopf point
+   at mu_c = eps Lambda_6 / 2 with omega = sqrt(omega0^2 - (eps Lambda_6 / 2)^2) and Re mu' = 1; every
+   other mode and the uniform one are stable there. l1 > 0 (checked against the full-dimensional
+   Kuznetsov formula), so the pattern branch bends back into mu < mu_c, where the homogeneous state
+   is stable, gains stability at a fold of cycles and coexists with the stable homogeneous state.
+2. A stationary pattern from a transverse fold of a homogeneous equilibrium of ngnmm_ping on tvb68
+   (slow): continuation_runs/stationary_pattern.toml, mode 2 at eps = 28, on the saddle branch
+   between the two homogeneous folds; the transverse point is checked against a closed-form
+   parametrisation of ngnmm_ping's homogeneous equilibria by r_e.
+"""
+
+import numpy as np
+import pytest
+
+from bifnet.model import load_model
+from bifnet.network import build_network
+from bifnet.network.core import network_jacobian_dense, network_rhs
+from bifnet.network.integrate import simulate
+from bifnet.patterns.cycles import CycleSettings, oscillatory_pattern_branch
+from bifnet.patterns.criticality import transverse_normal_form
+
+from test_patterns import _dense_l1, _located, _random_operator
+
+MODE = 6
+EPS = 0.5
+
+
+@pytest.fixture(scope="module")
+def subcritical():
+    model = load_model("stuart_landau")
+    operator = _random_operator(model, 6, 5)
+    lam = np.asarray(operator.spectrum().eigenvalues).real
+    mu_c = EPS * lam[MODE - 1] / 2
+    params, x = _located(model, operator, model.resolve_parameters({"eps": EPS}), "mu", mu_c - 0.01,
+                         mu_c + 0.01, MODE)
+    settings = CycleSettings(ds=0.02, ds_max=0.3, max_steps=40, first_amplitude=0.01)
+    branch = oscillatory_pattern_branch(model, operator, params, "mu", x, MODE, settings)
+    return model, operator, params, x, branch, lam
+
+
+def _first_harmonic(network, X0, T, samples=128):
+    res = simulate(network, (0.0, T), X0, method="dopri5", rtol=1e-11, atol=1e-13, dt=T / samples, stride=1)
+    assert res.success
+    y = res.y.reshape(len(res.t), -1)[:-1]
+    return np.linalg.norm(np.exp(-2j * np.pi * np.arange(len(y)) / len(y)) @ (y - y.mean(axis=0)) / len(y))
+
+
+def test_subcritical_transverse_hopf_point(subcritical):
+    """Hopf point and l1 against closed forms and the full-dimensional Kuznetsov formula."""
+    model, operator, params, x, branch, lam = subcritical
+    omega0 = params["omega"]
+    mu_c = EPS * lam[MODE - 1] / 2
+    assert params["mu"] == pytest.approx(mu_c, abs=1e-12) and np.all(x == 0)
+    # the mode is the first instability: every other mode's growth rate mu_c - eps Lambda / 2 < 0
+    others = mu_c - EPS * np.delete(lam, MODE - 1) / 2
+    assert np.all(others < -0.02)
+    nf = transverse_normal_form(model, operator, params, x, MODE, "HB")
+    omega = np.sqrt(omega0**2 - mu_c**2)
+    assert nf.omega == pytest.approx(omega, rel=1e-12)
+    l1, mu = _dense_l1(model, operator, params, x)
+    assert nf.l1 > 0 and nf.criticality == "sub"
+    assert nf.l1 == pytest.approx(l1, rel=1e-8)
+    assert abs(mu - 1j * omega) < 1e-10
+
+
+def test_subcritical_branch_bends_back_with_the_predicted_amplitude(subcritical):
+    """z' = (i omega + mu' dp) z + omega l1 |z|^2 z with mu' = 1: orbits exist for dp < 0 with
+    first-harmonic norm sqrt(-dp / (omega l1)); the amplitude from the network integrator (DOPRI5)."""
+    model, operator, params, x, branch, lam = subcritical
+    nf = transverse_normal_form(model, operator, params, x, MODE, "HB")
+    mu_c = params["mu"]
+    assert np.all(branch["mu"][1:10] < mu_c)            # the other side of the Hopf point: subcritical
+    checked = 0
+    for k in range(1, 6):
+        dp = branch["mu"][k] - mu_c
+        network = build_network(model, operator, {**params, "mu": branch["mu"][k]})
+        amplitude = _first_harmonic(network, branch.engine["states"][k].ravel(), branch["period"][k])
+        assert amplitude == pytest.approx(branch["amplitude"][k], rel=1e-6)
+        if amplitude < 0.05:
+            assert amplitude == pytest.approx(np.sqrt(-dp / (nf.omega * nf.l1)), rel=0.05)
+            checked += 1
+        # small orbits are unstable: one real multiplier outside the unit circle
+        assert branch["stable"][k] == 0 and branch["n_unstable"][k] == 1
+    assert checked >= 3
+    assert branch["period"][1] == pytest.approx(2 * np.pi / nf.omega, rel=1e-5)
+
+
+def _fold(branch):
+    mu = branch["mu"]
+    k = next(i for i in range(2, len(mu) - 1) if mu[i] < mu[i - 1] and mu[i] < mu[i + 1])
+    return k
+
+
+def test_fold_of_cycles_and_coexistence_with_the_stable_homogeneous_state(subcritical):
+    """The branch turns (LPC) at mu ~ -0.288 where it gains stability; past the fold a stable
+    pattern coexists with the homogeneous state, which is stable there (mu < mu_c). A simulation
+    (RK4) from the pattern orbit stays on it; one from the homogeneous state plus 1e-3 along the
+    mode decays; one from a small unstable orbit scaled by 1 -+ 1e-3 leaves it (inwards to rest,
+    outwards to a large oscillation)."""
+    from bifnet.network import homogeneous_initial_state
+
+    model, operator, params, x, branch, lam = subcritical
+    k = _fold(branch)
+    assert branch["mu"][k] == pytest.approx(-0.288, abs=2e-3)
+    lpc = [sp for sp in branch.special_points if sp.kind.value == "LPC"]
+    assert lpc and abs(lpc[0].parameters["mu"] - branch["mu"][k]) < 5e-3
+    assert branch["stable"][k - 1] == 0 and branch["stable"][k + 1] == 1
+    # the stable orbit past the fold, checked with an independent monodromy estimate: perturbations decay
+    j = k + 1
+    p = {**params, "mu": float(branch["mu"][j])}
+    assert p["mu"] < params["mu"]                         # the homogeneous state is stable here
+    network = build_network(model, operator, p)
+    J0 = network_jacobian_dense(network, np.zeros(12))
+    assert np.max(np.linalg.eigvals(J0).real) < 0
+    T = branch["period"][j]
+    X0 = branch.engine["states"][j].ravel()
+    rng = np.random.default_rng(1)
+    res = simulate(network, (0.0, 60 * T), X0 + 1e-3 * rng.standard_normal(12), method="rk4", dt=T / 2000,
+                   stride=2000)
+    assert res.success
+    last = res.y[-1].ravel()
+    # back on the orbit: the distance of the end state from the orbit's samples
+    orbit = simulate(network, (0.0, T), X0, method="dopri5", rtol=1e-11, atol=1e-13, dt=T / 400, stride=1)
+    distance = np.min(np.linalg.norm(orbit.y.reshape(len(orbit.t), -1) - last, axis=1))
+    assert distance < 2e-3
+    # the homogeneous state attracts small perturbations at the same mu
+    y0 = homogeneous_initial_state(network, np.zeros(2), "mode", amplitude=1e-3, mode=MODE)
+    res = simulate(network, (0.0, 60 * T), y0, method="rk4", dt=T / 2000, stride=2000)
+    assert np.max(np.abs(res.y[-1])) < 1e-6
+    # the small-amplitude pattern is unstable: a simulation from it does not stay near it
+    assert branch["max_multiplier"][5] > 1.2
+    p5 = {**params, "mu": float(branch["mu"][5])}
+    network5 = build_network(model, operator, p5)
+    X5, T5 = branch.engine["states"][5].ravel(), branch["period"][5]
+    res = simulate(network5, (0.0, 60 * T5), X5 * (1 - 1e-3), method="rk4", dt=T5 / 2000, stride=2000)
+    assert np.max(np.abs(res.y[-1])) < 1e-3 * np.max(np.abs(X5))      # inwards: to the homogeneous state
+    res = simulate(network5, (0.0, 60 * T5), X5 * (1 + 1e-3), method="rk4", dt=T5 / 2000, stride=2000)
+    assert np.max(np.abs(res.y[-1])) > 2 * np.max(np.abs(X5))         # outwards: to a large oscillation
+
+
+def test_hysteresis_by_simulation(subcritical):
+    """Raise mu just past the Hopf point: a 1e-3 perturbation of the homogeneous state does not settle
+    on a small pattern (the small orbits are on the other side) but jumps to a large oscillation; lower
+    mu back below the Hopf point, where the homogeneous state is stable: the network stays oscillating
+    (hysteresis), at amplitudes well above those of the unstable small-amplitude orbits there."""
+    from bifnet.network import homogeneous_initial_state
+
+    model, operator, params, x, branch, lam = subcritical
+    mu_c = params["mu"]
+    network = build_network(model, operator, {**params, "mu": mu_c + 0.01})
+    y = homogeneous_initial_state(network, np.zeros(2), "mode", amplitude=1e-3, mode=MODE)
+    res = simulate(network, (0.0, 1500.0), y, method="rk4", dt=0.02, stride=50)
+    assert res.success
+    half_up = 0.5 * np.ptp(res.y[-200:, :, 0], axis=0)
+    assert np.all(half_up > 0.8)                          # a large oscillation in every region
+    mu_down = mu_c - 0.1
+    network = build_network(model, operator, {**params, "mu": mu_down})
+    res = simulate(network, (0.0, 1500.0), res.y[-1].ravel(), method="rk4", dt=0.02, stride=50)
+    half_down = 0.5 * np.ptp(res.y[-200:, :, 0], axis=0)
+    assert np.all(half_down > 0.8)
+    # the same mu from rest stays at rest
+    y = homogeneous_initial_state(network, np.zeros(2), "mode", amplitude=1e-3, mode=MODE)
+    res = simulate(network, (0.0, 1500.0), y, method="rk4", dt=0.02, stride=50)
+    assert np.max(np.abs(res.y[-1])) < 1e-6
