@@ -167,3 +167,125 @@ def test_hysteresis_by_simulation(subcritical):
     y = homogeneous_initial_state(network, np.zeros(2), "mode", amplitude=1e-3, mode=MODE)
     res = simulate(network, (0.0, 1500.0), y, method="rk4", dt=0.02, stride=50)
     assert np.max(np.abs(res.y[-1])) < 1e-6
+
+
+def _ping_equilibrium(model, params, r_e):
+    """The homogeneous equilibrium of ngnmm_ping with rate r_e, in closed form up to one monotone root:
+    s = r, v = -Delta / (2 pi tau r); the I equation is strictly decreasing in r_i > 0 (one root, brentq);
+    the E equation then gives Iext_e explicitly. Returns (Iext_e, x)."""
+    from scipy.optimize import brentq
+
+    p = params
+    te, ti = p["tau_e"], p["tau_i"]
+    v_e = -p["Delta_e"] / (2 * np.pi * te * r_e)
+
+    def g(r_i):
+        v_i = -p["Delta_i"] / (2 * np.pi * ti * r_i)
+        return (v_i**2 + p["nu_i"] - (np.pi * ti * r_i) ** 2 + p["Iext_i"] + ti * p["J_ie"] * r_e
+                - ti * p["J_ii"] * r_i + ti * p["eps"] * r_e)
+
+    r_i = brentq(g, 1e-9, 10.0, xtol=1e-16, rtol=1e-15)
+    v_i = -p["Delta_i"] / (2 * np.pi * ti * r_i)
+    iext = -(v_e**2 + p["nu_e"] - (np.pi * te * r_e) ** 2 + te * p["J_ee"] * r_e - te * p["J_ei"] * r_i
+             + te * p["eps"] * r_e)
+    return iext, np.array([r_e, v_e, r_e, r_i, v_i, r_i])
+
+
+@pytest.mark.slow
+def test_stationary_pattern_from_a_transverse_fold_of_tvb68(tmp_path):
+    """continuation_runs/stationary_pattern.toml (ngnmm_ping, tvb68, eps = 28; ~40 s): the two zero
+    eigenvalues of J(Lambda_2) on the saddle branch (a closed-form root of det J(Lambda_2) along the
+    equilibria parametrised by r_e), the transcritical branch point (the branch's slope dp/dy against
+    -a2 / nu', nu' from the dense full-network Jacobian), residuals, stability (eigenvalues of a
+    finite-difference network Jacobian) and a full-network Newton solve (scipy) back onto the pattern."""
+    from pathlib import Path
+
+    import pandas as pd
+    import xarray as xr
+    from scipy.optimize import brentq, root
+
+    from bifnet.connectome import coupling_operator, load_connectome
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.patterns.criticality import _mode_matrices
+    from bifnet.runs import execute_run_file
+
+    path = Path(__file__).resolve().parent.parent / "continuation_runs" / "stationary_pattern.toml"
+    out = execute_run_file(path, out=tmp_path / "out")
+    model = load_model("ngnmm_ping")
+    operator = coupling_operator(load_connectome("tvb68"), model.coupling)
+    lam2 = float(np.sort(np.asarray(operator.spectrum().eigenvalues).real)[-2])
+    params = model.resolve_parameters({"eps": 28.0})
+
+    def det2(r_e):
+        iext, x = _ping_equilibrium(model, params, r_e)
+        A, B = _mode_matrices(model, x, {**params, "Iext_e": iext})
+        return np.linalg.det(A + lam2 * B)
+
+    # both zero eigenvalues of J(Lambda_2) lie between the two homogeneous folds (r_e in 0.05 - 0.12)
+    roots = [brentq(det2, a, b, xtol=1e-15) for a, b in ((0.053, 0.06), (0.09, 0.1))]
+    expected = sorted(_ping_equilibrium(model, params, r)[0] for r in roots)
+    points = pd.read_csv(out / "transverse_points.csv")
+    lp = points[(points["kind"] == "LP") & (points["mode"] == 2)].sort_values("Iext_e_located")
+    assert len(lp) == 2 and set(lp["criticality"]) == {"transcritical"}
+    assert not lp["homogeneous_stable"].any()
+    assert np.allclose(lp["Iext_e_located"], expected, atol=1e-9)
+    # the pattern branch
+    table = pd.read_csv(out / "branches.csv")
+    rows = table[table["step"] == "pat"].reset_index(drop=True)
+    assert len(rows) == 61 and rows["residual"].max() < 1e-8 and set(rows["mode"]) == {2}
+    profiles = xr.open_dataset(out / "pattern_pat.nc")
+    states = profiles["mean"].values
+    profiles.close()
+    p = rows["Iext_e"].to_numpy()
+    y = rows["pattern_amplitude"].to_numpy()
+    bp = int(np.argmin(np.abs(y)))
+    p_c = float(p[bp])
+    assert p_c == pytest.approx(expected[0], abs=1e-9)
+    # transcritical: the branch crosses the branch point, y of both signs, p - p_c = -a2 y / nu'
+    a2 = float(lp["nf_quadratic"].iloc[0])
+    r_c = roots[int(np.argmin([abs(_ping_equilibrium(model, params, r)[0] - p_c) for r in roots]))]
+    x_c = _ping_equilibrium(model, params, r_c)[1]
+    h = 1e-5
+    nu = []
+    for s in (-1, 1):
+        ps = {**params, "Iext_e": p_c + s * h}
+        xs = find_equilibrium(model, ps, x_c, settle_time=0.0)
+        ev = np.linalg.eigvals(network_jacobian_dense(build_network(model, operator, ps), np.tile(xs, 68)))
+        nu.append(ev[np.argmin(np.abs(ev))].real)
+    speed = (nu[1] - nu[0]) / (2 * h)
+    near = np.flatnonzero((np.abs(y) > 0) & (np.abs(y) < 0.06) & (np.abs(np.arange(len(y)) - bp) <= 4))
+    assert np.any(y[near] > 0) and np.any(y[near] < 0) and len(near) >= 4
+    # p - p_c = c1 y + c2 y^2 (least squares over the points next to the branch point): c1 = -a2 / nu'
+    c1, _ = np.linalg.lstsq(np.column_stack([y[near], y[near] ** 2]), p[near] - p_c, rcond=None)[0]
+    assert c1 == pytest.approx(-a2 / speed, rel=0.05)
+    # stability: eigenvalues of a central-difference Jacobian of the network field at two points
+    for k in (bp + 3, len(rows) - 1):
+        network = build_network(model, operator, {**params, "Iext_e": float(p[k])})
+        X = states[k].ravel()
+        D = X.size
+        step = 1e-7 * np.maximum(1.0, np.abs(X))
+        J = np.column_stack([(network_rhs(network, X + step[j] * np.eye(D)[j])
+                              - network_rhs(network, X - step[j] * np.eye(D)[j])) / (2 * step[j]) for j in range(D)])
+        ev = np.linalg.eigvals(J)
+        unstable = int(np.sum(ev.real > 1e-6 * max(1.0, np.max(np.abs(ev)))))
+        assert unstable == rows["n_unstable"][k] and rows["stable"][k] == (unstable == 0)
+        assert unstable > 50
+        # a full-network Newton-type solve (MINPACK hybrd) from a perturbed pattern lands back on it
+        rng = np.random.default_rng(k)
+        sol = root(lambda Z: network_rhs(network, Z), X + 1e-4 * rng.standard_normal(D) * np.abs(X), tol=1e-13)
+        assert sol.success and np.max(np.abs(network_rhs(network, sol.x))) < 1e-10
+        assert np.max(np.abs(sol.x - X)) < 1e-7
+        assert np.ptp(sol.x.reshape(68, 6)[:, 1]) > 0.01          # a pattern: the regions differ
+
+
+def test_shipped_stationary_run_file_is_valid():
+    """continuation_runs/stationary_pattern.toml passes the up-front checks (schema, model, connectome)."""
+    from pathlib import Path
+
+    from bifnet.connectome import load_connectome
+    from bifnet.runs import check_run, load_run_file
+
+    path = Path(__file__).resolve().parent.parent / "continuation_runs" / "stationary_pattern.toml"
+    run = load_run_file(path)
+    check_run(run, load_model("ngnmm_ping"), load_connectome("tvb68"))
+    assert run.steps[1]["kind"] == "pattern" and run.steps[1]["start"] == "tr:LP[mode2]#1"
