@@ -191,6 +191,61 @@ def _ping_equilibrium(model, params, r_e):
     return iext, np.array([r_e, v_e, r_e, r_i, v_i, r_i])
 
 
+def _det_roots(model, params, Lambda, brackets):
+    from scipy.optimize import brentq
+
+    from bifnet.patterns.criticality import _mode_matrices
+
+    def det(r_e):
+        iext, x = _ping_equilibrium(model, params, r_e)
+        A, B = _mode_matrices(model, x, {**params, "Iext_e": iext})
+        return np.linalg.det(A + Lambda * B)
+
+    roots = [brentq(det, a, b, xtol=1e-15) for a, b in brackets]
+    return [_ping_equilibrium(model, params, r) for r in roots]
+
+
+def test_hidden_transverse_folds_on_the_saddle_branch():
+    """ngnmm_ping at eps = 28, Lambda = 0.918 (tvb68's mode 2): the growth rate is positive all along the
+    saddle branch, but det J(Lambda) changes sign twice there; hidden_fold_crossings finds both on an
+    AUTO branch and locate_transverse_point(kind="LP") solves them, against the closed-form equilibria."""
+    from bifnet.continuation.equilibria import continue_equilibria, find_equilibrium
+    from bifnet.continuation.settings import ContinuationSettings
+    from bifnet.patterns.criticality import locate_transverse_point
+    from bifnet.transverse.curves import find_crossings, growth_table, hidden_fold_crossings
+
+    model = load_model("ngnmm_ping")
+    params = model.resolve_parameters({"eps": 28.0})
+    Lambda = 0.917941307136946
+    expected = sorted(_det_roots(model, params, Lambda, ((0.053, 0.06), (0.09, 0.1))), key=lambda e: e[0])
+    branch = continue_equilibria(model, {**params, "Iext_e": 2.0}, "Iext_e", settings=ContinuationSettings(
+        ds=0.05, ds_max=0.25, bounds={"Iext_e": (2.0, 6.0)}))
+    rates, freqs = growth_table(model, branch, [Lambda])
+    assert not [c for c in find_crossings(branch, rates, freqs, [Lambda], 28.0) if c.kind.value == "LP"]
+    hidden = hidden_fold_crossings(model, branch, rates, [Lambda], 28.0)
+    assert len(hidden) == 2 and {c.kind.value for c in hidden} == {"LP"}
+    for c, (iext, x_exact) in zip(sorted(hidden, key=lambda c: c.value), expected):
+        assert c.value == pytest.approx(iext, abs=0.02)           # interpolated between branch points
+        i = c.index
+        row = lambda k: np.array([branch[v][k] for v in branch.variables])  # noqa: E731
+        value, x = locate_transverse_point(model, params, "Iext_e", Lambda,
+                                           (branch["Iext_e"][i], branch["Iext_e"][i + 1]), (row(i), row(i + 1)),
+                                           "LP")
+        assert value == pytest.approx(iext, abs=1e-9)
+        assert np.allclose(x, x_exact, atol=1e-8)
+    # without kind the growth rate does not change sign: refused with a clear error
+    from bifnet.errors import BifnetError
+
+    c = hidden[0]
+    with pytest.raises(BifnetError, match="does not change sign"):
+        locate_transverse_point(model, params, "Iext_e", Lambda,
+                                (branch["Iext_e"][c.index], branch["Iext_e"][c.index + 1]),
+                                (find_equilibrium(model, {**params, "Iext_e": branch["Iext_e"][c.index]},
+                                                  np.array([branch[v][c.index] for v in branch.variables]),
+                                                  settle_time=0.0),
+                                 np.array([branch[v][c.index + 1] for v in branch.variables])))
+
+
 @pytest.mark.slow
 def test_stationary_pattern_from_a_transverse_fold_of_tvb68(tmp_path):
     """continuation_runs/stationary_pattern.toml (ngnmm_ping, tvb68, eps = 28; ~40 s): the two zero
