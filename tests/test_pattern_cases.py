@@ -344,3 +344,88 @@ def test_shipped_stationary_run_file_is_valid():
     run = load_run_file(path)
     check_run(run, load_model("ngnmm_ping"), load_connectome("tvb68"))
     assert run.steps[1]["kind"] == "pattern" and run.steps[1]["start"] == "tr:LP[mode2]#1"
+
+
+@pytest.mark.slow
+def test_subcritical_pattern_of_tvb68_with_hysteresis(tmp_path):
+    """continuation_runs/subcritical_pattern.toml (stuart_landau on tvb68, 136 dimensions, ~20 s):
+    the Hopf point at the closed form mu_c = eps Lambda_68 / 2, l1 > 0, a branch bending back with the
+    predicted amplitude, one fold of cycles, then stable large orbits that coexist with the stable rest
+    state; RK4 simulations at one mu between the fold and the Hopf point: from the branch's stable orbit
+    the network stays oscillating (per-region half-range as on the branch), from rest it stays at rest."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from bifnet.connectome import coupling_operator, load_connectome
+    from bifnet.network import homogeneous_initial_state
+    from bifnet.runs import execute_run_file
+
+    path = Path(__file__).resolve().parent.parent / "continuation_runs" / "subcritical_pattern.toml"
+    out = execute_run_file(path, out=tmp_path / "out")
+    model = load_model("stuart_landau")
+    operator = coupling_operator(load_connectome("tvb68"), model.coupling)
+    lam = float(np.min(np.asarray(operator.spectrum().eigenvalues).real))
+    params = model.resolve_parameters({"eps": 0.5})
+    mu_c = 0.5 * lam / 2
+    omega = np.sqrt(params["omega"] ** 2 - mu_c**2)
+    points = pd.read_csv(out / "transverse_points.csv")
+    hb = points[(points["kind"] == "HB") & (points["mode"] == 68)]
+    assert len(hb) == 1 and hb["criticality"].iloc[0] == "sub" and float(hb["l1"].iloc[0]) > 0
+    assert float(hb["mu_located"].iloc[0]) == pytest.approx(mu_c, abs=1e-10)
+    assert float(hb["frequency_hz_located"].iloc[0]) == pytest.approx(omega / (2 * np.pi) * 1000, rel=1e-10)
+    l1 = float(hb["l1"].iloc[0])
+    rows = pd.read_csv(out / "branches.csv")
+    rows = rows[rows["step"] == "osc"].reset_index(drop=True)
+    mu = rows["mu"].to_numpy()
+    # bends back: mu < mu_c, amplitude sqrt(-(mu - mu_c) / (omega l1)) (Re mu' = 1) close to the point
+    assert np.all(mu[1:30] < mu_c)
+    for k in range(1, 4):
+        assert rows["amplitude"][k] == pytest.approx(np.sqrt(-(mu[k] - mu_c) / (omega * l1)), rel=0.05)
+    # one turning point (LPC), where the orbits become stable
+    turns = [k for k in range(1, len(mu) - 1) if (mu[k] - mu[k - 1]) * (mu[k + 1] - mu[k]) < 0]
+    assert len(turns) == 1
+    k = turns[0]
+    assert mu[k] == pytest.approx(-0.393, abs=2e-3)
+    assert not rows["stable"][1:k].any() and rows["stable"][k + 1:].all()
+    special = pd.read_csv(out / "special_points.csv")
+    assert "LPC1" in set(special[special["step"] == "osc"]["name"])
+    assert mu[-1] > mu_c                                   # the stable large branch passes the Hopf point
+    # hysteresis: at a stable orbit between the fold and the Hopf point
+    j = int(np.argmin(np.abs(mu[k + 1:] - (-0.30)))) + k + 1
+    assert mu[k] < mu[j] < mu_c and rows["stable"][j]
+    # the same branch from the API (the orbits' states are in engine["states"]), then simulations
+    x0 = np.zeros(2)
+    branch = oscillatory_pattern_branch(model, operator, {**params, "mu": float(hb["mu_located"].iloc[0])}, "mu",
+                                        x0, 68, CycleSettings(ds=0.02, ds_max=0.3, max_steps=40,
+                                                              first_amplitude=0.01))
+    m2 = branch["mu"]
+    k2 = next(i for i in range(1, len(m2) - 1) if (m2[i] - m2[i - 1]) * (m2[i + 1] - m2[i]) < 0)
+    assert m2[k2] == pytest.approx(mu[k], abs=2e-3)             # the same fold (sampled, not located)
+    j = int(np.argmin(np.abs(m2[k2 + 1:] - (-0.30)))) + k2 + 1
+    assert m2[k2] < m2[j] < mu_c and branch["stable"][j] == 1
+    network = build_network(model, operator, {**params, "mu": float(m2[j])})
+    T = branch["period"][j]
+    X0 = branch.engine["states"][j].ravel()
+    rng = np.random.default_rng(2)
+    res = simulate(network, (0.0, 40 * T), X0 + 1e-2 * rng.standard_normal(X0.size) * np.abs(X0).max(),
+                   method="rk4", dt=T / 1000, stride=10)
+    assert res.success
+    tail = res.y[-200:, :, 0]                                     # the last two periods
+    half = branch.engine["half_range"][j, :, 0]
+    assert np.allclose(0.5 * np.ptp(tail, axis=0), half, rtol=0.01, atol=1e-3)
+    rest = homogeneous_initial_state(network, np.zeros(2), "mode", amplitude=1e-3, mode=68)
+    res = simulate(network, (0.0, 40 * T), rest, method="rk4", dt=T / 1000, stride=10)
+    assert np.max(np.abs(res.y[-1])) < 1e-4
+
+
+def test_shipped_subcritical_run_file_is_valid():
+    from pathlib import Path
+
+    from bifnet.connectome import load_connectome
+    from bifnet.runs import check_run, load_run_file
+
+    path = Path(__file__).resolve().parent.parent / "continuation_runs" / "subcritical_pattern.toml"
+    run = load_run_file(path)
+    check_run(run, load_model("stuart_landau"), load_connectome("tvb68"))
+    assert run.steps[1]["start"] == "tr:HB[mode68]#1"
