@@ -300,7 +300,8 @@ def transverse_normal_form(model: NodeModel, operator, parameters: Mapping[str, 
 
 
 def locate_transverse_point(model: NodeModel, parameters: Mapping[str, float], free: str, Lambda,
-                            bracket: tuple[float, float], guesses) -> tuple[float, np.ndarray]:
+                            bracket: tuple[float, float], guesses, kind: str | None = None
+                            ) -> tuple[float, np.ndarray]:
     """The exact parameter value and equilibrium where mode ``Lambda``'s growth rate vanishes.
 
     Parameters
@@ -316,6 +317,10 @@ def locate_transverse_point(model: NodeModel, parameters: Mapping[str, float], f
         Values of ``free`` with growth rates of opposite signs (two rows of a branch).
     guesses : (array_like, array_like)
         Homogeneous equilibria at the ends of the bracket.
+    kind : {None, "LP", "BP"}
+        ``"LP"`` / ``"BP"`` (a real eigenvalue crossing zero): where the growth rate does not change
+        sign in the bracket (the mode is already unstable through other eigenvalues, e.g. on the
+        saddle branch between two homogeneous folds), the root of ``det J(Lambda)`` instead.
 
     Returns
     -------
@@ -325,8 +330,8 @@ def locate_transverse_point(model: NodeModel, parameters: Mapping[str, float], f
     Notes
     -----
     Brent's method on the leading real part of the eigenvalues of
-    ``J(Lambda)`` at the equilibrium solved by Newton's method (exact
-    Jacobian) from the interpolated guess; converges to ``xtol = 1e-13``.
+    ``J(Lambda)`` (or on ``det J(Lambda)``, see ``kind``) at the equilibrium solved by
+    Newton's method (exact Jacobian) from the interpolated guess; converges to ``xtol = 1e-13``.
     """
     from scipy.optimize import brentq
 
@@ -338,6 +343,8 @@ def locate_transverse_point(model: NodeModel, parameters: Mapping[str, float], f
     lam = complex(Lambda)
     states = {}
 
+    use_det = False
+
     def rate(value):
         t = 0.0 if hi == lo else (value - lo) / (hi - lo)
         guess = (1 - t) * x_lo + t * x_hi
@@ -346,9 +353,14 @@ def locate_transverse_point(model: NodeModel, parameters: Mapping[str, float], f
         states[value] = x
         A, B = _mode_matrices(model, x, params)
         J = A + (lam if lam.imag else lam.real) * B
+        if use_det:
+            return float(np.linalg.det(J).real)
         return float(np.max(np.linalg.eigvals(J).real))
 
     r_lo, r_hi = rate(lo), rate(hi)
+    if kind in ("LP", "BP") and not lam.imag and r_lo > 0 and r_hi > 0:
+        use_det = True
+        r_lo, r_hi = rate(lo), rate(hi)
     if not r_lo * r_hi < 0:
         if r_lo == 0:
             return lo, states[lo]
@@ -379,10 +391,10 @@ def crossing_columns(model: NodeModel, operator, branch, crossing, group) -> dic
         return out
     row = lambda k: np.array([branch[v][k] for v in branch.variables], dtype=float)  # noqa: E731
     try:
-        value, x = locate_transverse_point(model, dict(branch.parameters), free, crossing.Lambda,
-                                           (branch[free][i], branch[free][j]), (row(i), row(j)))
-        params = {**branch.parameters, free: value}
         kind = "HB" if crossing.kind.value == "HB" else "BP"
+        value, x = locate_transverse_point(model, dict(branch.parameters), free, crossing.Lambda,
+                                           (branch[free][i], branch[free][j]), (row(i), row(j)), kind)
+        params = {**branch.parameters, free: value}
         nf = transverse_normal_form(model, operator, params, x, group.mode, kind)
     except (BifnetError, np.linalg.LinAlgError, ValueError, RuntimeError) as error:
         log.warning("  normal form of mode %d near %s = %.6g failed: %s", group.mode, free, crossing.value, error)

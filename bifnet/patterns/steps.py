@@ -99,7 +99,7 @@ def _bracket(model, params, free, Lambda, value, x):
             lo, hi = value - delta, value + delta
             x_lo = find_equilibrium(model, {**params, free: lo}, x, settle_time=0.0)
             x_hi = find_equilibrium(model, {**params, free: hi}, x, settle_time=0.0)
-            return locate_transverse_point(model, params, free, Lambda, (lo, hi), (x_lo, x_hi))
+            return locate_transverse_point(model, params, free, Lambda, (lo, hi), (x_lo, x_hi), "LP")
         except BifnetError as error:
             last = error
             delta *= 3

@@ -11,8 +11,9 @@ The search for starting points is cheap and exhaustive along "levels": at
 each level (a value of the second parameter, or of ``Lambda`` for neutral
 curves) the homogeneous equilibrium branch is continued once, the growth
 rate of every mode is evaluated at every point (``eig(A + Lambda B)``), and
-every sign change not already on a computed curve starts one short augmented
-continuation (which locates the point exactly) and one locus.
+every sign change not already on a computed curve (and every sign change of
+``det J(Lambda)`` of a mode that is already unstable, :func:`hidden_fold_crossings`)
+starts one short augmented continuation (which locates the point exactly) and one locus.
 """
 
 from __future__ import annotations
@@ -103,6 +104,45 @@ def find_crossings(branch: Branch, rates: np.ndarray, freqs: np.ndarray, Lambdas
             f = (1 - t) * freqs[i, k] + t * freqs[i + 1, k]
             kind = SpecialKind.HB if min(freqs[i, k], freqs[i + 1, k]) > 1e-6 else SpecialKind.LP
             out.append(Crossing(lam, float(level), int(i), float((1 - t) * x[i] + t * x[i + 1]), kind, float(f)))
+    return out
+
+
+def hidden_fold_crossings(model: NodeModel, branch: Branch, rates: np.ndarray, Lambdas,
+                          level: float) -> list[Crossing]:
+    """Zero crossings of a real eigenvalue of ``J(Lambda)`` where the mode is already unstable.
+
+    A real eigenvalue of a real mode's ``J(Lambda)`` can cross zero where the growth
+    rate (the largest real part) stays positive, e.g. on the saddle branch between two folds of
+    the homogeneous state; :func:`find_crossings` does not see it, but it is a transverse branch
+    point of the full network all the same. Found by sign changes of ``det J(Lambda)``
+    between points of the branch where the growth rate is positive at both ends
+    (a sign change of the rate is already a crossing); kind ``LP``, frequency 0.
+    """
+    from bifnet.codegen import mode_jacobian_functions
+
+    A_fn, B_fn = mode_jacobian_functions(model)
+    params = dict(branch.parameters)
+    names = list(model.parameter_names)
+    p1 = branch.free[0]
+    x = branch[p1]
+    real = [k for k, lam in enumerate(Lambdas) if abs(complex(lam).imag) == 0]
+    if not real or len(branch) < 2:
+        return []
+    dets = np.empty((len(branch), len(real)))
+    for i in range(len(branch)):
+        params.update({n: float(branch[n][i]) for n in branch.free})
+        pv = np.array([float(params[n]) for n in names])
+        state = np.array([branch[v][i] for v in branch.variables], dtype=float)
+        A, B = A_fn(state, pv), B_fn(state, pv)
+        for j, k in enumerate(real):
+            dets[i, j] = np.linalg.det(A + float(np.real(Lambdas[k])) * B)
+    out = []
+    for j, k in enumerate(real):
+        d, r = dets[:, j], rates[:, k]
+        for i in np.flatnonzero((np.sign(d[:-1]) * np.sign(d[1:]) < 0) & (r[:-1] > 0) & (r[1:] > 0)):
+            t = d[i] / (d[i] - d[i + 1])
+            out.append(Crossing(float(np.real(Lambdas[k])), float(level), int(i),
+                                float((1 - t) * x[i] + t * x[i + 1]), SpecialKind.LP, 0.0))
     return out
 
 
@@ -300,7 +340,10 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
         rates, freqs = growth_table(model, eq, lams)
         table[float(level)] = (eq, rates, freqs)
         keep = [k for k, m in enumerate(modes) if m.mode != 1] if not neutral else [0]
-        for c in find_crossings(eq, rates[:, keep], freqs[:, keep], [lams[k] for k in keep], level):
+        found = find_crossings(eq, rates[:, keep], freqs[:, keep], [lams[k] for k in keep], level)
+        if not neutral:   # real zero eigenvalues of modes that are already unstable (saddle branches)
+            found += hidden_fold_crossings(model, eq, rates[:, keep], [lams[k] for k in keep], level)
+        for c in found:
             crossings.append(c)
             q_value = c.Lambda if neutral else level
             point = (c.value, q_value)
