@@ -154,3 +154,12 @@ def test_multiplier_crossings_pair_the_multipliers():
     assert kinds == [("NS", "out"), ("PD", "out")]
     assert verify_cycles.net_change(out) == 3
     assert verify_cycles.multiplier_crossings(b, a)[0].direction == "in"
+
+
+def test_verification_budget_must_be_a_non_negative_integer():
+    from bifnet.errors import BifnetError
+
+    for bad in (-1, 2.5):
+        with pytest.raises(BifnetError, match="verification_budget"):
+            CycleSettings(verification_budget=bad)
+    assert CycleSettings(verification_budget=0).verification_budget == 0

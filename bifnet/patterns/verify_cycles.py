@@ -40,11 +40,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 
 import numpy as np
 
-from bifnet.continuation.branch import SpecialKind
+from bifnet.continuation.branch import SpecialKind, SpecialPoint
 from bifnet.errors import BifnetError
+from bifnet.patterns.cycles import MULTIPLIER_MARGIN
 
 log = logging.getLogger("bifnet.patterns")
 
@@ -360,3 +362,180 @@ def _orbit_residual(problem, z, S):
     D = problem.D
     end = problem.flow(z[:D], z[D], z[D + 1], S)
     return math.inf if end is None else float(np.max(np.abs(end - z[:D])))
+
+
+# --------------------------------------------------------------------------- #
+# Detection and verification of a branch's points
+# --------------------------------------------------------------------------- #
+
+
+def detect_points(p, period, counts, unstable, multipliers, free):
+    """Turning points (LPC) and multipliers crossing the unit circle between rows (BP, PD, NS; matched
+    from row to row by :func:`bifnet.patterns.verify_cycles.multiplier_crossings`), ``located = False``.
+
+    Returns ``[(point, crossing or None)]``. Where the crossings do not explain the change of the unstable
+    count (multipliers that could not be paired), the count changes are reported as before, with a reason.
+    """
+    out = []
+    tally: dict = {}
+
+    def add(kind, i, value, found_by, crossing=None, **details):
+        tally[kind] = tally.get(kind, 0) + 1
+        point = SpecialPoint(kind=kind, index=int(i), parameters={free: float(value)}, located=False,
+                             period=float(period[i]), name=f"{kind.value}{tally[kind] + (kind is SpecialKind.BP)}",
+                             verification="not verified", details={"found_by": found_by, **details})
+        out.append((point, crossing))
+
+    dp = np.diff(p)
+    folds = set()
+    for i in range(2, len(p) - 1):
+        if dp[i - 1] * dp[i] < 0:
+            add(SpecialKind.LPC, i, p[i], "turning point of the free parameter")
+            folds.add(i)
+    words = {SpecialKind.NS: "a complex pair crosses the unit circle",
+             SpecialKind.PD: "a real multiplier crosses -1", SpecialKind.BP: "a real multiplier crosses +1"}
+    for i in range(1, len(p) - 1):
+        crossings = multiplier_crossings(multipliers[i], multipliers[i + 1], margin=MULTIPLIER_MARGIN)
+        if net_change(crossings) == unstable[i + 1] - unstable[i]:
+            for c in crossings:
+                if c.kind is SpecialKind.BP and {i - 1, i, i + 1, i + 2} & folds:
+                    continue   # the fold's multiplier through +1
+                # where |mu| - 1 interpolates to zero between the rows
+                ga, gb = abs(c.mu_a) - 1.0, abs(c.mu_b) - 1.0
+                value = p[i] + (p[i + 1] - p[i]) * ga / (ga - gb)
+                add(c.kind, i, value, words[c.kind] + " (multipliers paired between rows)", c,
+                    direction=c.direction)
+            continue
+        a, b = counts[i], counts[i + 1]
+        reason = "the multipliers of the rows could not be paired to explain the change of the unstable count"
+        if a[0] != b[0] and not ({i - 1, i, i + 1, i + 2} & folds):
+            add(SpecialKind.BP, i, 0.5 * (p[i] + p[i + 1]), "a real multiplier crosses +1", reason=reason)
+        if a[1] != b[1]:
+            add(SpecialKind.PD, i, 0.5 * (p[i] + p[i + 1]), "a real multiplier crosses -1", reason=reason)
+        if a[2] != b[2]:
+            add(SpecialKind.NS, i, 0.5 * (p[i] + p[i + 1]), "a complex pair crosses the unit circle", reason=reason)
+    return sorted(out, key=lambda item: item[0].index)
+
+
+def verify_points(problem, rows, detected, free, settings, n):
+    """Solve the detected LPC, PD and NS points again (:mod:`bifnet.patterns.verify_cycles`); BP points and
+    points past the budget are ``not verified``. ``rows[r]`` is branch row ``r + 1``."""
+    D = problem.D
+    started = time.perf_counter()
+    budget = [float(settings.verification_budget)]
+    out = {id(sp): sp for sp, _ in detected}
+    groups: dict = {}
+    for sp, crossing in detected:
+        if sp.kind is SpecialKind.LPC:
+            groups[("LPC", sp.index)] = [(sp, None)]
+        elif sp.kind in (SpecialKind.PD, SpecialKind.NS) and crossing is not None:
+            groups.setdefault(("X", sp.index), []).append((sp, crossing))
+        elif sp.kind is SpecialKind.BP:
+            out[id(sp)] = dataclasses.replace(sp, details={**sp.details, "reason": sp.details.get(
+                "reason", "branch points of oscillatory patterns are not re-solved")})
+    spent = 0.0
+    orbits = {}
+    for (what, i), members in groups.items():
+        if budget[0] <= 0:
+            for sp, _ in members:
+                why = ("not verified (verification_budget = 0)" if not settings.verification_budget else
+                       f"not verified: the branch's verification budget ({settings.verification_budget} "
+                       f"monodromies) was spent")
+                out[id(sp)] = dataclasses.replace(sp, details={**sp.details, "reason": why})
+            continue
+        # a crossing lies between rows i and i + 1; a fold next to row i, in (i - 1, i) or (i, i + 1). Row b
+        # lies on the section through row a's point (the continuation's phase condition)
+        halves = [(i - 1, i), (i, i + 1)] if what == "LPC" else [(i, i + 1)]
+        try:
+            tried = []
+            for a, b in halves:
+                ra, rb = rows[a - 1], rows[b - 1]
+                S = max(ra["S"], rb["S"])
+                ends = [(ra["z"], ra["mu"] if ra["S"] == S else None), (rb["z"], rb["mu"] if rb["S"] == S else None)]
+                results, cost = verify_bracket(problem, [sp.kind for sp, _ in members], ends, S, settings, budget,
+                                               crossings=[c for _, c in members if c is not None])
+                spent += cost
+                tried.append(results)
+                if what != "LPC" or results[0].ok or budget[0] <= 0:
+                    break
+            if what == "LPC" and not results[0].ok:   # the more telling of the two halves' reasons
+                telling = [r for r in tried if not r[0].reason.startswith("no sign change")]
+                results = telling[0] if telling else [dataclasses.replace(
+                    results[0], reason="no sign change of the fold condition on either side of the turning row "
+                                       "(no fold: the continuation turned back?)")]
+        except BifnetError as error:
+            for sp, _ in members:
+                out[id(sp)] = dataclasses.replace(sp, verification="failed", details={**sp.details,
+                                                                                      "reason": str(error)})
+            continue
+        found = []
+        for (sp, crossing), result in zip(members, results):
+            twin = next((name for name, z in found if result.ok and np.allclose(z, result.z, rtol=0, atol=1e-7)),
+                        None)
+            if twin is not None:
+                result = dataclasses.replace(result, ok=False, reason=f"converged to the point already verified as "
+                                                                      f"{twin}")
+            details = dict(sp.details)
+            details["evaluations"] = result.evaluations
+            if not result.ok:
+                details["reason"] = result.reason
+                out[id(sp)] = dataclasses.replace(sp, residual=result.residual, verification=result.method,
+                                                  details=details)
+                continue
+            found.append((sp.name, result.z))
+            z = result.z
+            orbits[sp.name] = z.copy()
+            mu = result.multipliers
+            closest = mu[np.argsort(np.abs(np.abs(mu) - 1.0), kind="stable")[:10]]
+            if sp.kind is SpecialKind.LPC:    # the trivial multiplier and the fold's, both at 1
+                others = mu[np.argsort(np.abs(mu - 1.0), kind="stable")[2:]]
+            else:
+                others = _nontrivial_sorted(mu)
+                others = others[np.minimum(np.abs(others - result.critical),
+                                           np.abs(others - np.conj(result.critical))) > 1e-6]
+            details["engine_value"] = float(sp.parameters[free])
+            details["unstable_others"] = int(np.sum(np.abs(others) > 1 + MULTIPLIER_MARGIN))
+            if sp.kind is not SpecialKind.LPC:
+                details["multiplier_angle"] = float(abs(np.angle(result.critical)))
+            out[id(sp)] = dataclasses.replace(
+                sp, parameters={free: float(z[D + 1])}, period=float(z[D]), located=True,
+                state=tuple(float(v) for v in z[:D].reshape(-1, n).mean(axis=0)),
+                eigenvalues=tuple(complex(e) for e in closest), residual=result.residual,
+                verification=result.method, details=details)
+    points = [out[id(sp)] for sp, _ in detected]
+    points = _retraced(points, orbits, free)
+    verified = [sp for sp in points if sp.kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS)]
+    if verified:
+        log.info("  verification: %d of %d LPC/PD/NS points located, %.0f monodromies, %.1f s",
+                 sum(sp.located for sp in verified), len(verified), spent, time.perf_counter() - started)
+    for sp in verified:
+        if not sp.located:
+            log.warning("  oscillatory pattern %s near %s = %.8g not located: %s", sp.name, free,
+                        sp.parameters[free], sp.details.get("reason", ""))
+    return points, orbits
+
+
+def _retraced(points, orbits, free):
+    """A located point equal to an earlier one of its kind (parameter, period and multiplier angle to 1e-7)
+    is the same point met again: the branch retraced itself (``located = False``, with the reason)."""
+    out = []
+    for sp in points:
+        twin = None
+        if sp.located:
+            twin = next((o.name for o in out if o.located and o.kind is sp.kind
+                         and abs(o.parameters[free] - sp.parameters[free]) <= 1e-7 * max(1.0, abs(sp.parameters[free]))
+                         and abs(o.period - sp.period) <= 1e-7 * sp.period
+                         and abs(o.details.get("multiplier_angle", 0.0) - sp.details.get("multiplier_angle", 0.0))
+                         <= 1e-7), None)
+        if twin is not None:
+            orbits.pop(sp.name, None)
+            sp = dataclasses.replace(sp, located=False, details={
+                **sp.details, "reason": f"the same point as {twin} ({free}, period and multiplier agree to 1e-7): "
+                                        f"the branch retraced itself"})
+        out.append(sp)
+    return out
+
+
+def _nontrivial_sorted(mu):
+    mu = np.asarray(mu)
+    return np.delete(mu, int(np.argmin(np.abs(mu - 1.0)))) if mu.size else mu
