@@ -252,6 +252,7 @@ class Shooting(_Strict):
     multipliers: Annotated[int, Field(ge=1)] | None = None
     newton_iterations: Annotated[int, Field(ge=1)] | None = None
     tolerance: Positive | None = None
+    verification_budget: Annotated[int, Field(ge=0)] | None = None
 
 
 class PatternStep(_Step):

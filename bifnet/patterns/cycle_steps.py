@@ -18,7 +18,7 @@ log = logging.getLogger("bifnet")
 
 #: keys of the step's ``shooting`` table (fields of :class:`bifnet.patterns.cycles.CycleSettings`)
 SHOOTING_KEYS = ("dt", "method", "first_amplitude", "check_return", "return_tolerance", "multipliers",
-                 "newton_iterations", "tolerance")
+                 "newton_iterations", "tolerance", "verification_budget")
 
 
 def cycle_settings(context, step, spec, bounds):

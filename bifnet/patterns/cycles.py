@@ -96,6 +96,9 @@ class CycleSettings:
         while it exceeds ``return_tolerance`` the RK4 step is halved (at most
         :data:`REFINEMENTS` times) and the point corrected again.
     return_tolerance : float
+    verification_budget : int
+        Monodromies the verification of the branch's LPC, PD and NS points may spend
+        (:mod:`bifnet.patterns.verify_cycles`; 0: none verified). Points past it are ``not verified``.
     """
 
     ds: float = 0.05
@@ -111,6 +114,7 @@ class CycleSettings:
     multipliers: int = 10
     check_return: bool = True
     return_tolerance: float = 1e-7
+    verification_budget: int = 400
 
     def __post_init__(self):
         if not (0 < self.ds_min <= self.ds <= self.ds_max):
@@ -124,6 +128,8 @@ class CycleSettings:
             raise BifnetError(f"method must be one of {', '.join(_METHODS)}, got {self.method!r}")
         if not self.first_amplitude > 0:
             raise BifnetError(f"first_amplitude must be positive, got {self.first_amplitude}")
+        if not (isinstance(self.verification_budget, (int, np.integer)) and self.verification_budget >= 0):
+            raise BifnetError(f"verification_budget must be a non-negative integer, got {self.verification_budget!r}")
 
 
 class ShootingProblem(NetworkProblem):
@@ -452,10 +458,11 @@ def oscillatory_pattern_branch(model: NodeModel, operator, parameters: Mapping[s
     -----
     Single shooting with pseudo-arclength continuation; the algorithm and its
     measurements are in the module docstring and ``docs/engine.md``. Special
-    points are detected from multipliers crossing the unit circle between rows
-    (``LPC``: a turning point in ``free``; ``BP``: a real multiplier through +1
-    without one; ``PD``: through -1; ``NS``: a complex pair) and reported with
-    ``located = False``.
+    points: ``LPC`` (a turning point in ``free``) and the multipliers crossing the unit
+    circle between rows, paired from row to row (``BP``: a real multiplier through +1;
+    ``PD``: through -1; ``NS``: a complex pair). LPC, PD and NS points are re-solved by
+    :mod:`bifnet.patterns.verify_cycles` (``located`` only then; the orbits in
+    ``engine["verified_orbits"]``); BP points are not.
 
     Examples
     --------
@@ -624,7 +631,11 @@ def _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient
                             verification="transverse Hopf point (located on the mode Jacobian)",
                             details={"mode": int(mode), "criticality": nf.criticality, "l1": nf.l1,
                                      "omega_per_ms": nf.omega, "speed": speed})]
-    special += _detected(p, period, counts, free)
+    from bifnet.patterns.verify_cycles import detect_points, verify_points
+
+    detected = detect_points(p, period, counts, unstable, multipliers, free)
+    verified, orbits = verify_points(problem, rows, detected, free, settings, n)
+    special += verified
     return Branch(kind=BranchKind.CYCLES, name=name, free=(free,), columns=columns, special_points=tuple(special),
                   parameters=dict(parameters), origin=(f"mode{mode}", "HB"), mode=int(mode),
                   Lambda=complex(nf.Lambda) if abs(np.imag(nf.Lambda)) > 0 else float(np.real(nf.Lambda)),
@@ -632,32 +643,5 @@ def _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient
                   engine={"states": states, "mean": mean, "half_range": half, "harmonic": harmonic,
                           "multipliers": multipliers, "normal_form": nf, "speed": speed, "observe": obs,
                           "hopf_index": 0, "amplitude_coefficient": coefficient, "method": settings.method,
-                          "steps_per_period": [0] + [r["S"] for r in rows], "points": {}})
-
-
-def _detected(p, period, counts, free):
-    """Turning points (LPC) and changes of the unstable multiplier counts between rows (located = False)."""
-    out = []
-    tally: dict = {}
-
-    def add(kind, i, value, found_by):
-        tally[kind] = tally.get(kind, 0) + 1
-        out.append(SpecialPoint(kind=kind, index=int(i), parameters={free: float(value)}, located=False,
-                                period=float(period[i]), name=f"{kind.value}{tally[kind] + (kind is SpecialKind.BP)}",
-                                verification="not verified", details={"found_by": found_by}))
-
-    dp = np.diff(p)
-    folds = set()
-    for i in range(2, len(p) - 1):
-        if dp[i - 1] * dp[i] < 0:
-            add(SpecialKind.LPC, i, p[i], "turning point of the free parameter")
-            folds.add(i)
-    for i in range(1, len(p) - 1):
-        a, b = counts[i], counts[i + 1]
-        if a[0] != b[0] and not ({i - 1, i, i + 1, i + 2} & folds):
-            add(SpecialKind.BP, i, 0.5 * (p[i] + p[i + 1]), "a real multiplier crosses +1")
-        if a[1] != b[1]:
-            add(SpecialKind.PD, i, 0.5 * (p[i] + p[i + 1]), "a real multiplier crosses -1")
-        if a[2] != b[2]:
-            add(SpecialKind.NS, i, 0.5 * (p[i] + p[i + 1]), "a complex pair crosses the unit circle")
-    return sorted(out, key=lambda sp: sp.index)
+                          "steps_per_period": [0] + [r["S"] for r in rows], "points": {},
+                          "verified_orbits": orbits})
