@@ -364,3 +364,35 @@ def test_accounting_dismisses_a_stability_change_the_engine_invented(tmp_path):
     assert out.special_points == ()
     assert out.accounting["dismissed"] == 1
     assert list(out["stable"]) == [0, 0]
+
+
+def test_period_scan_finds_the_fold_between_two_orbits(tmp_path):
+    """The Bautin normal form with shear, z' = (mu + i (w + |z|^2)) z + 2 |z|^2 z - |z|^4 z: cycles rho = |z|^2
+    with mu = rho^2 - 2 rho and period 2 pi / (w + rho), so the family is a graph over the period while mu turns
+    at the fold rho = 1 (mu = -1, period 2 pi / (w + 1)). The scan from rho = 0.8 (unstable: amplitude exponent
+    4 rho (1 - rho) > 0) to rho = 1.25 (stable) must find that fold and nothing else."""
+    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan
+    from bifnet.model import load_model
+
+    text = (Path(__file__).parent / "data" / "stuart_landau.toml").read_text()
+    text = text.replace("- x*(x**2 + y**2)", "+ (2*(x**2 + y**2) - (x**2 + y**2)**2)*x")
+    text = text.replace("- y*(x**2 + y**2)", "+ (2*(x**2 + y**2) - (x**2 + y**2)**2)*y")
+    text = text.replace("omega*y", "(omega + x**2 + y**2)*y").replace("omega*x", "(omega + x**2 + y**2)*x")
+    path = tmp_path / "sheared_bautin.toml"
+    path.write_text(text)
+    model = load_model(path)
+    w = 1.0
+    mu = lambda rho: rho ** 2 - 2 * rho
+    period = lambda rho: 2 * np.pi / (w + rho)
+    scanner = PeriodScan(model, {"mu": mu(0.8), "omega": w}, "mu", np.array([np.sqrt(0.8), 0.0]), period(0.8))
+    scan = scanner.run(period(1.25), mu(1.25))
+    assert scan is not None
+    assert abs(scan[-1].parameter - mu(1.25)) < 1e-9
+    assert (scan[0].count, scan[-1].count) == (1, 0)
+    crossings = crossings_in_scan(scan)
+    assert [kind for kind, _ in crossings] == [SpecialKind.LPC]
+    result = scanner.locate(SpecialKind.LPC, scan, crossings[0][1])
+    assert result.ok, result.reason
+    assert abs(result.parameters["mu"] + 1.0) < 1e-9
+    assert abs(result.period - period(1.0)) < 1e-7
+    assert abs(np.hypot(*result.state) - 1.0) < 1e-5
