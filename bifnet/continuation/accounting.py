@@ -396,8 +396,8 @@ MAX_SCANS = 40   #: row pairs per branch followed in the period by bifnet's own 
 
 def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branch, int, dict]:
     """Follow the branch between the rows of each unexplained event in the period, by bifnet's own
-    multiple shooting (:func:`~bifnet.continuation.verify_cycles.scan_in_period`), and solve every
-    fold, period doubling and torus bifurcation the scan passes (:func:`solve_cycle_point`).
+    multiple shooting (:class:`~bifnet.continuation.verify_cycles.PeriodScan`), and solve every
+    fold, period doubling and torus bifurcation the scan passes (``PeriodScan.locate``).
 
     Near a homoclinic orbit the folds and period doublings of a snaking branch lie closer together
     than the engine's steps, also after refinement: on ngnmm_ping at eps = 30 a period doubling sits
@@ -590,7 +590,7 @@ def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
     the crossing multiplier: real positive LPC, real negative PD, complex NS)
     and the ``start`` ``(row, OrbitSolution)`` closest to it.
     """
-    from bifnet.continuation.verify_cycles import solve_periodic_orbit
+    from bifnet.continuation.verify_cycles import _critical, solve_periodic_orbit
 
     points = (branch.engine or {}).get("points", {})
     name = branch.free[0]
@@ -620,12 +620,10 @@ def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
     # the crossing multiplier: the non-trivial one closest to the unit circle, at the row where it is closest
     best = None
     for row, sol in solutions.items():
-        mu = sol.multipliers
-        rest = np.delete(mu, int(np.argmin(np.abs(mu - 1.0))))
-        k = int(np.argmin(np.abs(np.abs(rest) - 1.0)))
-        gap = abs(abs(rest[k]) - 1.0)
+        critical = _critical(sol.multipliers)
+        gap = abs(abs(critical) - 1.0)
         if best is None or gap < best[0]:
-            best = (gap, row, rest[k])
+            best = (gap, row, critical)
     _, row, mu = best
     if abs(counts[b] - counts[a]) == 2 or abs(mu.imag) > 1e-6 * max(1.0, abs(mu)):
         kind = SpecialKind.NS

@@ -300,18 +300,22 @@ class OrbitSolution:
     multipliers: np.ndarray   #: all of them, largest modulus first (the trivial one included)
 
     def unstable_count(self) -> int:
-        """Multipliers outside the unit circle, the trivial one (closest to 1) left out; -1 when one
-        lies within ``max(1e-6, 10 |mu_trivial - 1|)`` of the circle (undecided: e.g. next to a fold,
-        where the trivial multiplier and the fold's split into ``1 +- delta``)."""
-        mu = self.multipliers
-        if not self.ok or mu.size == 0:
-            return -1
-        k = int(np.argmin(np.abs(mu - 1.0)))
-        band = max(1e-6, 10.0 * float(abs(mu[k] - 1.0)))
-        modulus = np.abs(np.delete(mu, k))
-        if np.any(np.abs(modulus - 1.0) <= band):
-            return -1
-        return int(np.sum(modulus > 1.0))
+        """Multipliers outside the unit circle (:func:`_count`); -1 when the solve failed."""
+        return _count(self.multipliers) if self.ok else -1
+
+
+def _count(mu: np.ndarray) -> int:
+    """Multipliers outside the unit circle, the trivial one (closest to 1) left out; -1 when one lies
+    within ``max(1e-6, 10 |mu_trivial - 1|)`` of the circle (undecided: e.g. next to a fold, where the
+    trivial multiplier and the fold's split into ``1 +- delta``)."""
+    if mu.size == 0:
+        return -1
+    k = int(np.argmin(np.abs(mu - 1.0)))
+    band = max(1e-6, 10.0 * float(abs(mu[k] - 1.0)))
+    modulus = np.abs(np.delete(mu, k))
+    if np.any(np.abs(modulus - 1.0) <= band):
+        return -1
+    return int(np.sum(modulus > 1.0))
 
 
 def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: int = 10) -> OrbitSolution:
@@ -422,10 +426,6 @@ class ScanSample:
     multipliers: np.ndarray = dataclasses.field(repr=False)
     residual: float = 0.0
     count: int = -1     #: multipliers outside the unit circle, trivial one left out (-1: undecided)
-
-
-def _count(mu: np.ndarray) -> int:
-    return OrbitSolution(ok=True, residual=0.0, state=np.empty(0), period=0.0, multipliers=mu).unstable_count()
 
 
 def _critical(mu: np.ndarray) -> complex:
