@@ -166,7 +166,7 @@ def _drop_duplicate_specials(branch: Branch) -> Branch:
 def _classify_blow_up(cycles: Branch, source: Branch | None, settings: ContinuationSettings) -> Branch:
     """Label a period blow-up as SNIC (at a fold of equilibria) or HOM."""
     period = cycles["period"]
-    if len(period) == 0 or not np.isfinite(period[-1]) or period[-1] < 0.98 * settings.max_period:
+    if len(period) == 0 or not np.isfinite(period[-1]) or period[-1] < BLOW_UP_FRACTION * settings.max_period:
         return cycles
     name = cycles.free[0]
     value = float(cycles[name][-1])
@@ -290,7 +290,7 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
 
     def done(points):
         last = points[-1]
-        if not lo < _auto._param(last, slot) < hi or _period(last) >= 0.98 * settings.max_period:
+        if not lo < _auto._param(last, slot) < hi or _blow_up_index(points, settings) is not None:
             return True
         if mesh_check and _poor_mesh(points) > POOR_MESH_FRACTION * len(points):
             return True  # the mesh is too coarse: stop here, a finer one follows
@@ -307,6 +307,9 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
 
     points = _continue_in_chunks(problem, raw, free, settings, ips="LC", source_ips=source_ips, switch=switch,
                                  ds=settings.ds, with_period=True, done=done, name=name)
+    blow_up = _blow_up_index(points, settings)
+    if blow_up is not None:
+        points = points[: blow_up + 1]  # the period blew up there, wherever AUTO's chunk ended
 
     cycles = convert(points)
     if switch == "hopf":
@@ -382,6 +385,27 @@ def _same_direction(before, last, after, slots) -> bool:
 
 def _period(point) -> float:
     return _auto._param(point, _auto.PERIOD_SLOT)
+
+
+#: A cycle branch whose period reaches this fraction of ``settings.max_period`` has blown up.
+BLOW_UP_FRACTION = 0.98
+
+
+def _blow_up_index(points, settings: ContinuationSettings) -> int | None:
+    """First row whose period reaches :data:`BLOW_UP_FRACTION` of ``max_period``, or None.
+
+    Every row is looked at, not only the last one of a chunk: a period can
+    rise past the threshold and come back down within one AUTO call (at
+    eps = 30 on ngnmm_ping it peaked at 297.99 with max_period 300 and the
+    branch went on to another Hopf point), and the branch must then stop
+    where it blew up whatever the chunk length or step size.
+    """
+    limit = BLOW_UP_FRACTION * settings.max_period
+    for i, point in enumerate(points):
+        period = _period(point)
+        if np.isfinite(period) and period >= limit:
+            return i
+    return None
 
 
 def _trace(points, slot):
