@@ -396,3 +396,51 @@ def test_period_scan_finds_the_fold_between_two_orbits(tmp_path):
     assert abs(result.parameters["mu"] + 1.0) < 1e-9
     assert abs(result.period - period(1.0)) < 1e-7
     assert abs(np.hypot(*result.state) - 1.0) < 1e-5
+
+
+def _slow_cycle_model(tmp_path):
+    """x' = mu x - w(rho) y - rho x, y' = w(rho) x + mu y - rho y, rho = x^2 + y^2, w(rho) = w0 + (rho - 1)^2
+    with w0 = 2 pi / 297: a Hopf point at mu = 0 (frequency 1 + w0) and cycles rho = mu of period
+    2 pi / (w0 + (mu - 1)^2), which rises to 297 ms at mu = 1 and falls again."""
+    from bifnet.model import load_model
+
+    w = f"({2 * np.pi / 297.0!r} + (x**2 + y**2 - 1)**2)"
+    text = (Path(__file__).parent / "data" / "stuart_landau.toml").read_text()
+    text = text.replace("omega*y", f"{w}*y").replace("omega*x", f"{w}*x")
+    path = tmp_path / "slow_cycles.toml"
+    path.write_text(text)
+    return load_model(path)
+
+
+def test_cycle_branch_stops_where_the_period_first_reaches_max_period(tmp_path):
+    """With max_period = 300 the engine's own stop (a period of 300) is never reached on the cycles of
+    :func:`_slow_cycle_model`, but the period passes 0.98 * 300 = 294 ms: the branch must end at the first
+    row past that, whichever AUTO chunk holds it, and nothing after it may be kept (before, only the last
+    row of each 120-step chunk was looked at, and the branch went on to mu = 2.5)."""
+    model = _slow_cycle_model(tmp_path)
+    settings = ContinuationSettings(ds=0.01, ds_max=0.02, max_steps=400, max_period=300.0,
+                                    bounds={"mu": (-1.0, 2.5)})
+    eq = continue_equilibria(model, model.resolve_parameters({"eps": 0.0, "mu": -0.5}), "mu", settings=settings)
+    cycles = continue_from(eq, "HB1", settings=settings)
+    period, mu = np.asarray(cycles["period"]), np.asarray(cycles["mu"])
+    limit = 0.98 * 300.0
+    assert np.all(np.abs(period - 2 * np.pi / (2 * np.pi / 297.0 + (mu - 1) ** 2)) < 1e-4 * period)
+    assert period[-1] >= limit and np.all(period[:-1] < limit)
+    assert abs(mu[-1] - 1.0) < 0.015
+    assert cycles.status.startswith("period blow-up")
+
+
+def test_a_row_that_lands_on_a_hopf_point_still_gives_a_restartable_point(tmp_path):
+    """From mu = -0.5 in steps of 0.05 a row of :func:`_slow_cycle_model`'s equilibria lands 5e-8 past the
+    Hopf point mu = 0, where the engine's test function is zero, and the engine reports nothing. The
+    accounting reruns that stretch; the rerun's Hopf point lies between its last row and the old one and
+    must be kept, so that the point comes from the engine (with its restart data) and cycles start from it."""
+    model = _slow_cycle_model(tmp_path)
+    settings = ContinuationSettings(ds=0.05, ds_max=0.05, bounds={"mu": (-1.0, 2.5)})
+    eq = continue_equilibria(model, model.resolve_parameters({"eps": 0.0, "mu": -0.5}), "mu", settings=settings)
+    (hb,) = eq.points_of_kind(SpecialKind.HB)
+    assert hb.located and abs(hb.parameters["mu"]) < 1e-9
+    assert hb.details.get("found_by", "engine") == "engine"
+    assert eq.accounting["refinements"] == 1 and eq.accounting["unexplained"] == 0
+    cycles = continue_from(eq, "HB1", settings=settings.replace(max_steps=20))
+    assert abs(cycles["period"][0] - 2 * np.pi / (1 + 2 * np.pi / 297.0)) < 1e-6

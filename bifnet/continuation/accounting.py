@@ -32,6 +32,7 @@ log = logging.getLogger("bifnet.continuation")
 
 MAX_REFINEMENTS = 2          #: rounds of refinement per branch
 MAX_REFINED_STRETCHES = 8    #: stretches refined per branch at most (each is a new engine run)
+GOLDEN = (1 + 5 ** 0.5) / 2
 
 _WEIGHT = {SpecialKind.LP: 1, SpecialKind.BP: 1, SpecialKind.HB: 2,
            SpecialKind.LPC: 1, SpecialKind.PD: 1, SpecialKind.NS: 2}
@@ -221,7 +222,7 @@ def refine_segment(problem, points: list, index: int, free: Sequence[str], setti
     """New engine points between ``points[index]`` and ``points[end]`` (``index + 1`` by default).
 
     The stretch is continued again from ``points[index]`` with steps
-    ``4**round_`` times smaller than its length (cycles: a mesh of
+    ``4**round_`` times the golden ratio smaller than its length (cycles: a mesh of
     ``(1 + round_) * ntst`` intervals as well). Returns the points strictly between the two, or
     None when the rerun does not come back to ``points[end]``.
     """
@@ -233,7 +234,10 @@ def refine_segment(problem, points: list, index: int, free: Sequence[str], setti
     chord = max(float(np.linalg.norm(b - a)), 1e-12)
     length = float(np.sqrt(np.sum((b - a) ** 2) / max(len(a), 1)))
     factor = 4.0 ** round_
-    ds = max(min(settings.ds_max, length) / factor, settings.ds_min * 2)
+    # steps of the stretch over 4**round_ would put rows on the old ones again: where the engine's
+    # row landed on the bifurcation itself (its test function zero there, so it reported nothing),
+    # the rerun would land on it too. The golden ratio keeps the new rows off the old grid.
+    ds = max(min(settings.ds_max, length) / (factor * GOLDEN), settings.ds_min * 2)
     changes = dict(ds=ds, ds_max=max(ds, settings.ds_min * 2), max_steps=int(3 * factor + 10))
     if cycles:
         changes["ntst"] = min(settings.ntst * (1 + round_), max(200, settings.ntst))
@@ -257,6 +261,12 @@ def refine_segment(problem, points: list, index: int, free: Sequence[str], setti
         if dist[k] > 0.3:
             log.debug("refinement from row %d did not return to row %d (closest %.3g)", index, end, dist[k])
             return None
+        # the closest point may be the engine's bifurcation itself, just short of ``points[end]``
+        # (that row landed within 1e-7 past it, so the first run reported nothing): keep it
+        kind = _auto._point_kind(new[k], BranchKind.CYCLES if cycles else BranchKind.EQUILIBRIA)
+        if kind not in (None, SpecialKind.MX) and float(
+                np.dot(_coords(new[k], problem, free, cycles) - a, b - a)) < chord ** 2:
+            k += 1
         return new[:k]
     return None
 
