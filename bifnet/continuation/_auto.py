@@ -496,7 +496,9 @@ def convert_branch(raw_branches, problem: AutoProblem, *, kind: BranchKind, name
         specials.append(SpecialPoint(
             kind=sk, index=i, parameters={n: _param(p, problem.slots[n], n) for n in free},
             state=state0, label=int(p.label), code=int(p.point_type_code), eigenvalues=eig,
-            period=period, located=True, name=f"{sk.value}{counts[sk]}",
+            period=period, located=sk is not SpecialKind.MX, name=f"{sk.value}{counts[sk]}",
+            details={"reason": "the engine's corrector failed to converge here (AUTO MX): the branch ends"}
+            if sk is SpecialKind.MX else {},
         ))
     columns = {k: np.asarray(v, dtype=float if k not in ("stable", "code", "label") else int) for k, v in cols.items()}
     return Branch(
@@ -562,3 +564,127 @@ def _hopf_period(eigenvalues, fallback: float) -> float:
         return fallback
     crit = eig[np.argmin(np.abs(eig.real))]
     return float(2 * np.pi / abs(crit.imag))
+
+
+# ---------------------------------------------------------------------------
+# long runs: chunks, and abnormal ends
+
+#: AUTO's point-type code for a point where its corrector failed to converge even at DSMIN (MX).
+ABNORMAL_END = -9
+#: Abnormal ends a run is taken past at most.
+MX_RECOVERIES = 4
+#: Steps taken past an abnormal end at ``ds_max / MX_SMALL`` before the run goes on at ``ds_max / 10``.
+MX_STEPS = 30
+MX_SMALL = 100.0
+
+
+def abnormal_end(points) -> bool:
+    """Did the run end where AUTO's corrector failed (MX)?"""
+    return bool(points) and int(points[-1].point_type_code) == ABNORMAL_END
+
+
+def _direction_coordinates(point, problem, free, with_period) -> np.ndarray:
+    values = [_param(point, problem.slots[n]) for n in free]
+    if with_period:
+        return np.array(values + [_param(point, PERIOD_SLOT)])
+    return np.concatenate([values, _full_state(point, problem.system.dimension)])
+
+
+def same_direction(before, last, after, problem, free, with_period) -> bool:
+    """Does ``after`` continue the way ``before -> last`` went? Equilibria are compared in the
+    parameters and the state (across a fold the parameter alone turns back), cycles in the parameters
+    and the period."""
+    a, b, c = (_direction_coordinates(p, problem, free, with_period) for p in (before, last, after))
+    return bool(np.nansum((b - a) * (c - b)) > 0)
+
+
+def _onward(problem, points, k, free, settings, *, ips, with_period, again="continue") -> list:
+    """The points of a restart from ``points[k]`` that go on the way the branch came, its first (the start)
+    left out; empty when neither direction does."""
+    start = points[k]
+    for step in (abs(settings.ds), -abs(settings.ds)):
+        more = restart(problem, start, free, settings, ips=ips, source_ips=ips, switch=again, ds=step,
+                       with_period=with_period)
+        new = list(more.branches[0].points[1:]) if more.branches else []
+        if not new or k == 0 or same_direction(points[k - 1], start, new[0], problem, free, with_period):
+            return new
+    return []
+
+
+def _past_abnormal_end(problem, points, free, settings, *, ips, with_period, name):
+    """Take a run that ended with MX past that point: from the last good point before it, with
+    :data:`MX_STEPS` steps of ``ds_max /`` :data:`MX_SMALL`. Returns ``(points, used_all)`` (the branch
+    up to the good point, then the small steps; ``used_all``: the small run took all its steps) or None
+    when that does not get past the MX point either."""
+    # the last good point: AUTO writes the MX row where the last converged step was, often twice
+    failed = _direction_coordinates(points[-1], problem, free, with_period)
+    k = len(points) - 2
+    while k >= 0 and (not points[k].is_labeled or np.allclose(
+            _direction_coordinates(points[k], problem, free, with_period), failed, rtol=1e-10, atol=1e-12)):
+        k -= 1
+    if k < 0:
+        return None
+    ds_max = max(settings.ds_max / MX_SMALL, settings.ds_min)
+    local = settings.replace(ds=ds_max, ds_max=ds_max, max_steps=MX_STEPS)
+    try:
+        new = _onward(problem, points, k, free, local, ips=ips, with_period=with_period)
+    except ContinuationError as error:
+        log.debug("%s: restart past the abnormal end failed: %s", name, error)
+        return None
+    if len(new) < 2 or (abnormal_end(new) and len(new) < 3):
+        return None
+    log.info("%s: the engine's corrector failed at %s = %.8g (MX); went on from the point before with steps "
+             "%g times smaller, then %g times", name, free[0], _param(points[-1], problem.slots[free[0]]),
+             MX_SMALL, 10)
+    return points[: k + 1] + new, len(new) >= local.max_steps - 1
+
+
+def continue_in_chunks(problem, points, free, settings, *, chunk_steps, ips, with_period, done, name,
+                       again="continue") -> list:
+    """Continue a run's ``points`` with restarts until ``settings.max_steps``, a bound, or ``done(points)``.
+
+    AUTO-07p cannot be told to stop when a closed branch returns to a Hopf
+    point or a closed curve to its start, so branches run in chunks of
+    ``chunk_steps`` steps; after each, ``done(points)`` is asked, and the run
+    restarts from the last point when more is needed (each chunk reports progress).
+
+    A run that ends where AUTO's corrector failed to converge (MX: a step
+    that DSMIN could not save, e.g. just past a fold taken with a large
+    ``ds_max``) does not end the branch: it is taken up again from the point
+    before with :data:`MX_STEPS` steps of ``ds_max /`` :data:`MX_SMALL`, then
+    goes on with ``ds_max / 10``; at most :data:`MX_RECOVERIES` times. A restart
+    is kept only where it goes on the way the branch came (parameters and
+    state, or period). Where that fails, the branch ends with its MX point
+    (reported as not located, with the reason) and a warning.
+    """
+    new, recoveries, current = points, 0, settings
+    while len(points) < settings.max_steps:
+        if abnormal_end(points):
+            if recoveries == MX_RECOVERIES or done(points):
+                break
+            recoveries += 1
+            past = _past_abnormal_end(problem, points, free, current, ips=ips, with_period=with_period, name=name)
+            if past is None:
+                log.warning("%s: the engine's corrector failed at %s = %.8g (AUTO MX) and smaller steps did not "
+                            "get past it: the branch ends there", name, free[0],
+                            _param(points[-1], problem.slots[free[0]]))
+                break
+            points, used_all = past
+            ds_max = max(current.ds_max / 10, current.ds_min)
+            current = current.replace(ds_max=ds_max, ds=float(np.sign(current.ds)) * min(abs(current.ds), ds_max))
+            if abnormal_end(points):
+                continue      # further on, but failed again: smaller steps from there
+            if not used_all:
+                break         # the small steps reached a bound or the run's end
+        else:
+            last = points[-1]
+            if len(new) < chunk_steps - 1 or not last.is_labeled or int(last.point_type_code) != 9 or done(points):
+                break
+        last = points[-1]
+        log.info("%s: %d points so far (%s)", name, len(points),
+                 ", ".join(f"{n} = {_param(last, problem.slots[n]):.6g}" for n in free))
+        chunk = current.replace(max_steps=min(chunk_steps, settings.max_steps))
+        new = _onward(problem, points, len(points) - 1, free, chunk, ips=ips, with_period=with_period,
+                      again=again)
+        points = points + new
+    return points[: settings.max_steps]

@@ -211,7 +211,10 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
                   if not (step < 0 and value <= lo) and not (step > 0 and value >= hi)]
     for step in directions:
         result = _auto.run_equilibria(problem, x, start, free, settings, step)
-        runs.append(result.branches[0].points if result.branches else ())
+        run = list(result.branches[0].points) if result.branches else []
+        # a run that ended where the engine's corrector failed (MX) is taken past that point
+        runs.append(_auto.continue_in_chunks(problem, run, free, settings, chunk_steps=settings.max_steps,
+                                             ips="EP", with_period=False, done=lambda points: False, name=name))
     # the augmented system reports the homogeneous part x only (y = x on its solutions)
     half = slice(0, system.model.n_variables) if system.kind == "augmented" else None
     runs = [list(r) for r in runs]
@@ -226,7 +229,11 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
     # AUTO labels the last point of a run EP whether it reached a bound or its step limit
     if any(len(r) >= settings.max_steps for r in runs):
         branch = _with_status(branch, "max_steps")
-    elif any(r and abs(int(r[-1].point_type_code)) != 9 for r in runs):
+    elif any(_auto.abnormal_end(r) for r in runs):
+        where = ", ".join(f"{free[0]} = {_auto._param(r[-1], problem.slots[free[0]]):.8g}"
+                          for r in runs if _auto.abnormal_end(r))
+        branch = _with_status(branch, f"stopped: the engine's corrector failed at {where} (MX)")
+    elif any(r and int(r[-1].point_type_code) != 9 for r in runs):
         branch = _with_status(branch, "stopped")
     log.debug("%s: %d points, %s", name, len(branch), ", ".join(sp.name for sp in branch.special_points))
     return branch

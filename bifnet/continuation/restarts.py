@@ -317,9 +317,12 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
     elif sp.kind is SpecialKind.PD:
         cycles = _cut_at_parent_doubling(cycles, branch, sp)
     status = cycles.status
+    points = points[: len(cycles)]
     if status == "ok" and len(points) >= settings.max_steps:
         status = "max_steps"
-    points = points[: len(cycles)]
+    elif status == "ok" and _auto.abnormal_end(points):
+        status = (f"stopped: the engine's corrector failed at {free[0]} = "
+                  f"{_auto._param(points[-1], slot):.8g} (MX)")
     if mesh_check:
         poor = _poor_mesh(points)
         if poor > POOR_MESH_FRACTION * max(len(cycles), 1):
@@ -345,42 +348,15 @@ CHUNK_STEPS = 120  #: steps per AUTO call on cycle branches
 
 def _continue_in_chunks(problem, start, free, settings, *, ips, source_ips, switch, ds, with_period,
                         done, name):
-    """Run an AUTO restart in chunks of :data:`CHUNK_STEPS` steps.
-
-    AUTO-07p cannot be told to stop when a closed branch returns to a Hopf
-    point or a closed curve to its start, so we run it in chunks, ask
-    ``done(points)`` after each, and restart from the last point when more is
-    needed (each chunk also reports progress).
-    """
+    """An AUTO restart from ``start``, then :func:`bifnet.continuation._auto.continue_in_chunks` in
+    chunks of :data:`CHUNK_STEPS` steps (``done(points)`` is asked after each)."""
     chunk = settings.replace(max_steps=min(CHUNK_STEPS, settings.max_steps))
     result = _auto.restart(problem, start, free, chunk, ips=ips, source_ips=source_ips, switch=switch,
                            ds=ds, with_period=with_period)
     points = list(result.branches[0].points) if result.branches else []
-    new = points
-    slots = [problem.slots[n] for n in free] + ([_auto.PERIOD_SLOT] if with_period else [])
-    again = "locus" if switch == "locus" else "continue"
-    while len(new) >= chunk.max_steps - 1 and len(points) < settings.max_steps:
-        last = points[-1]
-        if not last.is_labeled or abs(last.point_type_code) % 10 != 9 or done(points):
-            break
-        log.info("%s: %d points so far (%s)", name, len(points),
-                 ", ".join(f"{n} = {_auto._param(last, problem.slots[n]):.6g}" for n in free))
-        new = []
-        for step in (abs(ds), -abs(ds)):
-            more = _auto.restart(problem, last, free, chunk, ips=ips, source_ips=ips, switch=again,
-                                 ds=step, with_period=with_period)
-            new = list(more.branches[0].points[1:]) if more.branches else []
-            if len(new) < 2 or _same_direction(points[-2], last, new[0], slots):
-                break
-        points.extend(new)
-    return points[: settings.max_steps]
-
-
-def _same_direction(before, last, after, slots) -> bool:
-    """Does ``after`` continue the way ``before -> last`` went (in the given PAR slots)?"""
-    old = np.array([_auto._param(last, s) - _auto._param(before, s) for s in slots])
-    new = np.array([_auto._param(after, s) - _auto._param(last, s) for s in slots])
-    return bool(np.nansum(old * new) > 0)
+    return _auto.continue_in_chunks(problem, points, free, settings, chunk_steps=chunk.max_steps, ips=ips,
+                                    with_period=with_period, done=done, name=name,
+                                    again="locus" if switch == "locus" else "continue")
 
 
 def _period(point) -> float:
