@@ -444,3 +444,59 @@ def test_a_row_that_lands_on_a_hopf_point_still_gives_a_restartable_point(tmp_pa
     assert eq.accounting["refinements"] == 1 and eq.accounting["unexplained"] == 0
     cycles = continue_from(eq, "HB1", settings=settings.replace(max_steps=20))
     assert abs(cycles["period"][0] - 2 * np.pi / (1 + 2 * np.pi / 297.0)) < 1e-6
+
+
+def wilson_cowan_folds(p, eps):
+    """Folds of the homogeneous Wilson-Cowan equilibria, independently: on the curve, I(E) solves the
+    I equation (one root, by brentq) and the E equation gives Iext_e(E) explicitly,
+    theta_E + logit(E / (1 - E)) / a_E - (c_EE + eps) E + c_EI I(E); the folds are its extreme values."""
+    from scipy.optimize import minimize_scalar
+
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))
+
+    def inhibitory(E):
+        g = lambda I: -I + (1 - I) * sig(p["a_I"] * (p["c_IE"] * E - p["c_II"] * I + p["Iext_i"] - p["theta_I"]))
+        return brentq(g, 0.0, 1.0, xtol=1e-15, rtol=1e-15)
+
+    def drive(E):
+        y = E / (1 - E)
+        return (p["theta_E"] + np.log(y / (1 - y)) / p["a_E"] - (p["c_EE"] + eps) * E
+                + p["c_EI"] * inhibitory(E))
+
+    Es = np.linspace(1e-4, 0.5 - 1e-4, 4001)
+    values = np.array([drive(E) for E in Es])
+    d = np.diff(values)
+    out = []
+    for i in np.flatnonzero(np.sign(d[:-1]) != np.sign(d[1:])):
+        sign = 1.0 if d[i] < 0 else -1.0   # a minimum, or a maximum
+        res = minimize_scalar(lambda E: sign * drive(E), bracket=(Es[i], Es[i + 1], Es[i + 2]),
+                              options={"xtol": 1e-12})
+        out.append(float(drive(res.x)))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("step", [{}, {"ds": 0.1, "ds_max": 1.0}])
+@pytest.mark.parametrize("eps", [4.092, 5.4959, 8.277])
+def test_wilson_cowan_folds_match_the_explicit_equilibrium_curve(eps, step):
+    """Wilson-Cowan has four folds in Iext_e in [-5, 15] at these couplings; every one must be found, at the
+    values of the explicit equilibrium curve, and no other LP listed, located or not. Found here before:
+    - eps = 8.277, ds_max = 1: the engine's corrector fails just past the first fold (AUTO's MX) and the
+      branch ended there with status 'ok', three folds silently missing; it must go on from the point before
+      the failure with smaller steps;
+    - eps = 4.092, default steps: an engine "LP" at 0.8616 with eigenvalues -0.16 and -0.47 (no fold: nothing
+      crosses, Iext_e does not turn) was listed as an unlocated fold;
+    - eps = 5.4959, ds_max = 1: the fold at 0.196004 was listed twice (the engine's point and a refinement's)."""
+    from bifnet.model import load_model
+
+    model = load_model("wilson_cowan")
+    params = model.resolve_parameters({"eps": eps, "Iext_e": -5.0})
+    expected = wilson_cowan_folds(params, eps)
+    assert len(expected) == 4
+    settings = ContinuationSettings(bounds={"Iext_e": (-5.0, 15.0)}, **step)
+    eq = continue_equilibria(model, params, "Iext_e", settings=settings)
+    assert eq.status == "ok"
+    assert eq["Iext_e"].min() == -5.0 and eq["Iext_e"].max() == 15.0
+    folds = sorted(sp.parameters["Iext_e"] for sp in eq.points_of_kind(SpecialKind.LP))
+    assert len(folds) == 4 and all(sp.located for sp in eq.points_of_kind(SpecialKind.LP))
+    assert np.max(np.abs(np.array(folds) - expected)) < 1e-6
+    assert not eq.points_of_kind(SpecialKind.MX)

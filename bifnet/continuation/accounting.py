@@ -348,6 +348,8 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
                     stable[row] = int(count == 0)
             branch = dataclasses.replace(branch, columns={**branch.columns, "stable": stable})
         events = find_events(branch, counts, settings.tolerance)
+    if not cycles:
+        branch = _drop_unsupported(branch, counts)
     if events:
         branch = _report_unexplained(branch, events, system, cycles, budget)
     accounting = {"refinements": refinements, "events_found": found,
@@ -356,6 +358,8 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
                                      if sp.details.get("found_by") == "accounting" and not sp.located)}
     if scanned:
         accounting["scanned"] = scanned
+    if branch.accounting and branch.accounting.get("dismissed_points"):
+        accounting["dismissed_points"] = branch.accounting["dismissed_points"]
     accounting.update(extra)
     if extra.get("poor_mesh_points", 0) > 0.05 * len(branch):
         log.warning("%s: on %d rows the trivial multiplier is off by more than %g (worst %.2g): the mesh is "
@@ -380,10 +384,21 @@ def _counts(branch: Branch, system, cycles: bool):
     return cycle_unstable_counts(mu), extra, columns
 
 
+def _same_point(a: SpecialPoint, b: SpecialPoint) -> bool:
+    """Two located points of one kind at the same parameters (1e-8) and state (1e-6)."""
+    return (a.kind is b.kind and a.parameters.keys() == b.parameters.keys()
+            and all(abs(a.parameters[k] - b.parameters[k]) <= 1e-8 * max(1.0, abs(b.parameters[k]))
+                    for k in b.parameters)
+            and len(a.state) == len(b.state)
+            and all(abs(x - y) <= 1e-6 * max(1.0, abs(y)) for x, y in zip(a.state, b.state)))
+
+
 def _drop_superseded(branch: Branch) -> Branch:
     """Drop points that failed verification where a verified point of the same
     kind lies within ten rows or within 1 % in the principal parameter (a
-    refinement located it properly; the spliced rows separate the two)."""
+    refinement located it properly; the spliced rows separate the two), and a
+    located point that another located point already is (the engine's own
+    point and a refinement's, polished onto the same bifurcation)."""
     good = [sp for sp in branch.special_points if sp.located]
     name = branch.free[0]
     keep = []
@@ -393,12 +408,51 @@ def _drop_superseded(branch: Branch) -> Branch:
                     o.parameters[name] - sp.parameters[name]) <= 1e-2 * max(1.0, abs(sp.parameters[name])))
                 for o in good):
             continue
+        if sp.located and any(o.located and _same_point(sp, o) for o in keep):
+            continue
         keep.append(sp)
     if len(keep) == len(branch.special_points):
         return branch
     from bifnet.continuation.restarts import _renumber
 
     return dataclasses.replace(branch, special_points=_renumber(keep))
+
+
+def _drop_unsupported(branch: Branch, counts: np.ndarray) -> Branch:
+    """Drop the engine's LP, HB and BP points of an equilibrium branch that failed verification and
+    that nothing on the branch supports: the number of unstable eigenvalues (exact Jacobian) is the
+    same on the two rows either side, and the principal parameter does not turn there. A fold or a
+    branch point changes that number by one, a Hopf point by two; the engine's test function can
+    still change sign where no eigenvalue crosses (Wilson-Cowan at eps = 4.092: an "LP" at
+    Iext_e = 0.8616 with eigenvalues -0.16 and -0.47, bifnet's Newton solve going to the true
+    fold 0.8452). Dropped points are counted in ``accounting["dismissed_points"]``."""
+    name = branch.free[0]
+    values = np.asarray(branch[name], dtype=float)
+    keep, dropped = [], 0
+    for sp in branch.special_points:
+        lo, hi = max(sp.index - 2, 0), min(sp.index + 2, len(branch) - 1)
+        window = counts[lo:hi + 1]
+        window = window[window >= 0]
+        steps = np.diff(values[lo:hi + 1])
+        steps = steps[np.abs(steps) > 1e-10 * max(1.0, float(np.nanmax(np.abs(values))))]
+        unsupported = (sp.kind in (SpecialKind.LP, SpecialKind.HB, SpecialKind.BP) and not sp.located
+                       and sp.verification not in ("", "not verified")
+                       and sp.details.get("found_by", "engine") == "engine"
+                       and hi - lo == 4 and window.size >= 4 and np.all(window == window[0])
+                       and (np.all(steps > 0) or np.all(steps < 0)))
+        if unsupported:
+            dropped += 1
+            log.info("%s: the engine's %s at %s = %.8g is no bifurcation (no eigenvalue crosses there and %s does "
+                     "not turn; %s): dropped", branch.name, sp.kind.value, name, sp.parameters[name], name,
+                     sp.details.get("reason", "it failed verification"))
+            continue
+        keep.append(sp)
+    if not dropped:
+        return branch
+    from bifnet.continuation.restarts import _renumber
+
+    accounting = {**(branch.accounting or {}), "dismissed_points": dropped}
+    return dataclasses.replace(branch, special_points=_renumber(keep), accounting=accounting)
 
 
 MAX_SCANS = 40   #: row pairs per branch followed in the period by bifnet's own shooting
