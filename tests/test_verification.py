@@ -500,3 +500,34 @@ def test_wilson_cowan_folds_match_the_explicit_equilibrium_curve(eps, step):
     assert len(folds) == 4 and all(sp.located for sp in eq.points_of_kind(SpecialKind.LP))
     assert np.max(np.abs(np.array(folds) - expected)) < 1e-6
     assert not eq.points_of_kind(SpecialKind.MX)
+
+
+def test_branch_point_of_cycles_is_verified_as_a_double_multiplier_one(tmp_path):
+    """x, y: Stuart-Landau (cycles of radius^2 mu, period 2 pi); z' = (x^2 + y^2 - a) z - z^3: along the cycle
+    the z direction has the multiplier exp((mu - a) 2 pi), so the cycles undergo a pitchfork (z -> -z) at
+    mu = a, where the multiplier 1 is double. The engine's BP must be re-solved there (the fold-of-cycles
+    system, whose condition a branch point satisfies too); moved to a row where nothing happens, it must
+    fail."""
+    from bifnet.model import load_model
+
+    text = (Path(__file__).parent / "data" / "stuart_landau.toml").read_text()
+    text = text.replace("[variables]", "[variables]\nz = { initial = 0.0 }")
+    text = text.replace("[parameters]", "[parameters]\na = { value = 0.5 }")
+    text = text.replace("[equations]", '[equations]\nz = "(x**2 + y**2 - a)*z - z**3"')
+    path = tmp_path / "cycle_pitchfork.toml"
+    path.write_text(text)
+    model = load_model(path)
+    settings = ContinuationSettings(bounds={"mu": (-0.5, 1.5)}, ds=0.02, ds_max=0.05, max_steps=200)
+    params = model.resolve_parameters({"mu": -0.5, "omega": 1.0, "a": 0.5})
+    eq = continue_equilibria(model, params, "mu", settings=settings)
+    cycles = continue_from(eq, "HB1", settings=settings)
+    (bp,) = cycles.points_of_kind(SpecialKind.BP)
+    assert bp.located and bp.residual < 1e-9
+    assert abs(bp.parameters["mu"] - 0.5) < 1e-9
+    assert abs(bp.period - 2 * np.pi) < 1e-8
+    assert cycles.accounting["unexplained"] == 0
+    row = int(np.argmin(np.abs(cycles["mu"] - 1.2)))
+    moved = dataclasses.replace(bp, index=row, parameters={"mu": float(cycles["mu"][row])}, located=True,
+                                verification="", residual=float("nan"))
+    out = verify.verify_branch(dataclasses.replace(cycles, special_points=(moved,)))
+    assert not out.special_points[0].located

@@ -507,6 +507,15 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
 
                 budget[0] -= 1
                 out.append(apply(sp, verify_cycle_point(branch, sp, system), branch=branch))
+            elif branch.kind is BranchKind.CYCLES and sp.kind is SpecialKind.BP and system.kind == "homogeneous":
+                # a branch point of cycles has a double multiplier 1, like a fold: the same defining system
+                from bifnet.continuation.verify_cycles import verify_cycle_point
+
+                budget[0] -= 1
+                result = verify_cycle_point(branch, dataclasses.replace(sp, kind=SpecialKind.LPC), system)
+                result = dataclasses.replace(result, method=result.method.replace(
+                    "singular", "singular (a double multiplier 1: a branch point or a fold of cycles)"))
+                out.append(apply(sp, result, branch=branch))
             else:
                 out.append(dataclasses.replace(sp, verification="not verified"))
         except (BifnetError, np.linalg.LinAlgError, ValueError, FloatingPointError) as error:
