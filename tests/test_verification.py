@@ -531,3 +531,25 @@ def test_branch_point_of_cycles_is_verified_as_a_double_multiplier_one(tmp_path)
                                 verification="", residual=float("nan"))
     out = verify.verify_branch(dataclasses.replace(cycles, special_points=(moved,)))
     assert not out.special_points[0].located
+
+
+@pytest.mark.parametrize("step", [{}, {"ds": 0.02, "ds_max": 0.1}, {"ds": 0.1, "ds_max": 1.0}])
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+def test_fold_of_cycles_of_the_subcritical_hopf_normal_form(beta, step):
+    """models/stuart_landau.toml uncoupled: z' = (mu + i omega + beta |z|^2 - |z|^4) z, cycles rho = |z|^2 with
+    mu = rho^2 - beta rho, so the fold of cycles is at mu = -beta^2 / 4, all with the period 2 pi / omega. The
+    period is the same on every orbit, and the check that Newton's method stayed near the engine's estimate
+    measured it against the engine's rounding (range floor 1e-9): the fold failed verification at beta = 2
+    with Newton's answer exactly right."""
+    from bifnet.model import load_model
+
+    model = load_model("stuart_landau")
+    params = model.resolve_parameters({"beta": beta, "mu": -1.5, "eps": 0.0})
+    settings = ContinuationSettings(bounds={"mu": (-2.0, 2.0)})
+    eq = continue_equilibria(model, params, "mu", settings=settings)
+    cycles = continue_from(eq, "HB1", settings=settings.replace(max_steps=300, **step))
+    (lpc,) = cycles.points_of_kind(SpecialKind.LPC)
+    assert lpc.located and lpc.residual < 1e-9
+    assert abs(lpc.parameters["mu"] + beta ** 2 / 4) < 1e-8
+    assert abs(lpc.period - 2 * np.pi / params["omega"]) < 1e-8
+    assert cycles.accounting["unexplained"] == 0

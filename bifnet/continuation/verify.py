@@ -266,10 +266,13 @@ def _row(branch: Branch, i: int, names) -> np.ndarray:
 
 def _close_to_branch(branch: Branch, index: int, values: np.ndarray, names) -> bool:
     """Is ``values`` (in the columns ``names``) within the stretch of rows
-    ``index - 1 .. index + 1``? Distances are scaled per column by the branch's range."""
+    ``index - 1 .. index + 1``? Distances are scaled per column by the branch's range, and at least by
+    1e-6 of the column's size: a column that does not change along the branch (the period of the Bautin
+    normal form, 2 pi / omega on every orbit) tells points apart by the engine's rounding only."""
     n = len(branch)
     data = np.column_stack([branch[nm] for nm in names]).astype(float)
-    scale = np.maximum(np.nanmax(data, axis=0) - np.nanmin(data, axis=0), 1e-9)
+    size = np.maximum(1.0, np.nanmax(np.abs(data), axis=0))
+    scale = np.maximum(np.nanmax(data, axis=0) - np.nanmin(data, axis=0), 1e-6 * size)
     lo, hi = max(index - 1, 0), min(index + 1, n - 1)
     rows = data[lo:hi + 1] / scale
     target = values / scale
