@@ -553,3 +553,75 @@ def test_fold_of_cycles_of_the_subcritical_hopf_normal_form(beta, step):
     assert abs(lpc.parameters["mu"] + beta ** 2 / 4) < 1e-8
     assert abs(lpc.period - 2 * np.pi / params["omega"]) < 1e-8
     assert cycles.accounting["unexplained"] == 0
+
+
+def test_bogdanov_takens_point_of_wilson_cowan_is_solved_exactly():
+    """The Hopf locus of Wilson-Cowan in (Iext_e, eps) from eps = 1 ends at a Bogdanov-Takens point. It is
+    solved from its Jordan-chain system, and must agree with an independent solve of the planar conditions
+    f = 0, det J = 0, trace J = 0 (scipy, finite-difference Jacobian of the right-hand side) to 1e-8. The
+    engine's estimate is off by 6e-5 in the eigenvalues, and the old check at that point failed."""
+    from scipy.optimize import fsolve
+
+    from bifnet.codegen import rhs_function
+    from bifnet.model import load_model
+
+    model = load_model("wilson_cowan")
+    system = homogeneous_system(model)
+    f = rhs_function(system)
+    settings = ContinuationSettings(bounds={"Iext_e": (-2.0, 10.0)})
+    eq = continue_equilibria(model, model.resolve_parameters({"eps": 1.0, "Iext_e": -2.0}), "Iext_e",
+                             settings=settings)
+    locus = continue_from(eq, "HB1", free=("Iext_e", "eps"),
+                          settings=settings.replace(bounds={"Iext_e": (-2.0, 10.0), "eps": (0.0, 10.0)}))
+    (bt,) = locus.points_of_kind(SpecialKind.BT)
+    assert bt.located and bt.residual < 1e-9
+
+    names = system.parameter_names
+    base = model.resolve_parameters({"eps": 1.0, "Iext_e": -2.0})
+
+    def conditions(u):
+        x, values = u[:2], {**base, "Iext_e": u[2], "eps": u[3]}
+        p = np.array([values[n] for n in names])
+        h = 1e-6
+        J = np.column_stack([(f(x + h * e, p) - f(x - h * e, p)) / (2 * h) for e in np.eye(2)])
+        return np.concatenate([f(x, p), [np.linalg.det(J), np.trace(J)]])
+
+    guess = np.concatenate([np.asarray(bt.state) * 1.001, [bt.parameters["Iext_e"] + 1e-3, bt.parameters["eps"] - 1e-3]])
+    u = fsolve(conditions, guess, xtol=1e-12)
+    assert np.max(np.abs(conditions(u))) < 1e-9
+    assert abs(u[2] - bt.parameters["Iext_e"]) < 1e-8 and abs(u[3] - bt.parameters["eps"]) < 1e-8
+
+
+def test_fold_locus_starts_from_a_fold_the_engine_located_poorly():
+    """Wilson-Cowan at eps = 6: the engine puts its first fold at Iext_e = 0.3152446, bifnet's Newton solve
+    at 0.3154143. The fold curve used to start from the engine's point and fail at its first step (3 rows, two
+    MX points, none of them a fold, status 'ok'). It must start from the fold located again, be a curve of
+    folds (a zero eigenvalue on every row), and pass the Bogdanov-Takens point of the Hopf curve from eps = 1."""
+    from bifnet.codegen import jacobian_function
+    from bifnet.model import load_model
+
+    model = load_model("wilson_cowan")
+    system = homogeneous_system(model)
+    J = jacobian_function(system)
+    settings = ContinuationSettings(bounds={"Iext_e": (-5.0, 15.0)})
+    eq = continue_equilibria(model, model.resolve_parameters({"eps": 6.0, "Iext_e": -5.0}), "Iext_e",
+                             settings=settings)
+    lp1 = eq.point("LP1")
+    assert lp1.located and abs(lp1.parameters["Iext_e"] - lp1.details["engine_value"]) > 1e-4
+    both = settings.replace(bounds={"Iext_e": (-5.0, 15.0), "eps": (0.0, 10.0)})
+    locus = continue_from(eq, "LP1", free=("Iext_e", "eps"), settings=both)
+    assert locus.status == "ok" and len(locus) > 20
+    for i in range(len(locus)):
+        values = {**locus.parameters, "Iext_e": locus["Iext_e"][i], "eps": locus["eps"][i]}
+        p = np.array([values[n] for n in system.parameter_names])
+        lam = np.linalg.eigvals(J(np.array([locus[v][i] for v in locus.variables]), p))
+        assert np.min(np.abs(lam)) < 1e-6 * max(1.0, np.max(np.abs(lam)))
+    (bt,) = locus.points_of_kind(SpecialKind.BT)
+    eq1 = continue_equilibria(model, model.resolve_parameters({"eps": 1.0, "Iext_e": -2.0}), "Iext_e",
+                              settings=settings.replace(bounds={"Iext_e": (-2.0, 10.0)}))
+    hopf = continue_from(eq1, "HB1", free=("Iext_e", "eps"),
+                         settings=settings.replace(bounds={"Iext_e": (-2.0, 10.0), "eps": (0.0, 10.0)}))
+    (bt_hopf,) = hopf.points_of_kind(SpecialKind.BT)
+    assert bt.located and bt_hopf.located
+    assert abs(bt.parameters["Iext_e"] - bt_hopf.parameters["Iext_e"]) < 1e-8
+    assert abs(bt.parameters["eps"] - bt_hopf.parameters["eps"]) < 1e-8

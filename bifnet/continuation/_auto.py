@@ -688,3 +688,34 @@ def continue_in_chunks(problem, points, free, settings, *, chunk_steps, ips, wit
                       again=again)
         points = points + new
     return points[: settings.max_steps]
+
+
+def relocate(problem, points: dict, index: int, free: Sequence[str], settings: ContinuationSettings, *,
+             kind: SpecialKind, value: float, branch_kind: BranchKind = BranchKind.EQUILIBRIA):
+    """An engine point of ``kind`` at ``free[0] = value`` (to 1e-7), found by continuing again from the
+    row before ``index`` with small steps; None when the rerun does not report one there.
+
+    AUTO's secant location of a test function's zero can be off by 1e-4 where rows are far apart
+    (Wilson-Cowan at eps = 6: a fold at Iext_e = 0.3152446 for the true 0.3154143); bifnet's Newton
+    solve polishes the point, but a restart needs the engine's own data, and a locus started from the
+    mislocated point fails at its first step."""
+    before = points.get(index - 1)
+    if before is None or not getattr(before, "is_labeled", False):
+        return None
+    slot = problem.slots[free[0]]
+    distance = abs(value - _param(before, slot))
+    ips = "LC" if branch_kind is BranchKind.CYCLES else "EP"
+    for factor in (8.0, 64.0):
+        ds = max(distance / factor, settings.ds_min * 2)
+        local = settings.replace(ds=ds, ds_max=ds, max_steps=int(3 * factor) + 10)
+        for step in (ds, -ds):
+            try:
+                result = restart(problem, before, free, local, ips=ips, source_ips=ips, switch="continue",
+                                 ds=step, with_period=ips == "LC")
+            except ContinuationError:
+                continue
+            for point in (result.branches[0].points if result.branches else ()):
+                if _point_kind(point, branch_kind) is kind and abs(_param(point, slot) - value) <= 1e-7 * (
+                        1.0 + abs(value)):
+                    return point
+    return None

@@ -480,6 +480,20 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
             raise ContinuationError(f"{problem.system.name} has no parameter {n!r}")
     name = name or f"{branch.name}:{point}:locus"
     cycle = branch.kind is BranchKind.CYCLES
+    engine_value = sp.details.get("engine_value")
+    if not cycle and sp.located and engine_value is not None and abs(
+            engine_value - sp.parameters[branch.free[0]]) > 1e-7 * (1.0 + abs(engine_value)):
+        # the engine located the point poorly and a locus from there fails at once: locate it again
+        better = _auto.relocate(problem, branch.engine["points"], sp.index, branch.free, settings, kind=sp.kind,
+                                value=sp.parameters[branch.free[0]])
+        if better is not None:
+            log.info("%s: the engine's %s was %.2g off in %s; started from the engine's point located again",
+                     name, sp.kind.value, abs(engine_value - sp.parameters[branch.free[0]]), branch.free[0])
+            raw = better
+        else:
+            log.warning("%s: the engine's %s is %.2g off in %s and could not be located again; the locus "
+                        "starts from it", name, sp.kind.value, abs(engine_value - sp.parameters[branch.free[0]]),
+                        branch.free[0])
     ips = "LC" if cycle else "EP"
     runs = []
     hit_limit = closed = False
@@ -510,6 +524,12 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
                                  mode=branch.mode, Lambda=branch.Lambda, state_slice=_state_slice(branch))
     if hit_limit and not closed:
         locus = dataclasses.replace(locus, status="max_steps")
+    failed = [r for r in runs if _auto.abnormal_end(r)]
+    if failed and not closed:
+        where = "; ".join(", ".join(f"{n} = {_auto._param(r[-1], problem.slots[n]):.8g}" for n in free) for r in failed)
+        locus = dataclasses.replace(locus, status=f"stopped: the engine's corrector failed at {where} (MX)")
+        log.warning("%s: the engine's corrector failed at %s (AUTO MX): the curve ends there (%d points)",
+                    name, where, len(locus))
     if sp.kind is SpecialKind.HB and not cycle:
         locus = _with_hopf_period(locus, problem.system)
     return verify_branch(_drop_duplicate_specials(locus), problem.system)

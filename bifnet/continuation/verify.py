@@ -131,6 +131,66 @@ def _extended(system: SymbolicSystem, free: str, kind: str):
             lambda zz, pp: np.asarray(fD(zz, pp), dtype=float), names)
 
 
+@functools.lru_cache(maxsize=None)
+def _extended_bogdanov_takens(system: SymbolicSystem, free: tuple[str, str]):
+    """``F(z, p)`` and ``DF(z, p)`` of the Bogdanov-Takens system in ``z = (x, a_1, a_2, v_1, v_2)``
+    (``3n + 2``): ``f = 0``, ``J v_1 = 0``, ``J v_2 = v_1`` (a Jordan chain of the double zero
+    eigenvalue), ``c . v_1 = 1``, ``c . v_2 = 0``; ``c`` is passed in ``p`` after the other parameters."""
+    n = system.dimension
+    a = [sympy.Symbol(name, real=True) for name in free]
+    a_sym = [system.parameters[system.parameter_names.index(name)] for name in free]
+    others = [s for s in system.parameters if s not in a_sym]
+    c = list(sympy.symbols(f"_c0:{n}", real=True))
+    swap = dict(zip(a_sym, a))
+    f = sympy.Matrix(system.rhs).xreplace(swap)
+    J = system.jacobian.xreplace(swap)
+    v1 = sympy.Matrix(sympy.symbols(f"_v0:{n}", real=True))
+    v2 = sympy.Matrix(sympy.symbols(f"_u0:{n}", real=True))
+    F = sympy.Matrix.vstack(f, J * v1, J * v2 - v1, sympy.Matrix([
+        sum(ci * e for ci, e in zip(c, v1)) - 1, sum(ci * e for ci, e in zip(c, v2))]))
+    z = list(system.state) + a + list(v1) + list(v2)
+    DF = F.jacobian(sympy.Matrix(z))
+    args = [z, others + c]
+    fF = sympy.lambdify(args, list(F), modules="numpy", cse=True)
+    fD = sympy.lambdify(args, DF, modules="numpy", cse=True)
+    return (lambda zz, pp: np.asarray(fF(zz, pp), dtype=float).ravel(),
+            lambda zz, pp: np.asarray(fD(zz, pp), dtype=float), [str(s) for s in others])
+
+
+def solve_bogdanov_takens(system: SymbolicSystem, x, values: Mapping[str, float],
+                          free: tuple[str, str]) -> Verification:
+    """Solve the Bogdanov-Takens system (:func:`_extended_bogdanov_takens`) from a guess on a fold or
+    Hopf locus in the two parameters ``free``.
+
+    The guess of the Jordan chain: ``v_1`` the real eigenvector of the eigenvalue nearest zero, ``v_2``
+    the least-squares solution of ``J v_2 = v_1`` in the span of the two eigenvectors nearest zero (where
+    the restriction of ``J`` is nearly nilpotent, so ``v_2`` stays of order one)."""
+    F, DF, names = _extended_bogdanov_takens(system, tuple(free))
+    x = np.asarray(x, dtype=float)
+    n = x.size
+    J = _jacobian(system, x, values)
+    w, V = np.linalg.eig(J)
+    order = np.argsort(np.abs(w))
+    v1 = np.real(V[:, order[0]])
+    if not np.any(v1):
+        v1 = np.imag(V[:, order[0]])
+    Q = np.linalg.qr(np.column_stack([np.real(V[:, order[:2]]), np.imag(V[:, order[:2]])]))[0][:, :2] \
+        if n >= 2 else np.eye(n)
+    y = np.linalg.lstsq(J @ Q, v1, rcond=None)[0]
+    c = v1 / float(v1 @ v1)
+    v2 = Q @ y
+    v2 = v2 - float(c @ v2) * v1
+    p = np.array([values[nm] for nm in names] + list(c))
+    z0 = np.concatenate([x, [values[free[0]], values[free[1]]], v1, v2])
+    z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
+    solved = {free[0]: float(z[n]), free[1]: float(z[n + 1])}
+    return Verification(
+        ok=ok, residual=res, method="newton: f = 0, J v1 = 0, J v2 = v1, c.v1 = 1, c.v2 = 0 (exact derivatives)",
+        parameters=solved, state=z[:n].copy(),
+        eigenvalues=_eigen(system, z[:n], {**values, **solved}) if np.all(np.isfinite(z)) else np.empty(0, complex),
+        reason="" if ok else f"Newton's method on the Bogdanov-Takens system did not converge (residual {res:.2g})")
+
+
 def damped_newton(F, DF, z, *, max_iterations=40, tolerance=RESIDUAL_TOLERANCE, lstsq_fallback=True):
     """Damped Newton's method on a square system; returns ``(z, residual, converged)``.
 
@@ -396,9 +456,21 @@ def check_generalised_hopf(system: SymbolicSystem, sp: SpecialPoint, branch: Bra
 
 
 def check_codim2(system: SymbolicSystem, sp: SpecialPoint, branch: Branch) -> Verification:
-    """Check the eigenvalue conditions of a codimension-two point on an equilibrium locus."""
+    """Check the eigenvalue conditions of a codimension-two point on an equilibrium locus; a
+    Bogdanov-Takens point is solved from its defining system instead (:func:`solve_bogdanov_takens`)."""
     values = {**branch.parameters, **sp.parameters}
     x = _full_state_row(branch, sp.index, system)
+    if sp.kind is SpecialKind.BT and len(branch.free) == 2:
+        result = solve_bogdanov_takens(system, x, values, tuple(branch.free))
+        if result.ok:
+            names = list(branch.free) + list(branch.variables)
+            cand = np.concatenate([[result.parameters[f] for f in branch.free], result.state[:len(branch.variables)]])
+            if not _close_to_branch(branch, sp.index, cand, names):
+                return dataclasses.replace(
+                    result, ok=False, parameters=dict(sp.parameters), state=x,
+                    reason="Newton's method converged to " + ", ".join(
+                        f"{k} = {v:.8g}" for k, v in result.parameters.items()) + ", away from the engine's estimate")
+        return result
     ev = _eigen(system, x, values)
     scale = max(1.0, float(np.max(np.abs(ev)))) if ev.size else 1.0
     zero = np.abs(ev) / scale
@@ -503,7 +575,8 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
                 out.append(apply(sp, check_generalised_hopf(system, sp, branch), branch=branch, polish=False))
             elif branch.kind is BranchKind.LOCUS and branch.locus_of in (SpecialKind.LP, SpecialKind.HB) \
                     and sp.kind in _CODIM2:
-                out.append(apply(sp, check_codim2(system, sp, branch), branch=branch, polish=False))
+                out.append(apply(sp, check_codim2(system, sp, branch), branch=branch,
+                                 polish=sp.kind is SpecialKind.BT))
             elif branch.kind is BranchKind.CYCLES and sp.kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS) \
                     and system.kind == "homogeneous":
                 from bifnet.continuation.verify_cycles import verify_cycle_point
