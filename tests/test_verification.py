@@ -625,3 +625,27 @@ def test_fold_locus_starts_from_a_fold_the_engine_located_poorly():
     assert bt.located and bt_hopf.located
     assert abs(bt.parameters["Iext_e"] - bt_hopf.parameters["Iext_e"]) < 1e-8
     assert abs(bt.parameters["eps"] - bt_hopf.parameters["eps"]) < 1e-8
+
+
+def test_cusp_of_the_mpr_fold_curve_matches_the_closed_form(mpr):
+    """The folds of eta(R) = pi^2 R^2 - J R - Delta^2 / (4 pi^2 R^2) (R = tau r) merge where also
+    d^2 eta / dR^2 = 0: R^4 = 3 Delta^2 / (4 pi^4), so J = 2 pi^2 R + Delta^2 / (2 pi^2 R^3), eta = -sqrt(3).
+    The fold curve's cusp must be there to 1e-10; the old check (a zero eigenvalue at the engine's point)
+    holds at every point of a fold curve, so a cusp moved to another row must now fail."""
+    R = (3 / 4) ** 0.25 / np.pi
+    J_c = 2 * np.pi ** 2 * R + 1 / (2 * np.pi ** 2 * R ** 3)
+    eta_c = np.pi ** 2 * R ** 2 - J_c * R - 1 / (4 * np.pi ** 2 * R ** 2)
+    assert abs(eta_c + np.sqrt(3)) < 1e-12
+    settings = ContinuationSettings(bounds={"eta": (-12.0, 2.0)})
+    eq = continue_equilibria(mpr, mpr.resolve_parameters({"J": 15.0, "eta": -12.0, "eps": 0.0}), "eta",
+                             settings=settings)
+    locus = continue_from(eq, "LP1", free=("eta", "J"),
+                          settings=settings.replace(bounds={"eta": (-12.0, 2.0), "J": (1.0, 30.0)}))
+    (cp,) = locus.points_of_kind(SpecialKind.CP)
+    assert cp.located and cp.residual < 1e-9
+    assert abs(cp.parameters["eta"] - eta_c) < 1e-10 and abs(cp.parameters["J"] - J_c) < 1e-10
+    row = cp.index + 12 if cp.index + 12 < len(locus) else cp.index - 12
+    moved = dataclasses.replace(cp, index=row, parameters={f: float(locus[f][row]) for f in locus.free},
+                                located=True, verification="", residual=float("nan"), details={})
+    out = verify.verify_branch(dataclasses.replace(locus, special_points=(moved,)))
+    assert not out.special_points[0].located

@@ -25,7 +25,7 @@ import numpy as np
 
 from bifnet.continuation import _auto
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
-from bifnet.continuation.verify import TRIVIAL_WARNING
+from bifnet.continuation.verify import TRIVIAL_WARNING, warn_failed
 from bifnet.errors import ContinuationError
 
 log = logging.getLogger("bifnet.continuation")
@@ -307,7 +307,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
 
     budget = [CYCLE_BUDGET]
     for round_ in range(1, MAX_REFINEMENTS + 2):
-        branch = verify_branch(convert(points), system, memo=memo, budget=budget)
+        branch = verify_branch(convert(points), system, memo=memo, budget=budget, warn=False)
         branch = _drop_superseded(branch)
         counts, extra, columns = _counts(branch, system, cycles)
         if columns is not None:
@@ -350,6 +350,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
         events = find_events(branch, counts, settings.tolerance)
     if not cycles:
         branch = _drop_unsupported(branch, counts)
+    warn_failed(branch)
     if events:
         branch = _report_unexplained(branch, events, system, cycles, budget)
     accounting = {"refinements": refinements, "events_found": found,

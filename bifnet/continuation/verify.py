@@ -191,6 +191,109 @@ def solve_bogdanov_takens(system: SymbolicSystem, x, values: Mapping[str, float]
         reason="" if ok else f"Newton's method on the Bogdanov-Takens system did not converge (residual {res:.2g})")
 
 
+@functools.lru_cache(maxsize=None)
+def _extended_fold_at(system: SymbolicSystem, free: tuple[str, str], j: int):
+    """The fold system with both parameters free and the state component ``j`` fixed:
+    ``F = (f, J v, c . v - 1, x_j - s)`` in ``z = (x, a_1, a_2, v)`` (``2n + 2``), with ``c`` and ``s``
+    in ``p`` after the other parameters; and ``B(x, p, v) = D_x(J v) v``, the quadratic term of ``f``
+    along ``v`` (``p``: all of the system's parameters)."""
+    n = system.dimension
+    a = [sympy.Symbol(name, real=True) for name in free]
+    a_sym = [system.parameters[system.parameter_names.index(name)] for name in free]
+    others = [s for s in system.parameters if s not in a_sym]
+    c = list(sympy.symbols(f"_c0:{n}", real=True))
+    level = sympy.Symbol("_level", real=True)
+    swap = dict(zip(a_sym, a))
+    x = list(system.state)
+    v = sympy.Matrix(sympy.symbols(f"_v0:{n}", real=True))
+    f = sympy.Matrix(system.rhs).xreplace(swap)
+    J = system.jacobian.xreplace(swap)
+    F = sympy.Matrix.vstack(f, J * v, sympy.Matrix([sum(ci * e for ci, e in zip(c, v)) - 1, x[j] - level]))
+    z = x + a + list(v)
+    DF = F.jacobian(sympy.Matrix(z))
+    args = [z, others + c + [level]]
+    fF = sympy.lambdify(args, list(F), modules="numpy", cse=True)
+    fD = sympy.lambdify(args, DF, modules="numpy", cse=True)
+    Jv = system.jacobian * v
+    B = Jv.jacobian(sympy.Matrix(x)) * v
+    fB = sympy.lambdify([x, list(system.parameters), list(v)], list(B), modules="numpy", cse=True)
+    return (lambda zz, pp: np.asarray(fF(zz, pp), dtype=float).ravel(),
+            lambda zz, pp: np.asarray(fD(zz, pp), dtype=float),
+            lambda xx, pp, vv: np.asarray(fB(xx, pp, vv), dtype=float).ravel(), [str(s) for s in others])
+
+
+def solve_cusp(system: SymbolicSystem, branch: Branch, sp: SpecialPoint) -> Verification:
+    """Locate a cusp on a fold locus: where the quadratic coefficient ``w . B(v, v)`` of the fold's normal
+    form (``J v = 0``, ``w^T J = 0``, ``w . v = 1``) changes sign.
+
+    The locus is followed through the rows around the engine's point by exact fold points at fixed
+    values ``s`` of the state component that changes most there (the parameters turn at a cusp, the
+    state does not): each solves ``f = 0``, ``J v = 0``, ``c . v = 1``, ``x_j = s`` in
+    ``(x, a_1, a_2, v)`` by Newton's method with exact derivatives. Brent's method finds the root in
+    ``s`` of the coefficient. The residual is the larger of the fold system's and of the coefficient
+    relative to its size at the bracket's ends."""
+    from scipy.optimize import brentq
+
+    free = tuple(branch.free)
+    n = system.dimension
+    rows = [i for i in range(sp.index - 2, sp.index + 3) if 0 <= i < len(branch)]
+    X = np.array([_full_state_row(branch, i, system) for i in rows])
+    j = int(np.argmax(np.ptp(X, axis=0)))
+    F, DF, B, names = _extended_fold_at(system, free, j)
+    base = dict(branch.parameters)
+    fail = dict(ok=False, method="newton: fold points at fixed x_j, Brent on w.B(v,v)", parameters=dict(sp.parameters),
+                state=_full_state_row(branch, sp.index, system))
+
+    def fold_at(level, i):
+        values = {**base, **{f: float(branch[f][i]) for f in free}}
+        x = _full_state_row(branch, i, system)
+        w, V = np.linalg.eig(_jacobian(system, x, values))
+        v = np.real(V[:, int(np.argmin(np.abs(w)))])
+        c = v / float(v @ v)
+        p = np.array([values[nm] for nm in names] + list(c) + [level])
+        z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p),
+                                   np.concatenate([x, [values[free[0]], values[free[1]]], v]))
+        if not ok:
+            return None
+        solved = {**values, free[0]: float(z[n]), free[1]: float(z[n + 1])}
+        pa = np.array([solved[nm] for nm in system.parameter_names])
+        xz, vz = z[:n], z[n + 2:]
+        U = np.linalg.svd(_jacobian(system, xz, solved))[0]
+        wl = U[:, -1] / float(U[:, -1] @ vz)
+        return float(wl @ B(xz, pa, vz)), res, xz, solved
+
+    levels = {i: float(X[k, j]) for k, i in enumerate(rows)}
+    ends = [i for i in rows if i != sp.index] or rows
+    for lo, hi in sorted(((a, b) for a in ends for b in ends if a < b), key=lambda ab: ab[1] - ab[0]):
+        ga, gb = fold_at(levels[lo], lo), fold_at(levels[hi], hi)
+        if ga is None or gb is None or ga[0] * gb[0] > 0 or levels[lo] == levels[hi]:
+            continue
+        near = {}
+
+        def g(level):
+            k = lo if abs(level - levels[lo]) <= abs(level - levels[hi]) else hi
+            out = fold_at(level, k)
+            if out is None:
+                raise ContinuationError("a fold point of the locus was not solved")
+            near["last"] = out
+            return out[0]
+
+        try:
+            level = brentq(g, min(levels[lo], levels[hi]), max(levels[lo], levels[hi]), xtol=1e-14, rtol=1e-14)
+        except (ContinuationError, ValueError):
+            continue
+        coefficient, res, x, solved = fold_at(level, sp.index) or near["last"]
+        scale = max(abs(ga[0]), abs(gb[0]), 1e-300)
+        residual = float(max(res, abs(coefficient) / scale))
+        ok = residual < RESIDUAL_TOLERANCE
+        return Verification(
+            ok=ok, residual=residual, method=fail["method"], parameters={f: solved[f] for f in free}, state=x,
+            eigenvalues=_eigen(system, x, solved),
+            reason="" if ok else f"the normal-form coefficient is {coefficient:.2g} at the root found")
+    return Verification(**fail, residual=float("inf"),
+                        reason="the fold's quadratic coefficient does not change sign on the rows around the point")
+
+
 def damped_newton(F, DF, z, *, max_iterations=40, tolerance=RESIDUAL_TOLERANCE, lstsq_fallback=True):
     """Damped Newton's method on a square system; returns ``(z, residual, converged)``.
 
@@ -471,6 +574,8 @@ def check_codim2(system: SymbolicSystem, sp: SpecialPoint, branch: Branch) -> Ve
                     reason="Newton's method converged to " + ", ".join(
                         f"{k} = {v:.8g}" for k, v in result.parameters.items()) + ", away from the engine's estimate")
         return result
+    if sp.kind is SpecialKind.CP and len(branch.free) == 2 and branch.locus_of is SpecialKind.LP:
+        return solve_cusp(system, branch, sp)
     ev = _eigen(system, x, values)
     scale = max(1.0, float(np.max(np.abs(ev)))) if ev.size else 1.0
     zero = np.abs(ev) / scale
@@ -528,13 +633,14 @@ _CODIM2 = (SpecialKind.BT, SpecialKind.CP, SpecialKind.ZH, SpecialKind.HH)  # GH
 
 
 def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo: dict | None = None,
-                  budget: list | None = None) -> Branch:
+                  budget: list | None = None, warn: bool = True) -> Branch:
     """Verify (and polish) every special point of a branch; see the module docstring.
 
     Points of kinds that bifnet cannot re-solve are marked with the method
     ``"not verified"`` and keep their engine values. ``memo`` (a dict) keeps
     results per engine point across calls; ``budget`` (a one-element list of
-    shooting solves left) is shared by the calls for one cycle branch.
+    shooting solves left) is shared by the calls for one cycle branch. ``warn``: log a warning for each
+    point that failed (the accounting warns once, for what is left after its refinements).
     """
     if system is None:
         problem = (branch.engine or {}).get("problem")
@@ -576,7 +682,7 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
             elif branch.kind is BranchKind.LOCUS and branch.locus_of in (SpecialKind.LP, SpecialKind.HB) \
                     and sp.kind in _CODIM2:
                 out.append(apply(sp, check_codim2(system, sp, branch), branch=branch,
-                                 polish=sp.kind is SpecialKind.BT))
+                                 polish=sp.kind in (SpecialKind.BT, SpecialKind.CP)))
             elif branch.kind is BranchKind.CYCLES and sp.kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS) \
                     and system.kind == "homogeneous":
                 from bifnet.continuation.verify_cycles import verify_cycle_point
@@ -599,10 +705,18 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
             out.append(dataclasses.replace(sp, located=False, verification="failed", details=details))
         if key is not None:
             memo[key] = (raw, out[-1])
-    failed = [sp for sp in out if sp.verification not in ("not verified",) and not sp.located
-              and sp.kind not in (SpecialKind.SNIC, SpecialKind.HOM, SpecialKind.EP, SpecialKind.MX)]
-    for sp in failed:
-        log.warning("%s: %s at %s failed verification: %s", branch.name, sp.name,
-                    ", ".join(f"{k} = {v:.8g}" for k, v in sp.parameters.items()),
-                    sp.details.get("reason", ""))
-    return dataclasses.replace(branch, special_points=tuple(out))
+    verified = dataclasses.replace(branch, special_points=tuple(out))
+    if warn:
+        warn_failed(verified)
+    return verified
+
+
+def warn_failed(branch: Branch) -> None:
+    """One warning line for each point of the branch that failed verification."""
+    for sp in branch.special_points:
+        if sp.verification not in ("", "not verified") and not sp.located and sp.details.get(
+                "found_by", "engine") == "engine" and sp.kind not in (
+                SpecialKind.SNIC, SpecialKind.HOM, SpecialKind.EP, SpecialKind.MX):
+            log.warning("%s: %s at %s failed verification: %s", branch.name, sp.name,
+                        ", ".join(f"{k} = {v:.8g}" for k, v in sp.parameters.items()),
+                        sp.details.get("reason", ""))
