@@ -446,12 +446,10 @@ def test_a_row_that_lands_on_a_hopf_point_still_gives_a_restartable_point(tmp_pa
     assert abs(cycles["period"][0] - 2 * np.pi / (1 + 2 * np.pi / 297.0)) < 1e-6
 
 
-def wilson_cowan_folds(p, eps):
-    """Folds of the homogeneous Wilson-Cowan equilibria, independently: on the curve, I(E) solves the
-    I equation (one root, by brentq) and the E equation gives Iext_e(E) explicitly,
-    theta_E + logit(E / (1 - E)) / a_E - (c_EE + eps) E + c_EI I(E); the folds are its extreme values."""
-    from scipy.optimize import minimize_scalar
-
+def wilson_cowan_drive(p, eps):
+    """The homogeneous Wilson-Cowan equilibria as an explicit curve: I(E) solves the I equation (one
+    root, by brentq) and the E equation gives Iext_e(E) = theta_E + logit(E / (1 - E)) / a_E
+    - (c_EE + eps) E + c_EI I(E)."""
     sig = lambda z: 1.0 / (1.0 + np.exp(-z))
 
     def inhibitory(E):
@@ -463,6 +461,14 @@ def wilson_cowan_folds(p, eps):
         return (p["theta_E"] + np.log(y / (1 - y)) / p["a_E"] - (p["c_EE"] + eps) * E
                 + p["c_EI"] * inhibitory(E))
 
+    return drive
+
+
+def wilson_cowan_folds(p, eps):
+    """Folds of the homogeneous Wilson-Cowan equilibria: the extreme values of :func:`wilson_cowan_drive`."""
+    from scipy.optimize import minimize_scalar
+
+    drive = wilson_cowan_drive(p, eps)
     Es = np.linspace(1e-4, 0.5 - 1e-4, 4001)
     values = np.array([drive(E) for E in Es])
     d = np.diff(values)
@@ -616,6 +622,23 @@ def test_fold_locus_starts_from_a_fold_the_engine_located_poorly():
         p = np.array([values[n] for n in system.parameter_names])
         lam = np.linalg.eigvals(J(np.array([locus[v][i] for v in locus.variables]), p))
         assert np.min(np.abs(lam)) < 1e-6 * max(1.0, np.max(np.abs(lam)))
+    # the cusp: two folds of the explicit curve Iext_e(E) merge, d/dE = d^2/dE^2 = 0 (fourth-order central
+    # differences with steps of 1e-4 of a curve solved to 1e-15; they converge to 1e-11 as the step shrinks)
+    (cp,) = locus.points_of_kind(SpecialKind.CP)
+    assert cp.located and cp.residual < 1e-9
+    from scipy.optimize import fsolve
+
+    params = model.resolve_parameters({"eps": 6.0})
+
+    def merge(u):
+        E, eps = u
+        d, h = wilson_cowan_drive(params, eps), 1e-4
+        return [(-d(E + 2 * h) + 8 * d(E + h) - 8 * d(E - h) + d(E - 2 * h)) / (12 * h),
+                (-d(E + 2 * h) + 16 * d(E + h) - 30 * d(E) + 16 * d(E - h) - d(E - 2 * h)) / (12 * h * h)]
+
+    E_c, eps_c = fsolve(merge, [cp.state[0], cp.parameters["eps"]], xtol=1e-13)
+    assert abs(eps_c - cp.parameters["eps"]) < 1e-8
+    assert abs(wilson_cowan_drive(params, eps_c)(E_c) - cp.parameters["Iext_e"]) < 1e-8
     (bt,) = locus.points_of_kind(SpecialKind.BT)
     eq1 = continue_equilibria(model, model.resolve_parameters({"eps": 1.0, "Iext_e": -2.0}), "Iext_e",
                               settings=settings.replace(bounds={"Iext_e": (-2.0, 10.0)}))

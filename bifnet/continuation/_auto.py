@@ -691,31 +691,35 @@ def continue_in_chunks(problem, points, free, settings, *, chunk_steps, ips, wit
 
 
 def relocate(problem, points: dict, index: int, free: Sequence[str], settings: ContinuationSettings, *,
-             kind: SpecialKind, value: float, branch_kind: BranchKind = BranchKind.EQUILIBRIA):
-    """An engine point of ``kind`` at ``free[0] = value`` (to 1e-7), found by continuing again from the
-    row before ``index`` with small steps; None when the rerun does not report one there.
+             kind: SpecialKind, value: float, state):
+    """An engine point of ``kind`` on an equilibrium branch at ``free[0] = value`` and ``state`` (to
+    1e-7; a fold's parameter alone says little), found by continuing again from the row before ``index``
+    with steps 8, 64, then 512 times smaller than the distance from that row to the one after (parameter
+    and state); None when the reruns report none there.
 
     AUTO's secant location of a test function's zero can be off by 1e-4 where rows are far apart
     (Wilson-Cowan at eps = 6: a fold at Iext_e = 0.3152446 for the true 0.3154143); bifnet's Newton
     solve polishes the point, but a restart needs the engine's own data, and a locus started from the
     mislocated point fails at its first step."""
-    before = points.get(index - 1)
-    if before is None or not getattr(before, "is_labeled", False):
+    before, after = points.get(index - 1), points.get(index + 1, points.get(index))
+    if before is None or after is None or not getattr(before, "is_labeled", False):
         return None
     slot = problem.slots[free[0]]
-    distance = abs(value - _param(before, slot))
-    ips = "LC" if branch_kind is BranchKind.CYCLES else "EP"
-    for factor in (8.0, 64.0):
+    a, b = (_direction_coordinates(p, problem, free[:1], False) for p in (before, after))
+    distance = max(abs(b[0] - a[0]), float(np.linalg.norm(b[1:] - a[1:])) / np.sqrt(max(len(a) - 1, 1)))
+    state = np.asarray(state, dtype=float)
+    for factor in (8.0, 64.0, 512.0):
         ds = max(distance / factor, settings.ds_min * 2)
         local = settings.replace(ds=ds, ds_max=ds, max_steps=int(3 * factor) + 10)
         for step in (ds, -ds):
             try:
-                result = restart(problem, before, free, local, ips=ips, source_ips=ips, switch="continue",
-                                 ds=step, with_period=ips == "LC")
+                result = restart(problem, before, free, local, ips="EP", source_ips="EP", switch="continue",
+                                 ds=step, with_period=False)
             except ContinuationError:
                 continue
             for point in (result.branches[0].points if result.branches else ()):
-                if _point_kind(point, branch_kind) is kind and abs(_param(point, slot) - value) <= 1e-7 * (
-                        1.0 + abs(value)):
+                if _point_kind(point, BranchKind.EQUILIBRIA) is kind and abs(_param(point, slot) - value) <= 1e-7 * (
+                        1.0 + abs(value)) and np.max(np.abs(_full_state(point, state.size) - state)) <= 1e-7 * (
+                        1.0 + np.max(np.abs(state))):
                     return point
     return None

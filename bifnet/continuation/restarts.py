@@ -485,7 +485,7 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
             engine_value - sp.parameters[branch.free[0]]) > 1e-7 * (1.0 + abs(engine_value)):
         # the engine located the point poorly and a locus from there fails at once: locate it again
         better = _auto.relocate(problem, branch.engine["points"], sp.index, branch.free, settings, kind=sp.kind,
-                                value=sp.parameters[branch.free[0]])
+                                value=sp.parameters[branch.free[0]], state=sp.state)
         if better is not None:
             log.info("%s: the engine's %s was %.2g off in %s; started from the engine's point located again",
                      name, sp.kind.value, abs(engine_value - sp.parameters[branch.free[0]]), branch.free[0])

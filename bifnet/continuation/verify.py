@@ -224,7 +224,7 @@ def _extended_fold_at(system: SymbolicSystem, free: tuple[str, str], j: int):
 
 def solve_cusp(system: SymbolicSystem, branch: Branch, sp: SpecialPoint) -> Verification:
     """Locate a cusp on a fold locus: where the quadratic coefficient ``w . B(v, v)`` of the fold's normal
-    form (``J v = 0``, ``w^T J = 0``, ``w . v = 1``) changes sign.
+    form (``J v = 0``, ``w^T J = 0``, ``|w| = 1`` with its sign kept continuous) changes sign.
 
     The locus is followed through the rows around the engine's point by exact fold points at fixed
     values ``s`` of the state component that changes most there (the parameters turn at a cusp, the
@@ -244,6 +244,8 @@ def solve_cusp(system: SymbolicSystem, branch: Branch, sp: SpecialPoint) -> Veri
     fail = dict(ok=False, method="newton: fold points at fixed x_j, Brent on w.B(v,v)", parameters=dict(sp.parameters),
                 state=_full_state_row(branch, sp.index, system))
 
+    reference = {}
+
     def fold_at(level, i):
         values = {**base, **{f: float(branch[f][i]) for f in free}}
         x = _full_state_row(branch, i, system)
@@ -258,8 +260,10 @@ def solve_cusp(system: SymbolicSystem, branch: Branch, sp: SpecialPoint) -> Veri
         solved = {**values, free[0]: float(z[n]), free[1]: float(z[n + 1])}
         pa = np.array([solved[nm] for nm in system.parameter_names])
         xz, vz = z[:n], z[n + 2:]
-        U = np.linalg.svd(_jacobian(system, xz, solved))[0]
-        wl = U[:, -1] / float(U[:, -1] @ vz)
+        wl = np.linalg.svd(_jacobian(system, xz, solved))[0][:, -1]
+        # w's sign is SVD's choice: keep it continuous (w . v may vanish, at a Bogdanov-Takens point)
+        reference.setdefault("w", wl)
+        wl = wl if float(wl @ reference["w"]) >= 0 else -wl
         return float(wl @ B(xz, pa, vz)), res, xz, solved
 
     levels = {i: float(X[k, j]) for k, i in enumerate(rows)}
