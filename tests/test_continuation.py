@@ -158,3 +158,27 @@ def test_start_outside_range_is_refused(ping):
     p = ping.resolve_parameters({"eps": 15.0, "Iext_e": 50.0})
     with pytest.raises(ContinuationError, match="outside its range"):
         continue_equilibria(ping, p, "Iext_e", settings=ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)}))
+
+
+def test_tracing_a_callback_leaves_the_math_module_alone(toy_model):
+    """bifpy traces a callback with math.exp & co. replaced process-wide by wrappers (bifpy.auto._transpile
+    ._patched_math). The cycles step traces on several threads while numba compiles kernels on others: one
+    run died with "module 'bifpy.auto._transpile' has no attribute 'wrapper'". Through bifnet's adapter the
+    math module must be the same during a trace as outside one."""
+    import math
+
+    from bifnet.continuation import _auto
+
+    _auto._auto()  # installs the adapter's bifpy workarounds
+    from bifpy.auto import _transpile
+
+    builtin = math.exp
+    seen = []
+
+    def func(state, parameters):
+        seen.append(math.exp is builtin)
+        return [parameters[0] - state[0] ** 2]
+
+    source = _transpile.generate_equation_file(func, None, 1)
+    assert "SUBROUTINE FUNC" in source.upper()
+    assert seen and all(seen) and math.exp is builtin

@@ -13,6 +13,9 @@ bifpy workarounds (see docs/engine.md):
   branch where it returns to a Hopf point (amplitude zero) or to its start.
 * AUTO reports "FOLD" where a cycle branch reaches a Hopf point; those are not
   folds of cycles and are dropped.
+* bifpy 0.3.0 traces callbacks with ``math``'s functions replaced process-wide
+  (``_patched_math``), which is not thread-safe; bifnet's callbacks never call
+  ``math``, so they are traced without it.
 * bifpy 0.3.0 wraps every mesh row of every periodic orbit (and of its
   tangent) in a ``NamedValues`` after each run: 1.3 million Python calls, a
   fifth of a cycle run at NTST 250. bifnet reads orbits as plain numbers only,
@@ -21,6 +24,7 @@ bifpy workarounds (see docs/engine.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -202,6 +206,12 @@ def _install_transpile_cache() -> None:
             return source[:start] + body + "\n" + source[end:]
 
         _transpile.generate_equation_file = generate_equation_file
+        # bifpy traces a callback inside _patched_math(), which replaces math.exp & co. process-wide
+        # with wrappers; the cycles step traces on several threads, so one thread restored another's
+        # wrappers as the "originals", and numba, compiling a kernel meanwhile, found math.exp to be
+        # bifpy.auto._transpile.wrapper ("module has no attribute 'wrapper'", the run lost). bifnet's
+        # callbacks are numpy lambdas that never call the math module: trace without the patch.
+        _transpile._patched_math = contextlib.nullcontext
         _cache_state["installed"] = True
     except Exception as error:  # pragma: no cover - never let the cache break a run
         log.debug("transpile cache not installed: %s", error)
