@@ -204,3 +204,30 @@ def test_verification_budget_must_be_a_non_negative_integer():
         with pytest.raises(BifnetError, match="verification_budget"):
             CycleSettings(verification_budget=bad)
     assert CycleSettings(verification_budget=0).verification_budget == 0
+
+
+def test_a_reversal_is_told_from_a_fold_by_the_orbits_themselves():
+    """Synthetic rows (D = 4): along a fold of cycles the parameter turns (p = 1 - (s - 1)^2) while the
+    period, means and harmonic amplitudes go on: not a turn back. The orbit before met again, or the same
+    orbit with X0 half a period further on (c1 -> -c1, another X0): a turn back. Rows whose |c1|^2 falls
+    linearly in p head for the Hopf point where it vanishes, and agree with its normal form there."""
+    from bifnet.patterns.cycle_ends import approaching_hopf, normal_form_agrees, turns_back
+
+    D = 4
+    q = np.array([1.0, 0.5j, -0.3, 0.2 + 0.1j])
+
+    def row(p, T, A, X0=None, sign=1.0):
+        z = np.concatenate([np.zeros(D) if X0 is None else X0, [T, p]])
+        return {"z": z, "mean": np.full(D, 0.1 * A), "c1": sign * A * q / np.linalg.norm(q)}
+
+    fold = [row(1 - (s - 1) ** 2, 5 + 0.1 * s, 1 + s) for s in (0.8, 1.0, 1.2)]
+    assert not turns_back(*fold, D)
+    a, b = row(1.0, 5.0, 1.0), row(1.1, 4.9, 1.2)
+    assert turns_back(a, b, a, D)
+    assert turns_back(a, b, row(1.0, 5.0, 1.0, X0=np.ones(D), sign=-1.0), D)
+    assert not turns_back(a, b, row(1.2, 4.8, 1.4, X0=np.ones(D), sign=-1.0), D)
+    # |c1|^2 = (p_H - p) / 0.2 towards p_H = 2
+    hopf = [row(p, 4.0, np.sqrt((2.0 - p) / 0.2)) for p in (1.0, 1.4, 1.7)]
+    assert approaching_hopf(hopf, D) and not approaching_hopf(hopf[::-1], D)
+    end = {"p": 2.0, "speed": -1.0, "omega": 1.0, "l1": -0.2}     # |z|^2 = -speed (p - p_H) / (omega l1)
+    assert normal_form_agrees(end, hopf[-1], D) and not normal_form_agrees({**end, "l1": -0.25}, hopf[-1], D)
