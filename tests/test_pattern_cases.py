@@ -399,7 +399,7 @@ def test_subcritical_pattern_of_tvb68_with_hysteresis(tmp_path):
     # the same branch from the API (the orbits' states are in engine["states"]), then simulations
     x0 = np.zeros(2)
     branch = oscillatory_pattern_branch(model, operator, {**params, "mu": float(hb["mu_located"].iloc[0])}, "mu",
-                                        x0, 68, CycleSettings(ds=0.02, ds_max=0.3, max_steps=40,
+                                        x0, 68, CycleSettings(ds=0.02, ds_max=0.3, max_steps=47,
                                                               first_amplitude=0.01))
     m2 = branch["mu"]
     k2 = next(i for i in range(1, len(m2) - 1) if (m2[i] - m2[i - 1]) * (m2[i + 1] - m2[i]) < 0)
