@@ -1,13 +1,15 @@
-"""LPC and NS points of oscillatory patterns (bifnet.patterns.verify_cycles), checked against independent
-computations: the Floquet multipliers of a monodromy integrated from the dense network Jacobian's
-variational equation (scipy DOP853 at rtol 1e-11: neither bifnet's RK4 map nor its tangent kernels), the
-orbit's return under the network integrator (DOPRI5), and the rows of the branch around the points.
+"""LPC and NS points of oscillatory patterns (bifnet.patterns.verify_cycles), and the end of the branch
+(bifnet.patterns.cycle_ends), checked against independent computations: the Floquet multipliers of a
+monodromy integrated from the dense network Jacobian's variational equation (scipy DOP853 at rtol 1e-11:
+neither bifnet's RK4 map nor its tangent kernels), the orbit's return under the network integrator
+(DOPRI5), the eigenvalues of mode 6's block of the dense network Jacobian, and the rows of the branch.
 
-The case: the 6-node network of test_pattern_cycles (ngnmm_ping, eps = 15, mode 6) continued further, to
-Iext_e = 49: three complex pairs leave the unit circle at Iext_e = 46.97, 47.51, 47.91 (torus points of
-a stable, then unstable pattern); at Iext_e = 49.033 the continuation turns back without a fold (no
-multiplier through 1: the LPC it reports is rejected) and runs over the same orbits again (the second set
-of torus points equals the first: reported as such, not as new points).
+The case: the 6-node network of test_pattern_cycles (ngnmm_ping, eps = 15, mode 6) continued further:
+three complex pairs leave the unit circle at Iext_e = 46.97, 47.51, 47.91 (torus points of a stable, then
+unstable pattern), and the amplitude falls to the second Hopf point of mode 6 (Iext_e = 49.1548, where
+mode 6 turns stable again), where the branch ends. Before the continuation's norm was scaled, it turned
+back at Iext_e = 49.033 (amplitude 0.845, period 3.4102) and ran over the same orbits again (a fake LPC,
+and the three torus points met a second time).
 """
 
 import numpy as np
@@ -68,7 +70,8 @@ def test_torus_points_have_a_pair_on_the_unit_circle_by_an_independent_monodromy
         assert sp.details["direction"] == "out"
         assert np.sum(np.abs(mu) > 1 + 1e-6) == sp.details["unstable_others"]
         # solved again with 1024 RK4 steps per period (h^4 smaller by 8^4) from the same two rows
-        (crossing,) = verify_cycles.multiplier_crossings(mus[i], mus[i + 1])
+        crossing = min(verify_cycles.multiplier_crossings(mus[i], mus[i + 1]),    # NS2 and NS3 share rows
+                       key=lambda c: abs(abs(np.angle(c.mu_b)) - sp.details["multiplier_angle"]))
         rows = [(np.concatenate([branch.engine["states"][k].ravel(), [branch["period"][k], branch["Iext_e"][k]]]),
                  None) for k in (i, i + 1)]
         (fine,), _ = verify_cycles.verify_bracket(problem, [SpecialKind.NS], rows, 1024, crossings=[crossing])
@@ -84,37 +87,75 @@ def test_torus_points_have_a_pair_on_the_unit_circle_by_an_independent_monodromy
     assert return_error(network, z[:D], z[D], rtol=1e-11, atol=1e-13) < 1e-6
 
 
-def test_the_branch_running_back_meets_the_same_torus_points(case):
-    _, _, _, branch = case
-    ns = {sp.name: sp for sp in _points(branch, SpecialKind.NS)}
-    for later, earlier in (("NS4", "NS3"), ("NS5", "NS2"), ("NS6", "NS1")):
-        sp = ns[later]
-        assert not sp.located and f"the same point as {earlier}" in sp.details["reason"]
-        assert sp.details["direction"] == "in"
+def _mode_block(model, operator, params, value, x, mode=MODE):
+    """The ``n x n`` block of mode ``mode`` of the dense network Jacobian at the homogeneous equilibrium
+    near ``x``: ``(v^T (x) I) J (u (x) I) / (v . u)``, ``u`` and ``v`` the right and left eigenvectors of the
+    mode operator (numpy)."""
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.network.core import network_jacobian_dense
+
+    p = {**params, "Iext_e": value}
+    xs = find_equilibrium(model, p, x, settle_time=0.0)
+    network = build_network(model, operator, p)
+    J = network_jacobian_dense(network, np.tile(xs, network.n_regions))
+    M = np.asarray(operator.mode_matrix, dtype=float)
+    lam = operator.spectrum().eigenvalues[mode - 1]
+    ev, R = np.linalg.eig(M)
+    evl, L = np.linalg.eig(M.T)
+    u = R[:, np.argmin(np.abs(ev - lam))]
+    v = L[:, np.argmin(np.abs(evl - lam))]
+    n = xs.size
+    return np.kron(v[None, :], np.eye(n)) @ J @ np.kron(u[:, None], np.eye(n)) / (v @ u)
 
 
-def test_a_turning_point_without_a_multiplier_through_1_is_not_a_fold(case):
-    """The continuation turns back at row 82 (Iext_e = 49.033) and runs over the same orbits again. The
-    tangent's parameter component changes sign between rows 81 and 82, but no real multiplier passes through
-    1 there: by the independent monodromy the multiplier next to the trivial one is 0.9997 at both rows
-    (a fold would need it on both sides of 1), so the LPC is reported and not located."""
+def test_the_branch_goes_forward_and_ends_at_the_second_hopf_point_of_its_mode(case):
+    """The rows go forward: Iext_e increases at every row (there is no fold of cycles on this branch: no
+    real multiplier passes through +1 between neighbouring rows) and the secants of (Iext_e, period,
+    amplitude) never turn back; no LPC, no torus point met twice. The branch ends at the Hopf point of
+    mode 6 where the amplitude vanishes: its Iext_e is the root of the growth rate of mode 6's block of the
+    dense Jacobian to 1e-6 (|d Re lambda / d Iext_e| = 3.3e-4 and equilibria solved to 1e-10: 3e-7), and
+    the last orbit lies where its amplitude multiplier puts it, p_H - p = -ln(mu) / (2 |Re lambda'| T),
+    by the independent monodromy (5 %)."""
+    from scipy.optimize import brentq
+
     model, operator, params, branch = case
-    (sp,) = _points(branch, SpecialKind.LPC)
-    assert not sp.located and "no real multiplier passes through 1" in sp.details["reason"]
-    i = sp.index
-    D = branch.engine["states"].shape[1] * branch.engine["states"].shape[2]
-    second = []
-    for k in (i - 1, i):
-        network = build_network(model, operator, {**params, "Iext_e": branch["Iext_e"][k]})
-        mu = np.linalg.eigvals(_dense_monodromy(network, branch.engine["states"][k].ravel(), branch["period"][k]))
-        mu = mu[np.argsort(np.abs(mu - 1))]
-        assert abs(mu[0] - 1) < 1e-6                      # the trivial multiplier
-        second.append(mu[1])
-    assert all(abs(m.imag) < 1e-10 and 0.999 < m.real < 1 - 1e-4 for m in second), second
-    # the amplitude keeps falling to row 82 and rises again after it: the same orbits met again
-    amplitude = branch["amplitude"]
-    assert amplitude[i] < amplitude[i - 1] and amplitude[i + 1] > amplitude[i]
-    assert amplitude[i + 1] == pytest.approx(amplitude[i - 2], rel=0.02)
+    p, T, A = branch["Iext_e"], branch["period"], branch["amplitude"]
+    secants = np.diff(np.stack([p, T, A], axis=1), axis=0)
+    assert np.all(np.sum(secants[1:] * secants[:-1], axis=1) > 0)
+    assert np.all(np.diff(p) > 0)
+    assert not _points(branch, SpecialKind.LPC)
+    assert all("the same point" not in sp.details.get("reason", "") for sp in branch.special_points)
+    assert branch.status.startswith("Hopf point of mode 6"), branch.status
+    end = branch.engine["end_hopf_index"]
+    assert end == len(branch) - 1 and A[end] == 0 and branch["stable"][end] == -1
+    mus = branch.engine["multipliers"]
+    for k in range(1, end - 1):     # no real multiplier through +1 (the trivial one left out)
+        assert all(c.kind is not SpecialKind.BP for c in verify_cycles.multiplier_crossings(mus[k], mus[k + 1]))
+    # the Hopf point, independently: the growth rate of mode 6's block of the dense Jacobian
+    x = branch.engine["mean"][end].mean(axis=0)
+
+    def rate(value):
+        return float(np.max(np.linalg.eigvals(_mode_block(model, operator, params, value, x)).real))
+
+    p_H = brentq(rate, p[end - 1], p[end] + 0.5, xtol=1e-12)
+    assert abs(p[end] - p_H) < 1e-6, (p[end], p_H)
+    (hopf,) = [sp for sp in branch.special_points if sp.name == "HB2"]
+    assert hopf.located and hopf.index == end and hopf.details["mode"] == MODE
+    ev = np.linalg.eigvals(_mode_block(model, operator, params, p_H, x))
+    omega = abs(float(ev[np.argmax(ev.real)].imag))
+    assert T[end] == pytest.approx(2 * np.pi / omega, rel=1e-8)
+    h = 1e-4
+    speed = (rate(p_H + h) - rate(p_H - h)) / (2 * h)
+    assert speed == pytest.approx(-3.3e-4, rel=0.05)
+    # the last orbit: its amplitude multiplier (the real one next to the trivial) is exp(-2 |speed| (p_H - p) T)
+    k = end - 1
+    network = build_network(model, operator, {**params, "Iext_e": p[k]})
+    mu = np.linalg.eigvals(_dense_monodromy(network, branch.engine["states"][k].ravel(), T[k]))
+    real = mu[np.abs(mu.imag) < 1e-10].real
+    near = real[np.argsort(np.abs(real - 1))[1]]
+    assert near < 1
+    assert p_H - p[k] == pytest.approx(-np.log(near) / (2 * abs(speed) * T[k]), rel=0.05)
+    assert 0.1 < p_H - p[k] < 1.0 and A[k] < 2.0
 
 
 def test_a_bracket_without_the_crossing_is_not_located(case):
@@ -163,3 +204,30 @@ def test_verification_budget_must_be_a_non_negative_integer():
         with pytest.raises(BifnetError, match="verification_budget"):
             CycleSettings(verification_budget=bad)
     assert CycleSettings(verification_budget=0).verification_budget == 0
+
+
+def test_a_reversal_is_told_from_a_fold_by_the_orbits_themselves():
+    """Synthetic rows (D = 4): along a fold of cycles the parameter turns (p = 1 - (s - 1)^2) while the
+    period, means and harmonic amplitudes go on: not a turn back. The orbit before met again, or the same
+    orbit with X0 half a period further on (c1 -> -c1, another X0): a turn back. Rows whose |c1|^2 falls
+    linearly in p head for the Hopf point where it vanishes, and agree with its normal form there."""
+    from bifnet.patterns.cycle_ends import approaching_hopf, normal_form_agrees, turns_back
+
+    D = 4
+    q = np.array([1.0, 0.5j, -0.3, 0.2 + 0.1j])
+
+    def row(p, T, A, X0=None, sign=1.0):
+        z = np.concatenate([np.zeros(D) if X0 is None else X0, [T, p]])
+        return {"z": z, "mean": np.full(D, 0.1 * A), "c1": sign * A * q / np.linalg.norm(q)}
+
+    fold = [row(1 - (s - 1) ** 2, 5 + 0.1 * s, 1 + s) for s in (0.8, 1.0, 1.2)]
+    assert not turns_back(*fold, D)
+    a, b = row(1.0, 5.0, 1.0), row(1.1, 4.9, 1.2)
+    assert turns_back(a, b, a, D)
+    assert turns_back(a, b, row(1.0, 5.0, 1.0, X0=np.ones(D), sign=-1.0), D)
+    assert not turns_back(a, b, row(1.2, 4.8, 1.4, X0=np.ones(D), sign=-1.0), D)
+    # |c1|^2 = (p_H - p) / 0.2 towards p_H = 2
+    hopf = [row(p, 4.0, np.sqrt((2.0 - p) / 0.2)) for p in (1.0, 1.4, 1.7)]
+    assert approaching_hopf(hopf, D) and not approaching_hopf(hopf[::-1], D)
+    end = {"p": 2.0, "speed": -1.0, "omega": 1.0, "l1": -0.2}     # |z|^2 = -speed (p - p_H) / (omega l1)
+    assert normal_form_agrees(end, hopf[-1], D) and not normal_form_agrees({**end, "l1": -0.25}, hopf[-1], D)

@@ -171,8 +171,11 @@ def plot_cycle_pattern(context, step, branch: Branch, params, x_hopf) -> None:
     marks = {SpecialKind.LPC: ("s", "tab:blue"), SpecialKind.PD: ("v", "tab:purple"),
              SpecialKind.NS: ("^", "tab:green"), SpecialKind.BP: ("D", "tab:orange")}
     counts = {}
+    end = branch.engine.get("end_hopf_index")
+    if end is not None:    # the Hopf point where the amplitude vanished
+        ax.plot(p[end], 0.0, "o", color="k", mfc="0.6", ms=8, zorder=6)
     for sp in branch.special_points:
-        if sp.index == 0:
+        if sp.index == 0 or sp.index == end:
             continue
         m, c = marks.get(sp.kind, ("x", "0.3"))
         ax.plot(sp.parameters[free], amp[sp.index], m, color=c, ms=5, zorder=5)
@@ -183,6 +186,10 @@ def plot_cycle_pattern(context, step, branch: Branch, params, x_hopf) -> None:
                Line2D([], [], color="tab:red", ls="--", lw=1.6, label="pattern, unstable"),
                Line2D([], [], color="0.5", lw=0.8, label="normal form sqrt(-mu' dp / (omega l1))"),
                Line2D([], [], marker="o", ls="none", color="k", mfc="w", ms=8, label="transverse Hopf point (origin)")]
+    if end is not None:
+        hopf = next(sp for sp in branch.special_points if sp.index == end)
+        handles.append(Line2D([], [], marker="o", ls="none", color="k", mfc="0.6", ms=8,
+                              label=f"Hopf point of mode {hopf.details.get('mode')} (end)"))
     handles += [Line2D([], [], marker=marks.get(k, ("x", "0.3"))[0], ls="none", color=marks.get(k, ("x", "0.3"))[1],
                        ms=5, label=f"{k.value} x {v} (multipliers, between rows)") for k, v in counts.items()]
     ax.legend(handles=handles, fontsize=7, loc="best")
@@ -209,15 +216,17 @@ def plot_cycle_brain(context, step, spec, branch: Branch, operator) -> list[int]
     if centres is None:
         return []
     n_points = len(branch)
+    orbits = n_points - (branch.engine.get("end_hopf_index") is not None)   # a last row at a Hopf point
     obs = branch.engine["observe"]
     chosen = spec.get("brain_points")
     if chosen is None:
         stable = np.flatnonzero(np.asarray(branch["stable"]) == 1)
-        chosen = [int(stable[-1])] if stable.size else [n_points - 1]
-    bad = [k for k in chosen if not (isinstance(k, int) and 0 < k < n_points)]
+        chosen = [int(stable[-1])] if stable.size else [orbits - 1]
+    bad = [k for k in chosen if not (isinstance(k, int) and 0 < k < orbits)]
     if bad:
+        last = "" if orbits == n_points else f", row {n_points - 1} the Hopf point where it ends"
         raise RunFileError(f"step {step!r}: brain_points: no orbit at row {bad[0]} (the orbits are rows "
-                           f"1..{n_points - 1}; row 0 is the Hopf point)")
+                           f"1..{orbits - 1}; row 0 is the Hopf point{last})")
     oi = list(branch.variables).index(obs)
     half = branch.engine["half_range"][:, :, oi]
     c1 = branch.engine["harmonic"][:, :, oi]

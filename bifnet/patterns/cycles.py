@@ -13,7 +13,9 @@ shooting** on bifnet's compiled network integrator:
   stepper of :func:`bifnet.network._kernels.lyapunov_kernels`);
 * equations: ``Phi(X0, T, p) - X0 = 0``, the Poincaré phase condition
   ``f(X_prev) . (X0 - X_prev) = 0`` through the previous point, and the
-  pseudo-arclength condition ``t . (z - z_pred) = 0``;
+  pseudo-arclength condition ``t . W (z - z_pred) = 0`` in the norm of
+  :func:`arclength_weights` (``X0`` weighted ``1 / D``: its root mean square), the norm in which
+  ``t`` is a unit vector, keeps the orientation of its predecessor and ``ds`` is measured;
 * corrections: Newton's method on that ``(N n + 2)`` system. The
   ``d/dT`` and ``d/dp`` columns are central differences of the flow map. The
   ``X0`` block ``M - I`` (``M`` the monodromy) comes either
@@ -30,6 +32,14 @@ shooting** on bifnet's compiled network integrator:
   Which is faster depends on how many multipliers are far from zero (GMRES
   needs about one iteration per such multiplier); the measurements on tvb68
   are in ``docs/engine.md``.
+
+Step control: a step is halved when Newton fails, when the corrected point lies farther than
+:data:`MAX_CORRECTION` steps from its prediction (a jump to another branch), and when the corrected orbit
+goes back along the branch (:func:`bifnet.patterns.cycle_ends.turns_back`: a reversal, told from a fold of
+cycles by a phase-independent signature of the orbits). When the amplitude falls towards a Hopf point of
+the homogeneous state the branch ends there, at the located point (``status`` "Hopf point of mode ...",
+a last row with amplitude 0 and special point ``HB2``), rather than passing through amplitude 0 onto the
+same orbits shifted by half a period (:mod:`bifnet.patterns.cycle_ends`).
 
 The first point comes from the Hopf normal form (:mod:`bifnet.patterns.criticality`):
 ``X(t) = X*(p) + 2 Re(z Q e^{i omega t})`` with ``|z|^2 = -Re(mu'(p_c)) (p - p_c) / (omega l1)``
@@ -49,6 +59,7 @@ import numpy as np
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
 from bifnet.errors import BifnetError, ContinuationError
 from bifnet.model import NodeModel
+from bifnet.patterns.cycle_ends import approaching_hopf, hopf_end_point, normal_form_agrees, turns_back
 from bifnet.patterns.equilibria import NetworkProblem
 
 log = logging.getLogger("bifnet.patterns")
@@ -63,6 +74,10 @@ MULTIPLIER_MARGIN = 1e-6
 #: Newton with Broyden updates linearises again (a whole monodromy) when the residual falls by less than this
 #: factor (tvb68, 11 orbits: 11.3 s of CPU with 0.9, 13.5 s with 0.5).
 CONTRACTION = 0.9
+#: A corrected point farther than this many steps ``ds`` (in the continuation's norm) from its prediction is
+#: rejected and the step halved: a jump to another branch (Stuart-Landau on 6 nodes, overshooting the fold of
+#: cycles at mu = -0.2607: 2.9 steps; accepted points: at most 0.26 there, 0.13 on the ngnmm_ping 6-node branch).
+MAX_CORRECTION = 1.0
 #: Halvings of the RK4 step allowed at one point when its return error is too large.
 REFINEMENTS = 4
 _METHODS = ("monodromy", "krylov")
@@ -75,7 +90,8 @@ class CycleSettings:
     Attributes
     ----------
     ds, ds_min, ds_max : float
-        Pseudo-arclength step (Euclidean norm of ``(X0, T, p)``), its bounds.
+        Pseudo-arclength step, its bounds, in the norm ``sqrt(|dX0|^2 / D + dT^2 + dp^2)``
+        (:func:`arclength_weights`).
     max_steps : int
         Points after the first one.
     bounds : (float, float)
@@ -342,14 +358,30 @@ def _correct(problem, z_pred, last, X_ref, phase, S, lin, settings):
     return z, res, res < settings.tolerance, lin
 
 
-def _tangent(problem, lin, phase, previous, method):
-    """Unit null vector of the shooting Jacobian with the phase row, oriented along ``previous``."""
+def arclength_weights(D: int) -> np.ndarray:
+    """Weights ``w`` of the continuation's norm ``|z|_w^2 = sum w_i z_i^2`` on ``z = (X0, T, p)``: ``1 / D`` on
+    each state component (their root mean square), 1 on the period and on the parameter.
+
+    In the Euclidean norm the ``D`` components of ``X0`` outweigh ``T`` and ``p``, and ``X0`` also moves
+    when the point slides along the orbit on the Poincaré section (no change of the orbit at all): on the
+    6-node network near the mode-6 Hopf point at Iext_e = 49.15 the slide turned the Euclidean tangent by
+    87 degrees from one row to the next and the continuation went back over its own orbits."""
+    w = np.ones(D + 2)
+    w[:D] = 1.0 / D
+    return w
+
+
+def _tangent(problem, lin, phase, previous, method, w=None):
+    """Null vector of the shooting Jacobian with the phase row, unit in the ``w`` norm (default Euclidean),
+    oriented along ``previous`` in the same norm (``previous . W t > 0``: the bordering row is ``W previous``)."""
     D = problem.D
+    if w is None:
+        w = np.ones(D + 2)
     rhs = np.zeros(D + 2)
     rhs[D + 1] = 1.0
-    t = _solve(problem, lin, phase, previous, rhs, method)
-    t /= np.linalg.norm(t)
-    return t if t @ previous >= 0 else -t
+    t = _solve(problem, lin, phase, w * previous, rhs, method)
+    t /= math.sqrt(float((w * t) @ t))
+    return t if (w * t) @ previous >= 0 else -t
 
 
 def floquet_multipliers(problem: ShootingProblem, X, T, p, S, *, method="monodromy", k=10, M=None):
@@ -438,7 +470,9 @@ def oscillatory_pattern_branch(model: NodeModel, operator, parameters: Mapping[s
     -------
     Branch
         Kind ``CYCLES``, ``mode``/``Lambda`` of the mode of origin; row 0 is the Hopf point
-        (amplitude 0, stability not evaluated). Columns: ``free``, ``period`` (ms),
+        (amplitude 0, stability not evaluated); where the amplitude vanishes at another Hopf point the
+        last row is that point (``engine["end_hopf_index"]``, special point ``HB2``, the same
+        conventions) and ``status`` starts with "Hopf point of mode". Columns: ``free``, ``period`` (ms),
         ``amplitude`` (Euclidean norm of the first-harmonic coefficient of ``X(t)``, all
         ``N n`` components; ``|z|`` of the normal form), ``predicted_amplitude`` (normal form),
         ``<var>_mean`` (mean over regions of the time means), ``<observe>_amplitude`` (largest
@@ -539,65 +573,118 @@ def _branch(model, operator, parameters, free, x, mode, settings, name, observe,
     z, res, S, lin, err = first
     lo, hi = settings.bounds
 
-    def accept(z, res, S, lin, err):
+    def profile(z, S):
+        _, samples = problem.flow(z[:D], z[D], z[D + 1], S, record=True)
+        return _profile(samples, z[D])
+
+    def accept(z, res, S, lin, err, shape):
         X, T, p = z[:D], z[D], z[D + 1]
         if settings.method == "monodromy" and (lin.M is None or np.max(np.abs(lin.z - z)) > 0):
             lin = _linearise(problem, z, S, True)
         mu = floquet_multipliers(problem, X, T, p, S, method=settings.method, k=settings.multipliers, M=lin.M)
-        _, samples = problem.flow(X, T, p, S, record=True)
-        mean, half, c1 = _profile(samples, T)
+        mean, half, c1 = shape
         rows.append(dict(z=z.copy(), residual=res, mu=mu, mean=mean, half=half, c1=c1, return_error=err, S=S))
         return lin
 
-    lin = accept(z, res, S, lin, err)
+    def hopf_end():
+        return hopf_end_point(model, operator, parameters, free, rows, N, n)
+
+    lin = accept(z, res, S, lin, err, profile(z, S))
     # the first tangent: along the branch, away from the Hopf point
     f_here = problem.field(z[:D], z[D + 1])
     phase = f_here / np.linalg.norm(f_here)
-    t = _tangent(problem, lin, phase, e_p * side, settings.method)
+    w = arclength_weights(D)
+    t = _tangent(problem, lin, phase, e_p * side, settings.method, w)
     ds = settings.ds
     status = "max_steps"
+    end = candidate = None      # the Hopf point the amplitude vanishes at, once located
     while len(rows) <= settings.max_steps:
         z_pred = z + ds * t
         f_here = problem.field(z[:D], z[D + 1])
         phase = f_here / np.linalg.norm(f_here)
-        point = solve(z_pred, t, z[:D], phase, lin)
+        point = solve(z_pred, w * t, z[:D], phase, lin)
         if point is None:
             ds /= 2
             if ds < settings.ds_min:
                 status = "no convergence"
                 break
             continue
-        z, res, S, lin_new, err = point
-        lin = accept(z, res, S, lin_new, err)
+        z_new, res, S_new, lin_new, err = point
+        correction = math.sqrt(float((w * (z_new - z_pred)) @ (z_new - z_pred)))
+        if correction > MAX_CORRECTION * ds:
+            # farther from the prediction than the step itself: another branch, not the next orbit of this one
+            log.info("  the orbit corrected at %s = %.8g is %.2g steps from the prediction: step %.3g halved", free,
+                     z_new[D + 1], correction / ds, ds)
+            ds /= 2
+            if ds < settings.ds_min:
+                status = "no convergence"
+                break
+            continue
+        shape = profile(z_new, S_new)
+        if len(rows) >= 2 and turns_back(rows[-2], rows[-1], dict(z=z_new, mean=shape[0], c1=shape[2]), D):
+            # the corrected orbit lies back along the branch (not a fold: the whole orbit goes back)
+            end = candidate or hopf_end()
+            if end is not None:
+                break
+            log.info("  the orbit corrected at %s = %.8g goes back along the branch: step %.3g halved", free,
+                     z_new[D + 1], ds)
+            ds /= 2
+            if ds < settings.ds_min:
+                status = (f"turned back at {free} = {z[D + 1]:.8g} (every corrected orbit went back over the "
+                          f"branch down to ds_min)")
+                break
+            continue
+        z, S = z_new, S_new
+        lin = accept(z, res, S, lin_new, err, shape)
         f_here = problem.field(z[:D], z[D + 1])
         phase = f_here / np.linalg.norm(f_here)
-        t = _tangent(problem, lin, phase, t, settings.method)
+        t = _tangent(problem, lin, phase, t, settings.method, w)
         if not lo <= z[D + 1] <= hi:
             status = "bound"
             break
-        if float(np.linalg.norm(rows[-1]["c1"])) < 0.1 * settings.first_amplitude:
-            status = "amplitude vanished (another Hopf point)"
+        amplitude = float(np.linalg.norm(rows[-1]["c1"]))
+        if amplitude >= float(np.linalg.norm(rows[-2]["c1"])):
+            candidate = None    # the amplitude rises again: no longer heading for that Hopf point
+        vanished = amplitude < 0.1 * settings.first_amplitude
+        if vanished or approaching_hopf(rows, D):
+            candidate = candidate or hopf_end()
+            if candidate is not None and (vanished or normal_form_agrees(candidate, rows[-1], D)):
+                end = candidate
+                break
+        if vanished:
+            status = "amplitude vanished (no Hopf point of a mode found next to it)"
             break
         ds = min(ds * 1.4, settings.ds_max)
+    if end is not None:
+        status = (f"Hopf point of mode {end['mode']} at {free} = {end['p']:.8g} (the amplitude vanishes: the "
+                  f"branch ends there)")
     log.info("  %s: %d orbits of the mode-%d pattern (%s), %.1f s, %d periods, %d tangent columns", name,
              len(rows), mode, status, time.perf_counter() - started, problem.integrations, problem.tangent_columns)
     return _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient, rows, problem, name,
-                     observe, status, settings)
+                     observe, status, settings, end)
 
 
 def _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient, rows, problem, name, observe,
-              status, settings):
+              status, settings, end=None):
+    """The branch: row 0 the Hopf point of origin, then the orbits, then (``end``) the Hopf point where the
+    amplitude vanished (the homogeneous equilibrium, amplitude 0, stability not evaluated)."""
     N, n, D = problem.N, problem.n, problem.D
     p_c = float(parameters[free])
-    k = len(rows) + 1
+    orbit_rows = len(rows) + 1
+    k = orbit_rows + (end is not None)
     z = np.array([r["z"] for r in rows])
-    p = np.concatenate([[p_c], z[:, D + 1]])
-    period = np.concatenate([[2 * np.pi / nf.omega], z[:, D]])
     X_hopf = np.tile(x, N)
-    states = np.concatenate([X_hopf[None], z[:, :D]]).reshape(k, N, n)
-    mean = np.concatenate([X_hopf[None], [r["mean"] for r in rows]]).reshape(k, N, n)
-    half = np.concatenate([np.zeros((1, D)), [r["half"] for r in rows]]).reshape(k, N, n)
-    harmonic = np.concatenate([np.zeros((1, D), complex), [r["c1"] for r in rows]]).reshape(k, N, n)
+    ends = {"p": [p_c], "period": [2 * np.pi / nf.omega], "X": [X_hopf]}
+    tail = {"p": [], "period": [], "X": np.zeros((0, D))}
+    if end is not None:
+        tail = {"p": [end["p"]], "period": [2 * np.pi / end["omega"]], "X": [np.tile(end["x"], N)]}
+    p = np.concatenate([ends["p"], z[:, D + 1], tail["p"]])
+    period = np.concatenate([ends["period"], z[:, D], tail["period"]])
+    states = np.concatenate([ends["X"], z[:, :D], tail["X"]]).reshape(k, N, n)
+    mean = np.concatenate([ends["X"], [r["mean"] for r in rows], tail["X"]]).reshape(k, N, n)
+    flat = np.zeros((k - len(rows), D))
+    half = np.concatenate([flat[:1], [r["half"] for r in rows], flat[1:]]).reshape(k, N, n)
+    harmonic = np.concatenate([flat[:1], [r["c1"] for r in rows], flat[1:]]).reshape(k, N, n)
     amplitude = np.linalg.norm(harmonic.reshape(k, -1), axis=1)
     with np.errstate(invalid="ignore"):
         predicted = np.sqrt(np.maximum(coefficient * (p - p_c), 0.0))
@@ -613,16 +700,20 @@ def _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient
         multipliers.append(r["mu"])
     stable = np.where(unstable == 0, 1, 0)
     stable[0] = -1
+    if end is not None:
+        multipliers.append(np.array([]))
+        stable[-1] = -1
     obs = observe or model.observe or model.variable_names[0]
     oi = model.observed_index(obs)
     columns = {free: p, "period": period, "amplitude": amplitude, "predicted_amplitude": predicted}
     for j, v in enumerate(model.variable_names):
         columns[f"{v}_mean"] = mean[:, :, j].mean(axis=1)
+    zeros = [0.0] * (k - orbit_rows)
     columns.update({
         f"{obs}_amplitude": half[:, :, oi].max(axis=1),
         "max_multiplier": worst, "trivial_error": trivial, "n_unstable": unstable, "stable": stable,
-        "residual": np.concatenate([[0.0], [r["residual"] for r in rows]]),
-        "return_error": np.concatenate([[0.0], [r["return_error"] for r in rows]]),
+        "residual": np.concatenate([[0.0], [r["residual"] for r in rows], zeros]),
+        "return_error": np.concatenate([[0.0], [r["return_error"] for r in rows], zeros]),
         "code": np.zeros(k, dtype=int), "label": np.zeros(k, dtype=int),
     })
     special = [SpecialPoint(kind=SpecialKind.HB, index=0, parameters={free: p_c}, state=tuple(x), located=True,
@@ -633,15 +724,25 @@ def _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient
                                      "omega_per_ms": nf.omega, "speed": speed})]
     from bifnet.patterns.verify_cycles import detect_points, verify_points
 
-    detected = detect_points(p, period, counts, unstable, multipliers, free)
+    o = slice(0, orbit_rows)    # the points are sought between orbits only
+    detected = detect_points(p[o], period[o], counts[o], unstable[o], multipliers[:orbit_rows], free)
     verified, orbits = verify_points(problem, rows, detected, free, settings, n)
     special += verified
+    if end is not None:
+        special.append(SpecialPoint(
+            kind=SpecialKind.HB, index=k - 1, parameters={free: end["p"]}, state=tuple(end["x"]), located=True,
+            period=float(period[-1]), name="HB2",
+            eigenvalues=(complex(end["eigenvalue"]), complex(np.conj(end["eigenvalue"]))),
+            verification="transverse Hopf point where the amplitude vanishes (located on the mode Jacobian)",
+            details={"mode": end["mode"], "l1": end["l1"], "omega_per_ms": end["omega"], "speed": end["speed"],
+                     "extrapolated": end["extrapolated"], "overlap": end["overlap"]}))
     return Branch(kind=BranchKind.CYCLES, name=name, free=(free,), columns=columns, special_points=tuple(special),
                   parameters=dict(parameters), origin=(f"mode{mode}", "HB"), mode=int(mode),
                   Lambda=complex(nf.Lambda) if abs(np.imag(nf.Lambda)) > 0 else float(np.real(nf.Lambda)),
                   status=status, variables=tuple(model.variable_names),
                   engine={"states": states, "mean": mean, "half_range": half, "harmonic": harmonic,
                           "multipliers": multipliers, "normal_form": nf, "speed": speed, "observe": obs,
-                          "hopf_index": 0, "amplitude_coefficient": coefficient, "method": settings.method,
-                          "steps_per_period": [0] + [r["S"] for r in rows], "points": {},
+                          "hopf_index": 0, "end_hopf_index": k - 1 if end is not None else None,
+                          "amplitude_coefficient": coefficient, "method": settings.method,
+                          "steps_per_period": [0] + [r["S"] for r in rows] + [0] * (k - orbit_rows), "points": {},
                           "verified_orbits": orbits})
