@@ -636,7 +636,7 @@ def test_fold_locus_starts_from_a_fold_the_engine_located_poorly():
         return [(-d(E + 2 * h) + 8 * d(E + h) - 8 * d(E - h) + d(E - 2 * h)) / (12 * h),
                 (-d(E + 2 * h) + 16 * d(E + h) - 30 * d(E) + 16 * d(E - h) - d(E - 2 * h)) / (12 * h * h)]
 
-    E_c, eps_c = fsolve(merge, [cp.state[0], cp.parameters["eps"]], xtol=1e-13)
+    E_c, eps_c = fsolve(merge, [cp.state[0], cp.parameters["eps"]], xtol=1e-11)
     assert abs(eps_c - cp.parameters["eps"]) < 1e-8
     assert abs(wilson_cowan_drive(params, eps_c)(E_c) - cp.parameters["Iext_e"]) < 1e-8
     (bt,) = locus.points_of_kind(SpecialKind.BT)
@@ -672,3 +672,36 @@ def test_cusp_of_the_mpr_fold_curve_matches_the_closed_form(mpr):
                                 located=True, verification="", residual=float("nan"), details={})
     out = verify.verify_branch(dataclasses.replace(locus, special_points=(moved,)))
     assert not out.special_points[0].located
+
+
+def test_generalised_hopf_points_are_roots_of_l1_along_the_hopf_curve():
+    """Bautin (GH) points are located as roots of the first Lyapunov coefficient along exact Hopf points.
+    - models/stuart_landau.toml: z' = (mu + i omega + beta |z|^2 - |z|^4) z has l1 proportional to beta on its
+      Hopf curve mu = 0, so the GH point is beta = 0 (the engine: 1.2e-7);
+    - ngnmm_ping, the Hopf curve from eps = 15 (HB2): the engine's GH estimate was 0.11 off in Iext_e (l1 there
+      35 % of its neighbours' and still located). At the GH point's eps, a one-parameter continuation must find
+      a Hopf point at its Iext_e whose own l1 (computed there independently) vanishes."""
+    from bifnet.model import load_model
+
+    sl = load_model("stuart_landau")
+    settings = ContinuationSettings(bounds={"mu": (-2.0, 2.0)})
+    eq = continue_equilibria(sl, sl.resolve_parameters({"beta": 1.0, "mu": -1.5, "eps": 0.0}), "mu", settings=settings)
+    locus = continue_from(eq, "HB1", free=("mu", "beta"),
+                          settings=settings.replace(bounds={"mu": (-2.0, 2.0), "beta": (-2.0, 2.0)}))
+    (gh,) = locus.points_of_kind(SpecialKind.GH)
+    assert gh.located and gh.residual < 1e-9
+    assert abs(gh.parameters["beta"]) < 1e-10 and abs(gh.parameters["mu"]) < 1e-10
+
+    ping = load_model("ngnmm_ping")
+    settings = ContinuationSettings(bounds={"Iext_e": (0.0, 30.0)})
+    eq = continue_equilibria(ping, ping.resolve_parameters({"eps": 15.0}), "Iext_e", settings=settings)
+    locus = continue_from(eq, "HB2", free=("Iext_e", "eps"),
+                          settings=settings.replace(bounds={"Iext_e": (0.0, 30.0), "eps": (0.0, 35.0)}))
+    (gh,) = locus.points_of_kind(SpecialKind.GH)
+    assert gh.located and gh.residual < 1e-9
+    at = continue_equilibria(ping, ping.resolve_parameters({"eps": gh.parameters["eps"]}), "Iext_e",
+                             settings=settings)
+    hopf = min(at.points_of_kind(SpecialKind.HB), key=lambda sp: abs(sp.parameters["Iext_e"] - gh.parameters["Iext_e"]))
+    assert abs(hopf.parameters["Iext_e"] - gh.parameters["Iext_e"]) < 1e-7
+    others = [abs(sp.details["l1"]) for sp in at.points_of_kind(SpecialKind.HB) if sp is not hopf]
+    assert abs(hopf.details["l1"]) < 1e-9 * max(others)

@@ -192,11 +192,13 @@ def solve_bogdanov_takens(system: SymbolicSystem, x, values: Mapping[str, float]
 
 
 @functools.lru_cache(maxsize=None)
-def _extended_fold_at(system: SymbolicSystem, free: tuple[str, str], j: int):
-    """The fold system with both parameters free and the state component ``j`` fixed:
-    ``F = (f, J v, c . v - 1, x_j - s)`` in ``z = (x, a_1, a_2, v)`` (``2n + 2``), with ``c`` and ``s``
-    in ``p`` after the other parameters; and ``B(x, p, v) = D_x(J v) v``, the quadratic term of ``f``
-    along ``v`` (``p``: all of the system's parameters)."""
+def _extended_at(system: SymbolicSystem, free: tuple[str, str], kind: str, j: int):
+    """The fold (``kind = "fold"``) or Hopf (``"hopf"``) system with both parameters free and one
+    coordinate of ``(x, a_1, a_2)`` fixed (index ``j``, to the value ``s``): ``(f, J v, c . v - 1,
+    z_j - s)`` in ``z = (x, a_1, a_2, v)`` (``2n + 2``), or ``(f, J v_r + w v_i, J v_i - w v_r,
+    c . v_r - 1, c . v_i, z_j - s)`` in ``z = (x, a_1, a_2, w, v_r, v_i)`` (``3n + 3``); ``c`` and ``s``
+    are passed in ``p`` after the other parameters. Also ``B(x, p, v) = D_x(J v) v``, the quadratic
+    term of ``f`` along ``v`` (``p``: all of the system's parameters)."""
     n = system.dimension
     a = [sympy.Symbol(name, real=True) for name in free]
     a_sym = [system.parameters[system.parameter_names.index(name)] for name in free]
@@ -205,97 +207,141 @@ def _extended_fold_at(system: SymbolicSystem, free: tuple[str, str], j: int):
     level = sympy.Symbol("_level", real=True)
     swap = dict(zip(a_sym, a))
     x = list(system.state)
-    v = sympy.Matrix(sympy.symbols(f"_v0:{n}", real=True))
     f = sympy.Matrix(system.rhs).xreplace(swap)
     J = system.jacobian.xreplace(swap)
-    F = sympy.Matrix.vstack(f, J * v, sympy.Matrix([sum(ci * e for ci, e in zip(c, v)) - 1, x[j] - level]))
-    z = x + a + list(v)
+    fixed = (x + a)[j] - level
+    if kind == "fold":
+        v = sympy.Matrix(sympy.symbols(f"_v0:{n}", real=True))
+        F = sympy.Matrix.vstack(f, J * v, sympy.Matrix([sum(ci * e for ci, e in zip(c, v)) - 1, fixed]))
+        z = x + a + list(v)
+    else:
+        w = sympy.Symbol("_omega", real=True)
+        vr = sympy.Matrix(sympy.symbols(f"_vr0:{n}", real=True))
+        vi = sympy.Matrix(sympy.symbols(f"_vi0:{n}", real=True))
+        F = sympy.Matrix.vstack(f, J * vr + w * vi, J * vi - w * vr, sympy.Matrix([
+            sum(ci * e for ci, e in zip(c, vr)) - 1, sum(ci * e for ci, e in zip(c, vi)), fixed]))
+        z = x + a + [w] + list(vr) + list(vi)
     DF = F.jacobian(sympy.Matrix(z))
     args = [z, others + c + [level]]
     fF = sympy.lambdify(args, list(F), modules="numpy", cse=True)
     fD = sympy.lambdify(args, DF, modules="numpy", cse=True)
-    Jv = system.jacobian * v
-    B = Jv.jacobian(sympy.Matrix(x)) * v
-    fB = sympy.lambdify([x, list(system.parameters), list(v)], list(B), modules="numpy", cse=True)
+    vq = sympy.Matrix(sympy.symbols(f"_q0:{n}", real=True))
+    B = (system.jacobian * vq).jacobian(sympy.Matrix(x)) * vq
+    fB = sympy.lambdify([x, list(system.parameters), list(vq)], list(B), modules="numpy", cse=True)
     return (lambda zz, pp: np.asarray(fF(zz, pp), dtype=float).ravel(),
             lambda zz, pp: np.asarray(fD(zz, pp), dtype=float),
             lambda xx, pp, vv: np.asarray(fB(xx, pp, vv), dtype=float).ravel(), [str(s) for s in others])
 
 
-def solve_cusp(system: SymbolicSystem, branch: Branch, sp: SpecialPoint) -> Verification:
-    """Locate a cusp on a fold locus: where the quadratic coefficient ``w . B(v, v)`` of the fold's normal
-    form (``J v = 0``, ``w^T J = 0``, ``|w| = 1`` with its sign kept continuous) changes sign.
+def _root_along_locus(system: SymbolicSystem, branch: Branch, sp: SpecialPoint, kind: str, coordinate,
+                      quantity, method: str) -> Verification:
+    """Brent's method on ``quantity`` along a fold or Hopf locus near ``sp``.
 
-    The locus is followed through the rows around the engine's point by exact fold points at fixed
-    values ``s`` of the state component that changes most there (the parameters turn at a cusp, the
-    state does not): each solves ``f = 0``, ``J v = 0``, ``c . v = 1``, ``x_j = s`` in
-    ``(x, a_1, a_2, v)`` by Newton's method with exact derivatives. Brent's method finds the root in
-    ``s`` of the coefficient. The residual is the larger of the fold system's and of the coefficient
-    relative to its size at the bracket's ends."""
+    The locus is followed through the rows ``sp.index - 2 .. + 2`` by exact points of its defining
+    system at fixed values ``s`` of one coordinate (``coordinate(X) -> j``, ``X`` the rows' ``(x, a_1,
+    a_2)``), each solved by Newton's method with exact derivatives from the nearer row.
+    ``quantity(x, values, z, reference)`` is evaluated there; its root between two of the rows is the
+    point. The residual is the larger of the defining system's and of ``|quantity|`` relative to its size
+    at the bracket's ends."""
     from scipy.optimize import brentq
 
     free = tuple(branch.free)
     n = system.dimension
     rows = [i for i in range(sp.index - 2, sp.index + 3) if 0 <= i < len(branch)]
-    X = np.array([_full_state_row(branch, i, system) for i in rows])
-    j = int(np.argmax(np.ptp(X, axis=0)))
-    F, DF, B, names = _extended_fold_at(system, free, j)
+    X = np.array([np.concatenate([_full_state_row(branch, i, system), [branch[f][i] for f in free]]) for i in rows])
+    j = coordinate(X)
+    F, DF, B, names = _extended_at(system, free, kind, j)
     base = dict(branch.parameters)
-    fail = dict(ok=False, method="newton: fold points at fixed x_j, Brent on w.B(v,v)", parameters=dict(sp.parameters),
-                state=_full_state_row(branch, sp.index, system))
+    reference: dict = {}
+    state0 = _full_state_row(branch, sp.index, system)
 
-    reference = {}
-
-    def fold_at(level, i):
+    def solve_at(level, i):
         values = {**base, **{f: float(branch[f][i]) for f in free}}
         x = _full_state_row(branch, i, system)
         w, V = np.linalg.eig(_jacobian(system, x, values))
-        v = np.real(V[:, int(np.argmin(np.abs(w)))])
-        c = v / float(v @ v)
+        if kind == "fold":
+            v = np.real(V[:, int(np.argmin(np.abs(w)))])
+            c = v / float(v @ v)
+            z0 = np.concatenate([x, [values[free[0]], values[free[1]]], v])
+        else:
+            pairs = np.flatnonzero(w.imag > 1e-12 * max(1.0, float(np.max(np.abs(w)))))
+            if pairs.size == 0:
+                return None
+            k = pairs[np.argmin(np.abs(w[pairs].real))]
+            v = V[:, k]
+            c = np.real(v) / float(np.real(v) @ np.real(v))
+            v = v / complex(c @ v)
+            z0 = np.concatenate([x, [values[free[0]], values[free[1]], w[k].imag], v.real, v.imag])
         p = np.array([values[nm] for nm in names] + list(c) + [level])
-        z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p),
-                                   np.concatenate([x, [values[free[0]], values[free[1]]], v]))
+        z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
         if not ok:
             return None
         solved = {**values, free[0]: float(z[n]), free[1]: float(z[n + 1])}
-        pa = np.array([solved[nm] for nm in system.parameter_names])
-        xz, vz = z[:n], z[n + 2:]
-        wl = np.linalg.svd(_jacobian(system, xz, solved))[0][:, -1]
-        # w's sign is SVD's choice: keep it continuous (w . v may vanish, at a Bogdanov-Takens point)
-        reference.setdefault("w", wl)
-        wl = wl if float(wl @ reference["w"]) >= 0 else -wl
-        return float(wl @ B(xz, pa, vz)), res, xz, solved
+        return quantity(z[:n], solved, z, B, reference), res, z[:n], solved
 
     levels = {i: float(X[k, j]) for k, i in enumerate(rows)}
     ends = [i for i in rows if i != sp.index] or rows
     for lo, hi in sorted(((a, b) for a in ends for b in ends if a < b), key=lambda ab: ab[1] - ab[0]):
-        ga, gb = fold_at(levels[lo], lo), fold_at(levels[hi], hi)
-        if ga is None or gb is None or ga[0] * gb[0] > 0 or levels[lo] == levels[hi]:
+        if levels[lo] == levels[hi]:
             continue
-        near = {}
+        ga, gb = solve_at(levels[lo], lo), solve_at(levels[hi], hi)
+        if ga is None or gb is None or ga[0] * gb[0] > 0:
+            continue
+        last = {}
 
         def g(level):
-            k = lo if abs(level - levels[lo]) <= abs(level - levels[hi]) else hi
-            out = fold_at(level, k)
+            out = solve_at(level, lo if abs(level - levels[lo]) <= abs(level - levels[hi]) else hi)
             if out is None:
-                raise ContinuationError("a fold point of the locus was not solved")
-            near["last"] = out
+                raise ContinuationError("a point of the locus was not solved")
+            last["out"] = out
             return out[0]
 
         try:
             level = brentq(g, min(levels[lo], levels[hi]), max(levels[lo], levels[hi]), xtol=1e-14, rtol=1e-14)
+            value, res, x, solved = g(level), *last["out"][1:]
         except (ContinuationError, ValueError):
             continue
-        coefficient, res, x, solved = fold_at(level, sp.index) or near["last"]
-        scale = max(abs(ga[0]), abs(gb[0]), 1e-300)
-        residual = float(max(res, abs(coefficient) / scale))
+        residual = float(max(res, abs(value) / max(abs(ga[0]), abs(gb[0]), 1e-300)))
         ok = residual < RESIDUAL_TOLERANCE
-        return Verification(
-            ok=ok, residual=residual, method=fail["method"], parameters={f: solved[f] for f in free}, state=x,
-            eigenvalues=_eigen(system, x, solved),
-            reason="" if ok else f"the normal-form coefficient is {coefficient:.2g} at the root found")
-    return Verification(**fail, residual=float("inf"),
-                        reason="the fold's quadratic coefficient does not change sign on the rows around the point")
+        return Verification(ok=ok, residual=residual, method=method, parameters={f: solved[f] for f in free},
+                            state=x, eigenvalues=_eigen(system, x, solved),
+                            reason="" if ok else f"the condition is {value:.2g} at the root found")
+    return Verification(ok=False, residual=float("inf"), method=method, parameters=dict(sp.parameters),
+                        state=state0, reason="the condition does not change sign on the rows around the point")
+
+
+def solve_cusp(system: SymbolicSystem, branch: Branch, sp: SpecialPoint) -> Verification:
+    """Locate a cusp on a fold locus: where the quadratic coefficient ``w . B(v, v)`` of the fold's normal
+    form (``J v = 0``, ``w^T J = 0``, ``|w| = 1`` with its sign kept continuous: ``w . v`` vanishes at a
+    Bogdanov-Takens point) changes sign, along exact fold points at fixed values of the state component
+    that changes most there (both parameters turn at a cusp); see :func:`_root_along_locus`."""
+    n = system.dimension
+
+    def coefficient(x, values, z, B, reference):
+        v = z[n + 2:]
+        wl = np.linalg.svd(_jacobian(system, x, values))[0][:, -1]
+        reference.setdefault("w", wl)
+        wl = wl if float(wl @ reference["w"]) >= 0 else -wl
+        p = np.array([values[nm] for nm in system.parameter_names])
+        return float(wl @ B(x, p, v))
+
+    return _root_along_locus(system, branch, sp, "fold", lambda X: int(np.argmax(np.ptp(X[:, :n], axis=0))),
+                             coefficient, "newton: fold points at fixed x_j, Brent on w.B(v,v)")
+
+
+def solve_generalised_hopf(system: SymbolicSystem, branch: Branch, sp: SpecialPoint) -> Verification:
+    """Locate a generalised Hopf (Bautin) point on a Hopf locus: the root of the first Lyapunov
+    coefficient ``l1`` along exact Hopf points at fixed values of the coordinate (state or parameter)
+    that changes most there, monotonically; see :func:`_root_along_locus`."""
+
+    def coordinate(X):
+        monotone = [k for k in range(X.shape[1]) if np.all(np.diff(X[:, k]) > 0) or np.all(np.diff(X[:, k]) < 0)]
+        candidates = monotone or list(range(X.shape[1]))
+        return int(max(candidates, key=lambda k: np.ptp(X[:, k])))
+
+    return _root_along_locus(system, branch, sp, "hopf", coordinate,
+                             lambda x, values, z, B, reference: first_lyapunov_coefficient(system, x, values),
+                             "newton: Hopf points at fixed z_j, Brent on the first Lyapunov coefficient l1")
 
 
 def damped_newton(F, DF, z, *, max_iterations=40, tolerance=RESIDUAL_TOLERANCE, lstsq_fallback=True):
@@ -682,7 +728,9 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
                 out.append(marked)
             elif branch.kind is BranchKind.LOCUS and branch.locus_of is SpecialKind.HB and sp.kind is SpecialKind.GH \
                     and system.kind == "homogeneous":
-                out.append(apply(sp, check_generalised_hopf(system, sp, branch), branch=branch, polish=False))
+                result = solve_generalised_hopf(system, branch, sp)
+                out.append(apply(sp, result, branch=branch) if result.ok else
+                           apply(sp, check_generalised_hopf(system, sp, branch), branch=branch, polish=False))
             elif branch.kind is BranchKind.LOCUS and branch.locus_of in (SpecialKind.LP, SpecialKind.HB) \
                     and sp.kind in _CODIM2:
                 out.append(apply(sp, check_codim2(system, sp, branch), branch=branch,
