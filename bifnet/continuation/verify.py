@@ -240,7 +240,8 @@ def _root_along_locus(system: SymbolicSystem, branch: Branch, sp: SpecialPoint, 
     The locus is followed through the rows ``sp.index - 2 .. + 2`` by exact points of its defining
     system at fixed values ``s`` of one coordinate (``coordinate(X) -> j``, ``X`` the rows' ``(x, a_1,
     a_2)``), each solved by Newton's method with exact derivatives from the nearer row.
-    ``quantity(x, values, z, reference)`` is evaluated there; its root between two of the rows is the
+    ``quantity(x, values, z, B, reference)`` is evaluated there (``B`` from :func:`_extended_at`,
+    ``reference`` a dict it may keep state in); its root between two of the rows is the
     point. The residual is the larger of the defining system's and of ``|quantity|`` relative to its size
     at the bracket's ends."""
     from scipy.optimize import brentq
@@ -258,20 +259,16 @@ def _root_along_locus(system: SymbolicSystem, branch: Branch, sp: SpecialPoint, 
     def solve_at(level, i):
         values = {**base, **{f: float(branch[f][i]) for f in free}}
         x = _full_state_row(branch, i, system)
-        w, V = np.linalg.eig(_jacobian(system, x, values))
+        J = _jacobian(system, x, values)
         if kind == "fold":
-            v = np.real(V[:, int(np.argmin(np.abs(w)))])
-            c = v / float(v @ v)
+            v, c = _fold_guess(J)
             z0 = np.concatenate([x, [values[free[0]], values[free[1]]], v])
         else:
-            pairs = np.flatnonzero(w.imag > 1e-12 * max(1.0, float(np.max(np.abs(w)))))
-            if pairs.size == 0:
+            guess = _hopf_guess(J)
+            if guess is None:
                 return None
-            k = pairs[np.argmin(np.abs(w[pairs].real))]
-            v = V[:, k]
-            c = np.real(v) / float(np.real(v) @ np.real(v))
-            v = v / complex(c @ v)
-            z0 = np.concatenate([x, [values[free[0]], values[free[1]], w[k].imag], v.real, v.imag])
+            omega, v, c = guess
+            z0 = np.concatenate([x, [values[free[0]], values[free[1]], omega], v.real, v.imag])
         p = np.array([values[nm] for nm in names] + list(c) + [level])
         z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
         if not ok:
@@ -394,6 +391,29 @@ def _jacobian(system, x, values):
     return jacobian_function(system)(np.asarray(x, dtype=float), p)
 
 
+def _fold_guess(J: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(v, c)``: the real part of the eigenvector of the eigenvalue nearest zero (real at a fold; near
+    one, its real part guides Newton) and the normalisation ``c = v / |v|^2``."""
+    w, V = np.linalg.eig(J)
+    v = np.real(V[:, int(np.argmin(np.abs(w)))])
+    if not np.any(v):
+        v = np.ones(J.shape[0])
+    return v, v / float(v @ v)
+
+
+def _hopf_guess(J: np.ndarray):
+    """``(omega, v, c)`` of the complex pair nearest the imaginary axis (``v`` scaled so that
+    ``c . v = 1``), or None without a complex pair."""
+    w, V = np.linalg.eig(J)
+    pairs = np.flatnonzero(w.imag > 1e-12 * max(1.0, float(np.max(np.abs(w)))))
+    if pairs.size == 0:
+        return None
+    k = pairs[np.argmin(np.abs(w[pairs].real))]
+    v = V[:, k]
+    c = np.real(v) / float(np.real(v) @ np.real(v)) if np.any(np.real(v)) else np.imag(v)
+    return float(w[k].imag), v / complex(c @ v), c
+
+
 def solve_fold(system: SymbolicSystem, x, values: Mapping[str, float], free: str) -> Verification:
     """Solve the fold (zero eigenvalue) extended system from a guess.
 
@@ -414,13 +434,7 @@ def solve_fold(system: SymbolicSystem, x, values: Mapping[str, float], free: str
     """
     F, DF, names = _extended(system, free, "fold")
     x = np.asarray(x, dtype=float)
-    J = _jacobian(system, x, values)
-    w, V = np.linalg.eig(J)
-    k = int(np.argmin(np.abs(w)))
-    v = np.real(V[:, k])  # the critical eigenvalue is real at a fold; near one, its real part guides Newton
-    if not np.any(v):
-        v = np.ones_like(x)
-    c = v / float(v @ v)
+    v, c = _fold_guess(_jacobian(system, x, values))
     p = np.array([values[n] for n in names] + list(c))
     z0 = np.concatenate([x, [values[free]], v])
     z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
@@ -439,25 +453,21 @@ def solve_hopf(system: SymbolicSystem, x, values: Mapping[str, float], free: str
     F, DF, names = _extended(system, free, "hopf")
     x = np.asarray(x, dtype=float)
     J = _jacobian(system, x, values)
-    w, V = np.linalg.eig(J)
-    pairs = np.flatnonzero(w.imag > 1e-12 * max(1.0, float(np.max(np.abs(w)))))
+    guess = _hopf_guess(J)
     n = x.size
-    if pairs.size == 0:
+    if guess is None:
         return Verification(ok=False, residual=np.inf, method="newton: Hopf system",
-                            parameters={free: float(values[free])}, state=x, eigenvalues=w,
+                            parameters={free: float(values[free])}, state=x, eigenvalues=np.linalg.eigvals(J),
                             reason="no complex eigenvalue pair at the engine's point")
-    k = pairs[np.argmin(np.abs(w[pairs].real))]
-    v = V[:, k]
-    cvec = np.real(v) / float(np.real(v) @ np.real(v)) if np.any(np.real(v)) else np.imag(v)
-    v = v / complex(cvec @ v)
+    omega0, v, cvec = guess
     p = np.array([values[nm] for nm in names] + list(cvec))
-    z0 = np.concatenate([x, [values[free], w[k].imag], v.real, v.imag])
+    z0 = np.concatenate([x, [values[free], omega0], v.real, v.imag])
     z, res, ok = damped_newton(lambda zz: F(zz, p), lambda zz: DF(zz, p), z0)
     omega = float(z[n + 1])
     reason = ""
-    if ok and abs(abs(omega) - abs(w[k].imag)) > 1e-2 * abs(w[k].imag):
+    if ok and abs(abs(omega) - abs(omega0)) > 1e-2 * abs(omega0):
         ok, reason = False, (f"Newton's method converged to another imaginary pair (omega {abs(omega):.6g} "
-                             f"instead of {abs(w[k].imag):.6g})")
+                             f"instead of {abs(omega0):.6g})")
     elif ok and not abs(omega) > 1e-8:
         ok, reason = False, "Newton's method converged to a zero eigenvalue, not an imaginary pair"
     elif not ok:
