@@ -163,8 +163,20 @@ def _drop_duplicate_specials(branch: Branch) -> Branch:
     return dataclasses.replace(branch, special_points=_renumber(keep))
 
 
+#: A homoclinic orbit is claimed only when the orbit passes this close to a saddle (relative to its size).
+HOMOCLINIC_DISTANCE = 0.05
+
+
 def _classify_blow_up(cycles: Branch, source: Branch | None, settings: ContinuationSettings) -> Branch:
-    """Label a period blow-up as SNIC (at a fold of equilibria) or HOM."""
+    """Label a period blow-up as SNIC (at a fold of equilibria) or HOM, where the orbit says so.
+
+    A branch whose period reaches ``BLOW_UP_FRACTION * max_period`` ends there. It is a SNIC when a
+    fold of the source equilibria lies within 1e-3 of its parameter, and HOM when its last orbit passes
+    within ``HOMOCLINIC_DISTANCE`` of its size of a saddle equilibrium at the same parameter (the
+    distance is the point's residual). Otherwise nothing near the orbit explains a long period (on
+    ngnmm_ping at eps = 30 the branch from HB2 reached 295 ms with its period still growing slowly and
+    the only equilibrium, not a saddle, 0.07 away): the branch ends at ``max_period`` with no point.
+    """
     period = cycles["period"]
     if len(period) == 0 or not np.isfinite(period[-1]) or period[-1] < BLOW_UP_FRACTION * settings.max_period:
         return cycles
@@ -182,11 +194,72 @@ def _classify_blow_up(cycles: Branch, source: Branch | None, settings: Continuat
             if distance < 1e-3 * max(1.0, abs(value)):
                 kind = SpecialKind.SNIC
     index = len(period) - 1
+    check = _blow_up_check(cycles, source, index) if source is not None else None
+    extra = {}
+    if check is not None:
+        distance, size, eigenvalues = check
+        saddle = bool(np.any(eigenvalues.real > 0) and np.any(eigenvalues.real < 0))
+        details["equilibrium_distance"] = distance
+        if kind is SpecialKind.HOM and not (saddle and distance <= HOMOCLINIC_DISTANCE * size):
+            log.info("%s: the period reached %.0f ms at %s = %.6g, but no saddle is near the orbit (the nearest "
+                     "equilibrium, %s, is %.2g away, the orbit %.2g across): no homoclinic orbit claimed",
+                     cycles.name, period[-1], name, value, "a saddle" if saddle else "not a saddle", distance, size)
+            return dataclasses.replace(cycles, status=(
+                f"max_period (the period reached {period[-1]:.0f} ms at {name} = {value:.6g}; no saddle near the "
+                f"orbit: not a homoclinic orbit)"))
+        extra = dict(residual=distance / size, verification=(
+            f"check: the orbit of the last row passes within {distance:.2g} ({distance / size:.2g} of its size) "
+            f"of {'a saddle' if saddle else 'an equilibrium'} at the same {name} (max-norm over the orbit's mesh)"))
     sp = SpecialPoint(kind=kind, index=index, parameters={n: float(cycles[n][-1]) for n in cycles.free},
-                      period=float(period[-1]), located=False, name=f"{kind.value}1", details=details)
+                      period=float(period[-1]), located=False, name=f"{kind.value}1", details=details, **extra)
     log.info("%s: period reached %.0f ms at %s = %.6g: %s", cycles.name, period[-1], name, value, kind.value)
     return dataclasses.replace(cycles, special_points=cycles.special_points + (sp,),
                                status=f"period blow-up ({kind.value})")
+
+
+def _blow_up_check(cycles: Branch, source: Branch, index: int):
+    """How close the orbit of row ``index`` comes to an equilibrium of ``source`` at the same parameter:
+    ``(distance, the orbit's size, the equilibrium's eigenvalues)`` for the nearest, or None when there
+    is none to compare (size: the largest max - min of a variable over the orbit).
+
+    An orbit whose period blows up at a homoclinic orbit or a SNIC spends its time near a saddle or a
+    saddle-node; the equilibria at the orbit's parameter are solved by Newton's method from the
+    source branch's rows that bracket it and from the orbit's slowest point (where ``|f|`` is least: the
+    source branch may not reach the saddle, e.g. when its fold lies outside the bounds), and the
+    distance is the max-norm over the orbit's mesh."""
+    from bifnet.codegen import rhs_function
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.continuation.verify import _eigen
+
+    raw = (cycles.engine or {}).get("points", {}).get(index)
+    orbit = getattr(raw, "periodic_orbit", None)
+    problem = (source.engine or {}).get("problem")
+    system = getattr(problem, "system", None)
+    if orbit is None or system is None or system.kind != "homogeneous" or source.kind is not BranchKind.EQUILIBRIA:
+        return None
+    name = cycles.free[0]
+    value = float(cycles[name][index])
+    values = {**source.parameters, name: value}
+    profile = np.asarray(orbit.state, dtype=float)[:, : system.dimension]
+    along = np.asarray(source[name], dtype=float) - value
+    guesses = []
+    for i in np.flatnonzero(np.sign(along[:-1]) != np.sign(along[1:])):
+        w = along[i] / (along[i] - along[i + 1])
+        guesses.append(np.array([source[v][i] + w * (source[v][i + 1] - source[v][i]) for v in source.variables]))
+    p = np.array([values[n] for n in system.parameter_names])
+    f = rhs_function(system)
+    speed = [float(np.max(np.abs(f(x, p)))) for x in profile]
+    guesses.append(profile[int(np.argmin(speed))])
+    best = None
+    for guess in guesses:
+        try:
+            x = find_equilibrium(system, values, guess, settle_time=0.0)
+        except ContinuationError:
+            continue
+        distance = float(np.min(np.max(np.abs(profile - x), axis=1)))
+        if best is None or distance < best[0]:
+            best = (distance, float(np.max(np.ptp(profile, axis=0))), _eigen(system, x, values))
+    return best
 
 
 #: Mesh intervals tried, in turn, for a cycle branch whose trivial multiplier says its mesh is too coarse.
