@@ -170,12 +170,13 @@ HOMOCLINIC_DISTANCE = 0.05
 def _classify_blow_up(cycles: Branch, source: Branch | None, settings: ContinuationSettings) -> Branch:
     """Label a period blow-up as SNIC (at a fold of equilibria) or HOM, where the orbit says so.
 
-    A branch whose period reaches ``BLOW_UP_FRACTION * max_period`` ends there. It is a SNIC when a
+    A branch whose period reaches ``max_period`` (:func:`_blow_up_index`) ends there. It is a SNIC when a
     fold of the source equilibria lies within 1e-3 of its parameter, and HOM when its last orbit passes
     within ``HOMOCLINIC_DISTANCE`` of its size of a saddle equilibrium at the same parameter (the
     distance is the point's residual). Otherwise nothing near the orbit explains a long period (on
-    ngnmm_ping at eps = 30 the branch from HB2 reached 295 ms with its period still growing slowly and
-    the only equilibrium, not a saddle, 0.07 away): the branch ends at ``max_period`` with no point.
+    ngnmm_ping at eps = 30 the branch from HB2 reached 295 ms, with the only equilibrium, not a saddle,
+    0.07 away; the period peaks at 298 ms and the family goes on to HB1): the branch ends at
+    ``max_period`` with no point.
     """
     period = cycles["period"]
     if len(period) == 0 or not np.isfinite(period[-1]) or period[-1] < BLOW_UP_FRACTION * settings.max_period:
@@ -436,18 +437,20 @@ def _period(point) -> float:
     return _auto._param(point, _auto.PERIOD_SLOT)
 
 
-#: A cycle branch whose period reaches this fraction of ``settings.max_period`` has blown up.
-BLOW_UP_FRACTION = 0.98
+#: A cycle branch stops where its period reaches ``settings.max_period`` (AUTO's own stop, UZSTOP, puts
+#: its last point there to the engine's tolerance, hence the fraction).
+BLOW_UP_FRACTION = 1.0 - 1e-6
 
 
 def _blow_up_index(points, settings: ContinuationSettings) -> int | None:
-    """First row whose period reaches :data:`BLOW_UP_FRACTION` of ``max_period``, or None.
+    """First row whose period reaches ``max_period`` (:data:`BLOW_UP_FRACTION` of it), or None.
 
-    Every row is looked at, not only the last one of a chunk: a period can
-    rise past the threshold and come back down within one AUTO call (at
-    eps = 30 on ngnmm_ping it peaked at 297.99 with max_period 300 and the
-    branch went on to another Hopf point), and the branch must then stop
-    where it blew up whatever the chunk length or step size.
+    Every row is looked at, not only the last one of a chunk, so that where a branch stops does not
+    depend on where AUTO's chunks end. The limit is ``max_period`` itself, as its documentation says:
+    a period that peaks below it does not end the branch. (Until 2026-12, 0.98 max_period was tested at
+    the end of each chunk only: on ngnmm_ping at eps = 30 the family from HB1 stopped at 295 ms, labelled
+    HOM, or went on, by the chunk length; its period peaks at 298 ms, far from any saddle, and the family
+    goes on to HB2.)
     """
     limit = BLOW_UP_FRACTION * settings.max_period
     for i, point in enumerate(points):
