@@ -305,7 +305,7 @@ def test_a_fold_whose_multiplier_comes_from_far_outside_the_circle_is_located():
     assert lpc.period == pytest.approx(2 * np.pi / np.sqrt(omega**2 - k**2 / 4), rel=1e-9)
     X0 = branch.engine["verified_orbits"]["LPC1"][:4].reshape(2, 2)
     assert np.allclose(X0[1], -X0[0], rtol=0, atol=1e-9)       # antiphase
-    assert X0[0] @ X0[0] == pytest.approx(rho(np.arctan2(X0[0, 1], X0[0, 0])), abs=1e-7)
+    assert X0[0] @ X0[0] == pytest.approx(rho(np.arctan2(X0[0, 1], X0[0, 0])), abs=1e-8)
     near = sorted(lpc.eigenvalues, key=lambda m: abs(m - 1))
     assert abs(near[0] - 1) < 1e-6 and abs(near[1] - 1) < 1e-6    # the trivial multiplier and the fold's
 
