@@ -391,7 +391,10 @@ def test_subcritical_pattern_of_tvb68_with_hysteresis(tmp_path):
     assert mu[k] == pytest.approx(-0.393, abs=2e-3)
     assert not rows["stable"][1:k].any() and rows["stable"][k + 1:].all()
     special = pd.read_csv(out / "special_points.csv")
-    assert "LPC1" in set(special[special["step"] == "osc"]["name"])
+    (lpc,) = special[(special["step"] == "osc") & (special["name"] == "LPC1")].itertuples()
+    # located (the multiplier through 1 is 2.13 at the row before the fold, farther from 1 than another one)
+    assert lpc.located and lpc.residual < 1e-9
+    assert lpc.mu <= mu[k] and lpc.mu == pytest.approx(mu[k], abs=1e-3)
     assert mu[-1] > mu_c                                   # the stable large branch passes the Hopf point
     # hysteresis: at a stable orbit between the fold and the Hopf point
     j = int(np.argmin(np.abs(mu[k + 1:] - (-0.30)))) + k + 1

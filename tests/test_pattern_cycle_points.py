@@ -231,3 +231,95 @@ def test_a_reversal_is_told_from_a_fold_by_the_orbits_themselves():
     assert approaching_hopf(hopf, D) and not approaching_hopf(hopf[::-1], D)
     end = {"p": 2.0, "speed": -1.0, "omega": 1.0, "l1": -0.2}     # |z|^2 = -speed (p - p_H) / (omega l1)
     assert normal_form_agrees(end, hopf[-1], D) and not normal_form_agrees({**end, "l1": -0.25}, hopf[-1], D)
+
+
+def _scalar_fold_of_cycles(omega, beta, k):
+    """The fold of cycles of the antiphase pattern of two Stuart-Landau nodes coupled through x (each node
+    gets ``+k x``, ``k = -eps Lambda``), by a scalar reduction: in polar coordinates
+    ``theta' = omega - (k / 2) sin 2 theta`` does not depend on ``r``, so the orbits are the periodic
+    solutions of ``d rho / d theta = F = 2 rho (mu + beta rho - rho^2 + k cos^2 theta) / theta'`` (``rho = r^2``),
+    all with period ``2 pi / sqrt(omega^2 - k^2 / 4)``; a fold of cycles is a periodic solution whose
+    multiplier ``exp(int dF/drho dtheta)`` is 1. The branch of periodic solutions ``mu(rho(0))`` is scanned
+    from the Hopf point (``rho(0)`` in steps of 0.05, ``mu`` by Brent's method) to where ``mu`` turns, then
+    both conditions are solved by Newton's method with the variational equations (scipy DOP853, rtol 1e-13).
+    Returns ``(mu, rho(theta))``."""
+    from scipy.integrate import solve_ivp
+    from scipy.optimize import brentq
+
+    def field(theta, v, mu):
+        w = omega - 0.5 * k * np.sin(2 * theta)
+        rho = v[0] if len(v) > 1 else np.exp(v[0])       # alone: log rho
+        g = mu + beta * rho - rho**2 + k * np.cos(theta) ** 2
+        if len(v) == 1:
+            return [2 * g / w]
+        f_r, f_rr = 2 * (g + rho * (beta - 2 * rho)) / w, 4 * (beta - 3 * rho) / w
+        # rho, int dF/drho, and their derivatives in rho(0) and mu
+        return [2 * rho * g / w, f_r, f_r * v[2], f_r * v[3] + 2 * rho / w, f_rr * v[2], f_rr * v[3] + 2 / w]
+
+    def solve(v0, mu, theta=2 * np.pi, rtol=1e-13):
+        return solve_ivp(field, (0, theta), v0, args=(mu,), method="DOP853", rtol=rtol, atol=1e-3 * rtol).y[:, -1]
+
+    best = None
+    for rho0 in np.arange(0.05, 1.0, 0.05):
+        mu = brentq(lambda m: solve([np.log(rho0)], m, rtol=1e-7)[0] - np.log(rho0), -1.0, -k / 2, xtol=1e-5)
+        if best is not None and mu > best[1]:
+            break
+        best = (rho0, mu)
+    u = np.array(best)
+    for _ in range(10):
+        v = solve([u[0], 0.0, 1.0, 0.0, 0.0, 0.0], u[1])
+        du = np.linalg.solve([[v[2] - 1, v[3]], [v[4], v[5]]], [u[0] - v[0], -v[1]])
+        u = u + du
+        if np.max(np.abs(du)) < 1e-13:
+            break
+    v = solve([u[0], 0.0, 1.0, 0.0, 0.0, 0.0], u[1])
+    assert abs(v[0] - u[0]) < 1e-12 and abs(v[1]) < 1e-10
+    rho0, mu = u
+    return mu, lambda theta: np.exp(solve([np.log(rho0)], mu, theta % (2 * np.pi))[0]) if theta % (2 * np.pi) else rho0
+
+
+def test_a_fold_whose_multiplier_comes_from_far_outside_the_circle_is_located():
+    """Stuart-Landau on 2 nodes (eps = 0.5): the antiphase pattern (mode 2, Lambda = -1) from the subcritical
+    transverse Hopf point at mu = -0.25 is unstable with one real multiplier that rises to ~1500 and falls
+    back through 1 at a fold of cycles, from 2.53 at the last row before it to 0.17 after; the other
+    multipliers stay near 0. The old check took "the multiplier next to the trivial one" at each row (here
+    1.5e-8, |1.5e-8 - 1| < |2.53 - 1|, and 0.17) and rejected this genuine fold as "no real multiplier passes
+    through 1". The located fold against the scalar reduction (mu to 1e-8; measured 2e-10), the period
+    against its closed form, the orbit's antiphase and its rho(theta), a double multiplier 1 there."""
+    model = load_model("stuart_landau")
+    operator = _random_operator(model, 2, 5)                 # P = [[0, 1], [1, 0]]: Lambda = 1, -1
+    eps = 0.5
+    params, x = _located(model, operator, model.resolve_parameters({"eps": eps}), "mu", -0.26, -0.24, 2)
+    assert params["mu"] == pytest.approx(-eps / 2, abs=1e-12)
+    settings = CycleSettings(ds=0.01, ds_max=0.3, max_steps=34, first_amplitude=0.01)
+    branch = oscillatory_pattern_branch(model, operator, params, "mu", x, 2, settings)
+    (lpc,) = _points(branch, SpecialKind.LPC)
+    i = lpc.index
+    # the case of the defect: the multiplier through 1 is far from 1 at the row before the fold
+    assert branch["max_multiplier"][i] > 2 and branch["n_unstable"][i] == 1 and branch["n_unstable"][i + 1] == 0
+    assert lpc.located, lpc.details.get("reason")
+    assert lpc.residual < 1e-9
+    omega, beta, k = params["omega"], params["beta"], eps        # each node gets -eps Lambda x = +eps x
+    mu_fold, rho = _scalar_fold_of_cycles(omega, beta, k)
+    assert lpc.parameters["mu"] == pytest.approx(mu_fold, abs=1e-8)
+    assert lpc.period == pytest.approx(2 * np.pi / np.sqrt(omega**2 - k**2 / 4), rel=1e-9)
+    X0 = branch.engine["verified_orbits"]["LPC1"][:4].reshape(2, 2)
+    assert np.allclose(X0[1], -X0[0], rtol=0, atol=1e-9)       # antiphase
+    assert X0[0] @ X0[0] == pytest.approx(rho(np.arctan2(X0[0, 1], X0[0, 0])), abs=1e-8)
+    near = sorted(lpc.eigenvalues, key=lambda m: abs(m - 1))
+    assert abs(near[0] - 1) < 1e-6 and abs(near[1] - 1) < 1e-6    # the trivial multiplier and the fold's
+
+
+def test_a_real_multiplier_through_one_is_told_by_the_count_above_one():
+    """Synthetic spectra (the trivial multiplier at 1 + 1e-10): the fold of the 6-node Stuart-Landau branch
+    (2.177 -> 0.575 while 0.025 stays) passes; so do a multiplier from 1500 to 0.17 and one rising through 1
+    next to a complex pair; a pair, two real multipliers together, or one moving on the same side of 1 do not."""
+    one = 1 + 1e-10
+    assert verify_cycles.passes_through_one([2.177, one, 0.0253, 0.016], [one, 0.575, 0.0287, 0.0157])
+    assert verify_cycles.passes_through_one([1500.0, one, 1e-5, 0.0], [one, 0.17, 0.0, 0.0])
+    assert verify_cycles.passes_through_one([one, 0.9, 0.5 + 0.5j, 0.5 - 0.5j], [one, 1.1, 0.5 + 0.6j, 0.5 - 0.6j])
+    assert not verify_cycles.passes_through_one([one, 0.9 * np.exp(0.1j), 0.9 * np.exp(-0.1j)],
+                                                [one, 1.1 * np.exp(0.1j), 1.1 * np.exp(-0.1j)])
+    assert not verify_cycles.passes_through_one([one, 0.9, 0.95, 0.1], [one, 1.1, 1.05, 0.1])
+    assert not verify_cycles.passes_through_one([one, 1.0017, 0.59], [one, 1.0089, 0.59])    # near a Hopf point
+    assert not verify_cycles.passes_through_one([one, 0.0253, 0.016], [one, 0.575, 0.0157])

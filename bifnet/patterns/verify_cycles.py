@@ -11,10 +11,13 @@ full network, exact monodromy ``M``) with the multiplier condition added:
   from row to row by matching all multipliers (an assignment on ``|mu_a - mu_b|``); for LPC the
   ``p`` component of the unit null vector of the bordered shooting Jacobian
   ``[[M - I, dPhi/dT, dPhi/dp], [f(X_a)^T, 0, 0]]`` (zero exactly where ``[[M - I, dPhi/dT], [f^T, 0]]``
-  is singular: a double multiplier 1, the fold). A fold is accepted only where, besides, the multiplier
-  next to the trivial one is on opposite sides of 1 at the two rows (a real multiplier passes through 1):
-  near a Hopf point, where several multipliers are within 1e-3 of 1, the null vector's ``p`` component
-  can change sign without a fold (the RK4 map's trivial multiplier is 1 only to O(h^4)).
+  is singular: a double multiplier 1, the fold). A fold is accepted only where, besides, a real multiplier
+  passes through 1 between the two rows (:func:`passes_through_one`: the numbers of real multipliers above
+  1, the trivial one left out, differ by an odd number): near a Hopf point, where several multipliers are
+  within 1e-3 of 1, the null vector's ``p`` component can change sign without a fold (the RK4 map's trivial
+  multiplier is 1 only to O(h^4)). The multiplier that passes through 1 is not picked at the rows: it can be
+  far from 1 there (Stuart-Landau on 6 nodes: 2.177 at the row before the fold, while another one stays at
+  0.025, closer to 1), and taking "the one next to the trivial multiplier" rejected such genuine folds.
 
 The derivative of ``g`` in ``X0`` would need second derivatives of the flow map (one monodromy per
 direction), so the system is solved in its reduced form: the orbit is parametrised by ``s``, the
@@ -224,11 +227,27 @@ class _Bracket:
         self.points.sort(key=lambda e: e.s)
 
 
-def _second(mu) -> complex:
-    """The multiplier closest to 1 after the trivial one (the one that passes through 1 at a fold)."""
-    mu = np.asarray(mu, dtype=complex)
-    order = np.argsort(np.abs(mu - 1.0), kind="stable")
-    return complex(mu[order[1]]) if mu.size > 1 else complex(np.nan)
+def _above_one(mu) -> np.ndarray:
+    """The real multipliers above 1, the trivial one (the closest to 1) left out, in increasing order."""
+    others = _nontrivial(mu)
+    return np.sort(np.array([m.real for m in others if _is_real(m) and m.real > 1.0]))
+
+
+def passes_through_one(mu_a, mu_b) -> bool:
+    """Whether a real multiplier passes through +1 between two orbits with Floquet multipliers ``mu_a`` and
+    ``mu_b`` (the trivial one, closest to 1, left out): the numbers of real multipliers above 1 differ by an
+    odd number, i.e. ``prod (mu - 1)`` over the other multipliers changes sign (a complex pair contributes
+    ``|mu - 1|^2 > 0``) -- the sign of ``det(M - I)`` off the trivial direction, which a fold of cycles
+    changes. No multiplier is paired or picked: the one that passes through 1 at a fold may be far from 1
+    at the rows (Stuart-Landau, 6 nodes: 2.177 and 0.575, while another one stays at 0.025)."""
+    return (_above_one(mu_a).size - _above_one(mu_b).size) % 2 == 1
+
+
+def _listed(values, shown=3) -> str:
+    if not len(values):
+        return "none"
+    text = ", ".join(f"{v:.8g}" for v in values[:shown])
+    return text + (f" and {len(values) - shown} more" if len(values) > shown else "")
 
 
 def _condition(kind, point, k):
@@ -247,12 +266,13 @@ def _solve(bracket: _Bracket, k: int, kind: SpecialKind, crossings) -> CycleVeri
     def result(e, ok, reason=""):
         crit = complex(e.tracked.get(k, 1.0)) if kind is not SpecialKind.LPC else 1.0 + 0j
         if ok and kind is SpecialKind.LPC:
-            a, b = _second(bracket.points[0].mu), _second(bracket.points[-1].mu)
-            if not (_is_real(a) and _is_real(b) and (a.real - 1.0) * (b.real - 1.0) < 0):
+            if not passes_through_one(bracket.points[0].mu, bracket.points[-1].mu):
+                a, b = _above_one(bracket.points[0].mu), _above_one(bracket.points[-1].mu)
                 ok, reason = False, (f"the fold condition holds at {e.z[D + 1]:.10g}, but no real multiplier passes "
-                                     f"through 1 between the rows (the one next to the trivial multiplier: "
-                                     f"{a.real:.8g} and {b.real:.8g}): not a fold of cycles; the tangent's parameter "
-                                     f"component changed sign without one (e.g. the continuation turned back)")
+                                     f"through 1 between the rows (real multipliers above 1, the trivial one left "
+                                     f"out: {_listed(a)} and {_listed(b)}): not a fold of cycles; the tangent's "
+                                     f"parameter component changed sign without one (e.g. the continuation turned "
+                                     f"back)")
         return CycleVerification(ok=ok, residual=float(max(e.residual, abs(g(e)))), method=_method(kind, bracket),
                                  z=e.z.copy(), multipliers=e.mu, critical=crit, evaluations=spent, reason=reason)
 
