@@ -139,8 +139,11 @@ def plot_one_parameter(branches: Sequence[Branch], parameter: str, variable: str
                 if sp.kind in (SpecialKind.EP, SpecialKind.MX):
                     continue
                 c = _COLOURS.get(sp.kind, "k")
-                ax.plot(x[sp.index], ys[sp.index], "o", ms=4, color=c, zorder=5)
-                labels.append(((x[sp.index], ys[sp.index]), sp.name, c))
+                # at the located parameter; a point bifnet did not locate (verification failed, or
+                # inferred) is an open circle with "?"
+                px = sp.parameters.get(parameter, x[sp.index])
+                ax.plot(px, ys[sp.index], "o", ms=4, color=c, zorder=5, mfc=c if sp.located else "none")
+                labels.append(((px, ys[sp.index]), sp.name if sp.located else f"{sp.name}?", c))
     ax.set_xlabel(parameter)
     ax.set_ylabel(variable)
     if labels:
@@ -185,8 +188,11 @@ def plot_two_parameter(loci: Iterable[Branch], x: str, y: str, ax=None, *, annot
         if annotate:
             for sp in locus.special_points:
                 if sp.kind in _CODIM2:
-                    ax.plot(locus[x][sp.index], locus[y][sp.index], "s", ms=5, color="k", zorder=5)
-                    labels.append(((locus[x][sp.index], locus[y][sp.index]), sp.kind.value))
+                    # at the located values (a GH point can lie 0.1 from the engine's row)
+                    px = sp.parameters.get(x, locus[x][sp.index])
+                    py = sp.parameters.get(y, locus[y][sp.index])
+                    ax.plot(px, py, "s", ms=5, color="k", zorder=5, mfc="k" if sp.located else "none")
+                    labels.append(((px, py), sp.kind.value if sp.located else f"{sp.kind.value}?"))
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     if labels:
