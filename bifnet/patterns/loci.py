@@ -440,7 +440,7 @@ def _degenerate_points(D: NetworkDerivatives, G, DG, rows, kind, names, at_p, ze
             found += 1
             name = f"{sk.value}{found}"
             ends = {p1: float(rows[i][at_p]), p2: float(rows[i][at_p + 1])}
-            details = {"found_by": "sign change between rows", "quantity_at_rows": [float(qa), float(qb)]}
+            details = {"found_by": "test function sign change between rows", "quantity_at_rows": [float(qa), float(qb)]}
             root = _root_between_rows(G, DG, rows[i], rows[i + 1], coordinates, quantity)
             if root is None:
                 reason = "no root solved between the rows"
