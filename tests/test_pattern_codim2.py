@@ -9,7 +9,8 @@ Tiny networks (two nodes) of normal-form nodes where the point is known in close
 * **CP**: ``x' = mu + a x - x^3``, diffusive coupling: the fold locus of the uniform state is
   ``a = 3 x^2``, ``mu = -2 x^3``, a cusp at ``mu = a = x = 0``.
 * **BT**: ``x' = y``, ``y' = mu + a y + x^2 + x y``, diffusive coupling into ``y``: the fold locus is
-  ``mu = 0``, ``x = y = 0`` for every ``a``, with a second zero eigenvalue (trace ``a``) at ``a = 0``.
+  ``mu = 0``, ``x = y = 0`` for every ``a``, with a second zero eigenvalue (trace ``a``) at ``a = 0``; the
+  Hopf locus of the uniform state is ``mu = -a^2``, ``x = -a`` (``a > 0``), ``omega^2 = 2 a``, ending at that BT.
 """
 
 from __future__ import annotations
@@ -105,12 +106,15 @@ def _hopf_locus(tmp_path, cubic, bounds, a0=0.5):
 def test_generalised_hopf_point_of_a_bautin_network_is_at_the_closed_form(tmp_path):
     locus = _hopf_locus(tmp_path, "a", (-0.6, 0.6))
     l1 = locus.engine["l1"]
-    # l1 = a K along the locus: the ratio is one constant, and l1 changes sign once
-    assert np.ptp(l1 / locus["a"]) < 1e-9 * np.max(np.abs(l1 / locus["a"]))
+    # l1 = a / omega along the locus: with q = (q_n, -q_n) / sqrt 2, <p, C(q, q, qb)> = 4 a / 2 for the
+    # rotation-invariant cubic a |z|^2 z (no quadratic terms), and l1 = Re <p, C> / (2 omega)
+    eps, w = 0.5, 1.0
+    omega = np.sqrt(w ** 2 - eps ** 2 / 4)
+    assert np.max(np.abs(locus["omega"] - omega)) < 1e-12
+    assert np.max(np.abs(l1 - locus["a"] / omega)) < 1e-12
     gh = [p for p in locus.special_points if p.kind is SpecialKind.GH]
     assert len(gh) == 1, locus.special_points
     gh = gh[0]
-    eps, w = 0.5, 1.0
     assert gh.located and gh.residual < 1e-9, gh
     assert abs(gh.parameters["a"]) < 1e-12
     assert gh.parameters["mu"] == pytest.approx(eps / 2, abs=1e-12)
@@ -172,3 +176,42 @@ def test_bogdanov_takens_point_on_the_fold_locus(tmp_path):
     # a double zero eigenvalue of the uniform mode (a Jordan block: only to sqrt(machine precision))
     assert np.sort(np.abs(np.asarray(bt.eigenvalues)))[1] < 1e-6
     assert not [p for p in locus.special_points if p.kind is SpecialKind.CP]
+
+
+def test_bogdanov_takens_point_agrees_with_its_defining_system(tmp_path):
+    """The BT found by Brent's method on w.v along the fold locus is a solution of the Bogdanov-Takens
+    system F = 0, J v0 = 0, J v1 = v0 solved on its own from a point of the locus away from it."""
+    from bifnet.patterns.loci_points import solve_pattern_bogdanov_takens
+
+    _, D = _network(tmp_path, BT, "bt_net")
+    result = solve_pattern_bogdanov_takens(D, np.array([0.02, 0.0, 0.02, 0.0]), {"mu": -1e-3, "a": 0.1},
+                                           ("mu", "a"))
+    assert result["ok"] and result["residual"] < 1e-12, result["reason"]
+    assert abs(result["values"]["mu"]) < 1e-12 and abs(result["values"]["a"]) < 1e-12
+    assert np.max(np.abs(result["X"])) < 1e-12
+
+
+def test_bogdanov_takens_point_at_the_end_of_a_hopf_locus(tmp_path):
+    """The Hopf locus from a = 0.5 (mu = -0.25, omega = 1) towards a = 0: omega = sqrt(2 a) falls to zero and
+    the locus ends there; the BT point is solved from the last row at mu = a = 0, x = 0."""
+    from bifnet.patterns.loci import continue_pattern_locus
+    from bifnet.patterns.verify import solve_pattern_hopf
+
+    model, D = _network(tmp_path, BT, "bt_net")
+    start = solve_pattern_hopf(D, np.array([-0.5, 0.0, -0.5, 0.0]), {"a": 0.5, "mu": -0.26}, "mu")
+    assert start.ok and start.value == pytest.approx(-0.25, abs=1e-12) and start.omega == pytest.approx(1.0)
+    locus = continue_pattern_locus(D, start, SpecialKind.HB, ("mu", "a"), {"mu": start.value, "a": 0.5}, ds=0.05,
+                                   ds_max=0.1, max_steps=30, bounds={"a": (-0.5, 0.8)},
+                                   variables=model.variable_names)
+    assert np.max(np.abs(locus["mu"] + locus["a"] ** 2)) < 1e-12
+    assert np.max(np.abs(locus["omega"] ** 2 - 2 * locus["a"])) < 1e-12
+    bt = [p for p in locus.special_points if p.kind is SpecialKind.BT]
+    assert len(bt) == 1, locus.special_points
+    bt = bt[0]
+    assert bt.located and bt.residual < 1e-9, bt
+    assert abs(bt.parameters["a"]) < 1e-12 and abs(bt.parameters["mu"]) < 1e-12 and abs(bt.state[0]) < 1e-12
+    assert bt.index == 0 and locus["omega"][0] < 0.25
+    # and no BT where omega stays away from zero: the stretch of the same locus with a in [0.3, 0.8]
+    away = continue_pattern_locus(D, start, SpecialKind.HB, ("mu", "a"), {"mu": start.value, "a": 0.5}, ds=0.05,
+                                  ds_max=0.1, max_steps=30, bounds={"a": (0.3, 0.8)}, variables=model.variable_names)
+    assert not [p for p in away.special_points if p.kind is SpecialKind.BT]
