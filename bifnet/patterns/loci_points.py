@@ -344,7 +344,9 @@ def _hopf_locus_ends(D: NetworkDerivatives, rows, names, at_p, start_index, foun
     quarter of its value at the start and falling towards the end, or between rows where ``omega`` changes
     sign. Solved by :func:`solve_pattern_bogdanov_takens` from that row; ``located`` only when Newton's method
     converges within 1.5 times the distance (in state and parameters) from that row back to the row where
-    ``|omega|`` was twice as large (near a BT point the state and parameters move like ``omega^2``)."""
+    ``|omega|`` was twice as large (near a BT point the state and parameters move like ``omega^2``). An end
+    whose solve fails is no evidence of a BT point and is only logged; a sign change of ``omega`` that fails
+    is reported with ``located = False``. A point solved twice (end and sign change) is reported once."""
     d = D.dimension
     N, n = D.shape
     omega = rows[:, 3 * d]
@@ -354,16 +356,16 @@ def _hopf_locus_ends(D: NetworkDerivatives, rows, names, at_p, start_index, foun
         k = end + 2 * back
         if 0 <= k < len(rows) and abs(omega[end]) < 0.25 * w0 and abs(omega[end]) < abs(omega[end + back]) \
                 < abs(omega[k]):
-            candidates.append((end, back))
+            candidates.append((end, back, False))
     for i in range(len(rows) - 1):
         if omega[i] * omega[i + 1] < 0:
-            candidates.append((i, -1) if abs(omega[i]) <= abs(omega[i + 1]) else (i + 1, 1))
+            candidates.append((i, -1, True) if abs(omega[i]) <= abs(omega[i + 1]) else (i + 1, 1, True))
     out = []
 
     def point(z):
         return np.concatenate([z[:d], z[at_p:at_p + 2]])
 
-    for row, back in candidates:
+    for row, back, crossing in candidates:
         k = row
         while 0 <= k + back < len(rows) and abs(omega[k]) < 2 * abs(omega[row]):
             k += back
@@ -371,12 +373,20 @@ def _hopf_locus_ends(D: NetworkDerivatives, rows, names, at_p, start_index, foun
         values = {names[0]: float(rows[row][at_p]), names[1]: float(rows[row][at_p + 1])}
         result = solve_pattern_bogdanov_takens(D, rows[row][:d], values, names)
         name = f"BT{len(found) + len(out) + 1}"
-        details = {"found_by": "omega falls to zero along the Hopf locus", "omega_at_row": float(abs(omega[row]))}
+        details = {"found_by": "omega changes sign between rows" if crossing else "omega falls to zero at the end "
+                   "of the Hopf locus", "omega_at_row": float(abs(omega[row]))}
         if result["ok"]:
             got = np.concatenate([result["X"], [result["values"][names[0]], result["values"][names[1]]]])
             if float(np.linalg.norm(got - point(rows[row]))) > 1.5 * reach:
                 result = {**result, "ok": False, "reason": f"Newton's method converged to ({names[0]}, {names[1]}) "
                                                            f"= ({got[-2]:.8g}, {got[-1]:.8g}), away from row {row}"}
+        if result["ok"] and any(p.located and abs(p.parameters[names[0]] - result["values"][names[0]]) < 1e-9
+                                and abs(p.parameters[names[1]] - result["values"][names[1]]) < 1e-9 for p in out):
+            continue
+        if not result["ok"] and not crossing:
+            log.info("  no BT point solved from the end of the Hopf locus at row %d (|omega| = %.3g): %s", row,
+                     abs(omega[row]), result["reason"])
+            continue
         if result["ok"]:
             out.append(SpecialPoint(kind=SpecialKind.BT, index=row, parameters=dict(result["values"]),
                                     state=tuple(float(v) for v in result["X"].reshape(N, n).mean(axis=0)),
