@@ -9,9 +9,9 @@ with both parameters free): for a fold ``z = (X, v, p1, p2)``,
 D_X F v_i - omega v_r = 0, c . v_r = 1, c . v_i = 0``. Newton's corrector uses
 the exact network Jacobian and its exact derivative along the eigenvector;
 derivatives in the parameters are central differences. Every accepted point
-has a max-norm residual below :data:`RESIDUAL_TOLERANCE`. Zero-Hopf points on
-either locus are detected between rows and solved from the zero-Hopf system
-(:func:`bifnet.patterns.verify.solve_pattern_zero_hopf`).
+has a max-norm residual below :data:`RESIDUAL_TOLERANCE`. Zero-Hopf,
+generalised-Hopf, cusp and Bogdanov-Takens points on the loci are found and solved
+by :mod:`bifnet.patterns.loci_points`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import time
 
 import numpy as np
 
-from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
 from bifnet.errors import ContinuationError
+from bifnet.patterns.loci_points import _at_level, codimension_two_points
 from bifnet.patterns.verify import NetworkDerivatives, PatternVerification, fold_system, hopf_system
 
 log = logging.getLogger("bifnet.patterns")
@@ -40,25 +41,6 @@ def _null_vector(M, previous):
     t = np.linalg.solve(A, rhs)
     t /= np.linalg.norm(t)
     return t if t @ previous >= 0 else -t
-
-
-def _at_level(G, DG, z_a, z_b, at, level, iterations=12):
-    """The point of ``G = 0`` with ``z[at] = level`` between two accepted points (Newton's method)."""
-    s = (level - z_a[at]) / (z_b[at] - z_a[at])
-    z = (1 - s) * z_a + s * z_b
-    e = np.zeros(z.size)
-    e[at] = 1.0
-    for _ in range(iterations):
-        r = G(z)
-        try:
-            step = np.linalg.solve(np.vstack([DG(z), e[None, :]]), -np.concatenate([r, [z[at] - level]]))
-        except np.linalg.LinAlgError:
-            return None, np.inf
-        z = z + step
-        if np.max(np.abs(step)) < 1e-13 * (1 + np.max(np.abs(z))):
-            break
-    res = float(np.max(np.abs(G(z))))
-    return (z, res) if res < RESIDUAL_TOLERANCE else (None, res)
 
 
 def _arclength(G, DG, z0, t0, *, ds, ds_min, ds_max, max_steps, inside, iterations=8, at=None, levels=()):
@@ -233,81 +215,12 @@ def continue_pattern_locus(D: NetworkDerivatives, start: PatternVerification, ki
     columns.update({"residual": residuals, "stable": np.full(k, -1), "code": np.zeros(k, dtype=int),
                     "label": np.zeros(k, dtype=int)})
     with one_blas_thread():
-        special = _codimension_two(D, rows, states, kind, (p1, p2), at_p, variables)
+        special, quantities = codimension_two_points(D, G, DG, rows, kind, (p1, p2), at_p, len(zb))
     status = f"+: {sa}, -: {sb}"
     log.info("  %s: %d points of the %s locus in (%s, %s) (%s), %.1f s", name, k, kind.value, p1, p2, status,
              time.perf_counter() - started)
     return Branch(kind=BranchKind.LOCUS, name=name, free=(p1, p2), columns=columns, special_points=tuple(special),
                   parameters={**D.parameters, **values}, origin=None, locus_of=kind, mode=int(mode),
                   Lambda=Lambda, status=status, variables=tuple(variables),
-                  engine={"states": states, "start_index": len(zb), "rows": rows, "level_rows": level_rows})
-
-
-def _codimension_two(D: NetworkDerivatives, rows, states, kind, names, at_p, variables) -> list[SpecialPoint]:
-    """Zero-Hopf points on a locus, detected between rows and solved from their defining system.
-
-    On a Hopf locus a real eigenvalue crosses zero where the sign of ``det D_X F`` changes (the pairs
-    contribute positive factors); on a fold locus a complex pair crosses the imaginary axis where the
-    number of eigenvalues with positive real part (the fold's zero one left out) changes by two. Each detection is solved by
-    :func:`bifnet.patterns.verify.solve_pattern_zero_hopf` from the nearer row; ``located`` only when
-    Newton's method converges within the two rows' stretch of both parameters.
-    """
-    from bifnet.patterns.verify import solve_pattern_zero_hopf
-
-    p1, p2 = names
-    d = D.dimension
-    N, n = D.shape
-    test = []
-    for z in rows:
-        J = D.J(z[:d], {p1: float(z[at_p]), p2: float(z[at_p + 1])})
-        if kind is SpecialKind.HB:
-            test.append(float(np.linalg.slogdet(J)[0]))
-        else:   # eigenvalues with positive real part, the fold's zero eigenvalue left out
-            ev = np.linalg.eigvals(J)
-            ev = np.delete(ev, int(np.argmin(np.abs(ev))))
-            test.append(float(np.sum(ev.real > 0)))
-    out = []
-    for i in range(len(rows) - 1):
-        if test[i] == test[i + 1] or (kind is SpecialKind.LP and abs(test[i] - test[i + 1]) != 2):
-            continue
-        result = None
-        for guess in (rows[i], rows[i + 1], 0.5 * (rows[i] + rows[i + 1])):
-            values = {p1: float(guess[at_p]), p2: float(guess[at_p + 1])}
-            trial = solve_pattern_zero_hopf(D, guess[:d], values, names)
-            if trial["ok"] or result is None:
-                result = trial
-            if trial["ok"] and _between(trial, rows[i], rows[i + 1], at_p, names):
-                break
-        name = f"ZH{len(out) + 1}"
-        if result["ok"] and not _between(result, rows[i], rows[i + 1], at_p, names):
-            got = (result["values"][p1], result["values"][p2])
-            result = {**result, "ok": False, "reason": f"Newton's method converged to ({p1}, {p2}) = "
-                                                       f"({got[0]:.8g}, {got[1]:.8g}), away from rows {i}, {i + 1}"}
-        details = {"found_by": "test function sign change between rows"}
-        if result["ok"]:
-            means = result["X"].reshape(N, n).mean(axis=0)
-            out.append(SpecialPoint(kind=SpecialKind.ZH, index=i, parameters=dict(result["values"]),
-                                    state=tuple(float(v) for v in means),
-                                    eigenvalues=tuple(complex(e) for e in result["eigenvalues"]),
-                                    period=2 * math.pi / result["omega"], located=True, name=name,
-                                    residual=float(result["residual"]), verification=result["method"],
-                                    details=details))
-        else:
-            log.warning("  %s near %s = %.6g, %s = %.6g failed verification: %s", name, p1, values[p1], p2,
-                        values[p2], result["reason"])
-            out.append(SpecialPoint(kind=SpecialKind.ZH, index=i, parameters=values, located=False, name=name,
-                                    residual=float(result["residual"]), verification=result["method"],
-                                    details={**details, "reason": result["reason"]}))
-    return out
-
-
-def _between(result, a, b, at_p, names) -> bool:
-    """Is ``(X, p1, p2)`` of ``result`` within 1.5 steps (in state and parameters) of rows ``a``, ``b``?"""
-    d = result["X"].size
-
-    def point(z):
-        return np.concatenate([z[:d], z[at_p:at_p + 2]])
-
-    got = np.concatenate([result["X"], [result["values"][names[0]], result["values"][names[1]]]])
-    reach = max(float(np.linalg.norm(point(b) - point(a))), 1e-9)
-    return min(float(np.linalg.norm(got - point(a))), float(np.linalg.norm(got - point(b)))) <= 1.5 * reach
+                  engine={"states": states, "start_index": len(zb), "rows": rows, "level_rows": level_rows,
+                          **quantities})

@@ -355,8 +355,8 @@ def pattern_curve_step(context: StepContext, spec: dict) -> dict:
     second parameter where the locus point is solved exactly and added as a row).
 
     Writes the locus to ``branches.csv`` (``solution`` = ``LP`` or ``HB``, the mode of origin,
-    the regional means, ``omega`` and ``frequency_hz`` for HB, ``residual``), its zero-Hopf points
-    to ``special_points.csv`` and ``pattern_curve_<step>.png``.
+    the regional means, ``omega`` and ``frequency_hz`` for HB, ``residual``), its zero-Hopf,
+    generalised-Hopf (HB loci), cusp and Bogdanov-Takens (LP loci) points to ``special_points.csv`` and ``pattern_curve_<step>.png``.
     """
     from bifnet.continuation.steps import _append_tables, step_settings
     from bifnet.patterns.loci import continue_pattern_locus
@@ -414,7 +414,9 @@ def pattern_curve_step(context: StepContext, spec: dict) -> dict:
             "max_residual": float(np.max(locus["residual"])),
             "levels": [{free[1]: float(locus[free[1]][k]), own: float(locus[own][k])} for k in rows],
             "special_points": [{"name": p.name, **{k: float(v) for k, v in p.parameters.items()},
-                                "located": bool(p.located)} for p in locus.special_points]}
+                                "located": bool(p.located),
+                                "residual": float(p.residual) if np.isfinite(p.residual) else None}
+                               for p in locus.special_points]}
 
 
 def _plot_pattern_curve(context, step, locus: Branch, branch: Branch, sp) -> None:
@@ -435,12 +437,15 @@ def _plot_pattern_curve(context, step, locus: Branch, branch: Branch, sp) -> Non
     rows = locus.engine["level_rows"]
     if rows:
         ax.plot(locus[p1][rows], locus[p2][rows], "x", color="k", ms=6, label=f"{p2} levels (solved exactly)")
-    zh = [p for p in locus.special_points if p.kind is SpecialKind.ZH]
-    for located, style in ((True, {"mfc": "tab:purple"}), (False, {"mfc": "w"})):
-        pts = [p for p in zh if p.located == located]
-        if pts:
-            ax.plot([p.parameters[p1] for p in pts], [p.parameters[p2] for p in pts], "D", color="tab:purple", ms=6,
-                    label=f"ZH (zero-Hopf){'' if located else ', not verified'} x {len(pts)}", **style)
+    marks = {SpecialKind.ZH: ("D", "tab:purple", "zero-Hopf"), SpecialKind.GH: ("s", "tab:red", "generalised Hopf"),
+             SpecialKind.CP: ("^", "tab:orange", "cusp"), SpecialKind.BT: ("v", "tab:brown", "Bogdanov-Takens")}
+    for kind, (marker, colour, what) in marks.items():
+        for located in (True, False):
+            pts = [p for p in locus.special_points if p.kind is kind and p.located == located]
+            if pts:
+                ax.plot([p.parameters[p1] for p in pts], [p.parameters[p2] for p in pts], marker, color=colour, ms=6,
+                        mfc=colour if located else "w",
+                        label=f"{kind.value} ({what}){'' if located else ', not verified'} x {len(pts)}")
     ax.set_xlabel(p1)
     ax.set_ylabel(p2)
     ax.legend(fontsize=8, loc="best")
