@@ -255,3 +255,23 @@ def test_single_mode_kernel_equals_polynomial_propagators(model, cycle):
         sol = solve_ivp(rhs, (0.0, cycle.period), np.concatenate([cycle.x0, np.eye(n).ravel()]), method="DOP853",
                         rtol=1e-11, atol=1e-12)
         assert np.max(np.abs(sol.y[n:, -1].reshape(n, n) - one)) < 1e-6 * scale
+
+
+def test_compiled_shooting_converges_to_the_cycle(model, cycle):
+    """The map's shooting (the compiled ``shoot`` kernel) converges from a perturbed guess to the cycle
+    of ``find_cycle``: chord iterations with the cycle's monodromy, and Newton without one; the
+    period to 1e-7 and the return error below the tolerance."""
+    from bifnet.transverse.floquet import _integrate, _monodromies
+    from bifnet.transverse.maps import _CYCLE_TOL, _shoot
+
+    p = _pvec(model, cycle.parameters)
+    x0, T = np.asarray(cycle.x0, dtype=float), float(cycle.period)
+    _, hs, _ = _integrate(model, p, x0, T, 1e-11)
+    M = _monodromies(model, p, x0, hs, np.array([1.0]), "dop853")[0][0]
+    for monodromy in (M, None):
+        got = _shoot(model, p, x0 * (1 + 1e-4), T * 1.002, monodromy)
+        assert got is not None
+        x, period, amplitude = got
+        assert abs(period - T) < 1e-7 * T
+        xT, _, _ = _integrate(model, p, x, period, 1e-12)
+        assert np.max(np.abs(xT - x) / amplitude) < 10 * _CYCLE_TOL

@@ -142,8 +142,10 @@ def _parameter_vector(model: NodeModel, parameters: Mapping[str, float]) -> np.n
     return np.array([values[name] for name in model.parameter_names], dtype=float)
 
 
+@functools.lru_cache(maxsize=None)
 def _tableau(method: str):
-    """``(c, a, b)`` of the explicit Runge–Kutta scheme ``method``."""
+    """``(c, a, b)`` of the explicit Runge–Kutta scheme ``method`` (cached: built once per process, 30 µs
+    a call otherwise, several calls per shooting iteration; the kernels only read them)."""
     if method == "rk4":
         c = np.array([0.0, 0.5, 0.5, 1.0])
         a = np.zeros((4, 4))
@@ -501,6 +503,84 @@ def jacobian(x, p):
             A[r, q] += UNIFORM * Bm[r, q]
     return A
 
+@jit
+def shoot(x, T, M, have_M, p, c, a, b, E3, E5, rtol, tol, period_change, max_chord, max_newton, max_steps):
+    """Newton on ``phi_T(x) = x`` with the phase condition ``(x - x_guess) . f(x_guess) = 0`` (the loop of
+    ``bifnet.transverse.maps._shoot``, compiled: no Python per iteration). Chord iterations with the
+    monodromy ``M`` (when ``have_M``) first, then a fresh monodromy at every iterate.
+    Returns ``(status, x, T, amplitude, iterations)``: status 0 converged (period within
+    ``period_change`` of the guess), 1 converged too far in period, 2 failed."""
+    x = x.copy()
+    g = np.empty(n)
+    hom_rhs(x, p, g)
+    x_g = x.copy()
+    T_g = T
+    fresh = not have_M
+    use_M = have_M
+    Mc = M.copy()
+    hs = np.empty(max_steps)
+    ys = np.empty((max_steps + 1, n))
+    amplitude = np.empty(n)
+    G = np.zeros((n + 1, n + 1))
+    rv = np.empty(n + 1)
+    fT = np.empty(n)
+    iterations = 0
+    while iterations < max_chord + max_newton:
+        h0 = min(1e-2, 1e-3 * T)
+        xT, m, status = dop853(x, p, T, rtol, 1e-2 * rtol, h0, c, a, b, E3, E5, hs, ys, True)
+        if status != 0:
+            return 2, x, T, amplitude, iterations
+        err = 0.0
+        for q in range(n):
+            lo = ys[0, q]
+            hi = ys[0, q]
+            for i in range(1, m + 1):
+                v = ys[i, q]
+                if v < lo:
+                    lo = v
+                if v > hi:
+                    hi = v
+            amplitude[q] = max(hi - lo, 1e-9)
+            e = abs(xT[q] - x[q]) / amplitude[q]
+            if e > err:
+                err = e
+        if err < tol:
+            if abs(T - T_g) <= period_change * T_g:
+                return 0, x, T, amplitude, iterations
+            return 1, x, T, amplitude, iterations
+        if (iterations >= max_chord and not fresh) or not use_M:
+            monodromy_one(x, p, hs[:m], c, a, b, UNIFORM, Mc)
+            use_M = True
+            fresh = True
+        hom_rhs(xT, p, fT)
+        for r in range(n):
+            for q in range(n):
+                G[r, q] = Mc[r, q] - (1.0 if r == q else 0.0)
+            G[r, n] = fT[r]
+            G[n, r] = g[r]
+            rv[r] = -(xT[r] - x[r])
+        G[n, n] = 0.0
+        acc = 0.0
+        for q in range(n):
+            acc += (x[q] - x_g[q]) * g[q]
+        rv[n] = -acc
+        try:
+            delta = np.linalg.solve(G, rv)
+        except Exception:
+            return 2, x, T, amplitude, iterations
+        for q in range(n):
+            x[q] += delta[q]
+        T = T + delta[n]
+        iterations += 1
+        if fresh:
+            use_M = False  # a new monodromy at the next iterate
+        if not (np.isfinite(T) and T > 0):
+            return 2, x, T, amplitude, iterations
+        for q in range(n):
+            if not np.isfinite(x[q]):
+                return 2, x, T, amplitude, iterations
+    return 2, x, T, amplitude, iterations
+
 '''
 
 
@@ -550,7 +630,7 @@ def _kernels(model: NodeModel):
     module = keyed_kernel_module(key, "floquet_" + re.sub(r"\W", "_", model.name),
                                  lambda: floquet_module_source(model))
     return {name: getattr(module, name) for name in ("step_polynomials", "monodromy_one", "propagate",
-                                                    "propagate_modes", "dop853", "rhs", "jacobian")}
+                                                    "propagate_modes", "dop853", "rhs", "jacobian", "shoot")}
 
 
 def _uniform(model: NodeModel) -> float:
@@ -586,23 +666,29 @@ def _sorted_eigenvalues(M: np.ndarray) -> np.ndarray:
     return np.take_along_axis(mu, order, axis=-1)
 
 
+@functools.lru_cache(maxsize=None)
+def _dop853_errors():
+    """DOP853's error-estimate weights ``(E3, E5)`` as the ``dop853`` kernel takes them (cached)."""
+    from scipy.integrate._ivp import dop853_coefficients as dc
+
+    nst = dc.N_STAGES
+    return np.ascontiguousarray(dc.E3[:nst + 1]), np.ascontiguousarray(dc.E5[:nst + 1])
+
+
 def _integrate(model, p, x0, t_end, rtol, *, record=False, max_steps=1_000_000):
     """Adaptive DOP853 (compiled) from ``x0`` over ``[0, t_end]``.
 
     Returns ``(x_end, hs, ys)``: accepted step sizes and, with ``record``, the
     states at the step ends (``ys[0] = x0``)."""
-    from scipy.integrate._ivp import dop853_coefficients as dc
-
     ker = _kernels(model)
     c, a, b = _tableau("dop853")
-    nst = dc.N_STAGES
+    E3, E5 = _dop853_errors()
     hs = np.empty(max_steps)
     n = model.n_variables
     ys = np.empty((max_steps + 1 if record else 1, n))
     h0 = min(1e-2, 1e-3 * t_end)
     x_end, m, status = ker["dop853"](np.asarray(x0, dtype=float), p, float(t_end), rtol, 1e-2 * rtol, h0, c, a, b,
-                                     np.ascontiguousarray(dc.E3[:nst + 1]), np.ascontiguousarray(dc.E5[:nst + 1]),
-                                     hs, ys, record)
+                                     E3, E5, hs, ys, record)
     if status != 0:
         why = {1: f"more than {max_steps} steps", 2: "step size too small", 3: "non-finite state"}[status]
         raise ContinuationError(f"integration of the homogeneous system failed after {m} steps: {why}")
