@@ -625,8 +625,10 @@ def _kernels(model: NodeModel):
     import bifnet.systems
     from pathlib import Path
 
+    # ... and the kernel template this process holds: a process started before bifnet changed on disk
+    # must not file its old kernels under the new files' key (it did, with `shoot` missing)
     sources = [Path(m.__file__).read_text() for m in (bifnet.codegen, bifnet.systems)] + [Path(__file__).read_text()]
-    key = model_key(model, *sources)
+    key = model_key(model, *sources, _KERNEL_HEADER, _KERNEL_BODY)
     module = keyed_kernel_module(key, "floquet_" + re.sub(r"\W", "_", model.name),
                                  lambda: floquet_module_source(model))
     return {name: getattr(module, name) for name in ("step_polynomials", "monodromy_one", "propagate",
