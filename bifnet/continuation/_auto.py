@@ -593,6 +593,13 @@ def abnormal_end(points) -> bool:
     return bool(points) and int(points[-1].point_type_code) == ABNORMAL_END
 
 
+def abnormal_end_status(runs, problem, free: Sequence[str]) -> str | None:
+    """The status of a branch some of whose ``runs`` (lists of engine points) ended with MX, or None."""
+    where = "; ".join(", ".join(f"{n} = {_param(r[-1], problem.slots[n]):.8g}" for n in free)
+                      for r in runs if abnormal_end(r))
+    return f"stopped: the engine's corrector failed at {where} (MX)" if where else None
+
+
 def _direction_coordinates(point, problem, free, with_period) -> np.ndarray:
     values = [_param(point, problem.slots[n]) for n in free]
     if with_period:

@@ -348,8 +348,9 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
                     stable[row] = int(count == 0)
             branch = dataclasses.replace(branch, columns={**branch.columns, "stable": stable})
         events = find_events(branch, counts, settings.tolerance)
+    dismissed_points = 0
     if not cycles:
-        branch = _drop_unsupported(branch, counts)
+        branch, dismissed_points = _drop_unsupported(branch, counts)
     warn_failed(branch)
     if events:
         branch = _report_unexplained(branch, events, system, cycles, budget)
@@ -359,8 +360,8 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
                                      if sp.details.get("found_by") == "accounting" and not sp.located)}
     if scanned:
         accounting["scanned"] = scanned
-    if branch.accounting and branch.accounting.get("dismissed_points"):
-        accounting["dismissed_points"] = branch.accounting["dismissed_points"]
+    if dismissed_points:
+        accounting["dismissed_points"] = dismissed_points
     accounting.update(extra)
     if extra.get("poor_mesh_points", 0) > 0.05 * len(branch):
         log.warning("%s: on %d rows the trivial multiplier is off by more than %g (worst %.2g): the mesh is "
@@ -419,14 +420,14 @@ def _drop_superseded(branch: Branch) -> Branch:
     return dataclasses.replace(branch, special_points=_renumber(keep))
 
 
-def _drop_unsupported(branch: Branch, counts: np.ndarray) -> Branch:
+def _drop_unsupported(branch: Branch, counts: np.ndarray) -> tuple[Branch, int]:
     """Drop the engine's LP, HB and BP points of an equilibrium branch that failed verification and
     that nothing on the branch supports: the number of unstable eigenvalues (exact Jacobian) is the
     same on the two rows either side, and the principal parameter does not turn there. A fold or a
     branch point changes that number by one, a Hopf point by two; the engine's test function can
     still change sign where no eigenvalue crosses (Wilson-Cowan at eps = 4.092: an "LP" at
     Iext_e = 0.8616 with eigenvalues -0.16 and -0.47, bifnet's Newton solve going to the true
-    fold 0.8452). Dropped points are counted in ``accounting["dismissed_points"]``."""
+    fold 0.8452). Returns the branch and the number of points dropped."""
     name = branch.free[0]
     values = np.asarray(branch[name], dtype=float)
     keep, dropped = [], 0
@@ -449,11 +450,10 @@ def _drop_unsupported(branch: Branch, counts: np.ndarray) -> Branch:
             continue
         keep.append(sp)
     if not dropped:
-        return branch
+        return branch, 0
     from bifnet.continuation.restarts import _renumber
 
-    accounting = {**(branch.accounting or {}), "dismissed_points": dropped}
-    return dataclasses.replace(branch, special_points=_renumber(keep), accounting=accounting)
+    return dataclasses.replace(branch, special_points=_renumber(keep)), dropped
 
 
 MAX_SCANS = 40   #: row pairs per branch followed in the period by bifnet's own shooting

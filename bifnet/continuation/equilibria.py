@@ -229,10 +229,8 @@ def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: 
     # AUTO labels the last point of a run EP whether it reached a bound or its step limit
     if any(len(r) >= settings.max_steps for r in runs):
         branch = _with_status(branch, "max_steps")
-    elif any(_auto.abnormal_end(r) for r in runs):
-        where = ", ".join(f"{free[0]} = {_auto._param(r[-1], problem.slots[free[0]]):.8g}"
-                          for r in runs if _auto.abnormal_end(r))
-        branch = _with_status(branch, f"stopped: the engine's corrector failed at {where} (MX)")
+    elif _auto.abnormal_end_status(runs, problem, free):
+        branch = _with_status(branch, _auto.abnormal_end_status(runs, problem, free))
     elif any(r and int(r[-1].point_type_code) != 9 for r in runs):
         branch = _with_status(branch, "stopped")
     log.debug("%s: %d points, %s", name, len(branch), ", ".join(sp.name for sp in branch.special_points))

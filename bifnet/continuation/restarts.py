@@ -251,6 +251,7 @@ def _blow_up_check(cycles: Branch, source: Branch, index: int):
     f = rhs_function(system)
     speed = [float(np.max(np.abs(f(x, p)))) for x in profile]
     guesses.append(profile[int(np.argmin(speed))])
+    size = float(np.max(np.ptp(profile, axis=0)))
     best = None
     for guess in guesses:
         try:
@@ -259,7 +260,7 @@ def _blow_up_check(cycles: Branch, source: Branch, index: int):
             continue
         distance = float(np.min(np.max(np.abs(profile - x), axis=1)))
         if best is None or distance < best[0]:
-            best = (distance, float(np.max(np.ptp(profile, axis=0))), _eigen(system, x, values))
+            best = (distance, size, _eigen(system, x, values))
     return best
 
 
@@ -395,8 +396,7 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
     if status == "ok" and len(points) >= settings.max_steps:
         status = "max_steps"
     elif status == "ok" and _auto.abnormal_end(points):
-        status = (f"stopped: the engine's corrector failed at {free[0]} = "
-                  f"{_auto._param(points[-1], slot):.8g} (MX)")
+        status = _auto.abnormal_end_status([points], problem, free)
     if mesh_check:
         poor = _poor_mesh(points)
         if poor > POOR_MESH_FRACTION * max(len(cycles), 1):
@@ -600,12 +600,10 @@ def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
                                  mode=branch.mode, Lambda=branch.Lambda, state_slice=_state_slice(branch))
     if hit_limit and not closed:
         locus = dataclasses.replace(locus, status="max_steps")
-    failed = [r for r in runs if _auto.abnormal_end(r)]
-    if failed and not closed:
-        where = "; ".join(", ".join(f"{n} = {_auto._param(r[-1], problem.slots[n]):.8g}" for n in free) for r in failed)
-        locus = dataclasses.replace(locus, status=f"stopped: the engine's corrector failed at {where} (MX)")
-        log.warning("%s: the engine's corrector failed at %s (AUTO MX): the curve ends there (%d points)",
-                    name, where, len(locus))
+    stopped = _auto.abnormal_end_status(runs, problem, free)
+    if stopped and not closed:
+        locus = dataclasses.replace(locus, status=stopped)
+        log.warning("%s: %s; the curve ends there (%d points)", name, stopped, len(locus))
     if sp.kind is SpecialKind.HB and not cycle:
         locus = _with_hopf_period(locus, problem.system)
     return verify_branch(_drop_duplicate_specials(locus), problem.system)
