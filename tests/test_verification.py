@@ -134,10 +134,16 @@ def test_accounting_finds_a_removed_fold(mpr):
     assert all(abs(e.index - lp2.index) <= 1 for e in events)
 
 
-def test_period_doubling_at_eps_12_with_defaults(ping):
+@pytest.fixture(scope="module")
+def eps12_cycles(ping):
+    """The cycles from HB1 at eps = 12 with the shipped defaults (and those settings)."""
     settings = ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)})
     eq = continue_equilibria(ping, ping.resolve_parameters({"eps": 12.0}), "Iext_e", settings=settings)
-    cycles = continue_from(eq, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=600))
+    return continue_from(eq, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=600)), settings
+
+
+def test_period_doubling_at_eps_12_with_defaults(eps12_cycles):
+    cycles, _ = eps12_cycles
     pd = [sp for sp in cycles.points_of_kind(SpecialKind.PD) if abs(sp.parameters["Iext_e"] - 9.1787) < 1e-2]
     assert len(pd) == 1
     (point,) = pd
@@ -148,6 +154,26 @@ def test_period_doubling_at_eps_12_with_defaults(ping):
     assert np.min(np.abs(np.asarray(point.eigenvalues) - 1.0)) < 1e-7
     assert cycles.accounting["unexplained"] == 0
     assert np.all(np.isfinite(cycles["trivial_error"][1:]))  # row 0 is the Hopf point
+
+
+def test_doubled_branch_ends_at_the_parents_other_period_doubling(eps12_cycles):
+    """At eps = 12 the doubled orbits from one PD point return to the other. Where they meet the
+    parent orbit traversed twice, AUTO reports a fold and the last row has a multiplier on the unit
+    circle: neither is a fold of cycles nor an unexplained stability change (the engine's fold there
+    was listed as an unlocated LPC, and the row's count as a change with no special point)."""
+    cycles, settings = eps12_cycles
+    first, other = sorted(cycles.points_of_kind(SpecialKind.PD), key=lambda sp: sp.parameters["Iext_e"])[:2]
+    doubled = continue_from(cycles, first.name, settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=600))
+    assert doubled.status == f"closed (returned to {other.name} of {cycles.name})"
+    # it ends at the other PD point, which bifnet solved independently on the parent branch
+    assert abs(doubled["Iext_e"][-1] - other.parameters["Iext_e"]) < 1e-3
+    assert abs(doubled["period"][-1] - 2 * other.period) < 1e-3 * other.period
+    assert not doubled.points_of_kind(SpecialKind.LPC)
+    assert doubled.accounting["unexplained"] == 0
+    assert all(sp.located for sp in doubled.special_points)
+    # its own period doublings (to period 4) are genuine: a multiplier -1 in bifnet's own Floquet solve
+    for sp in doubled.points_of_kind(SpecialKind.PD):
+        assert sp.residual < 1e-9 and np.min(np.abs(np.asarray(sp.eigenvalues) + 1.0)) < 1e-7
 
 
 def _check_every_point_verified(folder, strict=True):

@@ -169,8 +169,12 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0) -> l
         take = min(weight[k], missing[c])
         weight[k] -= take
         missing[c] -= take
+    # the last row of a closed cycle branch lies on the bifurcation where it ends (a Hopf point, or a
+    # PD point of its parent where the doubled orbits meet the double cover): a multiplier sits on the
+    # unit circle there and the row's count is not defined
+    last = len(branch) - 1 if branch.status.startswith("closed") else -1
     events = [Event("stability", a, int(counts[a]), int(counts[b]), b)
-              for (a, b, _), left in zip(changes, missing) if left > 0]
+              for (a, b, _), left in zip(changes, missing) if left > 0 and b != last]
     name = branch.free[0]
     if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
         folds = {SpecialKind.LP, SpecialKind.BP} if branch.kind is BranchKind.EQUILIBRIA else {SpecialKind.LPC}

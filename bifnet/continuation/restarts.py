@@ -130,6 +130,12 @@ def _cut_at_parent_doubling(doubled: Branch, parent: Branch, start: SpecialPoint
     own start included: the doubled orbits often form a loop between PD
     points), and AUTO goes on along that double cover, a copy of the parent
     branch rather than new orbits.
+
+    The engine's special point at the return (AUTO calls it a fold; it is the
+    branch point where the doubled orbits meet the double cover) is the
+    parent's PD point, verified on the parent: it is dropped here. At eps = 12
+    its fold system failed to converge (residual 1e-7) and it was listed as an
+    unlocated LPC.
     """
     name = doubled.free[0]
     for sp in doubled.special_points:
@@ -139,7 +145,9 @@ def _cut_at_parent_doubling(doubled: Branch, parent: Branch, start: SpecialPoint
             value = pd.parameters.get(name)
             if value is not None and abs(sp.parameters[name] - value) < 1e-3 * (1 + abs(value)) and \
                     abs(doubled["period"][sp.index] - 2 * pd.period) < 1e-3 * pd.period:
-                return _cut(doubled, sp.index, f"closed (returned to {pd.name} of {parent.name})")
+                cut = _cut(doubled, sp.index, f"closed (returned to {pd.name} of {parent.name})")
+                kept = tuple(o for o in cut.special_points if o.index < sp.index)
+                return dataclasses.replace(cut, special_points=_renumber(kept))
     return doubled
 
 
@@ -369,8 +377,7 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
             return True
         if mesh_check and _poor_mesh(points) > POOR_MESH_FRACTION * len(points):
             return True  # the mesh is too coarse: stop here, a finer one follows
-        if sp.kind is SpecialKind.PD and _cut_at_parent_doubling(convert(points), branch, sp).status.startswith(
-                "closed"):
+        if sp.kind is SpecialKind.PD and convert(points).status.startswith("closed"):
             return True  # back at a PD point of the parent: the rest would be cut (the parent orbit twice)
         return bool(hopfs) and _closing_index(*_trace(points, slot), hopfs) is not None
 
@@ -378,7 +385,10 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
         converted = _auto.convert_branch([raw], problem, kind=BranchKind.CYCLES, name=name, free=free,
                                          parameters=params, origin=(branch.name, point), mode=branch.mode,
                                          Lambda=branch.Lambda, state_slice=_state_slice(branch))
-        return _drop_duplicate_specials(_drop_hopf_folds(converted))
+        converted = _drop_duplicate_specials(_drop_hopf_folds(converted))
+        if sp.kind is SpecialKind.PD:
+            converted = _cut_at_parent_doubling(converted, branch, sp)
+        return converted
 
     points = _continue_in_chunks(problem, raw, free, settings, ips="LC", source_ips=source_ips, switch=switch,
                                  ds=settings.ds, with_period=True, done=done, name=name)
@@ -389,8 +399,6 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
     cycles = convert(points)
     if switch == "hopf":
         cycles = _close_cycle_branch(cycles, hopfs)
-    elif sp.kind is SpecialKind.PD:
-        cycles = _cut_at_parent_doubling(cycles, branch, sp)
     status = cycles.status
     points = points[: len(cycles)]
     if status == "ok" and len(points) >= settings.max_steps:
