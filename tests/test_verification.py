@@ -160,9 +160,10 @@ def test_doubled_branch_ends_at_the_parents_other_period_doubling(eps12_cycles):
     """At eps = 12 the doubled orbits from one PD point return to the other. Where they meet the
     parent orbit traversed twice, AUTO reports a fold and the last row has a multiplier on the unit
     circle: neither is a fold of cycles nor an unexplained stability change (the engine's fold there
-    was listed as an unlocated LPC, and the row's count as a change with no special point)."""
+    was listed as an unlocated LPC, the row's count as a change with no special point, and the turn
+    there, once refined, as a reversal with no fold)."""
     cycles, settings = eps12_cycles
-    first, other = sorted(cycles.points_of_kind(SpecialKind.PD), key=lambda sp: sp.parameters["Iext_e"])[:2]
+    other, first = sorted(cycles.points_of_kind(SpecialKind.PD), key=lambda sp: sp.parameters["Iext_e"])[:2]
     doubled = continue_from(cycles, first.name, settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=600))
     assert doubled.status == f"closed (returned to {other.name} of {cycles.name})"
     # it ends at the other PD point, which bifnet solved independently on the parent branch

@@ -171,7 +171,8 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0) -> l
         missing[c] -= take
     # the last row of a closed cycle branch lies on the bifurcation where it ends (a Hopf point, or a
     # PD point of its parent where the doubled orbits meet the double cover): a multiplier sits on the
-    # unit circle there and the row's count is not defined
+    # unit circle there and the row's count is not defined; and doubled orbits meet their parent at
+    # the vertex of a parabola in the parameter, so the engine's last step may turn back past it
     last = len(branch) - 1 if branch.status.startswith("closed") else -1
     events = [Event("stability", a, int(counts[a]), int(counts[b]), b)
               for (a, b, _), left in zip(changes, missing) if left > 0 and b != last]
@@ -188,6 +189,8 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0) -> l
             if np.sign(d[a]) == np.sign(d[b]):
                 continue
             row = b  # the turn lies between rows a + 1 .. b
+            if b + 1 == last:
+                continue
             near = [sp for sp in branch.special_points if sp.kind in folds and a <= sp.index <= b + 1]
             if near:
                 continue
