@@ -157,7 +157,8 @@ def rhs_profile(net, y0, repeats):
     import numba
     import sympy
 
-    from bifnet.network._kernels import network_module, single_threaded_blas
+    from bifnet._blas import single_threaded_blas
+    from bifnet.network._kernels import network_module
 
     module = network_module(net.model)
     rhs, coupling_input = module.rhs, module.coupling_input

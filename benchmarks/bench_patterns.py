@@ -52,8 +52,9 @@ def main() -> None:
     from bifnet.continuation.equilibria import find_equilibrium
     from bifnet.model import load_model
     from bifnet.patterns.criticality import locate_transverse_point
+    from bifnet._blas import single_threaded_blas
     from bifnet.patterns.equilibria import (NetworkProblem, PatternSettings, continue_network_equilibria,
-                                            one_blas_thread, stationary_pattern_branch)
+                                            stationary_pattern_branch)
 
     connectome = load_connectome(args.connectome)
     # 1. Brusselator pattern branch
@@ -93,7 +94,7 @@ def main() -> None:
     steps = 50
     per = []
     for _ in range(args.repeat):
-        with one_blas_thread():
+        with single_threaded_blas():
             t = time.perf_counter()
             pts, res, status = continue_network_equilibria(problem, z0, t0, PatternSettings(
                 ds=0.01, ds_max=0.02, max_steps=steps, bounds=(0.0, 3.0)))
@@ -104,7 +105,7 @@ def main() -> None:
           f"eigenvalues (best of {args.repeat}; {len(pts)} points, max residual {np.max(res):.2g}) -> "
           f"{args.points} points in {min(per) * args.points:.1f} s")
     J = problem.DX(X, 1.0)
-    for label, context in (("1 thread", one_blas_thread), ("default threads", None)):
+    for label, context in (("1 thread", single_threaded_blas), ("default threads", None)):
         best = np.inf
         for _ in range(args.repeat):
             if context is None:
@@ -126,7 +127,7 @@ def cycles_benchmark(name: str, count: int) -> None:
     from bifnet.model import load_model
     from bifnet.patterns import cycles
     from bifnet.patterns.criticality import locate_transverse_point
-    from bifnet.patterns.equilibria import one_blas_thread
+    from bifnet._blas import single_threaded_blas
 
     ping = load_model("ngnmm_ping")
     connectome = load_connectome(name)
@@ -158,7 +159,7 @@ def cycles_benchmark(name: str, count: int) -> None:
     problem = cycles.ShootingProblem(ping, op, {**params, "Iext_e": branch["Iext_e"][1]}, "Iext_e", settings.dt)
     X, T, p = branch.engine["states"][1].ravel(), branch["period"][1], branch["Iext_e"][1]
     S = problem.steps(T)
-    with one_blas_thread():
+    with single_threaded_blas():
         t = time.perf_counter()
         problem.flow(X, T, p, S)
         t_period = time.perf_counter() - t

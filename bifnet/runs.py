@@ -359,6 +359,7 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
         failure); the manifest is written first.
     """
     from bifnet import io
+    from bifnet._blas import single_threaded_blas
     from bifnet.model import load_model
 
     run = load_run_file(path, overrides)
@@ -441,7 +442,8 @@ def execute_run_file(path: str | Path, *, out: str | Path | None = None, overrid
                 depends = str(spec.get("start", "")).split(":", 1)[0]
                 if depends and depends in failed:
                     raise RunFileError(f"step {name!r} needs step {depends!r}, which failed")
-                summary = dict(_step_function(kind)(context, spec) or {})
+                with single_threaded_blas():  # bifnet's matrices are small: see bifnet._blas
+                    summary = dict(_step_function(kind)(context, spec) or {})
                 entry.update(status=summary.pop("status", "ok"), **summary)
             except InfrastructureError:  # the disk, a pool, a scheduler: stop the run, keep the partial output
                 raise

@@ -340,15 +340,17 @@ def _infrastructure(error: BaseException, where: str) -> InfrastructureError:
 
 
 def _worker_init(parent: int) -> None:
-    """Pool worker start-up: die with the parent (Linux PR_SET_PDEATHSIG)."""
+    """Pool worker start-up: die with the parent (Linux PR_SET_PDEATHSIG); one BLAS thread."""
     import signal
 
+    from bifnet._blas import one_blas_thread_in_this_process
     from bifnet.continuation._watchdog import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and cancels
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    one_blas_thread_in_this_process()
 
 
 def _raw_call(function, point):

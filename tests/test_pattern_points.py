@@ -424,10 +424,10 @@ def test_full_network_hopf_system_at_a_transverse_hopf_point():
     """At 408 dimensions (ngnmm_ping on tvb68, eps = 8): the Hopf system of the full network, started from
     the homogeneous state at Iext_e = 4.77, converges to the transverse Hopf point of mode 68 that brentq
     finds on the growth rate of the mode Jacobian J(Lambda_68) (4.7670668), with its frequency."""
+    from bifnet._blas import single_threaded_blas
     from bifnet.connectome import coupling_operator, load_connectome
     from bifnet.continuation.equilibria import find_equilibrium
     from bifnet.patterns.criticality import _mode_matrices, locate_transverse_point
-    from bifnet.patterns.equilibria import one_blas_thread
     from bifnet.patterns.verify import NetworkDerivatives, solve_pattern_hopf
 
     model = load_model("ngnmm_ping")
@@ -441,7 +441,7 @@ def test_full_network_hopf_system_at_a_transverse_hopf_point():
     A, B = _mode_matrices(model, x_c, {**params, "Iext_e": value})
     ev = np.linalg.eigvals(A + lam.real * B)
     omega = float(np.max(np.abs(ev[np.argsort(np.abs(ev.real))[:2]].imag)))
-    with one_blas_thread():
+    with single_threaded_blas():
         result = solve_pattern_hopf(NetworkDerivatives(model, operator, params), np.tile(x, 68),
                                     {"Iext_e": 4.77}, "Iext_e")
     assert result.ok and result.residual < 1e-9
@@ -453,7 +453,7 @@ def test_full_network_hopf_system_at_a_transverse_hopf_point():
     from bifnet.patterns.verify import pattern_lyapunov_coefficient
 
     nf = transverse_normal_form(model, operator, {**params, "Iext_e": value}, x_c, 68, "HB")
-    with one_blas_thread():
+    with single_threaded_blas():
         l1 = pattern_lyapunov_coefficient(NetworkDerivatives(model, operator, params), result.X,
                                           {"Iext_e": result.value}, result.omega)
     assert l1 == pytest.approx(nf.l1, rel=1e-6)

@@ -77,3 +77,47 @@ def test_modes_chosen_by_rule():
         select_modes([99], P, "s")
     with pytest.raises(RunFileError, match="most_negative"):
         select_modes("smallest", P, "s")
+
+
+def test_single_threaded_blas_is_shared_by_nested_and_concurrent_users():
+    """OpenBLAS's thread count is global to the process: the first block to enter saves it, the last
+    to leave restores it, whatever the order in which threads leave (a naive save-and-restore per
+    block put the threads back while another branch was still computing)."""
+    import threading
+
+    from bifnet import _blas
+
+    controls = _blas._openblas_thread_controls()
+    if not controls:
+        pytest.skip("no OpenBLAS loaded")
+    saved = _blas.blas_threads()
+    for _, set_ in controls:
+        set_(3)
+    try:
+        entered, release = threading.Barrier(2), threading.Event()
+        seen = {}
+
+        def first():
+            with _blas.single_threaded_blas():
+                entered.wait()
+                seen["first"] = _blas.blas_threads()
+            seen["after first"] = _blas.blas_threads()  # the other thread is still inside
+            release.set()
+
+        def second():
+            with _blas.single_threaded_blas():
+                with _blas.single_threaded_blas():
+                    entered.wait()
+                    release.wait(10)
+                    seen["second"] = _blas.blas_threads()
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert seen["first"] == seen["after first"] == seen["second"] == [1] * len(controls)
+        assert _blas.blas_threads() == [3] * len(controls)
+    finally:
+        for (_, set_), value in zip(controls, saved):
+            set_(value)

@@ -15,7 +15,7 @@ is integrated by a fused compiled RK4 step (BLAS for ``W @ V_c``, unrolled
 node blocks), its tangent vectors split by columns over threads; other
 tangent systems by a generic loop over their ``field``. OpenBLAS is kept on
 one thread for the duration of a run (see
-:class:`bifnet.network._kernels.single_threaded_blas`).
+:func:`bifnet._blas.single_threaded_blas`).
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ def _benettin_logs(system, k, t_max, transient, dt, renormalise_every, y0, rng, 
                    precision="double", method="rk4", rtol=1e-6, atol=1e-9, tangent_error=False):
     """``(logs, block, final state, stats)``: ``logs[b]`` are the ``log R_ii`` of averaging block ``b``
     (``block`` ms long)."""
-    from bifnet.network._kernels import single_threaded_blas
+    from bifnet._blas import single_threaded_blas
     from bifnet.network.core import as_generator, check_rates
 
     ts = tangent_system(system, y0)

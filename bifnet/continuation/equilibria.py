@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bifnet._blas import single_threaded_blas
 from bifnet.continuation import _auto
 from bifnet.continuation.accounting import account
 from bifnet.continuation.branch import Branch, BranchKind
@@ -138,6 +139,7 @@ def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, 
     return best
 
 
+@single_threaded_blas()
 def continue_equilibria(model_or_system, parameters: Mapping[str, float], free: str | Sequence[str], *,
                         x0=None, settings: ContinuationSettings | None = None, name: str = "eq",
                         both_directions: bool = True, settle_time: float = 2000.0) -> Branch:

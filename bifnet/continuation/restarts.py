@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bifnet._blas import single_threaded_blas
 from bifnet.continuation import _auto
 from bifnet.continuation.accounting import account
 from bifnet.continuation.equilibria import end_at_bounds
@@ -278,6 +279,7 @@ MESH_LADDER = (150, 250)
 POOR_MESH_FRACTION = 0.05
 
 
+@single_threaded_blas()
 def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = None,
                     settings: ContinuationSettings | None = None, name: str | None = None) -> Branch:
     """Periodic orbits from a Hopf point (or the doubled orbits from a PD point).
@@ -517,6 +519,7 @@ def _locus_closing_index(points, slots) -> int | None:
     return int(away[0] + back[0]) if back.size else None
 
 
+@single_threaded_blas()
 def continue_locus(branch: Branch, point: str, free: Sequence[str], *,
                    settings: ContinuationSettings | None = None, name: str | None = None) -> Branch:
     """Two-parameter curve of a special point (LP, HB, LPC, PD or NS).

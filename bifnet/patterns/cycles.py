@@ -503,10 +503,10 @@ def oscillatory_pattern_branch(model: NodeModel, operator, parameters: Mapping[s
     >>> branch = oscillatory_pattern_branch(ping, operator, params, "Iext_e", x, 68)   # doctest: +SKIP
     >>> branch["period"][1], branch["stable"][1]                                       # doctest: +SKIP
     """
-    from bifnet.patterns.equilibria import one_blas_thread
+    from bifnet._blas import single_threaded_blas
 
     settings = settings or CycleSettings()
-    with one_blas_thread():
+    with single_threaded_blas():
         return _branch(model, operator, dict(parameters), free, np.asarray(x, dtype=float), int(mode), settings,
                        name, observe, direction)
 

@@ -18,15 +18,14 @@ pattern branch leaves the branch point along ``X = X*(p) + y Q`` with
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import logging
 import time
 from typing import Mapping
 
 import numpy as np
 
+from bifnet._blas import single_threaded_blas
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
 from bifnet.errors import BifnetError, ContinuationError
 from bifnet.model import NodeModel
@@ -37,44 +36,7 @@ log = logging.getLogger("bifnet.patterns")
 RESIDUAL_TOLERANCE = 1e-10
 
 
-@contextlib.contextmanager
-def one_blas_thread():
-    """Run numpy's OpenBLAS on one thread inside the block (restored after).
-
-    For the ``(N n)``-sized dense problems here, a multi-threaded OpenBLAS on a
-    shared, loaded machine spends its time waiting: measured on 2 shared cores
-    (load ~7), ``eigvals`` of a 136 x 136 matrix took 1.95 s with 2 threads and
-    0.008 s with one (best of 5; see ``docs/engine.md``). Uses the
-    ``scipy_openblas`` library that numpy wheels bundle; a no-op for other BLAS builds.
-    """
-    handle = _openblas()
-    if handle is None:
-        yield
-        return
-    before = int(handle.scipy_openblas_get_num_threads64_())
-    handle.scipy_openblas_set_num_threads64_(1)
-    try:
-        yield
-    finally:
-        handle.scipy_openblas_set_num_threads64_(before)
-
-
-@functools.lru_cache(maxsize=1)
-def _openblas():
-    import ctypes
-    import glob
-    import os
-
-    folder = os.path.dirname(np.__file__) + ".libs"
-    for path in sorted(glob.glob(os.path.join(folder, "libscipy_openblas64_*.so"))):
-        try:
-            handle = ctypes.CDLL(path)
-            handle.scipy_openblas_get_num_threads64_
-            handle.scipy_openblas_set_num_threads64_
-            return handle
-        except (OSError, AttributeError):
-            continue
-    return None
+one_blas_thread = single_threaded_blas  # the name the pattern code and its tests use
 
 
 @dataclasses.dataclass(frozen=True)

@@ -149,7 +149,7 @@ def continue_pattern_locus(D: NetworkDerivatives, start: PatternVerification, ki
     >>> locus = continue_pattern_locus(D, branch.engine["solutions"]["LP1"], lp.kind, ("b", "eps"),
     ...                                {"b": lp.parameters["b"], "eps": 1.0}, levels=[0.8])  # doctest: +SKIP
     """
-    from bifnet.patterns.equilibria import one_blas_thread
+    from bifnet._blas import single_threaded_blas
 
     p1, p2 = free
     d = D.dimension
@@ -182,7 +182,7 @@ def continue_pattern_locus(D: NetworkDerivatives, start: PatternVerification, ki
             return "omega -> 0 (a Bogdanov-Takens point?)"
         return ""
 
-    with one_blas_thread():
+    with single_threaded_blas():
         r0 = float(np.max(np.abs(G(z0))))
         if not r0 < RESIDUAL_TOLERANCE:
             raise ContinuationError(f"{name}: the start is not a solution of the {kind.value} system "
@@ -214,7 +214,7 @@ def continue_pattern_locus(D: NetworkDerivatives, start: PatternVerification, ki
     k = len(rows)
     columns.update({"residual": residuals, "stable": np.full(k, -1), "code": np.zeros(k, dtype=int),
                     "label": np.zeros(k, dtype=int)})
-    with one_blas_thread():
+    with single_threaded_blas():
         special, quantities = codimension_two_points(D, G, DG, rows, kind, (p1, p2), at_p, len(zb))
     status = f"+: {sa}, -: {sb}"
     log.info("  %s: %d points of the %s locus in (%s, %s) (%s), %.1f s", name, k, kind.value, p1, p2, status,
