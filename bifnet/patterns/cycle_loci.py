@@ -49,7 +49,7 @@ log = logging.getLogger("bifnet.patterns")
 #: point has below 1e-9; a start farther off is not the point it claims to be).
 START_TOLERANCE = 1e-6
 #: Relative step of the central difference along the null vector (the second derivative of the flow map).
-SECOND_DIFFERENCE = 1e-4
+SECOND_DIFFERENCE = 1e-5
 _KINDS = (SpecialKind.LPC, SpecialKind.PD)
 
 
@@ -167,7 +167,7 @@ class CycleLocusSystem:
         out[D, :D] = self.f_ref
         u = np.zeros(D + 3)
         u[:v.size] = v
-        e = SECOND_DIFFERENCE * (1.0 + float(np.max(np.abs(z[:D + 1])))) / float(np.max(np.abs(u)))
+        e = SECOND_DIFFERENCE * (1.0 + float(np.max(np.abs(z[:D])))) / float(np.max(np.abs(u)))
         _, J_up = self._lin(z + e * u)
         _, J_down = self._lin(z - e * u)
         out[D + 1] = -(w[:D] @ (J_up - J_down)) / (2 * e)
