@@ -21,7 +21,9 @@ equations (``N n + 2``):
   the flow map only along one direction ``u`` (``u = (v_X, v_T, 0, 0)`` for LPC, ``(v, 0, 0, 0)`` for PD):
   by the symmetry of ``D^2 Phi``, ``w^T D^2 Phi(u, .) = d/de [w^T DPhi(z + e u)]``, a central difference
   of two more linearisations ``DPhi = [M, dPhi/dT, dPhi/dp1, dPhi/dp2]``. One Jacobian of the whole
-  system costs three monodromies; the residual itself is exact (no differences in ``g``).
+  system costs three monodromies. The residual has no second differences in it: ``g`` comes from the
+  exact ``M`` (and, for LPC, ``dPhi/dT`` by a central difference of the flow map, as in the one-parameter
+  branch and its verification).
 
 The curve is followed by :func:`bifnet.patterns.loci._arclength` (pseudo-arclength, Newton's corrector,
 every accepted point below :data:`bifnet.patterns.loci.RESIDUAL_TOLERANCE`) in the scaled unknowns
@@ -40,7 +42,7 @@ import numpy as np
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
 from bifnet.errors import ContinuationError
 from bifnet.patterns.cycles import ShootingProblem, _profile, return_error
-from bifnet.patterns.loci import RESIDUAL_TOLERANCE, _arclength, _null_vector
+from bifnet.patterns.loci import _arclength, _null_vector
 from bifnet.patterns.loci_points import _at_level
 
 log = logging.getLogger("bifnet.patterns")
