@@ -203,8 +203,7 @@ def test_pattern_curve_step_from_a_period_doubling(pair, pd_case, tmp_path):
     model, operator, folder = pair
     net = tmp_path / "net"
     net.mkdir()
-    np.savetxt(net / "weights.txt", WEIGHTS, fmt="%.17g")
-    (net / "centres.txt").write_text("r0 0 0 0\nr1 10 0 0\n")
+    np.savetxt(net / "weights.txt", WEIGHTS, fmt="%.17g")      # no centres: no brain figure to draw
     run = tmp_path / "run.toml"
     run.write_text(f"""
 model = "{folder / 'bautin_pair.toml'}"
