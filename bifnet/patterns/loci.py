@@ -43,9 +43,12 @@ def _null_vector(M, previous):
     return t if t @ previous >= 0 else -t
 
 
-def _arclength(G, DG, z0, t0, *, ds, ds_min, ds_max, max_steps, inside, iterations=8, at=None, levels=()):
+def _arclength(G, DG, z0, t0, *, ds, ds_min, ds_max, max_steps, inside, iterations=8, at=None, levels=(),
+               accepted=None):
     """Pseudo-arclength continuation of ``G(z) = 0`` (one more unknown than equations) from ``z0``;
-    where ``z[at]`` crosses one of ``levels``, that point is solved exactly and inserted."""
+    where ``z[at]`` crosses one of ``levels``, that point is solved exactly and inserted. ``accepted(z)``,
+    if given, is called at every accepted point before the next step (a system whose phase condition or
+    bordering vectors move with the curve updates them there)."""
     z, t = z0.copy(), t0 / np.linalg.norm(t0)
     out, residuals, status = [], [], "max_steps"
     flags = []
@@ -95,6 +98,8 @@ def _arclength(G, DG, z0, t0, *, ds, ds_min, ds_max, max_steps, inside, iteratio
         out.append(z.copy())
         residuals.append(res)
         flags.append(False)
+        if accepted is not None:
+            accepted(z)
         stop = inside(z)
         if stop:
             status = stop

@@ -7,7 +7,7 @@ import types
 
 import numpy as np
 
-from bifnet.continuation.branch import Branch, SpecialKind
+from bifnet.continuation.branch import Branch, BranchKind, SpecialKind
 from bifnet.errors import BifnetError, RunFileError
 from bifnet.steps import StepContext, check_keys
 
@@ -346,19 +346,22 @@ def _plot_brain(context, step, spec, branch: Branch, operator) -> list[int]:
 
 
 def pattern_curve_step(context: StepContext, spec: dict) -> dict:
-    """``kind = "pattern_curve"``: continue a verified LP or HB point of a pattern branch in two parameters.
+    """``kind = "pattern_curve"``: continue a verified point of a pattern branch in two parameters.
 
-    Keys: ``start`` (``"<pattern step>:<point>"`` such as ``"pat:LP1"``; the point must be
-    verified, ``located = True``), ``free`` (two parameters, the pattern branch's own first),
-    ``range`` (bounds of both; the locus stops at the first point outside), ``settings``
-    (``ds``, ``ds_min``, ``ds_max``, ``max_steps`` per direction), ``levels`` (values of the
-    second parameter where the locus point is solved exactly and added as a row).
+    Keys: ``start`` (``"<pattern step>:<point>"``: ``"pat:LP1"`` or ``"pat:HB1"`` of a stationary
+    pattern, ``"osc:LPC1"`` or ``"osc:PD1"`` of an oscillatory one; the point must be verified,
+    ``located = True``), ``free`` (two parameters, the pattern branch's own first), ``range``
+    (bounds of both; the locus stops at the first point outside), ``settings`` (``ds``, ``ds_min``,
+    ``ds_max``, ``max_steps`` per direction), ``levels`` (values of the second parameter where the
+    locus point is solved exactly and added as a row).
 
-    Writes the locus to ``branches.csv`` (``solution`` = ``LP`` or ``HB``, the mode of origin,
-    the regional means, ``omega`` and ``frequency_hz`` for HB, ``residual``), its zero-Hopf,
-    generalised-Hopf (HB loci), cusp and Bogdanov-Takens (LP loci) points to ``special_points.csv`` and ``pattern_curve_<step>.png``.
+    Writes the locus to ``branches.csv`` (``solution`` = ``LP``, ``HB``, ``LPC`` or ``PD``, the mode of
+    origin, ``residual``; LP/HB: the regional means, ``omega`` and ``frequency_hz`` for HB; LPC/PD:
+    ``period``, ``amplitude``, ``multiplier_error``, ``return_error``), the zero-Hopf, generalised-Hopf
+    (HB loci), cusp and Bogdanov-Takens (LP loci) points to ``special_points.csv`` and
+    ``pattern_curve_<step>.png``.
     """
-    from bifnet.continuation.steps import _append_tables, step_settings
+    from bifnet.continuation.steps import _append_tables
     from bifnet.patterns.loci import continue_pattern_locus
     from bifnet.patterns.verify import NetworkDerivatives
 
@@ -372,6 +375,8 @@ def pattern_curve_step(context: StepContext, spec: dict) -> dict:
     source, point = start.split(":", 1)
     branches = context.results.get(source)
     branch = branches[0] if isinstance(branches, list) and branches and isinstance(branches[0], Branch) else None
+    if branch is not None and branch.kind is BranchKind.CYCLES and "verified_orbits" in (branch.engine or {}):
+        return _cycle_curve(context, spec, branch, source, point, operator)
     if branch is None or "solutions" not in (branch.engine or {}):
         raise RunFileError(f"step {step!r}: no earlier pattern step {source!r}")
     names = [sp.name for sp in branch.special_points if sp.kind in (SpecialKind.LP, SpecialKind.HB)]
@@ -383,24 +388,15 @@ def pattern_curve_step(context: StepContext, spec: dict) -> dict:
     if not sp.located or solution is None:
         raise RunFileError(f"step {step!r}: {source}:{point} is not verified ({sp.details.get('reason', '')}); "
                            f"a locus starts only from a verified point")
-    free = spec.get("free")
-    own = branch.free[0]
-    if not (isinstance(free, list) and len(free) == 2 and free[0] == own and free[1] != own):
-        raise RunFileError(f"step {step!r}: free must be [\"{own}\", \"<second parameter>\"] (the pattern "
-                           f"branch's parameter first), got {free!r}")
-    model.check_parameter_names(free)
-    settings = step_settings(context, spec, tuple(free))
-    levels = spec.get("levels", [])
-    if not (isinstance(levels, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                             for v in levels)):
-        raise RunFileError(f"step {step!r}: levels must be a list of values of {free[1]}, got {levels!r}")
+    free, settings, levels = _curve_arguments(context, spec, branch)
+    own = free[0]
     values = {own: float(solution.value), free[1]: float(branch.parameters[free[1]])}
     D = NetworkDerivatives(model, operator, branch.parameters)
     try:
         locus = continue_pattern_locus(
             D, solution, sp.kind, tuple(free), values, ds=abs(settings.ds), ds_min=settings.ds_min,
             ds_max=settings.ds_max, max_steps=min(settings.max_steps, 2000),
-            bounds={k: settings.bounds[k] for k in free}, levels=[float(v) for v in levels],
+            bounds={k: settings.bounds[k] for k in free}, levels=levels,
             name=f"{sp.kind.value}[pattern{branch.mode}:{point}]", mode=branch.mode, Lambda=branch.Lambda,
             variables=model.variable_names)
     except BifnetError as error:
@@ -419,6 +415,73 @@ def pattern_curve_step(context: StepContext, spec: dict) -> dict:
                                for p in locus.special_points]}
 
 
+def _curve_arguments(context: StepContext, spec: dict, branch: Branch):
+    """``(free, settings, levels)`` of a ``pattern_curve`` step, checked against the pattern ``branch``."""
+    from bifnet.continuation.steps import step_settings
+
+    step = spec["name"]
+    free = spec.get("free")
+    own = branch.free[0]
+    if not (isinstance(free, list) and len(free) == 2 and free[0] == own and free[1] != own):
+        raise RunFileError(f"step {step!r}: free must be [\"{own}\", \"<second parameter>\"] (the pattern "
+                           f"branch's parameter first), got {free!r}")
+    context.model.check_parameter_names(free)
+    settings = step_settings(context, spec, tuple(free))
+    levels = spec.get("levels", [])
+    if not (isinstance(levels, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             for v in levels)):
+        raise RunFileError(f"step {step!r}: levels must be a list of values of {free[1]}, got {levels!r}")
+    return free, settings, [float(v) for v in levels]
+
+
+def _cycle_curve(context: StepContext, spec: dict, branch: Branch, source: str, point: str, operator) -> dict:
+    """``pattern_curve`` from an LPC or PD point of an oscillatory pattern (:mod:`bifnet.patterns.cycle_loci`)."""
+    from bifnet.continuation.steps import _append_tables
+    from bifnet.patterns.cycle_loci import continue_cycle_locus
+
+    step = spec["name"]
+    kinds = (SpecialKind.LPC, SpecialKind.PD)
+    names = [sp.name for sp in branch.special_points if sp.kind in kinds]
+    sp = next((s for s in branch.special_points if s.name == point), None)
+    if sp is not None and sp.kind is SpecialKind.NS:
+        raise RunFileError(f"step {step!r}: {source}:{point} is a torus point (NS): two-parameter loci of NS points "
+                           f"of oscillatory patterns are not supported (LPC and PD are)")
+    if sp is None or sp.kind not in kinds:
+        what = "" if sp is None else f" ({point} is its {sp.kind.value} point, not a fold or period doubling of cycles)"
+        raise RunFileError(f"step {step!r}: oscillatory pattern step {source!r} has no LPC or PD point {point!r}"
+                           f"{what} (has: {', '.join(names) or 'none'})")
+    orbit = branch.engine["verified_orbits"].get(point)
+    if not sp.located or orbit is None or "steps_per_period" not in sp.details:
+        raise RunFileError(f"step {step!r}: {source}:{point} is not verified ({sp.details.get('reason', '')}); "
+                           f"a locus starts only from a verified point")
+    free, settings, levels = _curve_arguments(context, spec, branch)
+    own = free[0]
+    values = {own: float(sp.parameters[own]), free[1]: float(branch.parameters[free[1]])}
+    try:
+        locus = continue_cycle_locus(
+            context.model, operator, branch.parameters, orbit, sp.kind, tuple(free), values,
+            steps=int(sp.details["steps_per_period"]), ds=abs(settings.ds), ds_min=settings.ds_min,
+            ds_max=settings.ds_max, max_steps=min(settings.max_steps, 2000),
+            bounds={k: settings.bounds[k] for k in free}, levels=levels,
+            name=f"{sp.kind.value}[pattern{branch.mode}:{point}]", mode=branch.mode, Lambda=branch.Lambda)
+    except BifnetError as error:
+        raise RunFileError(f"step {step!r}: {error}") from None
+    locus.engine["problem"] = types.SimpleNamespace(system=types.SimpleNamespace(model=context.model,
+                                                                                 kind="network"))
+    _append_tables(context, step, [locus])
+    _plot_pattern_curve(context, step, locus, branch, sp)
+    context.results[step] = [locus]
+    rows = locus.engine["level_rows"]
+    return {"start": f"{source}:{point}", "kind": sp.kind.value, "points": len(locus), "status": locus.status,
+            "max_residual": float(np.max(locus["residual"])),
+            "max_multiplier_error": float(np.max(locus["multiplier_error"])),
+            "max_return_error": float(np.nanmax(locus["return_error"])),
+            "steps_per_period": locus.engine["steps_per_period"],
+            "levels": [{free[1]: float(locus[free[1]][k]), own: float(locus[own][k]),
+                        "period": float(locus["period"][k])} for k in rows],
+            "special_points": []}
+
+
 def _plot_pattern_curve(context, step, locus: Branch, branch: Branch, sp) -> None:
     """``pattern_curve_<step>.png``: the locus in its two parameters, the start marked."""
     import matplotlib
@@ -429,8 +492,12 @@ def _plot_pattern_curve(context, step, locus: Branch, branch: Branch, sp) -> Non
     from bifnet import io
 
     p1, p2 = locus.free
+    line, title = {SpecialKind.LP: ("tab:blue", "folds of the stationary"),
+                   SpecialKind.HB: ("tab:green", "Hopf points of the stationary"),
+                   SpecialKind.LPC: ("tab:blue", "folds of cycles of the oscillatory"),
+                   SpecialKind.PD: ("tab:purple", "period doublings of the oscillatory")}[sp.kind]
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
-    ax.plot(locus[p1], locus[p2], "-", color="tab:blue" if sp.kind is SpecialKind.LP else "tab:green", lw=1.6,
+    ax.plot(locus[p1], locus[p2], "-", color=line, lw=1.6,
             label=f"{sp.kind.value} locus of the mode-{branch.mode} pattern")
     k = locus.engine["start_index"]
     ax.plot(locus[p1][k], locus[p2][k], "o", color="k", mfc="w", ms=7, label=f"start: {sp.name}")
@@ -449,6 +516,5 @@ def _plot_pattern_curve(context, step, locus: Branch, branch: Branch, sp) -> Non
     ax.set_xlabel(p1)
     ax.set_ylabel(p2)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(f"{context.model.name}: {'folds' if sp.kind is SpecialKind.LP else 'Hopf points'} of the "
-                 f"stationary pattern of mode {branch.mode}", fontsize=9)
+    ax.set_title(f"{context.model.name}: {title} pattern of mode {branch.mode}", fontsize=9)
     io.save_figure(context.out_dir / f"pattern_curve_{step}.png", fig)

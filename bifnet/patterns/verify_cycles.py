@@ -514,6 +514,7 @@ def verify_points(problem, rows, detected, free, settings, n):
                 others = others[np.minimum(np.abs(others - result.critical),
                                            np.abs(others - np.conj(result.critical))) > 1e-6]
             details["engine_value"] = float(sp.parameters[free])
+            details["steps_per_period"] = int(S)     # the shooting map it was solved on (a locus starts there)
             details["unstable_others"] = int(np.sum(np.abs(others) > 1 + MULTIPLIER_MARGIN))
             if sp.kind is not SpecialKind.LPC:
                 details["multiplier_angle"] = float(abs(np.angle(result.critical)))
