@@ -240,13 +240,13 @@ def continue_cycle_locus(model, operator, parameters, start, kind: SpecialKind, 
     ...                              pd.kind, ("mu", "a"), {"mu": pd.parameters["mu"], "a": -0.5},
     ...                              steps=pd.details["steps_per_period"])                       # doctest: +SKIP
     """
-    from bifnet.patterns.equilibria import one_blas_thread
+    from bifnet._blas import single_threaded_blas
 
     if kind not in _KINDS:
         raise ContinuationError(f"{name}: two-parameter loci of {kind.value} points of oscillatory patterns are "
                                 f"not supported (LPC and PD are)")
     p1, p2 = free
-    with one_blas_thread():
+    with single_threaded_blas():
         return _locus(model, operator, dict(parameters), np.asarray(start, dtype=float), kind, (p1, p2),
                       {p1: float(values[p1]), p2: float(values[p2])}, int(steps), ds, ds_min, ds_max, max_steps,
                       bounds or {}, tuple(levels), name, mode, Lambda, check_return)

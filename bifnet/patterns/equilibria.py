@@ -36,7 +36,6 @@ log = logging.getLogger("bifnet.patterns")
 RESIDUAL_TOLERANCE = 1e-10
 
 
-one_blas_thread = single_threaded_blas  # the name the pattern code and its tests use
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +230,7 @@ def stationary_pattern_branch(model: NodeModel, operator, parameters: Mapping[st
     from bifnet.continuation.equilibria import find_equilibrium
     from bifnet.patterns.criticality import transverse_normal_form
 
-    with one_blas_thread():
+    with single_threaded_blas():
         return _stationary_pattern_branch(model, operator, parameters, free, x, mode, settings, name, observe)
 
 
