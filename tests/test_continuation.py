@@ -182,3 +182,37 @@ def test_tracing_a_callback_leaves_the_math_module_alone(toy_model):
     source = _transpile.generate_equation_file(func, None, 1)
     assert "SUBROUTINE FUNC" in source.upper()
     assert seen and all(seen) and math.exp is builtin
+
+
+def test_fast_fort8_records_equal_bifpys(ping_eq15, monkeypatch):
+    """bifnet reads fort.8's orbit records with numpy (_auto._install_fast_fort8): on every record of a
+    cycle run (meshes, tangents, parameters) the result equals bifpy's own reader, number for number;
+    and a record with a number AUTO wrote without its "E" goes to bifpy's reader."""
+    from bifpy.auto import _parsing
+
+    from bifnet.continuation import _auto
+
+    _auto._auto()
+    original = _auto._cache_state.get("fast_fort8")
+    if not original:
+        pytest.skip("not installed for this bifpy version")
+    fast = _parsing._read_fort8_bvp_family_record
+    compared = []
+
+    def both(lines, start):
+        mine = _auto._fast_fort8_record(lines, start, _parsing)
+        theirs = original(lines, start)
+        assert mine is not None and mine == theirs
+        compared.append(mine[0].tangent is not None)
+        return theirs
+
+    monkeypatch.setattr(_parsing, "_read_fort8_bvp_family_record", both)
+    branch, settings = ping_eq15
+    continue_from(branch, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=12))
+    assert len(compared) >= 12 and any(compared)
+    monkeypatch.setattr(_parsing, "_read_fort8_bvp_family_record", fast)
+    header = "1 2 4 2 2 0 2 3 2 1 1 3 0 2 2 0\n"
+    lines = [header, "0.0 1.0 2.0 0.5 3.0 2.22507-308\n", "1.0 2.0 11.0\n"]
+    assert _auto._fast_fort8_record(lines, 0, _parsing) is None
+    record, end = fast(lines, 0)
+    assert end == 3 and record.state == ((1.0, 2.0), (3.0, 2.22507e-308)) and record.all_parameters == (1.0, 2.0, 11.0)

@@ -20,6 +20,10 @@ bifpy workarounds (see docs/engine.md):
   tangent) in a ``NamedValues`` after each run: 1.3 million Python calls, a
   fifth of a cycle run at NTST 250. bifnet reads orbits as plain numbers only,
   so orbits keep bifpy's parsed tuples (:func:`_install_plain_orbits`).
+* bifpy 0.3.0 reads each number of fort.8 through a Python function call (9.4
+  million calls, 11 s of a 125 s doubled branch at NTST 250); bifnet reads the
+  records' numbers with numpy and hands bifpy the same record
+  (:func:`_install_fast_fort8`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def _auto():
         raise ContinuationError(f"the continuation engine bifpy is not installed ({error}); run `make install`") from None
     _install_transpile_cache()
     _install_plain_orbits()
+    _install_fast_fort8()
     _install_picklable_names()
     if "watchdog" not in _cache_state:  # after the cache: it wraps bifpy's subprocess module last
         from bifpy.auto import _process
@@ -105,6 +110,75 @@ def _install_plain_orbits() -> None:
         return
     _process._named_orbit = lambda orbit, parnames, unames: orbit
     _cache_state["plain_orbits"] = True
+
+
+def _install_fast_fort8() -> None:
+    """Read fort.8's periodic-orbit records with numpy (see the module docstring).
+
+    The record is the one bifpy builds, value for value (``tests/test_continuation.py`` compares them on
+    a real fort.8); any record the fast path cannot read exactly as bifpy would (a number AUTO wrote
+    without its ``E``, a body of unexpected length) goes to bifpy's own reader."""
+    if "fast_fort8" in _cache_state:
+        return
+    _cache_state["fast_fort8"] = False
+    from importlib import metadata
+
+    from bifpy.auto import _parsing
+
+    if metadata.version("bifpy") != _CHECKED_BIFPY or not hasattr(_parsing, "_Fort8MeshRecord"):
+        return
+    original = _parsing._read_fort8_bvp_family_record
+
+    def read_record(lines, start):
+        record = _fast_fort8_record(lines, start, _parsing)
+        return record if record is not None else original(lines, start)
+
+    _parsing._read_fort8_bvp_family_record = read_record
+    _cache_state["fast_fort8"] = original  # bifpy's reader (the tests compare the two)
+
+
+def _fast_fort8_record(lines, start, parsing):
+    """``(record, next line)`` of the fort.8 record at ``lines[start]``, or None to let bifpy read it.
+
+    Header (16 integers): IBR MTOT ITP LAB NFPR ISW NTPL NAR NROWPR NTST NCOL NPAR NPARI NDM IPS IPRIV;
+    body (NROWPR lines): NTPL rows of NAR numbers (time, state), then optionally NFPR parameter indices,
+    NFPR parameter tangents and NTPL rows of NAR - 1 state tangents, then NPAR parameters."""
+    from bifpy import results
+
+    head = lines[start].split()
+    if len(head) != 16:
+        return None
+    try:
+        h = [int(v) for v in head]
+    except ValueError:
+        return None
+    nfpr, ntpl, nar, nrows, npar = h[4], h[6], h[7], h[8], h[11]
+    body = " ".join(lines[start + 1:start + 1 + nrows])
+    try:
+        values = np.array(body.split(), dtype=float)
+    except ValueError:  # e.g. "2.22507-308": bifpy's reader knows that form
+        return None
+    mesh = ntpl * nar
+    ndim = nar - 1
+    tangent_count = 2 * nfpr + ndim * ntpl
+    if values.size not in (mesh + npar, mesh + tangent_count + npar) or nrows != len(lines[start + 1:start + 1 + nrows]):
+        return None
+    rows = values[:mesh].reshape(ntpl, nar)
+    tangent = None
+    if values.size == mesh + tangent_count + npar:
+        middle = values[mesh:mesh + tangent_count]
+        tangent = results.PeriodicOrbitTangent(
+            active_parameters=tuple(int(v) for v in middle[:nfpr]),
+            parameters=tuple(middle[nfpr:2 * nfpr].tolist()),
+            state=tuple(map(tuple, middle[2 * nfpr:].reshape(ntpl, ndim).tolist())))
+    record = parsing._Fort8MeshRecord(
+        branch_number=h[0], point_number=h[1], point_type_code=h[2], label=h[3], active_parameter_count=nfpr,
+        isw=h[5], mesh_point_count=ntpl, values_per_mesh_point=nar, restart_record_row_count=nrows,
+        mesh_interval_count=h[9], collocation_points_per_interval=h[10], all_parameters_declared_count=npar,
+        internal_parameter_count=h[12], original_dimension=h[13], ips=h[14], toolbox_private_field=h[15],
+        normalized_time=tuple(rows[:, 0].tolist()), state=tuple(map(tuple, rows[:, 1:].tolist())),
+        tangent=tangent, all_parameters=tuple(values[values.size - npar:].tolist()))
+    return record, start + 1 + nrows
 
 
 # ---------------------------------------------------------------------------
