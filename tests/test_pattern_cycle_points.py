@@ -323,3 +323,31 @@ def test_a_real_multiplier_through_one_is_told_by_the_count_above_one():
     assert not verify_cycles.passes_through_one([one, 0.9, 0.95, 0.1], [one, 1.1, 1.05, 0.1])
     assert not verify_cycles.passes_through_one([one, 1.0017, 0.59], [one, 1.0089, 0.59])    # near a Hopf point
     assert not verify_cycles.passes_through_one([one, 0.0253, 0.016], [one, 0.575, 0.0157])
+
+
+def test_a_fold_takes_one_crossing_of_plus_one_and_a_crossing_without_a_turn_is_a_branch_point():
+    """Synthetic rows (trivial multiplier 1 + 1e-10): a real multiplier through +1 where the parameter goes on
+    is a BP and no LPC; where the parameter turns, one crossing is the fold's, and a second one between
+    the same rows (the count above 1 from 2 to 0) is a BP with a reason, not folded into the LPC."""
+    from bifnet.patterns.cycles import _classify
+
+    one = 1 + 1e-10
+
+    def detect(p, spectra):
+        mu = [np.array([])] + [np.array(m, dtype=complex) for m in spectra]
+        counts = np.array([(0, 0, 0)] + [_classify(m)[2] for m in mu[1:]])
+        unstable = counts[:, 0] + counts[:, 1] + 2 * counts[:, 2]
+        out = verify_cycles.detect_points(np.array(p), np.full(len(p), 6.0), counts, unstable, mu, "mu")
+        return [(sp.kind.value, sp.index, sp.details.get("reason", "")) for sp, _ in out]
+
+    # no turn: 0.8 -> 1.3 between rows 2 and 3
+    spectra = [[one, 0.6, 0.1], [one, 0.8, 0.1], [one, 1.3, 0.1], [one, 1.6, 0.1]]
+    assert [(k, i) for k, i, _ in detect([0.0, 0.1, 0.2, 0.3, 0.4], spectra)] == [("BP", 2)]
+    # a turn at row 3 (mu = 0.35 .. 0.4 .. 0.35), the fold's multiplier alone through +1: one LPC
+    spectra = [[one, 3.0, 0.5], [one, 2.0, 0.5], [one, 0.7, 0.5], [one, 0.4, 0.5]]
+    assert [(k, i) for k, i, _ in detect([0.0, 0.2, 0.35, 0.4, 0.35], spectra)] == [("LPC", 3)]
+    # the same turn with a second multiplier through +1 between rows 2 and 3 (2 above 1 -> none)
+    spectra = [[one, 3.0, 1.5], [one, 2.0, 1.2], [one, 0.7, 0.3], [one, 0.4, 0.2]]
+    points = detect([0.0, 0.2, 0.35, 0.4, 0.35], spectra)
+    assert [(k, i) for k, i, _ in points] == [("BP", 2), ("LPC", 3)]
+    assert "besides the fold's own" in points[0][2]

@@ -771,3 +771,25 @@ def test_a_homoclinic_orbit_is_claimed_only_near_a_saddle(tmp_path):
     size = np.max(np.ptp(orbit, axis=0))
     assert np.min(np.max(np.abs(orbit - saddle), axis=1)) < 0.05 * size
     assert hom.residual < 0.05 and "saddle" in hom.verification
+
+
+def test_a_fold_and_a_second_crossing_between_the_same_rows_leave_one_change_for_a_branch_point():
+    """Synthetic equilibrium rows: the parameter turns once (0, 0.5, 0.9 | 0.6, 0.2) and the unstable count
+    goes 0 -> 2 between rows 2 and 3, where LP1 is located. The fold explains one of the two changes: the
+    event left has one change to explain (not two, which would read as a Hopf point), the fold stays, and
+    the kind of what is left is a branch point, not a second fold. The same count change with a turn and
+    no located fold leaves both changes and a reversal."""
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    p = np.array([0.0, 0.5, 0.9, 0.6, 0.2])
+    lp = SpecialPoint(kind=SpecialKind.LP, index=2, parameters={"p": 0.92}, state=(0.0,), located=True, name="LP1")
+    branch = Branch(kind=BranchKind.EQUILIBRIA, name="eq", free=("p",), columns={"p": p, "x": np.zeros(5)},
+                    special_points=(lp,), parameters={"p": 0.0}, variables=("x",))
+    counts = np.array([0, 0, 0, 2, 2])
+    (event,) = accounting.find_events(branch, counts)
+    assert (event.what, event.index, event.change) == ("stability", 2, 1)
+    assert accounting._fold_next_to(branch, event, False) is lp
+    assert accounting._guess_kind(branch, event, None, False) is SpecialKind.LP   # overridden to BP: LP1 is there
+    bare = dataclasses.replace(branch, special_points=())
+    events = accounting.find_events(bare, counts)
+    assert sorted((e.what, e.change) for e in events) == [("reversal", 0), ("stability", 2)]

@@ -49,6 +49,12 @@ class Event:
     before: int = 0
     after: int = 0
     end: int = -1   #: the row after the change (``index + 1`` unless rows between were undecided)
+    unexplained: int = 0   #: the part of the change no located point explains (0: all of it)
+
+    @property
+    def change(self) -> int:
+        """Size of the change left to explain."""
+        return self.unexplained or abs(self.after - self.before)
 
     @property
     def last(self) -> int:
@@ -174,7 +180,7 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0) -> l
     # unit circle there and the row's count is not defined; and doubled orbits meet their parent at
     # the vertex of a parabola in the parameter, so the engine's last step may turn back past it
     last = len(branch) - 1 if branch.status.startswith("closed") else -1
-    events = [Event("stability", a, int(counts[a]), int(counts[b]), b)
+    events = [Event("stability", a, int(counts[a]), int(counts[b]), b, int(left))
               for (a, b, _), left in zip(changes, missing) if left > 0 and b != last]
     name = branch.free[0]
     if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
@@ -574,7 +580,16 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
             kind = _guess_kind(branch, event, system, cycles)
         else:
             kind = SpecialKind.LPC if cycles else SpecialKind.LP
+        fold = _fold_next_to(branch, event, cycles) if event.what == "stability" else None
+        if fold is not None and kind in (SpecialKind.LPC, SpecialKind.LP):
+            # the parameter turns once there and the fold is located: what it leaves is a second real
+            # crossing (+1 for cycles, 0 for equilibria) between the same rows, a branch point
+            kind = SpecialKind.BP
         reason = event.describe(branch)
+        if fold is not None and kind is SpecialKind.BP:
+            reason += (f"; {fold.name} between these rows explains one of the changes, the other is a "
+                       f"{'real multiplier crossing +1' if cycles else 'real eigenvalue crossing 0'} with it: "
+                       f"a branch point")
         if check is not None:
             (ra, ca), (rb, cb) = sorted(check["counts"].items())
             reason += (f"; bifnet's own multipliers (multiple shooting) confirm it ({ca} at row {ra}, {cb} at row "
@@ -583,7 +598,7 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
                           state=tuple(float(branch[v][i]) for v in branch.variables) if not cycles else (),
                           located=False, details={"found_by": "accounting", "reason": reason})
         result = None
-        if check is not None and check["start"] is not None:
+        if check is not None and check["start"] is not None and kind is not SpecialKind.BP:
             from bifnet.continuation.verify import _close_to_branch
             from bifnet.continuation.verify_cycles import solve_cycle_point
 
@@ -596,14 +611,14 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
             elif attempt.ok:
                 log.debug("%s: %s from bifnet's orbit at row %d converged away from the branch (%s = %.10g)",
                           branch.name, kind.value, row, name, attempt.parameters[name])
-        if result is None and not cycles and kind in (SpecialKind.LP, SpecialKind.HB):
+        if result is None and not cycles and kind in (SpecialKind.LP, SpecialKind.HB, SpecialKind.BP):
             guesses = list(range(i, event.last + 1)) if event.what == "stability" else [i - 1, i, i + 1]
             for g in guesses:
                 if not 0 <= g < len(branch):
                     continue
                 probe = dataclasses.replace(sp, index=g, parameters={f: float(branch[f][g]) for f in branch.free})
                 attempt = verify.verify_equilibrium_point(branch, probe, system)
-                if attempt.ok:
+                if attempt.ok and not (kind is SpecialKind.BP and _on_branch(attempt, specials, kind, name)):
                     result, sp = attempt, probe
                     break
         elif result is None and cycles and kind in (SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS) and (
@@ -617,9 +632,7 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
                 result = attempt if attempt.ok else None
             except Exception as error:  # noqa: BLE001 - reported below
                 log.debug("locating %s at row %d failed: %s", kind.value, i, error)
-        if result is not None and any(
-                o.kind is kind and o.located and abs(o.parameters[name] - result.parameters[name])
-                <= 1e-8 * max(1.0, abs(o.parameters[name])) for o in specials):
+        if result is not None and _on_branch(result, specials, kind, name):
             result = None  # Newton's method found a point already on the branch
             if cycles and "trivial_error" in branch.columns:
                 worst = float(np.nanmax(branch["trivial_error"][max(i - 1, 0):i + 2]))
@@ -647,7 +660,8 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
 
 _CROSSING = {SpecialKind.LPC: "a real multiplier crosses +1, a fold of cycles",
              SpecialKind.PD: "a real multiplier crosses -1, a period doubling",
-             SpecialKind.NS: "a complex pair crosses the unit circle, a torus bifurcation"}
+             SpecialKind.NS: "a complex pair crosses the unit circle, a torus bifurcation",
+             SpecialKind.BP: "a real multiplier crosses +1 besides the fold's, a branch point of cycles"}
 
 
 def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
@@ -697,15 +711,30 @@ def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
         if best is None or gap < best[0]:
             best = (gap, row, critical)
     _, row, mu = best
-    if abs(counts[b] - counts[a]) == 2 or abs(mu.imag) > 1e-6 * max(1.0, abs(mu)):
+    if min(abs(counts[b] - counts[a]), event.change) == 2 or abs(mu.imag) > 1e-6 * max(1.0, abs(mu)):
         kind = SpecialKind.NS
     else:
         kind = SpecialKind.LPC if mu.real > 0 else SpecialKind.PD
     return {"dismissed": False, "counts": counts, "kind": kind, "start": (row, solutions[row])}
 
 
+def _on_branch(result, specials, kind, name) -> bool:
+    """Whether a solved point is one already located on the branch: of its kind, or for a BP (solved with the
+    fold's system: a singular Jacobian, a double multiplier 1) also a fold, at the same parameter (1e-8)."""
+    same = {kind} | ({SpecialKind.LP, SpecialKind.LPC} if kind is SpecialKind.BP else set())
+    return any(o.kind in same and o.located and abs(o.parameters[name] - result.parameters[name])
+               <= 1e-8 * max(1.0, abs(o.parameters[name])) for o in specials)
+
+
+def _fold_next_to(branch, event, cycles):
+    """A located fold (LPC / LP) within a row of the event's rows, or ``None``."""
+    kind = SpecialKind.LPC if cycles else SpecialKind.LP
+    return next((sp for sp in branch.special_points if sp.kind is kind and sp.located
+                 and event.index - 1 <= sp.index <= event.last + 1), None)
+
+
 def _guess_kind(branch, event, system, cycles) -> SpecialKind:
-    delta = abs(event.after - event.before)
+    delta = event.change
     if cycles:
         if delta == 2:
             return SpecialKind.NS

@@ -337,7 +337,12 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
 def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index):
     """Folds (turning points of ``p``) and changes of the unstable count (BP/LP: a real
     eigenvalue, HB: a complex pair) between rows, interpolated (``located = False`` until
-    :func:`bifnet.patterns.verify.verify_pattern_points` solves them)."""
+    :func:`bifnet.patterns.verify.verify_pattern_points` solves them).
+
+    A fold's own eigenvalue crosses 0 next to its turning row: each LP takes one unit of the change of the
+    real count in the row intervals next to it (the nearest first), no more; what is left is a BP, also
+    where it lies between the same rows as the fold (the real count then changes by 2 there). A change of
+    the real count where ``p`` does not turn is a BP, never an LP."""
     out = []
     counts = {}
 
@@ -348,16 +353,28 @@ def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index)
                                 verification="not verified", details={"found_by": "eigenvalue count", **details}))
 
     dp = np.diff(p)
+    folds = []
     for i in range(1, len(p) - 1):
         if dp[i - 1] * dp[i] < 0 and i != bp_index:   # a pitchfork's two halves meet at the BP
             add(SpecialKind.LP, i, p[i])
+            folds.append(i)
+    real = unstable - 2 * unstable_complex
+    units = {i: abs(int(real[i + 1]) - int(real[i])) for i in range(len(p) - 1) if bp_index not in (i, i + 1)}
+    near, spare = {}, set(folds)     # interval -> the fold next to it; folds still to take their unit
+    for _, i, f in sorted((abs(i + 0.5 - f), i, f) for i in units for f in folds if abs(f - i) <= 1):
+        near.setdefault(i, f)
+        if f in spare and units[i] > 0:
+            spare.discard(f)
+            units[i] -= 1
     for i in range(len(p) - 1):
         if bp_index in (i, i + 1):
             continue
-        real_i = unstable[i] - 2 * unstable_complex[i]
-        real_j = unstable[i + 1] - 2 * unstable_complex[i + 1]
         if unstable_complex[i] != unstable_complex[i + 1]:
             add(SpecialKind.HB, i, 0.5 * (p[i] + p[i + 1]))
-        if real_i != real_j and not any(sp.kind is SpecialKind.LP and abs(sp.index - i) <= 1 for sp in out):
-            add(SpecialKind.BP, i, 0.5 * (p[i] + p[i + 1]))
+        if units[i] > 0:
+            details = {}
+            if i in near:
+                details["note"] = (f"next to LP at row {near[i]}: the real count changes by more than the fold's "
+                                   f"own eigenvalue explains")
+            add(SpecialKind.BP, i, 0.5 * (p[i] + p[i + 1]), **details)
     return sorted(out, key=lambda sp: sp.index)

@@ -11,13 +11,17 @@ full network, exact monodromy ``M``) with the multiplier condition added:
   from row to row by matching all multipliers (an assignment on ``|mu_a - mu_b|``); for LPC the
   ``p`` component of the unit null vector of the bordered shooting Jacobian
   ``[[M - I, dPhi/dT, dPhi/dp], [f(X_a)^T, 0, 0]]`` (zero exactly where ``[[M - I, dPhi/dT], [f^T, 0]]``
-  is singular: a double multiplier 1, the fold). A fold is accepted only where, besides, a real multiplier
-  passes through 1 between the two rows (:func:`passes_through_one`: the numbers of real multipliers above
-  1, the trivial one left out, differ by an odd number): near a Hopf point, where several multipliers are
-  within 1e-3 of 1, the null vector's ``p`` component can change sign without a fold (the RK4 map's trivial
-  multiplier is 1 only to O(h^4)). The multiplier that passes through 1 is not picked at the rows: it can be
-  far from 1 there (Stuart-Landau on 6 nodes: 2.177 at the row before the fold, while another one stays at
-  0.025, closer to 1), and taking "the one next to the trivial multiplier" rejected such genuine folds.
+  is singular: a double multiplier 1, the fold). A fold of cycles is a turning point of the parameter:
+  it is detected at a row where ``p`` turns, and accepted where ``g`` changes sign inside the bracket, the
+  system converges, and ``p`` there lies beyond both rows' values (:func:`_turns`: an extremum of ``p``
+  along the branch, not a zero of ``g`` on a stretch where ``p`` goes one way). The count of real
+  multipliers above 1 (the trivial one left out; ``details["above_one"]`` at the two rows) supports it but
+  is no condition: it changes by an odd number where the fold's multiplier passes through 1 alone, by 2
+  where another real multiplier passes through 1 between the same rows (the 2-node Bautin pair at
+  ``beta = 1.2``: a symmetry-breaking branch point at ``mu = -0.45`` and the fold at ``-0.46`` between rows
+  at ``-0.4438`` and ``-0.4596``, multipliers 4.53 and 1.29 above 1 at the first row, none at the second).
+  That other crossing is a BP of its own (:func:`detect_points`: a fold takes one crossing of +1 next to
+  its row, no more). A crossing of +1 where ``p`` does not turn is a BP, never an LPC.
 
 The derivative of ``g`` in ``X0`` would need second derivatives of the flow map (one monodromy per
 direction), so the system is solved in its reduced form: the orbit is parametrised by ``s``, the
@@ -239,15 +243,30 @@ def passes_through_one(mu_a, mu_b) -> bool:
     odd number, i.e. ``prod (mu - 1)`` over the other multipliers changes sign (a complex pair contributes
     ``|mu - 1|^2 > 0``) -- the sign of ``det(M - I)`` off the trivial direction, which a fold of cycles
     changes. No multiplier is paired or picked: the one that passes through 1 at a fold may be far from 1
-    at the rows (Stuart-Landau, 6 nodes: 2.177 and 0.575, while another one stays at 0.025)."""
+    at the rows (Stuart-Landau, 6 nodes: 2.177 and 0.575, while another one stays at 0.025). Support for a
+    fold, not a condition: a branch point of cycles between the same rows makes the difference even."""
     return (_above_one(mu_a).size - _above_one(mu_b).size) % 2 == 1
 
 
-def _listed(values, shown=3) -> str:
-    if not len(values):
-        return "none"
-    text = ", ".join(f"{v:.8g}" for v in values[:shown])
-    return text + (f" and {len(values) - shown} more" if len(values) > shown else "")
+def _turns(bracket, e):
+    """``(ok, reason)``: whether the parameter turns at the evaluation ``e`` where the fold condition holds, i.e.
+    ``p(e)`` lies beyond the parameters of both bracketing rows (a fold is an extremum of ``p`` along the branch;
+    the sign change of the tangent's ``p`` component inside the bracket is the other half, from the regula falsi).
+    No count of multipliers is asked: at a fold the fold's multiplier passes through 1, but another real one may
+    pass through 1 between the same rows (a branch point of cycles next to the fold) and make the count change
+    by 2; that crossing is reported on its own (:func:`detect_points`)."""
+    D = bracket.D
+    p, p_a, p_b = float(e.z[D + 1]), float(bracket.points[0].z[D + 1]), float(bracket.points[-1].z[D + 1])
+    slack = 1e-12 * max(1.0, abs(p))
+    if p >= max(p_a, p_b) - slack or p <= min(p_a, p_b) + slack:
+        return True, ""
+    return False, (f"the fold condition holds at {p:.10g}, between the rows' {p_a:.10g} and {p_b:.10g}: the parameter "
+                   f"does not turn there, so it is not a fold of cycles")
+
+
+def multipliers_above_one(mu) -> int:
+    """Number of real multipliers above 1, the trivial one (the closest to 1) left out."""
+    return int(_above_one(mu).size)
 
 
 def _condition(kind, point, k):
@@ -266,13 +285,7 @@ def _solve(bracket: _Bracket, k: int, kind: SpecialKind, crossings) -> CycleVeri
     def result(e, ok, reason=""):
         crit = complex(e.tracked.get(k, 1.0)) if kind is not SpecialKind.LPC else 1.0 + 0j
         if ok and kind is SpecialKind.LPC:
-            if not passes_through_one(bracket.points[0].mu, bracket.points[-1].mu):
-                a, b = _above_one(bracket.points[0].mu), _above_one(bracket.points[-1].mu)
-                ok, reason = False, (f"the fold condition holds at {e.z[D + 1]:.10g}, but no real multiplier passes "
-                                     f"through 1 between the rows (real multipliers above 1, the trivial one left "
-                                     f"out: {_listed(a)} and {_listed(b)}): not a fold of cycles; the tangent's "
-                                     f"parameter component changed sign without one (e.g. the continuation turned "
-                                     f"back)")
+            ok, reason = _turns(bracket, e)
         return CycleVerification(ok=ok, residual=float(max(e.residual, abs(g(e)))), method=_method(kind, bracket),
                                  z=e.z.copy(), multipliers=e.mu, critical=crit, evaluations=spent, reason=reason)
 
@@ -395,6 +408,12 @@ def detect_points(p, period, counts, unstable, multipliers, free):
 
     Returns ``[(point, crossing or None)]``. Where the crossings do not explain the change of the unstable
     count (multipliers that could not be paired), the count changes are reported as before, with a reason.
+
+    A fold's own multiplier passes through +1 next to its turning row: each fold takes one real crossing of +1
+    in the row intervals next to it (the nearest first) and no more. Any other crossing of +1 is a branch
+    point of cycles (``BP``), also where it lies in the same row interval as the fold (the count of real
+    multipliers above 1 then changes by 2 there). Only a turn of the parameter makes an LPC: a crossing of +1
+    without one is a BP.
     """
     out = []
     tally: dict = {}
@@ -407,33 +426,53 @@ def detect_points(p, period, counts, unstable, multipliers, free):
         out.append((point, crossing))
 
     dp = np.diff(p)
-    folds = set()
+    folds = []
     for i in range(2, len(p) - 1):
         if dp[i - 1] * dp[i] < 0:
             add(SpecialKind.LPC, i, p[i], "turning point of the free parameter")
-            folds.add(i)
+            folds.append(i)
     words = {SpecialKind.NS: "a complex pair crosses the unit circle",
              SpecialKind.PD: "a real multiplier crosses -1", SpecialKind.BP: "a real multiplier crosses +1"}
+    unpaired = "the multipliers of the rows could not be paired to explain the change of the unstable count"
+    found = []   # (row, kind, crossing or None, units of the count): in row order
     for i in range(1, len(p) - 1):
         crossings = multiplier_crossings(multipliers[i], multipliers[i + 1], margin=MULTIPLIER_MARGIN)
         if net_change(crossings) == unstable[i + 1] - unstable[i]:
-            for c in crossings:
-                if c.kind is SpecialKind.BP and {i - 1, i, i + 1, i + 2} & folds:
-                    continue   # the fold's multiplier through +1
-                # where |mu| - 1 interpolates to zero between the rows
-                ga, gb = abs(c.mu_a) - 1.0, abs(c.mu_b) - 1.0
-                value = p[i] + (p[i + 1] - p[i]) * ga / (ga - gb)
-                add(c.kind, i, value, words[c.kind] + " (multipliers paired between rows)", c,
-                    direction=c.direction)
+            found += [(i, c.kind, c, 1) for c in crossings]
             continue
         a, b = counts[i], counts[i + 1]
-        reason = "the multipliers of the rows could not be paired to explain the change of the unstable count"
-        if a[0] != b[0] and not ({i - 1, i, i + 1, i + 2} & folds):
-            add(SpecialKind.BP, i, 0.5 * (p[i] + p[i + 1]), "a real multiplier crosses +1", reason=reason)
-        if a[1] != b[1]:
-            add(SpecialKind.PD, i, 0.5 * (p[i] + p[i + 1]), "a real multiplier crosses -1", reason=reason)
-        if a[2] != b[2]:
-            add(SpecialKind.NS, i, 0.5 * (p[i] + p[i + 1]), "a complex pair crosses the unit circle", reason=reason)
+        for kind, k in ((SpecialKind.BP, 0), (SpecialKind.PD, 1), (SpecialKind.NS, 2)):
+            if a[k] != b[k]:
+                found.append((i, kind, None, abs(int(a[k]) - int(b[k]))))
+    # each fold explains one crossing of +1 next to its row, the nearest first
+    units = [u for *_, u in found]
+    near = {}       # crossing -> the fold next to it
+    pairs = sorted((abs(i + 0.5 - f), j, f) for j, (i, kind, _, _) in enumerate(found) if kind is SpecialKind.BP
+                   for f in folds if f - 2 <= i <= f + 1)
+    spare = set(folds)
+    for _, j, f in pairs:
+        near.setdefault(j, f)
+        if f in spare and units[j] > 0:
+            spare.discard(f)
+            units[j] -= 1
+    for j, (i, kind, c, _) in enumerate(found):
+        if units[j] <= 0:
+            continue   # the fold's multiplier through +1
+        details = {}
+        if c is None:
+            value, found_by, details["reason"] = 0.5 * (p[i] + p[i + 1]), words[kind], unpaired
+        else:
+            # where |mu| - 1 interpolates to zero between the rows
+            ga, gb = abs(c.mu_a) - 1.0, abs(c.mu_b) - 1.0
+            value = p[i] + (p[i + 1] - p[i]) * ga / (ga - gb)
+            found_by = words[kind] + " (multipliers paired between rows)"
+            details["direction"] = c.direction
+        if j in near:
+            details["reason"] = (f"a real multiplier passes through +1 between rows {i} and {i + 1}, next to the "
+                                 f"fold at row {near[j]}, besides the fold's own: a branch point of cycles, not "
+                                 f"re-solved (which crossing is the fold's is not told at the rows: {free} = "
+                                 f"{value:.6g} is a rough estimate)")
+        add(kind, i, value, found_by, c, **details)
     return sorted(out, key=lambda item: item[0].index)
 
 
@@ -514,6 +553,8 @@ def verify_points(problem, rows, detected, free, settings, n):
                 others = others[np.minimum(np.abs(others - result.critical),
                                            np.abs(others - np.conj(result.critical))) > 1e-6]
             details["engine_value"] = float(sp.parameters[free])
+            if sp.kind is SpecialKind.LPC:   # support, not a condition: odd where the fold's multiplier is alone
+                details["above_one"] = [multipliers_above_one(rows[r - 1]["mu"]) for r in (a, b)]
             details["steps_per_period"] = int(S)     # the shooting map it was solved on (a locus starts there)
             details["unstable_others"] = int(np.sum(np.abs(others) > 1 + MULTIPLIER_MARGIN))
             if sp.kind is not SpecialKind.LPC:
