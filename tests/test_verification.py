@@ -427,6 +427,43 @@ def test_period_scan_finds_the_fold_between_two_orbits(tmp_path):
     assert abs(np.hypot(*result.state) - 1.0) < 1e-5
 
 
+def test_period_scan_halves_its_step_past_a_fold_and_finds_the_period_doubling(ping):
+    """ngnmm_ping at eps = 29.5, rows 250 and 251 of the cycles from HB1 (AUTO's orbits, ntst 150): one
+    row past a fold of cycles, a real multiplier goes from -0.93 to -3.03. Eight equal steps in the period
+    failed at the first (Newton's method from row 250), and the period doubling was reported unlocated;
+    with the step halved it is solved, and an independent monodromy (scipy's DOP853 and differences of
+    the flow) has the multiplier -1 there."""
+    from scipy.integrate import solve_ivp
+
+    from bifnet.codegen import rhs_function
+    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan
+
+    values = ping.resolve_parameters({"eps": 29.5, "Iext_e": 4.6635011556})
+    x250 = np.array([0.023254170838, -1.6802590935, 0.029134232505, 0.058304322023, -0.59794679155,
+                     0.10929753978])
+    T250, T251, I251 = 67.347946916, 67.722912012, 4.6637115063
+    scanner = PeriodScan(ping, values, "Iext_e", x250, T250)
+    assert scanner.run(T251, I251, halvings=0) is None  # what the fixed steps gave
+    scan = scanner.run(T251, I251)
+    assert scan is not None and abs(scan[-1].parameter - I251) < 1e-6
+    pd = [j for kind, j in crossings_in_scan(scan) if kind is SpecialKind.PD]
+    results = [r for r in (scanner.locate(SpecialKind.PD, scan, j) for j in pd) if r is not None and r.ok]
+    assert len(results) == 1
+    (result,) = results
+    assert result.residual < 1e-9 and T250 < result.period < T251
+    assert 4.6635011556 < result.parameters["Iext_e"] < I251
+    f = rhs_function(homogeneous_system(ping))
+    p = np.array([{**values, **result.parameters}[n] for n in homogeneous_system(ping).parameter_names])
+    flow = lambda x: solve_ivp(lambda t, y: f(y, p), (0.0, result.period), x, method="DOP853", rtol=1e-12,
+                               atol=1e-14).y[:, -1]
+    x0 = np.asarray(result.state, dtype=float)
+    end = flow(x0)
+    assert np.max(np.abs(end - x0)) < 1e-6 * np.max(np.abs(x0))
+    h = 1e-6 * (1.0 + np.abs(x0))
+    M = np.column_stack([(flow(x0 + h[i] * e) - flow(x0 - h[i] * e)) / (2 * h[i]) for i, e in enumerate(np.eye(6))])
+    assert np.min(np.abs(np.linalg.eigvals(M) + 1.0)) < 1e-4
+
+
 def _slow_cycle_model(tmp_path):
     """x' = mu x - w(rho) y - rho x, y' = w(rho) x + mu y - rho y, rho = x^2 + y^2, w(rho) = w0 + (rho - 1)^2
     with w0 = 2 pi / 297: a Hopf point at mu = 0 (frequency 1 + w0) and cycles rho = mu of period

@@ -444,6 +444,12 @@ def _condition(mu: np.ndarray, kind: SpecialKind) -> float:
     return float((np.abs(pairs) - 1.0)[np.argmin(np.abs(np.abs(pairs) - 1.0))]) if pairs.size else float("nan")
 
 
+#: Times a period scan may halve its step where Newton's method fails from the sample before. On
+#: ngnmm_ping at eps = 29.5 (rows 250-251, just past a fold) 8 equal steps failed at the first, 32 went
+#: through, and a period doubling between the rows was left unlocated.
+HALVINGS = 3
+
+
 class PeriodScan:
     """A cycle branch between two of its rows, followed in the period by multiple shooting.
 
@@ -453,7 +459,8 @@ class PeriodScan:
     forth. :meth:`solve` fixes the period and solves the orbit and the
     parameter: the shooting conditions and phase of :func:`solve_cycle_point`
     with the parameter's column by central differences. :meth:`run` takes
-    equal steps in the period from row a to row b; :meth:`locate` solves a
+    steps in the period from row a to row b (halved where Newton's method
+    fails, :data:`HALVINGS`); :meth:`locate` solves a
     crossing the samples bracket:
 
     * LPC: the turn of the parameter, bracketed in the period by golden-section
@@ -501,17 +508,30 @@ class PeriodScan:
         return ScanSample(period=float(u[self.N]), parameter=float(u[-1]), u=u, multipliers=mu,
                           residual=float(res), count=_count(mu))
 
-    def run(self, period_b: float, parameter_b: float, samples: int = 8) -> list[ScanSample] | None:
-        """Samples from row a (the orbit given) to the period of row b; ``None`` when a solve fails or the
-        last sample does not arrive at row b's parameter (the branch is not a graph over the period)."""
+    def run(self, period_b: float, parameter_b: float, samples: int = 8,
+            halvings: int = HALVINGS) -> list[ScanSample] | None:
+        """Samples from row a (the orbit given) to the period of row b, ``samples`` equal steps in the period,
+        a step halved where Newton's method does not converge from the sample before (at most ``halvings``
+        times in all); ``None`` when a solve still fails or the last sample does not arrive at row b's
+        parameter (the branch is not a graph over the period)."""
         period_a = float(self.sh.u0[self.N])
-        out, u = [], self.sh.u0
-        for j in range(samples + 1):
-            sample = self.solve(period_a + (period_b - period_a) * j / samples, u)
+        first = self.solve(period_a, self.sh.u0)
+        if first is None:
+            return None
+        out = [first]
+        width = period_b - period_a
+        step, done, left = 1.0 / samples, 0.0, halvings
+        while done < 1.0:
+            target = min(done + step, 1.0)
+            sample = self.solve(period_a + width * target if target < 1.0 else period_b, out[-1].u)
             if sample is None:
-                return None
+                if left == 0:
+                    return None
+                left -= 1
+                step /= 2.0
+                continue
             out.append(sample)
-            u = sample.u
+            done = target
         a = out[0].parameter
         if abs(out[-1].parameter - parameter_b) > 1e-3 * abs(parameter_b - a) + 1e-9 * (1.0 + abs(parameter_b)):
             return None
