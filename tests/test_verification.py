@@ -427,6 +427,43 @@ def test_period_scan_finds_the_fold_between_two_orbits(tmp_path):
     assert abs(np.hypot(*result.state) - 1.0) < 1e-5
 
 
+def _doubled_loop(shape_gap=0.0, turns=3.0):
+    """A parent cycle branch with PD points at p = 1 (period 10) and p = 2 (period 9), and a doubled branch
+    going from the first to the second and back ``turns`` half-loops (as at eps = 29.5), its orbits off the
+    double cover by 0.3 |sin s| (plus ``shape_gap`` everywhere)."""
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    s = np.linspace(0.0, turns * np.pi, int(40 * turns) + 1)
+    w = (1.0 - np.cos(s)) / 2.0
+    parent_min, parent_max = np.array([-1.0, -1.2]), np.array([1.0, 0.8])   # at the two PD points
+    d = 0.3 * np.abs(np.sin(s)) + shape_gap
+    low, high = parent_min[0] + w * (parent_min[1] - parent_min[0]), parent_max[0] + w * (parent_max[1] - parent_max[0])
+    doubled = Branch(kind=BranchKind.CYCLES, name="lc2", free=("p",), variables=("x",), engine={"points": {}},
+                     columns={"p": 1.0 + w, "period": 2 * (10.0 - w), "x_min": low - d, "x_max": high + d})
+    parent = Branch(kind=BranchKind.CYCLES, name="lc", free=("p",), variables=("x",),
+                    columns={"p": np.array([0.5, 1.0, 2.0, 2.5]), "period": np.array([10.5, 10.0, 9.0, 8.5]),
+                             "x_min": np.array([-0.9, -1.0, -1.2, -1.3]), "x_max": np.array([0.9, 1.0, 0.8, 0.7])},
+                    special_points=tuple(SpecialPoint(kind=SpecialKind.PD, index=i, parameters={"p": v}, name=n,
+                                                      period=t)
+                                         for i, v, n, t in ((1, 1.0, "PD1", 10.0), (2, 2.0, "PD2", 9.0))))
+    return doubled, parent
+
+
+def test_a_doubled_branch_is_cut_at_its_first_return_to_a_parent_pd_point():
+    """The return is read from the rows, not from an engine point: at eps = 29.5 the doubled branch from PD1
+    went between its parent's PD1 and PD2 three times over 97 rows with no engine point at the returns (24
+    "unexplained" events came of it). A branch that passes the PD point's parameter and period with orbits
+    that are not the parent's traversed twice is not cut."""
+    from bifnet.continuation.restarts import _cut_at_parent_doubling
+
+    doubled, parent = _doubled_loop()
+    cut = _cut_at_parent_doubling(doubled, parent, parent.point("PD1"))
+    assert cut.status == "closed (returned to PD2 of lc)"
+    assert len(cut) == 41 and cut["p"][-1] == pytest.approx(2.0) and cut["period"][-1] == pytest.approx(18.0)
+    other, parent = _doubled_loop(shape_gap=0.2)
+    assert _cut_at_parent_doubling(other, parent, parent.point("PD1")).status == "ok"
+
+
 def test_period_scan_halves_its_step_past_a_fold_and_finds_the_period_doubling(ping):
     """ngnmm_ping at eps = 29.5, rows 250 and 251 of the cycles from HB1 (AUTO's orbits, ntst 150): one
     row past a fold of cycles, a real multiplier goes from -0.93 to -3.03. Eight equal steps in the period

@@ -124,32 +124,81 @@ def _drop_hopf_folds(branch: Branch) -> Branch:
     return dataclasses.replace(branch, special_points=_renumber(specials))
 
 
+#: A doubled branch is back at a PD point of its parent on a row whose period is within this fraction of
+#: twice the point's period and whose parameter is within it (times ``1 + |value|``) ...
+RETURN_TOLERANCE = 1e-3
+#: ... and whose every variable's minimum and maximum lie within this fraction of the parent orbit's
+#: largest range of the parent's orbit there (the orbit is the parent's, traversed twice).
+RETURN_SHAPE = 0.05
+
+
 def _cut_at_parent_doubling(doubled: Branch, parent: Branch, start: SpecialPoint) -> Branch:
     """Cut a period-doubled branch where it returns to a PD point of its parent.
 
     There the doubled orbits merge with the parent orbit traversed twice (its
     own start included: the doubled orbits often form a loop between PD
-    points), and AUTO goes on along that double cover, a copy of the parent
-    branch rather than new orbits.
+    points), at the vertex of a parabola in the parameter, and AUTO goes on
+    along that double cover, a copy of the parent branch rather than new orbits,
+    or round the loop again.
 
-    The engine's special point at the return (AUTO calls it a fold; it is the
-    branch point where the doubled orbits meet the double cover) is the
-    parent's PD point, verified on the parent: it is dropped here. At eps = 12
-    its fold system failed to converge (residual 1e-7) and it was listed as an
-    unlocated LPC.
+    The return is found from the rows (:func:`_return_row`), not from an engine
+    point: at eps = 29.5 the doubled branch from PD1 went between its parent's
+    PD1 and PD2 (parameter range 1.3e-4) three times over 97 rows, with no
+    engine point at the returns, and 24 "unexplained" events came of it. The
+    engine's special point at the return row (AUTO calls it a fold; it is the
+    branch point where the doubled orbits meet the double cover) is the parent's
+    PD point, verified on the parent, and is dropped: at eps = 12 its fold
+    system failed to converge (residual 1e-7) and it was listed as an unlocated
+    LPC.
     """
+    found = _return_row(doubled, parent, start)
+    if found is None:
+        return doubled
+    row, pd = found
+    cut = _cut(doubled, row, f"closed (returned to {pd.name} of {parent.name})")
+    kept = tuple(o for o in cut.special_points if o.index < row)
+    return dataclasses.replace(cut, special_points=_renumber(kept))
+
+
+def _return_row(doubled: Branch, parent: Branch, start: SpecialPoint) -> tuple[int, SpecialPoint] | None:
+    """``(row, PD point)`` where a doubled branch, after leaving its start, comes back to a PD point of its
+    parent (:data:`RETURN_TOLERANCE`, :data:`RETURN_SHAPE`): of the rows near that point, the one whose
+    period is closest to twice the point's."""
     name = doubled.free[0]
-    for sp in doubled.special_points:
-        if sp.index < 3:
-            continue
-        for pd in parent.points_of_kind(SpecialKind.PD):
-            value = pd.parameters.get(name)
-            if value is not None and abs(sp.parameters[name] - value) < 1e-3 * (1 + abs(value)) and \
-                    abs(doubled["period"][sp.index] - 2 * pd.period) < 1e-3 * pd.period:
-                cut = _cut(doubled, sp.index, f"closed (returned to {pd.name} of {parent.name})")
-                kept = tuple(o for o in cut.special_points if o.index < sp.index)
-                return dataclasses.replace(cut, special_points=_renumber(kept))
-    return doubled
+    if len(doubled) < 3 or "period" not in doubled.columns or "period" not in parent.columns:
+        return None
+    T, p = np.asarray(doubled["period"], dtype=float), np.asarray(doubled[name], dtype=float)
+    variables = [v for v in doubled.variables if f"{v}_min" in doubled.columns and f"{v}_min" in parent.columns]
+
+    def close(k, value, period):
+        return abs(p[k] - value) < RETURN_TOLERANCE * (1.0 + abs(value)) and \
+            abs(T[k] - 2.0 * period) < RETURN_TOLERANCE * period
+
+    def near(k, pd):
+        if not close(k, pd.parameters[name], pd.period):
+            return False
+        i = min(max(pd.index, 0), len(parent) - 1)
+        lows = [float(parent[f"{v}_min"][i]) for v in variables]
+        highs = [float(parent[f"{v}_max"][i]) for v in variables]
+        span = max((h - lo for h, lo in zip(highs, lows)), default=0.0)
+        return all(abs(float(doubled[f"{v}_min"][k]) - lo) <= RETURN_SHAPE * span and
+                   abs(float(doubled[f"{v}_max"][k]) - h) <= RETURN_SHAPE * span
+                   for v, lo, h in zip(variables, lows, highs))
+
+    pds = [pd for pd in parent.points_of_kind(SpecialKind.PD)
+           if name in pd.parameters and np.isfinite(pd.period) and pd.period > 0]
+    origin = (start.parameters.get(name, p[0]), start.period if np.isfinite(start.period) else T[0] / 2.0)
+    away = next((k for k in range(len(doubled)) if not close(k, *origin)), None)
+    if away is None:
+        return None
+    for k in range(away, len(doubled)):
+        for pd in pds:
+            if near(k, pd):
+                j = k
+                while j + 1 < len(doubled) and near(j + 1, pd):
+                    j += 1
+                return min(range(k, j + 1), key=lambda r: abs(T[r] - 2.0 * pd.period)), pd
+    return None
 
 
 def _renumber(specials) -> tuple[SpecialPoint, ...]:
