@@ -867,3 +867,31 @@ def test_a_fold_and_a_second_crossing_between_the_same_rows_leave_one_change_for
     bare = dataclasses.replace(branch, special_points=())
     events = accounting.find_events(bare, counts)
     assert sorted((e.what, e.change) for e in events) == [("reversal", 0), ("stability", 2)]
+
+
+def test_a_period_doubling_hidden_by_a_fold_between_the_same_rows_is_an_event():
+    """On the snake at eps = 29.5 a fold of cycles and a period doubling lie one engine row apart, and in
+    one direction of the loop they fell between the same two rows: one multiplier in through +1, one out
+    through -1, the number of unstable multipliers unchanged, and the period doubling was missing without a
+    word (the loop traversed the other way found it). The parity of the real multipliers below -1 changes
+    only at a period doubling: an event unless a located PD is next to it."""
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    rows = [np.array([1.0, 1.8, -0.7, -1.5]),      # two unstable: +1.8 and -1.5
+            np.array([1.0, 1.4, -0.9, -1.6]),
+            np.array([1.0, 0.8, -1.3, -1.7]),      # +1.4 -> 0.8 in through +1 (the fold), -0.9 -> -1.3 out (PD)
+            np.array([1.0, 0.6, -1.45, -1.6]),
+            np.array([1.0, 0.5, -1.5 + 0.1j, -1.5 - 0.1j])]   # two real ones below -1 merge: no PD
+    counts = accounting.cycle_unstable_counts(rows)
+    below = accounting.real_negative_outside(rows)
+    assert list(counts) == [2, 2, 2, 2, 2] and list(below) == [1, 1, 2, 2, 0]
+    p = np.array([0.0, 0.1, 0.15, 0.12, 0.2])
+    lpc = SpecialPoint(kind=SpecialKind.LPC, index=2, parameters={"p": 0.16}, located=True, name="LPC1")
+    branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("p",), columns={"p": p, "period": np.ones(5)},
+                    special_points=(lpc,), variables=())
+    events = [e for e in accounting.find_events(branch, counts, 0.0, below) if e.what != "stability"]
+    assert [(e.what, e.index, e.last) for e in events] == [("doubling", 1, 2)]
+    assert "crosses -1 between rows 1 and 2" in events[0].describe(branch)
+    pd = SpecialPoint(kind=SpecialKind.PD, index=1, parameters={"p": 0.12}, located=True, name="PD1")
+    located = dataclasses.replace(branch, special_points=(lpc, pd))
+    assert [e for e in accounting.find_events(located, counts, 0.0, below) if e.what == "doubling"] == []

@@ -64,6 +64,10 @@ class Event:
         name = branch.free[0]
         if self.what == "reversal":
             return f"{name} reverses at row {self.index} ({name} = {branch[name][self.index]:.8g}) with no fold"
+        if self.what == "doubling":
+            return (f"a real multiplier crosses -1 between rows {self.index} and {self.last} ({name} = "
+                    f"{branch[name][self.index]:.8g} .. {branch[name][self.last]:.8g}; the number of real "
+                    f"multipliers below -1 goes from {self.before} to {self.after}) with no period doubling")
         unit = "multipliers outside the unit circle" if branch.kind is BranchKind.CYCLES else "unstable eigenvalues"
         return (f"{unit} change from {self.before} to {self.after} between rows {self.index} and "
                 f"{self.last} ({name} = {branch[name][self.index]:.8g} .. "
@@ -149,7 +153,32 @@ def cycle_unstable_counts(multipliers: Sequence[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # events
 
-def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0) -> list[Event]:
+def real_negative_outside(multipliers: Sequence[np.ndarray]) -> np.ndarray:
+    """Number of real multipliers below -1 per row; -1 where undecided (as :func:`cycle_unstable_counts`).
+
+    Its parity changes only where a real multiplier crosses -1, a period doubling: real multipliers
+    cannot pass through 0 (the monodromy is invertible), and a collision of two real ones into a complex
+    pair (or the reverse) changes the number by two. So a period doubling is seen even where another
+    crossing between the same rows keeps the number of unstable multipliers (a fold and a period doubling
+    one row apart on a snake: one multiplier in through +1, one out through -1)."""
+    out = np.full(len(multipliers), -1)
+    for i, mu in enumerate(multipliers):
+        if mu.size == 0 or not np.all(np.isfinite(mu)):
+            continue
+        k = int(np.argmin(np.abs(mu - 1.0)))
+        if abs(mu[k] - 1.0) > TRIVIAL_WARNING:
+            continue
+        band = max(1e-6, 10.0 * float(abs(mu[k] - 1.0)))
+        rest = np.delete(mu, k)
+        if np.any(np.abs(np.abs(rest) - 1.0) <= band):
+            continue
+        real = np.abs(rest.imag) <= 1e-9 * np.maximum(1.0, np.abs(rest))
+        out[i] = int(np.sum(real & (rest.real < -1.0)))
+    return out
+
+
+def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0,
+                below: np.ndarray | None = None) -> list[Event]:
     """Changes of ``counts`` and reversals of the principal parameter that no
     (located) special point explains.
 
@@ -182,6 +211,20 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0) -> l
     last = len(branch) - 1 if branch.status.startswith("closed") else -1
     events = [Event("stability", a, int(counts[a]), int(counts[b]), b, int(left))
               for (a, b, _), left in zip(changes, missing) if left > 0 and b != last]
+    if below is not None:
+        # each located PD explains one change of parity of the real multipliers below -1 next to it
+        doublings = [sp for sp in branch.special_points if sp.kind is SpecialKind.PD and sp.located]
+        used: set[int] = set()
+        valid = np.flatnonzero(below >= 0)
+        for a, b in zip(valid[:-1], valid[1:]):
+            if (below[a] - below[b]) % 2 == 0 or b == last:
+                continue
+            near = sorted((k for k, sp in enumerate(doublings) if k not in used and a - 1 <= sp.index <= b + 1),
+                          key=lambda k: 0 if a <= doublings[k].index <= b else 1)
+            if near:
+                used.add(near[0])
+            else:
+                events.append(Event("doubling", int(a), int(below[a]), int(below[b]), int(b)))
     name = branch.free[0]
     if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
         folds = {SpecialKind.LP, SpecialKind.BP} if branch.kind is BranchKind.EQUILIBRIA else {SpecialKind.LPC}
@@ -322,17 +365,17 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
     for round_ in range(1, MAX_REFINEMENTS + 2):
         branch = verify_branch(convert(points), system, memo=memo, budget=budget, warn=False)
         branch = _drop_superseded(branch)
-        counts, extra, columns = _counts(branch, system, cycles)
+        counts, extra, columns, below = _counts(branch, system, cycles)
         if columns is not None:
             branch = dataclasses.replace(branch, columns=columns)
-        events = find_events(branch, counts, settings.tolerance)
+        events = find_events(branch, counts, settings.tolerance, below)
         if round_ == 1:
             found = len(events)
         if not events or round_ > MAX_REFINEMENTS:
             break
         changed = False
         for event in sorted(events, key=lambda e: -e.index):
-            if event.what == "stability":
+            if event.what in ("stability", "doubling"):
                 i, e = event.index, event.last
             else:
                 i, e = max(event.index - 1, 0), min(event.index + 1, len(points) - 1)
@@ -350,7 +393,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
             break
     scanned = 0
     if events and cycles and system.kind == "homogeneous":
-        branch, scanned, recount = _scan_events(branch, events, system)
+        branch, scanned, recount, recount_below = _scan_events(branch, events, system)
         counts = np.array(counts, copy=True)
         for row, count in recount.items():
             counts[row] = count
@@ -360,7 +403,11 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
                 if count >= 0:
                     stable[row] = int(count == 0)
             branch = dataclasses.replace(branch, columns={**branch.columns, "stable": stable})
-        events = find_events(branch, counts, settings.tolerance)
+        if below is not None:
+            below = np.array(below, copy=True)
+            for row, value in recount_below.items():
+                below[row] = value
+        events = find_events(branch, counts, settings.tolerance, below)
     dismissed_points = 0
     if not cycles:
         branch, dismissed_points = _drop_unsupported(branch, counts)
@@ -387,8 +434,9 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
 
 
 def _counts(branch: Branch, system, cycles: bool):
+    """``(unstable counts, accounting extras, columns or None, real multipliers below -1 or None)``."""
     if not cycles:
-        return unstable_counts(equilibrium_spectra(branch, system)), {}, None
+        return unstable_counts(equilibrium_spectra(branch, system)), {}, None, None
     mu = cycle_multipliers(branch)
     trivial = trivial_errors(mu)
     poor = int(np.sum(trivial > TRIVIAL_WARNING))
@@ -396,7 +444,7 @@ def _counts(branch: Branch, system, cycles: bool):
              "poor_mesh_points": poor}
     columns = dict(branch.columns)
     columns["trivial_error"] = trivial
-    return cycle_unstable_counts(mu), extra, columns
+    return cycle_unstable_counts(mu), extra, columns, real_negative_outside(mu)
 
 
 def _same_point(a: SpecialPoint, b: SpecialPoint) -> bool:
@@ -472,7 +520,7 @@ def _drop_unsupported(branch: Branch, counts: np.ndarray) -> tuple[Branch, int]:
 MAX_SCANS = 40   #: row pairs per branch followed in the period by bifnet's own shooting
 
 
-def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branch, int, dict]:
+def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branch, int, dict, dict]:
     """Follow the branch between the rows of each unexplained event in the period, by bifnet's own
     multiple shooting (:class:`~bifnet.continuation.verify_cycles.PeriodScan`), and solve every
     fold, period doubling and torus bifurcation the scan passes (``PeriodScan.locate``).
@@ -481,9 +529,10 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
     than the engine's steps, also after refinement: on ngnmm_ping at eps = 30 a period doubling sits
     between a row and the fold one row later, and the engine's rows show two changes for one fold.
     Returns the branch with the points found (``found_by = accounting``), the number of row pairs
-    scanned, and bifnet's own unstable counts at the rows scanned (row -> count, -1 undecided), which
-    replace the engine's: near a homoclinic orbit the engine's multipliers are wrong on some rows,
-    and the change they make moves the fold that explains the real one.
+    scanned, and bifnet's own unstable counts and numbers of real multipliers below -1 at the rows
+    scanned (row -> count, -1 undecided), which replace the engine's: near a homoclinic orbit the
+    engine's multipliers are wrong on some rows, and the change they make moves the fold that explains
+    the real one.
     """
     from bifnet.continuation import verify
     from bifnet.continuation.restarts import _renumber
@@ -492,10 +541,10 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
     points = (branch.engine or {}).get("points", {})
     name = branch.free[0]
     if "period" not in branch.columns:
-        return branch, 0, {}
+        return branch, 0, {}, {}
     core, extra = [], []
     for event in events:
-        lo, hi = (event.index, event.last) if event.what == "stability" else (event.index - 1, event.index + 1)
+        lo, hi = (event.index, event.last) if event.what != "reversal" else (event.index - 1, event.index + 1)
         core += [(a, a + 1) for a in range(max(lo, 0), min(hi, len(branch) - 1))]
         # a located point on an end row explains one change next to it; the crossing it leaves
         # unexplained may be on its other side
@@ -505,7 +554,7 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
             extra.append((hi, hi + 1))
     pairs = sorted(set(core))
     pairs += sorted(set(extra) - set(pairs))  # the events' own stretches first
-    found, scanned, recount = [], 0, {}
+    found, scanned, recount, below = [], 0, {}, {}
     for a, b in pairs:
         if scanned >= MAX_SCANS:
             break
@@ -525,6 +574,8 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
             log.debug("%s: period scan of rows %d-%d did not arrive at row %d", branch.name, a, b, b)
             continue
         recount[a], recount[b] = scan[0].count, scan[-1].count
+        below[a], below[b] = (int(real_negative_outside([np.asarray(x.multipliers, dtype=complex)])[0])
+                              for x in (scan[0], scan[-1]))
         for kind, j in crossings_in_scan(scan):
             result = scanner.locate(kind, scan, j)
             if result is None or not result.ok:
@@ -546,7 +597,7 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
             found.append(sp)
     if found:
         branch = dataclasses.replace(branch, special_points=_renumber(list(branch.special_points) + found))
-    return branch, scanned, recount
+    return branch, scanned, recount, below
 
 
 def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles: bool, budget=None) -> Branch:
@@ -561,18 +612,19 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
     for event in events:
         i = min(event.index, len(branch) - 1)
         check = None
-        if cycles and event.what == "stability" and system.kind == "homogeneous" and (budget is None or budget[0] > 0):
+        if cycles and event.what in ("stability", "doubling") and system.kind == "homogeneous" and (
+                budget is None or budget[0] > 0):
             if budget is not None:
                 budget[0] -= 1
             check = _shooting_check(branch, event, system)
             if check is not None and check["dismissed"]:
                 dismissed += 1
-                if stable is not None:
+                if stable is not None and event.what == "stability":
                     for row, count in check["counts"].items():
                         stable[row] = int(count == 0)
-                log.info("%s: %s: bifnet's own multipliers (multiple shooting) count %d at both rows; the "
-                         "engine's were wrong there", branch.name, event.describe(branch),
-                         next(iter(check["counts"].values())))
+                log.info("%s: %s: bifnet's own multipliers (multiple shooting) count %s at the two rows: no "
+                         "crossing; the engine's were wrong there", branch.name, event.describe(branch),
+                         " and ".join(str(c) for c in check["counts"].values()))
                 continue
         if check is not None and check["kind"] is not None:
             kind = check["kind"]
@@ -697,10 +749,26 @@ def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
                       values[name], sol.residual)
             return None
         solutions[row] = sol
+    a, b = event.index, event.last
+    if event.what == "doubling":
+        # the parity of the real multipliers below -1: the start is the row whose real negative
+        # multiplier lies closest to -1
+        counts = {row: int(real_negative_outside([sol.multipliers])[0]) for row, sol in solutions.items()}
+        if min(counts.values()) < 0:
+            return None
+        if (counts[a] - counts[b]) % 2 == 0:
+            return {"dismissed": True, "counts": counts, "kind": None, "start": None}
+
+        def gap(sol):
+            mu = np.asarray(sol.multipliers, dtype=complex)
+            real = mu[(np.abs(mu.imag) <= 1e-9 * np.maximum(1.0, np.abs(mu))) & (mu.real < 0)]
+            return float(np.min(np.abs(real + 1.0))) if real.size else np.inf
+
+        row = min(solutions, key=lambda r: gap(solutions[r]))
+        return {"dismissed": False, "counts": counts, "kind": SpecialKind.PD, "start": (row, solutions[row])}
     counts = {row: sol.unstable_count() for row, sol in solutions.items()}
     if min(counts.values()) < 0:
         return None
-    a, b = event.index, event.last
     if counts[a] == counts[b]:
         return {"dismissed": True, "counts": counts, "kind": None, "start": None}
     # the crossing multiplier: the non-trivial one closest to the unit circle, at the row where it is closest
