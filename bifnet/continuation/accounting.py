@@ -375,7 +375,9 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
             break
         changed = False
         for event in sorted(events, key=lambda e: -e.index):
-            if event.what in ("stability", "doubling"):
+            if event.what == "doubling":
+                continue  # left to the period scan and the Newton solves (a rerun moves the rows of a snake)
+            if event.what == "stability":
                 i, e = event.index, event.last
             else:
                 i, e = max(event.index - 1, 0), min(event.index + 1, len(points) - 1)
@@ -542,8 +544,11 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
     name = branch.free[0]
     if "period" not in branch.columns:
         return branch, 0, {}, {}
-    core, extra = [], []
+    core, extra, later = [], [], []
     for event in events:
+        if event.what == "doubling":  # after the changes of stability and the turns (MAX_SCANS)
+            later += [(a, a + 1) for a in range(max(event.index, 0), min(event.last, len(branch) - 1))]
+            continue
         lo, hi = (event.index, event.last) if event.what != "reversal" else (event.index - 1, event.index + 1)
         core += [(a, a + 1) for a in range(max(lo, 0), min(hi, len(branch) - 1))]
         # a located point on an end row explains one change next to it; the crossing it leaves
@@ -554,6 +559,7 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
             extra.append((hi, hi + 1))
     pairs = sorted(set(core))
     pairs += sorted(set(extra) - set(pairs))  # the events' own stretches first
+    pairs += sorted(set(later) - set(pairs))
     found, scanned, recount, below = [], 0, {}, {}
     for a, b in pairs:
         if scanned >= MAX_SCANS:
@@ -628,6 +634,8 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
                 continue
         if check is not None and check["kind"] is not None:
             kind = check["kind"]
+        elif event.what == "doubling":
+            kind = SpecialKind.PD
         elif event.what == "stability":
             kind = _guess_kind(branch, event, system, cycles)
         else:
