@@ -125,57 +125,50 @@ def trivial_errors(multipliers: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([float(np.min(np.abs(mu - 1.0))) if mu.size else np.nan for mu in multipliers])
 
 
+def _nontrivial(mu: np.ndarray) -> np.ndarray | None:
+    """The multipliers of one row without the trivial one (the closest to 1), or None where the row
+    decides nothing: no multipliers, ``|mu_trivial - 1| > TRIVIAL_WARNING`` (a mesh too coarse for the
+    multipliers to mean anything; counted in ``poor_mesh_points``), or a multiplier within
+    ``max(1e-6, 10 |mu_trivial - 1|)`` of the unit circle (the engine's own accuracy at that row: rows
+    where a multiplier hovers on the circle neither make nor hide a change)."""
+    if mu.size == 0 or not np.all(np.isfinite(mu)):
+        return None
+    k = int(np.argmin(np.abs(mu - 1.0)))
+    if abs(mu[k] - 1.0) > TRIVIAL_WARNING:
+        return None
+    band = max(1e-6, 10.0 * float(abs(mu[k] - 1.0)))
+    rest = np.delete(mu, k)
+    return None if np.any(np.abs(np.abs(rest) - 1.0) <= band) else rest
+
+
 def cycle_unstable_counts(multipliers: Sequence[np.ndarray]) -> np.ndarray:
     """Multipliers with ``|mu| > 1``, the trivial one left out; -1 where unknown or
-    undecided.
+    undecided (:func:`_nontrivial`)."""
+    rows = [_nontrivial(mu) for mu in multipliers]
+    return np.array([-1 if rest is None else int(np.sum(np.abs(rest) > 1.0)) for rest in rows], dtype=int)
 
-    A multiplier within ``max(1e-6, 10 |mu_trivial - 1|)`` of the unit circle
-    (the engine's own accuracy at that row) leaves the count undecided: rows
-    where a multiplier hovers on the circle neither make nor hide a change.
-    So do rows where ``|mu_trivial - 1| > TRIVIAL_WARNING`` (a mesh too coarse
-    for the multipliers to mean anything; counted in ``poor_mesh_points``).
-    """
-    out = np.full(len(multipliers), -1)
-    for i, mu in enumerate(multipliers):
-        if mu.size == 0 or not np.all(np.isfinite(mu)):
-            continue
-        k = int(np.argmin(np.abs(mu - 1.0)))
-        if abs(mu[k] - 1.0) > TRIVIAL_WARNING:
-            continue  # the engine's mesh is too coarse here: its multipliers are not trusted
-        band = max(1e-6, 10.0 * float(abs(mu[k] - 1.0)))
-        modulus = np.abs(np.delete(mu, k))
-        if np.any(np.abs(modulus - 1.0) <= band):
-            continue
-        out[i] = int(np.sum(modulus > 1.0))
-    return out
-
-
-# ---------------------------------------------------------------------------
-# events
 
 def real_negative_outside(multipliers: Sequence[np.ndarray]) -> np.ndarray:
-    """Number of real multipliers below -1 per row; -1 where undecided (as :func:`cycle_unstable_counts`).
+    """Number of real multipliers below -1 per row; -1 where undecided (:func:`_nontrivial`).
 
     Its parity changes only where a real multiplier crosses -1, a period doubling: real multipliers
     cannot pass through 0 (the monodromy is invertible), and a collision of two real ones into a complex
     pair (or the reverse) changes the number by two. So a period doubling is seen even where another
     crossing between the same rows keeps the number of unstable multipliers (a fold and a period doubling
     one row apart on a snake: one multiplier in through +1, one out through -1)."""
-    out = np.full(len(multipliers), -1)
-    for i, mu in enumerate(multipliers):
-        if mu.size == 0 or not np.all(np.isfinite(mu)):
-            continue
-        k = int(np.argmin(np.abs(mu - 1.0)))
-        if abs(mu[k] - 1.0) > TRIVIAL_WARNING:
-            continue
-        band = max(1e-6, 10.0 * float(abs(mu[k] - 1.0)))
-        rest = np.delete(mu, k)
-        if np.any(np.abs(np.abs(rest) - 1.0) <= band):
+    out = []
+    for mu in multipliers:
+        rest = _nontrivial(mu)
+        if rest is None:
+            out.append(-1)
             continue
         real = np.abs(rest.imag) <= 1e-9 * np.maximum(1.0, np.abs(rest))
-        out[i] = int(np.sum(real & (rest.real < -1.0)))
-    return out
+        out.append(int(np.sum(real & (rest.real < -1.0))))
+    return np.array(out, dtype=int)
 
+
+# ---------------------------------------------------------------------------
+# events
 
 def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0,
                 below: np.ndarray | None = None) -> list[Event]:
