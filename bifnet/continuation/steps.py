@@ -227,6 +227,8 @@ def cycles_step(context: StepContext, spec: dict) -> dict:
     for index, (source, point) in enumerate(starts):
         groups.setdefault(source.name, []).append(((index,), source, point))
 
+    unusable: list[str] = []   # PD points that cannot start doubled orbits (list.append: thread-safe)
+
     def run_group(queue):
         """One source's start points, in turn (a later one may be reached by an earlier branch),
         with their period doublings; items ``(level, path, branch or None, failure or None)``."""
@@ -253,8 +255,17 @@ def cycles_step(context: StepContext, spec: dict) -> dict:
             done.append(cycles)
             out.append((level, path, cycles, None))
             if level < depth:
-                queue.extend((path + (k,), cycles, sp.name, level + 1)
-                             for k, sp in enumerate(cycles.points_of_kind(SpecialKind.PD)))
+                # as for "eq:HB": only PD points the engine located and bifnet verified can start doubled
+                # orbits (the others have no engine data to restart from)
+                pds = cycles.points_of_kind(SpecialKind.PD)
+                usable = [(k, sp) for k, sp in enumerate(pds)
+                          if sp.located and sp.details.get("found_by", "engine") == "engine"]
+                if len(usable) < len(pds):
+                    log.info("  %s: %d of its %d PD points cannot start doubled orbits (not located by the "
+                             "engine and verified)", name, len(pds) - len(usable), len(pds))
+                    started = {sp.name for _, sp in usable}
+                    unusable.extend(f"{cycles.name}:{sp.name}" for sp in pds if sp.name not in started)
+                queue.extend((path + (k,), cycles, sp.name, level + 1) for k, sp in usable)
         return out
 
     n_threads = min(workers or _available_cpus(), len(groups)) if groups else 1
@@ -280,7 +291,10 @@ def cycles_step(context: StepContext, spec: dict) -> dict:
     branches = [b for _, _, b, _ in items if b is not None]
     failures = [f for _, _, _, f in items if f is not None]
     _plot_one_parameter(context, step, branches)
-    return _finish(context, step, branches, failures, "cycle continuation")
+    summary = _finish(context, step, branches, failures, "cycle continuation")
+    if unusable:
+        summary["pd_not_started"] = sorted(unusable)
+    return summary
 
 
 def _available_cpus() -> int:
