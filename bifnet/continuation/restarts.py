@@ -127,8 +127,8 @@ def _drop_hopf_folds(branch: Branch) -> Branch:
 #: A doubled branch is back at a PD point of its parent on a row whose period is within this fraction of
 #: twice the point's period and whose parameter is within it (times ``1 + |value|``) ...
 RETURN_TOLERANCE = 1e-3
-#: ... and whose every variable's minimum and maximum lie within this fraction of the parent orbit's
-#: largest range of the parent's orbit there (the orbit is the parent's, traversed twice).
+#: ... and whose every variable's minimum and maximum lie within this fraction of the largest range of
+#: the parent's orbit there (the orbit is the parent's, traversed twice).
 RETURN_SHAPE = 0.05
 
 

@@ -112,6 +112,11 @@ def _finish(context: StepContext, step: str, branches: Sequence[Branch], failure
     return summary
 
 
+def _restartable(sp) -> bool:
+    """A point the engine located and bifnet verified: it has the engine data a restart needs."""
+    return sp.located and sp.details.get("found_by", "engine") == "engine"
+
+
 def _start_points(context: StepContext, spec: dict, kinds: set[SpecialKind]) -> list[tuple[Branch, str]]:
     """Resolve ``start = "step:HB1"`` (one point per branch) or ``"step:HB"`` (all HB points)."""
     step = spec["name"]
@@ -131,7 +136,7 @@ def _start_points(context: StepContext, spec: dict, kinds: set[SpecialKind]) -> 
             elif sp.kind.value == point and sp.kind in kinds:
                 # "eq:HB" means every trustworthy HB point: not those that failed verification, nor
                 # those bifnet located after the engine missed them (no engine data to restart from)
-                if sp.located and sp.details.get("found_by", "engine") == "engine":
+                if _restartable(sp):
                     selected.append((branch, sp.name))
                 else:
                     skipped.append(f"{branch.name}:{sp.name}")
@@ -258,8 +263,7 @@ def cycles_step(context: StepContext, spec: dict) -> dict:
                 # as for "eq:HB": only PD points the engine located and bifnet verified can start doubled
                 # orbits (the others have no engine data to restart from)
                 pds = cycles.points_of_kind(SpecialKind.PD)
-                usable = [(k, sp) for k, sp in enumerate(pds)
-                          if sp.located and sp.details.get("found_by", "engine") == "engine"]
+                usable = [(k, sp) for k, sp in enumerate(pds) if _restartable(sp)]
                 if len(usable) < len(pds):
                     log.info("  %s: %d of its %d PD points cannot start doubled orbits (not located by the "
                              "engine and verified)", name, len(pds) - len(usable), len(pds))
