@@ -100,5 +100,5 @@ def one_blas_thread_in_this_process() -> None:
 
 
 def blas_threads() -> list[int]:
-    """The thread count of every loaded OpenBLAS (for tests and the run manifest)."""
+    """The thread count of every loaded OpenBLAS (the tests check it)."""
     return [int(get()) for get, _ in _openblas_thread_controls()]

@@ -153,15 +153,17 @@ def _fast_fort8_record(lines, start, parsing):
     except ValueError:
         return None
     nfpr, ntpl, nar, nrows, npar = h[4], h[6], h[7], h[8], h[11]
-    body = " ".join(lines[start + 1:start + 1 + nrows])
+    body = lines[start + 1:start + 1 + nrows]
+    if len(body) != nrows:
+        return None
     try:
-        values = np.array(body.split(), dtype=float)
+        values = np.array(" ".join(body).split(), dtype=float)
     except ValueError:  # e.g. "2.22507-308": bifpy's reader knows that form
         return None
     mesh = ntpl * nar
     ndim = nar - 1
     tangent_count = 2 * nfpr + ndim * ntpl
-    if values.size not in (mesh + npar, mesh + tangent_count + npar) or nrows != len(lines[start + 1:start + 1 + nrows]):
+    if values.size not in (mesh + npar, mesh + tangent_count + npar):
         return None
     rows = values[:mesh].reshape(ntpl, nar)
     tangent = None
