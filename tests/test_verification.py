@@ -371,6 +371,120 @@ def test_multiple_shooting_orbit_and_multipliers_of_the_normal_form(tmp_path, om
     assert sol.unstable_count() == 1
 
 
+@pytest.mark.parametrize("seed, spread", [(3, 0.3), (7, 1.0), (11, 1.0)])
+def test_product_eigenvalues_of_segments_with_a_known_product(seed, spread):
+    """Segments M_k = S_{k+1} D_k S_k^-1 (S_16 = S_0, random S_k) whose product S_0 (D_15 ... D_0) S_0^-1 has
+    the multipliers -e^40, 1, a complex pair e^-8 e^(+-4.8i), e^-32 and -e^0.8: all of them, signs included,
+    to 1e-9 relative. The eigenvalues of the explicit product lose everything below eps ||M|| ~ 20."""
+    from bifnet.continuation.verify_cycles import product_eigenvalues
+
+    rng = np.random.default_rng(seed)
+    m = 16
+    S = [np.eye(6) + spread * rng.standard_normal((6, 6)) for _ in range(m)]
+    S.append(S[0])
+    Ms = []
+    for k in range(m):
+        D = np.zeros((6, 6))
+        D[0, 0] = -np.exp(2.5) if k == 5 else np.exp(2.5)
+        D[1, 1] = 1.0
+        c, s = np.cos(0.3), np.sin(0.3)
+        D[2:4, 2:4] = np.exp(-0.5) * np.array([[c, -s], [s, c]])
+        D[4, 4] = np.exp(-2.0)
+        D[5, 5] = -np.exp(0.05) if k == 11 else np.exp(0.05)
+        Ms.append(S[k + 1] @ D @ np.linalg.inv(S[k]))
+    expected = np.array([-np.exp(40.0), -np.exp(0.8), 1.0, np.exp(-8.0 + 4.8j), np.exp(-8.0 - 4.8j), np.exp(-32.0)])
+    mu = product_eigenvalues(np.array(Ms))
+    assert mu.shape == (6,)
+    for e in expected:
+        assert np.min(np.abs(mu - e)) < 1e-9 * abs(e), (e, mu)
+    P = np.eye(6)
+    for M in Ms:
+        P = M @ P
+    explicit = np.linalg.eigvals(P)
+    assert np.min(np.abs(explicit - np.exp(-32.0))) > 1e3 * np.exp(-32.0)   # why the reduction is needed
+
+
+def _turning(tmp_path):
+    """Stuart-Landau (mu = 1, omega = 1: the cycle r = 1 of period 2 pi) with two more variables that turn with
+    its phase, z + i w = e^(i theta) (a + i b), a' = 6 a, b' = -4 b: multipliers e^(12 pi) = 2.3e16, 1,
+    e^(-4 pi) and e^(-8 pi) = 1.2e-11; and the orbit's profile (normalised times, states)."""
+    from bifnet.model import load_model
+
+    c, s = "(x/sqrt(x**2 + y**2))", "(y/sqrt(x**2 + y**2))"
+    a, b = f"({c}*z + {s}*w)", f"(-{s}*z + {c}*w)"
+    text = f"""name = "turning"
+[variables]
+x = {{ initial = 1.0 }}
+y = {{ initial = 0.0 }}
+z = {{ initial = 0.0 }}
+w = {{ initial = 0.0 }}
+[parameters]
+mu = {{ value = 1.0 }}
+omega = {{ value = 1.0 }}
+[equations]
+x = "mu*x - omega*y - x*(x**2 + y**2)"
+y = "omega*x + mu*y - y*(x**2 + y**2)"
+z = "-omega*w + 6*{c}*{a} + 4*{s}*{b}"
+w = "omega*z + 6*{s}*{a} - 4*{c}*{b}"
+"""
+    path = tmp_path / "turning.toml"
+    path.write_text(text)
+    times = np.linspace(0.0, 1.0, 201)
+    profile = np.column_stack([np.cos(2 * np.pi * times), np.sin(2 * np.pi * times), 1e-9 * np.ones(201),
+                               np.zeros(201)])
+    return load_model(path), times, profile
+
+
+def test_multipliers_of_a_strongly_unstable_orbit(tmp_path):
+    """:func:`_turning`: multiple shooting from the orbit's profile and the periodic QR reduction find all four
+    multipliers to 1e-6 relative; the unstable count is 1."""
+    from bifnet.continuation.verify_cycles import solve_periodic_orbit
+
+    model, times, profile = _turning(tmp_path)
+    sol = solve_periodic_orbit(model, {"mu": 1.0, "omega": 1.0}, profile[0], 2 * np.pi * 1.0001,
+                               profile=(times, profile))
+    assert sol.ok and abs(sol.period - 2 * np.pi) < 1e-9
+    expected = [np.exp(12 * np.pi), 1.0, np.exp(-4 * np.pi), np.exp(-8 * np.pi)]
+    assert np.allclose(sol.multipliers.imag, 0.0, atol=1e-9)
+    assert np.allclose(sol.multipliers.real, expected, rtol=1e-6, atol=0.0), sol.multipliers
+    assert sol.unstable_count() == 1
+
+
+def test_large_engine_multipliers_are_replaced_by_bifnets(tmp_path):
+    """Five rows on the orbit of :func:`_turning` (multiplier +2.3e16), with engine multipliers like AUTO's on
+    ngnmm_ping at eps = 30: of the right order, their sign changing from row to row. Counted as given, the
+    number of real multipliers below -1 changes parity four times (four "period doublings"). Counted with
+    bifnet's own multipliers at those rows, nothing changes; the engine's BP at the middle row, which failed
+    verification, is dropped as unsupported."""
+    import types
+
+    from bifnet.continuation.accounting import _counts, _drop_unsupported, find_events, real_negative_outside
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    model, times, profile = _turning(tmp_path)
+    engine = [(1.0, -3e7, 1e-6, 1e-11), (1.0, 4e6, 1e-6, 1e-11)] * 3
+    raw = {i: types.SimpleNamespace(periodic_orbit=types.SimpleNamespace(state=profile, normalized_time=times),
+                                    floquet_multipliers=engine[i]) for i in range(5)}
+    bp = SpecialPoint(kind=SpecialKind.BP, index=2, parameters={"mu": 1.0}, located=False, verification="failed",
+                      details={"found_by": "engine", "reason": "Newton's method did not converge"})
+    branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("mu",),
+                    columns={"mu": np.linspace(1.0, 1.0 + 4e-3, 5), "period": np.full(5, 2 * np.pi),
+                             "stable": np.zeros(5, dtype=int)},
+                    parameters={"mu": 1.0, "omega": 1.0}, engine={"points": raw}, special_points=(bp,))
+    as_given = real_negative_outside(accounting.cycle_multipliers(branch))
+    assert list(as_given) == [1, 0, 1, 0, 1]
+    assert len(find_events(branch, accounting.cycle_unstable_counts(accounting.cycle_multipliers(branch)), 0.0,
+                           as_given)) == 4
+    counts, extra, _, below, rechecked = _counts(branch, homogeneous_system(model), True)
+    assert rechecked == [0, 1, 2, 3, 4] and extra["rechecked_rows"] == 5
+    assert list(counts) == [1] * 5 and list(below) == [0] * 5
+    assert find_events(branch, counts, 0.0, below) == []
+    kept, dropped = _drop_unsupported(branch, counts, below, rechecked)
+    assert dropped == 1 and kept.special_points == ()
+    kept, dropped = _drop_unsupported(branch, counts, below, [0, 1, 2, 3])   # a row without bifnet's: kept
+    assert dropped == 0
+
+
 def test_accounting_dismisses_a_stability_change_the_engine_invented(tmp_path):
     """Two rows on the same unstable cycle, the engine's multipliers saying stable at the first: bifnet's own
     multipliers count one unstable multiplier at both, so the change is dismissed and the row corrected."""

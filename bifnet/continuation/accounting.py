@@ -355,10 +355,11 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
     from bifnet.continuation.verify import CYCLE_BUDGET
 
     budget = [CYCLE_BUDGET]
+    recheck: dict = {}
     for round_ in range(1, MAX_REFINEMENTS + 2):
         branch = verify_branch(convert(points), system, memo=memo, budget=budget, warn=False)
         branch = _drop_superseded(branch)
-        counts, extra, columns, below = _counts(branch, system, cycles)
+        counts, extra, columns, below, rechecked = _counts(branch, system, cycles, recheck)
         if columns is not None:
             branch = dataclasses.replace(branch, columns=columns)
         events = find_events(branch, counts, settings.tolerance, below)
@@ -403,9 +404,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
             for row, value in recount_below.items():
                 below[row] = value
         events = find_events(branch, counts, settings.tolerance, below)
-    dismissed_points = 0
-    if not cycles:
-        branch, dismissed_points = _drop_unsupported(branch, counts)
+    branch, dismissed_points = _drop_unsupported(branch, counts, below, rechecked)
     warn_failed(branch)
     if events:
         branch = _report_unexplained(branch, events, system, cycles, budget)
@@ -428,10 +427,59 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
     return dataclasses.replace(branch, accounting=accounting)
 
 
-def _counts(branch: Branch, system, cycles: bool):
-    """``(unstable counts, accounting extras, columns or None, real multipliers below -1 or None)``."""
+#: Rows of a homogeneous cycle branch where the engine has a multiplier of modulus above this get
+#: bifnet's own multipliers (:func:`recheck_large_multipliers`).
+LARGE_MULTIPLIER = 100.0
+
+
+def recheck_large_multipliers(branch: Branch, system, multipliers: Sequence[np.ndarray],
+                              cache: dict | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """bifnet's own multipliers at the rows where the engine's largest exceeds :data:`LARGE_MULTIPLIER`.
+
+    AUTO's multipliers of a strongly unstable orbit are wrong in size and sign. On ngnmm_ping at
+    eps = 30, where the orbits pass close to a saddle (periods of 100-300 ms), AUTO's largest multiplier
+    jumps between -1e7 and +4e6 from row to row while the true one grows smoothly from 2e5 to 3e29 and
+    stays positive; at period 84 ms AUTO has 180 for 1597. Every sign change looked like a period
+    doubling. At those rows the orbit is solved again by multiple shooting from the engine's profile
+    (:func:`~bifnet.continuation.verify_cycles.solve_periodic_orbit`) and its multipliers come from the
+    periodic QR reduction of the segment monodromies (``product_eigenvalues``); where that solve fails
+    (a fold's row, where the fixed-parameter system is singular) the row decides nothing (no
+    multipliers). Returns the multipliers and the rows rechecked. ``cache`` maps a row's (parameter,
+    period) to its result across refinement rounds."""
+    from bifnet.continuation.verify_cycles import engine_profile, solve_periodic_orbit
+
+    if system.kind != "homogeneous" or "period" not in branch.columns:
+        return list(multipliers), []
+    points = (branch.engine or {}).get("points", {})
+    cache = {} if cache is None else cache
+    out, rows = list(multipliers), []
+    for i, mu in enumerate(multipliers):
+        if mu.size == 0 or not np.all(np.isfinite(mu)) or float(np.max(np.abs(mu))) <= LARGE_MULTIPLIER:
+            continue
+        profile = engine_profile(points.get(i))
+        if profile is None:
+            continue
+        values = {**branch.parameters, **{f: float(branch[f][i]) for f in branch.free}}
+        key = (tuple(values[f] for f in branch.free), float(branch["period"][i]))
+        if key not in cache:
+            try:
+                sol = solve_periodic_orbit(system.model, values, profile[1][0], key[1], profile=profile)
+                cache[key] = sol.multipliers if sol.ok else np.empty(0, complex)
+            except (ContinuationError, ValueError, np.linalg.LinAlgError) as error:
+                log.debug("%s: orbit at row %d not solved again: %s", branch.name, i, error)
+                cache[key] = np.empty(0, complex)
+        out[i] = cache[key]
+        rows.append(i)
+    return out, rows
+
+
+def _counts(branch: Branch, system, cycles: bool, cache: dict | None = None):
+    """``(unstable counts, accounting extras, columns or None, real multipliers below -1 or None, rows
+    with bifnet's multipliers)``;
+    cycles: the engine's multipliers, bifnet's where the engine's are large (:func:`recheck_large_multipliers`),
+    and the ``stable`` column corrected at those rows."""
     if not cycles:
-        return unstable_counts(equilibrium_spectra(branch, system)), {}, None, None
+        return unstable_counts(equilibrium_spectra(branch, system)), {}, None, None, []
     mu = cycle_multipliers(branch)
     trivial = trivial_errors(mu)
     poor = int(np.sum(trivial > TRIVIAL_WARNING))
@@ -439,7 +487,17 @@ def _counts(branch: Branch, system, cycles: bool):
              "poor_mesh_points": poor}
     columns = dict(branch.columns)
     columns["trivial_error"] = trivial
-    return cycle_unstable_counts(mu), extra, columns, real_negative_outside(mu)
+    mu, rechecked = recheck_large_multipliers(branch, system, mu, cache)
+    counts = cycle_unstable_counts(mu)
+    if rechecked:
+        extra["rechecked_rows"] = len(rechecked)
+        if "stable" in columns:
+            stable = np.array(columns["stable"], copy=True)
+            for i in rechecked:
+                if counts[i] >= 0:
+                    stable[i] = int(counts[i] == 0)
+            columns["stable"] = stable
+    return counts, extra, columns, real_negative_outside(mu), rechecked
 
 
 def _same_point(a: SpecialPoint, b: SpecialPoint) -> bool:
@@ -476,32 +534,50 @@ def _drop_superseded(branch: Branch) -> Branch:
     return dataclasses.replace(branch, special_points=_renumber(keep))
 
 
-def _drop_unsupported(branch: Branch, counts: np.ndarray) -> tuple[Branch, int]:
-    """Drop the engine's LP, HB and BP points of an equilibrium branch that failed verification and
-    that nothing on the branch supports: the number of unstable eigenvalues (exact Jacobian) is the
-    same on the two rows either side, and the principal parameter does not turn there. A fold or a
-    branch point changes that number by one, a Hopf point by two; the engine's test function can
-    still change sign where no eigenvalue crosses (Wilson-Cowan at eps = 4.092: an "LP" at
-    Iext_e = 0.8616 with eigenvalues -0.16 and -0.47, bifnet's Newton solve going to the true
-    fold 0.8452). Returns the branch and the number of points dropped."""
+def _drop_unsupported(branch: Branch, counts: np.ndarray, below: np.ndarray | None = None,
+                      decided: Sequence[int] | None = None) -> tuple[Branch, int]:
+    """Drop the engine's points that failed verification and that nothing on the branch supports: the
+    unstable count is the same on the two rows either side, and the principal parameter does not turn
+    there. Equilibria (LP, HB, BP; counts from the exact Jacobian): a fold or a branch point changes
+    that number by one, a Hopf point by two; the engine's test function can still change sign where no
+    eigenvalue crosses (Wilson-Cowan at eps = 4.092: an "LP" at Iext_e = 0.8616 with eigenvalues -0.16
+    and -0.47, bifnet's Newton solve going to the true fold 0.8452). Cycles (LPC, PD, NS, BP): only
+    where every row of the window has bifnet's own multipliers (``decided``, the rows of
+    :func:`recheck_large_multipliers`), which also keep the number of real multipliers below -1
+    (``below``; a period doubling changes its parity). The engine found those points with its own
+    multipliers, wrong there (ngnmm_ping at eps = 30: four "BP" at periods of 215-290 ms where its
+    largest multiplier changes sign from row to row and bifnet's stays near +1e20). Returns the
+    branch and the number of points dropped."""
     name = branch.free[0]
     values = np.asarray(branch[name], dtype=float)
+    cycles = branch.kind is BranchKind.CYCLES
+    kinds = ({SpecialKind.LPC, SpecialKind.PD, SpecialKind.NS, SpecialKind.BP} if cycles
+             else {SpecialKind.LP, SpecialKind.HB, SpecialKind.BP})
+    decided = set(decided or ())
     keep, dropped = [], 0
     for sp in branch.special_points:
         lo, hi = max(sp.index - 2, 0), min(sp.index + 2, len(branch) - 1)
         window = counts[lo:hi + 1]
-        window = window[window >= 0]
+        same = window.size > 0 and np.all(window == window[0]) and window[0] >= 0
+        if cycles:
+            same = same and all(r in decided for r in range(lo, hi + 1)) and (
+                below is None or np.all(below[lo:hi + 1] == below[lo]))
+        else:
+            window = window[window >= 0]
+            same = window.size >= 4 and np.all(window == window[0])
         steps = np.diff(values[lo:hi + 1])
         steps = steps[np.abs(steps) > 1e-10 * max(1.0, float(np.nanmax(np.abs(values))))]
-        unsupported = (sp.kind in (SpecialKind.LP, SpecialKind.HB, SpecialKind.BP) and not sp.located
+        unsupported = (sp.kind in kinds and not sp.located
                        and sp.verification not in ("", "not verified")
                        and sp.details.get("found_by", "engine") == "engine"
-                       and hi - lo == 4 and window.size >= 4 and np.all(window == window[0])
+                       and hi - lo == 4 and same
                        and (np.all(steps > 0) or np.all(steps < 0)))
         if unsupported:
             dropped += 1
-            log.info("%s: the engine's %s at %s = %.8g is no bifurcation (no eigenvalue crosses there and %s does "
-                     "not turn; %s): dropped", branch.name, sp.kind.value, name, sp.parameters[name], name,
+            what = "no multiplier crosses the unit circle there by bifnet's own multipliers" if cycles \
+                else "no eigenvalue crosses there"
+            log.info("%s: the engine's %s at %s = %.8g is no bifurcation (%s and %s does not turn; %s): "
+                     "dropped", branch.name, sp.kind.value, name, sp.parameters[name], what, name,
                      sp.details.get("reason", "it failed verification"))
             continue
         keep.append(sp)
@@ -531,7 +607,7 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
     """
     from bifnet.continuation import verify
     from bifnet.continuation.restarts import _renumber
-    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan
+    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan, engine_profile
 
     points = (branch.engine or {}).get("points", {})
     name = branch.free[0]
@@ -564,7 +640,8 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
         scanned += 1
         values = {**branch.parameters, **{f: float(branch[f][a]) for f in branch.free}}
         try:
-            scanner = PeriodScan(system.model, values, name, np.asarray(orbit.state, dtype=float)[0], Ta)
+            scanner = PeriodScan(system.model, values, name, np.asarray(orbit.state, dtype=float)[0], Ta,
+                                 profile=engine_profile(points.get(a)))
             scan = scanner.run(Tb, float(branch[name][b]))
         except (ContinuationError, ValueError, np.linalg.LinAlgError) as error:
             log.debug("%s: period scan of rows %d-%d failed: %s", branch.name, a, b, error)
@@ -657,7 +734,8 @@ def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles:
 
             row, orbit = check["start"]
             values = {**branch.parameters, **{f: float(branch[f][row]) for f in branch.free}}
-            attempt = solve_cycle_point(system.model, values, name, kind, orbit.state, orbit.period)
+            attempt = solve_cycle_point(system.model, values, name, kind, orbit.state, orbit.period,
+                                        profile=orbit.profile)
             if attempt.ok and _close_to_branch(branch, i, np.array([attempt.parameters[name], attempt.period]),
                                                [name, "period"]):
                 result = attempt
@@ -729,7 +807,7 @@ def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
     the crossing multiplier: real positive LPC, real negative PD, complex NS)
     and the ``start`` ``(row, OrbitSolution)`` closest to it.
     """
-    from bifnet.continuation.verify_cycles import _critical, solve_periodic_orbit
+    from bifnet.continuation.verify_cycles import _critical, engine_profile, solve_periodic_orbit
 
     points = (branch.engine or {}).get("points", {})
     name = branch.free[0]
@@ -741,7 +819,7 @@ def _shooting_check(branch: Branch, event: Event, system) -> dict | None:
         values = {**branch.parameters, **{f: float(branch[f][row]) for f in branch.free}}
         try:
             sol = solve_periodic_orbit(system.model, values, np.asarray(orbit.state, dtype=float)[0],
-                                       float(branch["period"][row]))
+                                       float(branch["period"][row]), profile=engine_profile(points.get(row)))
         except (ContinuationError, ValueError, np.linalg.LinAlgError) as error:
             log.debug("%s: orbit at row %d not solved: %s", branch.name, row, error)
             return None

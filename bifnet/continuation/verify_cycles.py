@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from bifnet.continuation.branch import Branch, SpecialKind, SpecialPoint
@@ -46,6 +47,142 @@ from bifnet.continuation.verify import RESIDUAL_TOLERANCE, TRIVIAL_WARNING, Veri
 from bifnet.errors import ContinuationError
 
 SEGMENTS = 16   #: shooting segments per period (fewer when the adaptive run takes fewer than 8 steps each)
+
+
+MIN_CYCLES = 8   #: periodic QR cycles before couplings that no longer shrink may join two multipliers in a block
+
+
+@numba.njit(cache=True, nogil=True)
+def _householder_qr(A, Q, R):
+    """``A = Q R`` of a small square matrix by Householder reflections, into ``Q`` and ``R``."""
+    n = A.shape[0]
+    R[:, :] = A
+    Q[:, :] = 0.0
+    for i in range(n):
+        Q[i, i] = 1.0
+    v = np.empty(n)
+    for k in range(n - 1):
+        norm = 0.0
+        for i in range(k, n):
+            norm += R[i, k] * R[i, k]
+        norm = np.sqrt(norm)
+        if norm == 0.0:
+            continue
+        alpha = -norm if R[k, k] >= 0.0 else norm
+        vv = 0.0
+        for i in range(k, n):
+            v[i] = R[i, k]
+        v[k] -= alpha
+        for i in range(k, n):
+            vv += v[i] * v[i]
+        if vv == 0.0:
+            continue
+        for j in range(k, n):   # R <- (I - 2 v v^T / v^T v) R
+            d = 0.0
+            for i in range(k, n):
+                d += v[i] * R[i, j]
+            d *= 2.0 / vv
+            for i in range(k, n):
+                R[i, j] -= d * v[i]
+        for i in range(n):      # Q <- Q (I - 2 v v^T / v^T v)
+            d = 0.0
+            for j in range(k, n):
+                d += Q[i, j] * v[j]
+            d *= 2.0 / vv
+            for j in range(k, n):
+                Q[i, j] -= d * v[j]
+        for i in range(k + 1, n):
+            R[i, k] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _periodic_qr(Ms, tolerance, max_cycles):
+    """Cycles of the periodic QR iteration ``M_k Q_k = Q_{k+1} R_k`` (``Q_0 = I``, then the last
+    ``Q_m``) until every lower entry of ``G = Q_0^T Q_m`` is below ``tolerance``, or, after at least
+    :data:`MIN_CYCLES`, shrank by less than a factor 5 in each of the last three cycles (early on the
+    columns still change places and entries grow for a while). Returns ``(G, R_0 .. R_{m-1})`` of
+    the last cycle."""
+    m, n = Ms.shape[0], Ms.shape[1]
+    Q0 = np.eye(n)
+    Q = np.empty((n, n))
+    Rs = np.empty_like(Ms)
+    G = np.eye(n)
+    previous = np.full((n, n), np.inf)
+    slow = np.zeros((n, n), dtype=np.int64)   # cycles in a row an entry shrank by less than a factor 5
+    for cycle in range(max_cycles):
+        Q[:, :] = Q0
+        for k in range(m):
+            _householder_qr(Ms[k] @ Q, Q, Rs[k])
+        G = Q0.T @ Q
+        Q0[:, :] = Q
+        converged, settled = True, True
+        for i in range(n):
+            for j in range(i):
+                g = abs(G[i, j])
+                slow[i, j] = slow[i, j] + 1 if g > 0.2 * previous[i, j] else 0
+                previous[i, j] = g
+                if g > tolerance:
+                    converged = False
+                    if slow[i, j] < 3:
+                        settled = False
+        if cycle > 0 and (converged or (settled and cycle + 1 >= MIN_CYCLES)):
+            break
+    return G, Rs
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_product(Rs, start, end):
+    """``(R_{m-1})_bb ... (R_0)_bb`` for ``b = start:end``, as a matrix of largest entry 1 and the
+    logarithm of its scale (``inf`` where it vanishes or overflows)."""
+    T = np.eye(end - start)
+    scale = 0.0
+    for k in range(Rs.shape[0]):
+        T = np.ascontiguousarray(Rs[k, start:end, start:end]) @ T
+        norm = np.max(np.abs(T))
+        if not np.isfinite(norm) or norm == 0.0:
+            return T, np.inf
+        T /= norm
+        scale += np.log(norm)
+    return T, scale
+
+
+def product_eigenvalues(Ms: np.ndarray, *, tolerance: float = 1e-14, max_cycles: int = 60) -> np.ndarray:
+    """Eigenvalues of the product ``M_{m-1} ... M_1 M_0`` without forming it, largest modulus first.
+
+    The explicit product of the segment monodromies of a strongly unstable orbit has a norm of 1e18
+    and more (ngnmm_ping at eps = 30, periods above 200 ms), and its eigenvalues other than the largest
+    are then rounding noise of size ``eps ||M||``: 422 where the true multiplier is 2e-6. Here the
+    product is reduced by the periodic QR iteration: ``M_k Q_k = Q_{k+1} R_k`` with ``Q_0 = Q_m``
+    after convergence, so that ``Q_0^T M Q_0 = G R_{m-1} ... R_0`` with ``G = Q_0^T Q_m`` block
+    diagonal up to ``tolerance`` (1x1 blocks of +-1 for real multipliers, rotations for complex pairs
+    and for multipliers of about the same modulus, which the iteration separates slowly or not at all;
+    :func:`_periodic_qr` stops when every coupling is below ``tolerance`` or the rest keep shrinking
+    by less than a factor 5 per cycle, the ratio of the two moduli, and those join their indices in one
+    block, whose eigenvalues then differ by less than that factor). The eigenvalues
+    are those of the diagonal blocks ``G_bb (R_{m-1})_bb ... (R_0)_bb`` (the diagonal block of a product
+    of triangular matrices is the product of their diagonal blocks), each block product kept in scale
+    by a running logarithm. Each factor is computed with a relative error of the order of the rounding
+    unit, so multipliers of every size, their signs included, are as accurate as the segment
+    monodromies themselves (the periodic Schur decomposition's accuracy, e.g. Lust 2001)."""
+    Ms = np.ascontiguousarray(Ms, dtype=float)
+    n = Ms.shape[1]
+    G, Rs = _periodic_qr(Ms, tolerance, max_cycles)
+    # blocks: no remaining lower coupling of G (row i, column j < i) crosses a boundary between them
+    joined = np.zeros(n + 1, dtype=bool)   # joined[k]: indices k - 1 and k are in one block
+    for i, j in zip(*np.nonzero(np.abs(np.tril(G, -1)) > tolerance)):
+        joined[j + 1:i + 1] = True
+    bounds = [k for k in range(1, n) if not joined[k]]
+    out = []
+    for start, end in zip([0] + bounds, bounds + [n]):
+        b = slice(start, end)
+        T, scale = _block_product(Rs, start, end)
+        if not np.isfinite(scale):
+            return np.full(n, np.nan + 0j)
+        mu = np.linalg.eigvals(G[b, b] @ T)
+        with np.errstate(over="ignore"):
+            out.extend(mu * np.exp(scale))
+    out = np.asarray(out, dtype=complex)
+    return out[np.argsort(-np.abs(out), kind="stable")]
 
 
 def _bordered(A: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
@@ -73,7 +210,7 @@ def _equilibrated_solve(D: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 class _MultipleShooting:
-    def __init__(self, model, values, free, kind, x0, period):
+    def __init__(self, model, values, free, kind, x0, period, profile=None):
         from bifnet.transverse import floquet
 
         self.floquet = floquet
@@ -85,20 +222,68 @@ class _MultipleShooting:
         self.rhs = floquet._kernels(model)["rhs"]
         self.n = n = model.n_variables
         a = float(self.values[free])
-        _, hs, ys = floquet._integrate(model, self.p(a), np.asarray(x0, dtype=float), float(period), 1e-12,
-                                       record=True)
-        m = int(max(1, min(SEGMENTS, hs.size // 8)))
-        self.m = m
-        self.cuts = np.linspace(0, hs.size, m + 1).round().astype(int)
-        unit = hs / hs.sum()
-        self.unit = [unit[self.cuts[k]:self.cuts[k + 1]] for k in range(m)]
-        self.tau = np.array([u.sum() for u in self.unit])
-        X = ys[self.cuts[:-1]]
-        self.scale = max(1.0, float(np.max(np.abs(ys[: hs.size + 1]))))
+        if profile is not None:
+            X = self._segments_from_profile(profile, float(period), a)
+        else:
+            _, hs, ys = floquet._integrate(model, self.p(a), np.asarray(x0, dtype=float), float(period), 1e-12,
+                                           record=True)
+            m = int(max(1, min(SEGMENTS, hs.size // 8)))
+            self.m = m
+            cuts = np.linspace(0, hs.size, m + 1).round().astype(int)
+            unit = hs / hs.sum()
+            self.unit = [unit[cuts[k]:cuts[k + 1]] for k in range(m)]
+            self.tau = np.array([u.sum() for u in self.unit])
+            X = ys[cuts[:-1]]
+            self.scale = max(1.0, float(np.max(np.abs(ys[: hs.size + 1]))))
         self.u0 = np.concatenate([X.ravel(), [float(period), a]])
         self.ref = X[0].copy()
         self.fref = self.rhs(self.ref, self.p(a))
         self.border = None
+
+    def _segments_from_profile(self, profile, period: float, a: float) -> np.ndarray:
+        """Segment start states taken from an orbit's own profile (normalised times in [0, 1), states), not
+        from one integration over the period: an orbit that passes close to a saddle amplifies the error of
+        its initial state by 1e6 and more (ngnmm_ping at eps = 30 with periods of 200-300 ms: 1e9-1e11),
+        so the states of one long integration leave the orbit and Newton's method does not converge from
+        them. The cuts are profile points at equal shares of half time, half arclength (each variable scaled
+        by its range), so that neither the slow passages, where perturbations grow, nor the fast spikes,
+        where steps are short, fall in one segment; all of the profile's points when it has at most
+        :data:`SEGMENTS`. Each segment's fixed mesh is an adaptive run (rtol 1e-12) over it from its start."""
+        times, states = (np.asarray(v, dtype=float) for v in profile)
+        if states.ndim != 2 or states.shape[1] != self.n or times.shape != (states.shape[0],):
+            raise ContinuationError("an orbit profile needs one state of the system per time")
+        keep = times < 1.0 - 1e-12   # the profile's last point (t = 1) is its first again
+        times, states = times[keep], states[keep]
+        if times.size == 0 or times[0] != 0.0 or np.any(np.diff(times) <= 0):
+            raise ContinuationError("an orbit profile's times must increase from 0 within [0, 1)")
+        if times.size <= SEGMENTS:
+            cuts = np.arange(times.size)
+        else:
+            closed = np.vstack([states, states[:1]])
+            span = np.ptp(closed, axis=0)
+            span = np.where(span > 0, span, 1.0)
+            arc = np.linalg.norm(np.diff(closed, axis=0) / span, axis=1)
+            dt = np.diff(np.append(times, 1.0))
+            weight = 0.5 * dt + 0.5 * arc / max(float(arc.sum()), 1e-300)
+            edges = np.concatenate([[0.0], np.cumsum(weight)])   # weight before point j is edges[j]
+            targets = np.arange(SEGMENTS) / SEGMENTS * edges[-1]
+            cuts = np.unique(np.searchsorted(edges[:-1], targets, side="left").clip(0, times.size - 1))
+        starts = times[cuts]
+        durations = np.diff(np.append(starts, 1.0))
+        p = self.p(a)
+        self.m = len(cuts)
+        self.unit, peak = [], 0.0
+        for k, c in enumerate(cuts):
+            _, hs, ys = self.floquet._integrate(self.model, p, states[c], durations[k] * period, 1e-12, record=True)
+            self.unit.append(hs / hs.sum() * durations[k])
+            peak = max(peak, float(np.max(np.abs(ys))))
+        self.tau = durations.copy()
+        self.scale = max(1.0, peak)
+        return states[cuts].copy()
+
+    def profile(self, u) -> tuple[np.ndarray, np.ndarray]:
+        """``(normalised times, states)`` of the segment starts at ``u``: a profile for a new solve."""
+        return np.concatenate([[0.0], np.cumsum(self.tau)[:-1]]), self.states(u).copy()
 
     def p(self, a):
         values = dict(self.values)
@@ -140,7 +325,7 @@ class _MultipleShooting:
 
     def condition(self, u, ends, Ms):
         if self.kind is SpecialKind.NS:
-            mu = np.linalg.eigvals(self.product(Ms))
+            mu = product_eigenvalues(Ms)
             pairs = mu[np.abs(mu.imag) > 1e-10]
             if pairs.size == 0:
                 raise ContinuationError("no complex multiplier pair for a torus bifurcation")
@@ -298,6 +483,7 @@ class OrbitSolution:
     state: np.ndarray         #: state at time 0
     period: float             #: ms
     multipliers: np.ndarray   #: all of them, largest modulus first (the trivial one included)
+    profile: tuple | None = dataclasses.field(default=None, repr=False)   #: segment starts (times in [0, 1), states)
 
     def unstable_count(self) -> int:
         """Multipliers outside the unit circle (:func:`_count`); -1 when the solve failed."""
@@ -318,7 +504,8 @@ def _count(mu: np.ndarray) -> int:
     return int(np.sum(modulus > 1.0))
 
 
-def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: int = 10) -> OrbitSolution:
+def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: int = 10,
+                         profile=None) -> OrbitSolution:
     """The periodic orbit through (near) ``x0`` at the parameters ``values``, by multiple shooting.
 
     The same segments and monodromies as :func:`solve_cycle_point`, with the
@@ -327,10 +514,13 @@ def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: in
     Jacobian is exact (``M_k``, ``-I``, ``tau_k f``); the multipliers are the
     eigenvalues of the product of the segment monodromies. Independent of the
     engine's mesh: used to decide stability where the engine's multipliers
-    disagree with its own trivial multiplier.
+    disagree with its own trivial multiplier. ``profile`` (normalised times,
+    states; the engine's orbit) gives the segments' start states; without it
+    they come from one integration from ``x0``, which leaves a strongly
+    unstable orbit.
     """
     free = model.parameter_names[0]
-    sh = _MultipleShooting(model, values, free, SpecialKind.LPC, x0, period)
+    sh = _MultipleShooting(model, values, free, SpecialKind.LPC, x0, period, profile)
     N = sh.m * sh.n
     u = sh.u0.copy()
 
@@ -348,16 +538,18 @@ def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: in
         mu = np.empty(0, complex)
         if ok:
             res = sh.final_residual(u, np.concatenate([G, [0.0]]))
-            mu = np.linalg.eigvals(sh.product(Ms))
+            mu = product_eigenvalues(Ms)
             mu = mu[np.argsort(-np.abs(mu), kind="stable")]
     ok = ok and res < RESIDUAL_TOLERANCE
-    return OrbitSolution(ok=ok, residual=res, state=sh.states(u)[0].copy(), period=float(u[N]), multipliers=mu)
+    return OrbitSolution(ok=ok, residual=res, state=sh.states(u)[0].copy(), period=float(u[N]), multipliers=mu,
+                         profile=sh.profile(u))
 
 
 def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: float, *,
-                      max_iterations: int = 12) -> Verification:
-    """Newton's method on the multiple-shooting system of an LPC, PD or NS point; see the module docstring."""
-    sh = _MultipleShooting(model, values, free, kind, x0, period)
+                      max_iterations: int = 12, profile=None) -> Verification:
+    """Newton's method on the multiple-shooting system of an LPC, PD or NS point; see the module docstring.
+    ``profile``: as for :func:`solve_periodic_orbit`."""
+    sh = _MultipleShooting(model, values, free, kind, x0, period, profile)
     with np.errstate(all="ignore"):
         u, G, ends, Ms, res = _damped_newton(sh.u0.copy(), sh.equations,
                                              lambda u, G, ends, Ms: _equilibrated_solve(sh.jacobian(u, ends, Ms), -G),
@@ -367,7 +559,7 @@ def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: f
         if ok:
             try:
                 res = sh.final_residual(u, G)  # G, Ms: the equations at the last accepted u
-                mu = np.linalg.eigvals(sh.product(Ms))
+                mu = product_eigenvalues(Ms)
                 multipliers = mu[np.argsort(-np.abs(mu), kind="stable")]
             except ContinuationError:
                 ok = False
@@ -381,6 +573,15 @@ def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: f
         method=f"multiple shooting newton ({sh.m} segments, bifnet DOP853 monodromies): periodic orbit, phase, {what}",
         parameters={free: float(u[-1])}, state=X[0].copy(), eigenvalues=multipliers, period=float(u[-2]),
         reason="" if ok else f"Newton's method on the shooting system did not converge (residual {res:.2g})")
+
+
+def engine_profile(raw) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(normalised times, states)`` of an engine point's orbit, or None where it kept none."""
+    orbit = getattr(raw, "periodic_orbit", None)
+    times = getattr(orbit, "normalized_time", None)
+    if orbit is None or times is None or len(times) < 2:
+        return None
+    return np.asarray(orbit.normalized_time, dtype=float), np.asarray(orbit.state, dtype=float)
 
 
 def verify_cycle_point(branch: Branch, sp: SpecialPoint, system) -> Verification:
@@ -397,7 +598,7 @@ def verify_cycle_point(branch: Branch, sp: SpecialPoint, system) -> Verification
     coarse = float(np.min(np.abs(mu - 1.0))) if mu.size else 0.0
     values = {**branch.parameters, **{f: float(branch[f][sp.index]) for f in branch.free}}
     period = float(branch["period"][sp.index])
-    result = solve_cycle_point(system.model, values, free, sp.kind, x0, period)
+    result = solve_cycle_point(system.model, values, free, sp.kind, x0, period, profile=engine_profile(raw))
     if result.ok:
         cand = np.array([result.parameters[free], result.period])
         if not _close_to_branch(branch, sp.index, cand, [free, "period"]):
@@ -474,8 +675,8 @@ class PeriodScan:
     ``||mu| - 1|``, or the width of the bracket relative to the period).
     """
 
-    def __init__(self, model, values, free: str, x0, period: float):
-        self.sh = sh = _MultipleShooting(model, values, free, SpecialKind.LPC, x0, period)
+    def __init__(self, model, values, free: str, x0, period: float, profile=None):
+        self.sh = sh = _MultipleShooting(model, values, free, SpecialKind.LPC, x0, period, profile)
         self.N = sh.m * sh.n
 
     def _equations(self, u):
@@ -503,7 +704,7 @@ class PeriodScan:
             u, G, ends, Ms, res = _damped_newton(u, self._equations, self._newton_step, max_iterations)
             if not np.isfinite(res) or res > RESIDUAL_TOLERANCE:
                 return None
-            mu = np.linalg.eigvals(self.sh.product(Ms))
+            mu = product_eigenvalues(Ms)
         mu = mu[np.argsort(-np.abs(mu), kind="stable")]
         return ScanSample(period=float(u[self.N]), parameter=float(u[-1]), u=u, multipliers=mu,
                           residual=float(res), count=_count(mu))
@@ -585,7 +786,7 @@ class PeriodScan:
         # polish: Newton's method on the full defining system from there (the multipliers of a fixed-period
         # solve carry ~1e-8 of noise where the critical one moves fast with the period)
         values = {**sh.values, sh.free: best.parameter}
-        polished = solve_cycle_point(sh.model, values, sh.free, kind, X[0], best.period)
+        polished = solve_cycle_point(sh.model, values, sh.free, kind, X[0], best.period, profile=sh.profile(best.u))
         if polished.ok and abs(polished.parameters[sh.free] - best.parameter) <= 1e-7 * (1.0 + abs(best.parameter)) \
                 and abs(polished.period - best.period) <= 1e-6 * best.period:
             return dataclasses.replace(polished, method=f"{method}, then {polished.method}")
