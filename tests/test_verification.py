@@ -615,6 +615,51 @@ def test_period_scan_halves_its_step_past_a_fold_and_finds_the_period_doubling(p
     assert np.min(np.abs(np.linalg.eigvals(M) + 1.0)) < 1e-4
 
 
+def test_period_scan_finds_a_fold_and_a_period_doubling_next_to_each_other(ping):
+    """ngnmm_ping at eps = 30, rows 33 and 34 of the cycles from HB1 (AUTO's orbit at row 33, ntst 250). The orbits
+    pass near a saddle and the return map is nearly one-dimensional (the other multipliers are below 1e-7), so
+    the large multiplier goes from +45 through +1 (a fold of cycles), through 0 and -1 (a period doubling) to
+    -133 within 0.03 ms of period, and back through -1 just before row 34, itself a fold. The scan finds the
+    fold and both period doublings; each doubling has the multiplier -1 by an independent monodromy (scipy's
+    DOP853 on the variational equations; the multiplier moves by 190 per ms of period there)
+    and lies within 1e-7 of a fold in Iext_e, as the picture says."""
+    from scipy.integrate import solve_ivp
+
+    from bifnet.codegen import jacobian_function, rhs_function
+    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan
+
+    x33 = np.array([0.016180149165, -1.0690455096, 0.015564445399, 0.016722571244, -0.994580563, 0.01467460812])
+    T33, I33, T34, I34 = 74.934551247, 1.6134877824, 77.870348773, 1.6135558479
+    values = ping.resolve_parameters({"eps": 30.0, "Iext_e": I33})
+    scanner = PeriodScan(ping, values, "Iext_e", x33, T33)
+    scan = scanner.run(T34, I34)
+    assert scan is not None
+    found = {}
+    for kind, j in crossings_in_scan(scan):
+        result = scanner.locate(kind, scan, j)
+        assert result is not None and result.ok and result.residual < 1e-9
+        found.setdefault(kind, []).append(result)
+    assert set(found) == {SpecialKind.LPC, SpecialKind.PD} and len(found[SpecialKind.LPC]) == 1
+    assert len(found[SpecialKind.PD]) == 2
+    lpc = found[SpecialKind.LPC][0].parameters["Iext_e"]
+    first, second = sorted(found[SpecialKind.PD], key=lambda r: r.period)
+    assert abs(first.parameters["Iext_e"] - lpc) < 1e-7 and abs(second.parameters["Iext_e"] - I34) < 1e-7
+    system = homogeneous_system(ping)
+    f, J = rhs_function(system), jacobian_function(system)
+    for result in (first, second):
+        p = np.array([{**values, **result.parameters}[n] for n in system.parameter_names])
+
+        def variational(t, z):
+            x, V = z[:6], z[6:].reshape(6, 6)
+            return np.concatenate([f(x, p), (J(x, p) @ V).ravel()])
+
+        x0 = np.asarray(result.state, dtype=float)
+        end = solve_ivp(variational, (0.0, result.period), np.concatenate([x0, np.eye(6).ravel()]),
+                        method="DOP853", rtol=1e-12, atol=1e-14).y[:, -1]
+        assert np.max(np.abs(end[:6] - x0)) < 1e-6 * np.max(np.abs(x0))
+        assert np.min(np.abs(np.linalg.eigvals(end[6:].reshape(6, 6)) + 1.0)) < 1e-4   # measured 6e-7, 5e-6
+
+
 def _slow_cycle_model(tmp_path):
     """x' = mu x - w(rho) y - rho x, y' = w(rho) x + mu y - rho y, rho = x^2 + y^2, w(rho) = w0 + (rho - 1)^2
     with w0 = 2 pi / 297: a Hopf point at mu = 0 (frequency 1 + w0) and cycles rho = mu of period

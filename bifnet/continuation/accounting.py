@@ -588,7 +588,7 @@ def _drop_unsupported(branch: Branch, counts: np.ndarray, below: np.ndarray | No
     return dataclasses.replace(branch, special_points=_renumber(keep)), dropped
 
 
-MAX_SCANS = 40   #: row pairs per branch followed in the period by bifnet's own shooting
+MAX_SCANS = 100   #: row pairs per branch followed in the period by bifnet's own shooting
 
 
 def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branch, int, dict, dict]:

@@ -645,6 +645,13 @@ def _condition(mu: np.ndarray, kind: SpecialKind) -> float:
     return float((np.abs(pairs) - 1.0)[np.argmin(np.abs(np.abs(pairs) - 1.0))]) if pairs.size else float("nan")
 
 
+def _below_minus_one(mu: np.ndarray) -> int:
+    """The number of real multipliers below -1. Its parity changes only at a period doubling (a real
+    multiplier cannot pass through 0, and a collision of two changes the number by two)."""
+    real = np.abs(mu.imag) <= 1e-6 * np.maximum(1.0, np.abs(mu))
+    return int(np.sum(real & (mu.real < -1.0)))
+
+
 #: Times a period scan may halve its step where Newton's method fails from the sample before. On
 #: ngnmm_ping at eps = 29.5 (rows 250-251, just past a fold) 8 equal steps failed at the first, 32 went
 #: through, and a period doubling between the rows was left unlocated.
@@ -668,7 +675,9 @@ class PeriodScan:
       search to ``1e-10 T`` (the parameter is stationary there, so its error is
       quadratic in that width);
     * PD, NS: a root in the period of ``mu + 1`` (the real negative multiplier)
-      or ``|mu| - 1`` (the complex pair) by Brent's method.
+      or ``|mu| - 1`` (the complex pair) by Brent's method; for PD after a
+      bisection on the parity of the real multipliers below -1 until ``mu + 1``
+      brackets it.
 
     The residual is the larger of the orbit's (max-norm, every segment
     integrated again adaptively) and the condition's (``|mu + 1|``,
@@ -771,8 +780,23 @@ class PeriodScan:
                 what = "the turn of the parameter bracketed in the period by golden-section search"
             else:
                 f = lambda T: _condition(at(T).multipliers, kind)
-                T = brentq(f, scan[j].period, scan[j + 1].period, xtol=1e-14 * abs(scan[j].period),
-                           rtol=4 * np.finfo(float).eps)
+                lo, hi = scan[j].period, scan[j + 1].period
+                if kind is SpecialKind.PD:
+                    # the parity of the real multipliers below -1 changes between lo and hi; on a snake the
+                    # crossing multiplier is often not real at lo (it comes from a complex pair of small
+                    # multipliers that meets the real axis on its way out), so f is undefined there or
+                    # belongs to another multiplier: bisect on the parity until f brackets the crossing
+                    parity = lambda T: _below_minus_one(at(T).multipliers) % 2
+                    side = parity(lo)
+                    for _ in range(48):
+                        if np.isfinite(f(lo)) and np.isfinite(f(hi)) and f(lo) * f(hi) < 0:
+                            break
+                        mid = 0.5 * (lo + hi)
+                        if parity(mid) == side:
+                            lo = mid
+                        else:
+                            hi = mid
+                T = brentq(f, lo, hi, xtol=1e-14 * abs(scan[j].period), rtol=4 * np.finfo(float).eps)
                 best = at(T)
                 condition = abs(_condition(best.multipliers, kind))
                 what = ("Brent's root of mu + 1 in the period" if kind is SpecialKind.PD
@@ -799,18 +823,20 @@ class PeriodScan:
 
 def crossings_in_scan(scan: Sequence[ScanSample]) -> list[tuple[SpecialKind, int]]:
     """The bifurcations a period scan passes: ``(kind, j)`` with the crossing between samples ``j`` and
-    ``j + 1`` (LPC: the parameter turns at sample ``j``, between ``j - 1`` and ``j + 1``; PD, NS: the
-    condition of :func:`_condition` changes sign)."""
+    ``j + 1`` (LPC: the parameter turns at sample ``j``, between ``j - 1`` and ``j + 1``; PD: the parity of
+    :func:`_below_minus_one` changes; NS: the condition of :func:`_condition` changes sign)."""
     found = []
     p = np.array([s.parameter for s in scan])
     d = np.diff(p)
     for j in range(1, len(d)):
         if d[j - 1] * d[j] < 0:
             found.append((SpecialKind.LPC, j))
-    # a real multiplier through -1, a complex pair through the circle: a sign change of the condition
-    # between neighbouring samples (a jump of the multipliers, not a crossing, fails the solve's residual)
-    for kind in (SpecialKind.PD, SpecialKind.NS):
-        g = np.array([_condition(s.multipliers, kind) for s in scan])
-        for j in np.flatnonzero(np.isfinite(g[:-1]) & np.isfinite(g[1:]) & (np.sign(g[:-1]) != np.sign(g[1:]))):
-            found.append((kind, int(j)))
+    # a real multiplier through -1: the parity of the real multipliers below -1 changes between neighbouring
+    # samples; a complex pair through the circle: a sign change of |mu| - 1 (a jump of the multipliers, not
+    # a crossing, fails the solve's residual)
+    below = np.array([_below_minus_one(s.multipliers) for s in scan])
+    found += [(SpecialKind.PD, int(j)) for j in np.flatnonzero((below[:-1] - below[1:]) % 2)]
+    g = np.array([_condition(s.multipliers, SpecialKind.NS) for s in scan])
+    for j in np.flatnonzero(np.isfinite(g[:-1]) & np.isfinite(g[1:]) & (np.sign(g[:-1]) != np.sign(g[1:]))):
+        found.append((SpecialKind.NS, int(j)))
     return sorted(found, key=lambda kj: kj[1])
