@@ -660,6 +660,43 @@ def test_period_scan_finds_a_fold_and_a_period_doubling_next_to_each_other(ping)
         assert np.min(np.abs(np.linalg.eigvals(end[6:].reshape(6, 6)) + 1.0)) < 1e-4   # measured 6e-7, 5e-6
 
 
+def test_period_scan_from_a_fold_row_arrives_within_the_engines_tolerance(ping):
+    """ngnmm_ping at eps = 29.5, rows 281 (a fold of cycles) and 282 of the cycles from HB1, 6.5e-7 apart in Iext_e;
+    the large multiplier goes from +1 through 0 to -1.07, so a period doubling lies between them. The scan arrives
+    1e-8 from row 282's Iext_e, which AUTO computed to its Newton tolerance of 1e-8 (1 + |Iext_e|): an arrival
+    test at 1e-9 (as before) rejected the scan and left the doubling unlocated. At the fold row the trivial
+    multiplier and the fold's form a complex pair on the unit circle; it is no torus bifurcation. The period
+    doubling has the multiplier -1 by scipy's DOP853 on the variational equations."""
+    from scipy.integrate import solve_ivp
+
+    from bifnet.codegen import jacobian_function, rhs_function
+    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan
+
+    x281 = np.array([0.039187836048, -1.1085268701, 0.044810570323, 0.075876739146, -0.78376782537, 0.12800552034])
+    T281, I281, T282, I282 = 74.264360032, 4.6589028446, 74.299100308, 4.6589034975
+    values = ping.resolve_parameters({"eps": 29.5, "Iext_e": I281})
+    scanner = PeriodScan(ping, values, "Iext_e", x281, T281)
+    assert scanner.run(T282, I282, tolerance=1e-10) is None
+    scan = scanner.run(T282, I282)
+    assert scan is not None
+    crossings = crossings_in_scan(scan)
+    assert [kind for kind, _ in crossings] == [SpecialKind.PD]
+    result = scanner.locate(crossings[0][0], scan, crossings[0][1])
+    assert result.ok and result.residual < 1e-9 and I281 < result.parameters["Iext_e"] < I282 + 1e-7
+    system = homogeneous_system(ping)
+    f, J = rhs_function(system), jacobian_function(system)
+    p = np.array([{**values, **result.parameters}[n] for n in system.parameter_names])
+
+    def variational(t, z):
+        return np.concatenate([f(z[:6], p), (J(z[:6], p) @ z[6:].reshape(6, 6)).ravel()])
+
+    x0 = np.asarray(result.state, dtype=float)
+    end = solve_ivp(variational, (0.0, result.period), np.concatenate([x0, np.eye(6).ravel()]), method="DOP853",
+                    rtol=1e-12, atol=1e-14).y[:, -1]
+    assert np.max(np.abs(end[:6] - x0)) < 1e-6 * np.max(np.abs(x0))
+    assert np.min(np.abs(np.linalg.eigvals(end[6:].reshape(6, 6)) + 1.0)) < 1e-4
+
+
 def _slow_cycle_model(tmp_path):
     """x' = mu x - w(rho) y - rho x, y' = w(rho) x + mu y - rho y, rho = x^2 + y^2, w(rho) = w0 + (rho - 1)^2
     with w0 = 2 pi / 297: a Hopf point at mu = 0 (frequency 1 + w0) and cycles rho = mu of period

@@ -389,7 +389,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
             break
     scanned = 0
     if events and cycles and system.kind == "homogeneous":
-        branch, scanned, recount, recount_below = _scan_events(branch, events, system)
+        branch, scanned, recount, recount_below = _scan_events(branch, events, system, settings.tolerance)
         counts = np.array(counts, copy=True)
         for row, count in recount.items():
             counts[row] = count
@@ -591,7 +591,8 @@ def _drop_unsupported(branch: Branch, counts: np.ndarray, below: np.ndarray | No
 MAX_SCANS = 100   #: row pairs per branch followed in the period by bifnet's own shooting
 
 
-def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branch, int, dict, dict]:
+def _scan_events(branch: Branch, events: Sequence[Event], system,
+                 tolerance: float = 1e-8) -> tuple[Branch, int, dict, dict]:
     """Follow the branch between the rows of each unexplained event in the period, by bifnet's own
     multiple shooting (:class:`~bifnet.continuation.verify_cycles.PeriodScan`), and solve every
     fold, period doubling and torus bifurcation the scan passes (``PeriodScan.locate``).
@@ -642,7 +643,7 @@ def _scan_events(branch: Branch, events: Sequence[Event], system) -> tuple[Branc
         try:
             scanner = PeriodScan(system.model, values, name, np.asarray(orbit.state, dtype=float)[0], Ta,
                                  profile=engine_profile(points.get(a)))
-            scan = scanner.run(Tb, float(branch[name][b]))
+            scan = scanner.run(Tb, float(branch[name][b]), tolerance=tolerance)
         except (ContinuationError, ValueError, np.linalg.LinAlgError) as error:
             log.debug("%s: period scan of rows %d-%d failed: %s", branch.name, a, b, error)
             continue

@@ -326,7 +326,7 @@ class _MultipleShooting:
     def condition(self, u, ends, Ms):
         if self.kind is SpecialKind.NS:
             mu = product_eigenvalues(Ms)
-            pairs = mu[np.abs(mu.imag) > 1e-10]
+            pairs = _torus_pairs(mu, 1e-10)
             if pairs.size == 0:
                 raise ContinuationError("no complex multiplier pair for a torus bifurcation")
             gap = np.abs(pairs) ** 2 - 1.0
@@ -635,13 +635,27 @@ def _critical(mu: np.ndarray) -> complex:
     return complex(rest[int(np.argmin(np.abs(np.abs(rest) - 1.0)))])
 
 
+def _torus_pairs(mu: np.ndarray, threshold: float = 1e-6) -> np.ndarray:
+    """The complex multipliers that can make a torus bifurcation: not the pair the trivial multiplier
+    belongs to. At a fold of cycles the trivial multiplier and the fold's are a double 1 (a Jordan block),
+    which the arithmetic splits into a complex pair on the unit circle, ``1 +- 0.3i`` at a fold of
+    ngnmm_ping at eps = 29.5: a torus bifurcation by its modulus, a fold in truth."""
+    complex_ = np.abs(mu.imag) > threshold * np.maximum(1.0, np.abs(mu))
+    k = int(np.argmin(np.abs(mu - 1.0))) if mu.size else -1
+    if k >= 0 and complex_[k]:
+        complex_ &= np.abs(mu - np.conj(mu[k])) > 0.0
+        complex_[k] = False
+    return mu[complex_]
+
+
 def _condition(mu: np.ndarray, kind: SpecialKind) -> float:
     """PD: ``mu + 1`` of the real negative multiplier closest to -1; NS: ``|mu| - 1`` of the complex pair
-    closest to the unit circle (NaN when there is none)."""
+    closest to the unit circle, the trivial multiplier's left out (:func:`_torus_pairs`; NaN when there
+    is none)."""
     if kind is SpecialKind.PD:
         real = mu[(np.abs(mu.imag) <= 1e-6 * np.maximum(1.0, np.abs(mu))) & (mu.real < 0)].real
         return float(real[np.argmin(np.abs(real + 1.0))] + 1.0) if real.size else float("nan")
-    pairs = mu[np.abs(mu.imag) > 1e-6 * np.maximum(1.0, np.abs(mu))]
+    pairs = _torus_pairs(mu)
     return float((np.abs(pairs) - 1.0)[np.argmin(np.abs(np.abs(pairs) - 1.0))]) if pairs.size else float("nan")
 
 
@@ -719,11 +733,14 @@ class PeriodScan:
                           residual=float(res), count=_count(mu))
 
     def run(self, period_b: float, parameter_b: float, samples: int = 8,
-            halvings: int = HALVINGS) -> list[ScanSample] | None:
+            halvings: int = HALVINGS, tolerance: float = 1e-8) -> list[ScanSample] | None:
         """Samples from row a (the orbit given) to the period of row b, ``samples`` equal steps in the period,
         a step halved where Newton's method does not converge from the sample before (at most ``halvings``
         times in all); ``None`` when a solve still fails or the last sample does not arrive at row b's
-        parameter (the branch is not a graph over the period)."""
+        parameter (the branch is not a graph over the period): within 1e-3 of the rows' distance plus twice
+        the engine's Newton tolerance on it, ``tolerance (1 + |parameter_b|)`` (the engine's rows are no
+        closer to the branch than that: at eps = 29.5 a scan between rows 6.5e-7 apart arrived 1.0e-8 from
+        row b, and a period doubling between them stayed unlocated)."""
         period_a = float(self.sh.u0[self.N])
         first = self.solve(period_a, self.sh.u0)
         if first is None:
@@ -743,7 +760,8 @@ class PeriodScan:
             out.append(sample)
             done = target
         a = out[0].parameter
-        if abs(out[-1].parameter - parameter_b) > 1e-3 * abs(parameter_b - a) + 1e-9 * (1.0 + abs(parameter_b)):
+        if abs(out[-1].parameter - parameter_b) > 1e-3 * abs(parameter_b - a) + 2.0 * tolerance * (
+                1.0 + abs(parameter_b)):
             return None
         return out
 
