@@ -558,11 +558,10 @@ def _drop_unsupported(branch: Branch, counts: np.ndarray, below: np.ndarray | No
     for sp in branch.special_points:
         lo, hi = max(sp.index - 2, 0), min(sp.index + 2, len(branch) - 1)
         window = counts[lo:hi + 1]
-        same = window.size > 0 and np.all(window == window[0]) and window[0] >= 0
-        if cycles:
-            same = same and all(r in decided for r in range(lo, hi + 1)) and (
-                below is None or np.all(below[lo:hi + 1] == below[lo]))
-        else:
+        if cycles:   # every row decided by bifnet's multipliers, and nothing changes
+            same = (all(r in decided for r in range(lo, hi + 1)) and window[0] >= 0
+                    and np.all(window == window[0]) and (below is None or np.all(below[lo:hi + 1] == below[lo])))
+        else:        # the exact Jacobian decides every row but those on the imaginary axis
             window = window[window >= 0]
             same = window.size >= 4 and np.all(window == window[0])
         steps = np.diff(values[lo:hi + 1])

@@ -252,10 +252,11 @@ class _MultipleShooting:
         times, states = (np.asarray(v, dtype=float) for v in profile)
         if states.ndim != 2 or states.shape[1] != self.n or times.shape != (states.shape[0],):
             raise ContinuationError("an orbit profile needs one state of the system per time")
-        keep = times < 1.0 - 1e-12   # the profile's last point (t = 1) is its first again
+        if times.size == 0 or np.any(np.diff(times) <= 0) or times[-1] - times[0] > 1.0 + 1e-12:
+            raise ContinuationError("an orbit profile's times must increase, over at most one period")
+        times = times - times[0]   # the orbit starts at the profile's first point
+        keep = times < 1.0 - 1e-12   # a last point one period on is the first again
         times, states = times[keep], states[keep]
-        if times.size == 0 or times[0] != 0.0 or np.any(np.diff(times) <= 0):
-            raise ContinuationError("an orbit profile's times must increase from 0 within [0, 1)")
         if times.size <= SEGMENTS:
             cuts = np.arange(times.size)
         else:
