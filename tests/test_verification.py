@@ -1091,3 +1091,21 @@ def test_a_period_doubling_hidden_by_a_fold_between_the_same_rows_is_an_event():
     pd = SpecialPoint(kind=SpecialKind.PD, index=1, parameters={"p": 0.12}, located=True, name="PD1")
     located = dataclasses.replace(branch, special_points=(lpc, pd))
     assert [e for e in accounting.find_events(located, counts, 0.0, below) if e.what == "doubling"] == []
+
+
+def test_a_period_doubling_that_changes_the_unstable_count_is_one_event():
+    """The doubled branch from PD9 at eps = 29.5, rows 28-29: the large multiplier goes from -4.36 to +0.44 in
+    one step, through -1 (a period doubling) and 0. The unstable count changes by one and the parity of the real
+    multipliers below -1 too: one event, a doubling, not a fold and a period doubling at the same place."""
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    rows = [np.array([1.0, -6.0, 1e-8]), np.array([1.0, -4.36, 2e-8]), np.array([1.0, 0.44, 3e-8]),
+            np.array([1.0, 0.3, 3e-8])]
+    counts = accounting.cycle_unstable_counts(rows)
+    below = accounting.real_negative_outside(rows)
+    assert list(counts) == [1, 1, 0, 0] and list(below) == [1, 1, 0, 0]
+    branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("p",),
+                    columns={"p": np.array([0.0, 0.1, 0.2, 0.3]), "period": np.ones(4)}, variables=())
+    events = accounting.find_events(branch, counts, 0.0, below)
+    assert [(e.what, e.index, e.last) for e in events] == [("doubling", 1, 2)]
+    assert [(e.what, e.index) for e in accounting.find_events(branch, counts, 0.0)] == [("stability", 1)]

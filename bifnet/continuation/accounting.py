@@ -216,8 +216,13 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0,
                           key=lambda k: 0 if a <= doublings[k].index <= b else 1)
             if near:
                 used.add(near[0])
-            else:
-                events.append(Event("doubling", int(a), int(below[a]), int(below[b]), int(b)))
+                continue
+            # one real multiplier from below -1 to inside the circle (or back) between the same rows changes
+            # the unstable count by one and the parity: one period doubling, reported once (the stability
+            # event's own guess would call it a fold: ngnmm_ping at eps = 29.5, -4.36 to +0.44 in one step)
+            events = [e for e in events if not (e.what == "stability" and e.index == a and e.last == b
+                                                and e.change == 1)]
+            events.append(Event("doubling", int(a), int(below[a]), int(below[b]), int(b)))
     name = branch.free[0]
     if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
         folds = {SpecialKind.LP, SpecialKind.BP} if branch.kind is BranchKind.EQUILIBRIA else {SpecialKind.LPC}
