@@ -156,15 +156,10 @@ def real_negative_outside(multipliers: Sequence[np.ndarray]) -> np.ndarray:
     pair (or the reverse) changes the number by two. So a period doubling is seen even where another
     crossing between the same rows keeps the number of unstable multipliers (a fold and a period doubling
     one row apart on a snake: one multiplier in through +1, one out through -1)."""
-    out = []
-    for mu in multipliers:
-        rest = _nontrivial(mu)
-        if rest is None:
-            out.append(-1)
-            continue
-        real = np.abs(rest.imag) <= 1e-9 * np.maximum(1.0, np.abs(rest))
-        out.append(int(np.sum(real & (rest.real < -1.0))))
-    return np.array(out, dtype=int)
+    from bifnet.continuation.verify_cycles import _below_minus_one
+
+    rows = [_nontrivial(mu) for mu in multipliers]
+    return np.array([-1 if rest is None else _below_minus_one(rest) for rest in rows], dtype=int)
 
 
 # ---------------------------------------------------------------------------
