@@ -338,13 +338,6 @@ class _MultipleShooting:
             self.border = (U[:, -1], Vt[-1])
         return _bordered(A, *self.border)
 
-    @staticmethod
-    def product(Ms):
-        P = np.eye(Ms.shape[1])
-        for M in Ms:
-            P = M @ P
-        return P
-
     def orbit_equations(self, u, ends, Ms, out):
         """The shooting conditions and the phase (the first ``m n + 1`` entries of ``out``)."""
         N = self.m * self.n
@@ -540,7 +533,6 @@ def solve_periodic_orbit(model, values, x0, period: float, *, max_iterations: in
         if ok:
             res = sh.final_residual(u, np.concatenate([G, [0.0]]))
             mu = product_eigenvalues(Ms)
-            mu = mu[np.argsort(-np.abs(mu), kind="stable")]
     ok = ok and res < RESIDUAL_TOLERANCE
     return OrbitSolution(ok=ok, residual=res, state=sh.states(u)[0].copy(), period=float(u[N]), multipliers=mu,
                          profile=sh.profile(u))
@@ -560,8 +552,7 @@ def solve_cycle_point(model, values, free: str, kind: SpecialKind, x0, period: f
         if ok:
             try:
                 res = sh.final_residual(u, G)  # G, Ms: the equations at the last accepted u
-                mu = product_eigenvalues(Ms)
-                multipliers = mu[np.argsort(-np.abs(mu), kind="stable")]
+                multipliers = product_eigenvalues(Ms)
             except ContinuationError:
                 ok = False
     ok = ok and res < RESIDUAL_TOLERANCE
@@ -582,7 +573,7 @@ def engine_profile(raw) -> tuple[np.ndarray, np.ndarray] | None:
     times = getattr(orbit, "normalized_time", None)
     if orbit is None or times is None or len(times) < 2:
         return None
-    return np.asarray(orbit.normalized_time, dtype=float), np.asarray(orbit.state, dtype=float)
+    return np.asarray(times, dtype=float), np.asarray(orbit.state, dtype=float)
 
 
 def verify_cycle_point(branch: Branch, sp: SpecialPoint, system) -> Verification:
@@ -636,12 +627,17 @@ def _critical(mu: np.ndarray) -> complex:
     return complex(rest[int(np.argmin(np.abs(np.abs(rest) - 1.0)))])
 
 
+def _real(mu: np.ndarray, threshold: float = 1e-6) -> np.ndarray:
+    """Which multipliers are real: imaginary part within ``threshold`` of ``max(1, |mu|)``."""
+    return np.abs(mu.imag) <= threshold * np.maximum(1.0, np.abs(mu))
+
+
 def _torus_pairs(mu: np.ndarray, threshold: float = 1e-6) -> np.ndarray:
     """The complex multipliers that can make a torus bifurcation: not the pair the trivial multiplier
     belongs to. At a fold of cycles the trivial multiplier and the fold's are a double 1 (a Jordan block),
     which the arithmetic splits into a complex pair on the unit circle, ``1 +- 0.3i`` at a fold of
     ngnmm_ping at eps = 29.5: a torus bifurcation by its modulus, a fold in truth."""
-    complex_ = np.abs(mu.imag) > threshold * np.maximum(1.0, np.abs(mu))
+    complex_ = ~_real(mu, threshold)
     k = int(np.argmin(np.abs(mu - 1.0))) if mu.size else -1
     if k >= 0 and complex_[k]:
         complex_ &= np.abs(mu - np.conj(mu[k])) > 0.0
@@ -654,7 +650,7 @@ def _condition(mu: np.ndarray, kind: SpecialKind) -> float:
     closest to the unit circle, the trivial multiplier's left out (:func:`_torus_pairs`; NaN when there
     is none)."""
     if kind is SpecialKind.PD:
-        real = mu[(np.abs(mu.imag) <= 1e-6 * np.maximum(1.0, np.abs(mu))) & (mu.real < 0)].real
+        real = mu[_real(mu) & (mu.real < 0)].real
         return float(real[np.argmin(np.abs(real + 1.0))] + 1.0) if real.size else float("nan")
     pairs = _torus_pairs(mu)
     return float((np.abs(pairs) - 1.0)[np.argmin(np.abs(np.abs(pairs) - 1.0))]) if pairs.size else float("nan")
@@ -663,8 +659,7 @@ def _condition(mu: np.ndarray, kind: SpecialKind) -> float:
 def _below_minus_one(mu: np.ndarray) -> int:
     """The number of real multipliers below -1. Its parity changes only at a period doubling (a real
     multiplier cannot pass through 0, and a collision of two changes the number by two)."""
-    real = np.abs(mu.imag) <= 1e-6 * np.maximum(1.0, np.abs(mu))
-    return int(np.sum(real & (mu.real < -1.0)))
+    return int(np.sum(_real(mu) & (mu.real < -1.0)))
 
 
 #: Times a period scan may halve its step where Newton's method fails from the sample before. On
@@ -729,7 +724,6 @@ class PeriodScan:
             if not np.isfinite(res) or res > RESIDUAL_TOLERANCE:
                 return None
             mu = product_eigenvalues(Ms)
-        mu = mu[np.argsort(-np.abs(mu), kind="stable")]
         return ScanSample(period=float(u[self.N]), parameter=float(u[-1]), u=u, multipliers=mu,
                           residual=float(res), count=_count(mu))
 
