@@ -298,6 +298,14 @@ class _MultipleShooting:
         M, x_end = self.floquet._monodromies(self.model, self.p(a), x, self.unit[k] * T, np.array([1.0]), "dop853")
         return x_end, M[0]
 
+    def ends(self, u):
+        """The segments' end states only (their fixed meshes, no monodromies): for difference quotients."""
+        X, T, a = self.states(u), u[-2], u[-1]
+        flow = self.floquet._kernels(self.model)["flow_fixed"]
+        c, A, b = self.floquet._tableau("dop853")
+        p = self.p(a)
+        return np.array([flow(X[k], p, np.ascontiguousarray(self.unit[k] * T), c, A, b) for k in range(self.m)])
+
     def flows(self, u):
         X, T, a = self.states(u), u[-2], u[-1]
         out = [self.segment(X[k], T, a, k) for k in range(self.m)]
@@ -709,7 +717,10 @@ class PeriodScan:
         up, um = u.copy(), u.copy()
         up[-1] += h
         um[-1] -= h
-        D[:, N] = (self._equations(up)[0] - self._equations(um)[0]) / (2 * h)  # the parameter's column
+        sh, out = self.sh, np.empty((2, N + 1))
+        for row, v in zip(out, (up, um)):   # the parameter's column: only the end states move (no monodromies)
+            sh.orbit_equations(v, sh.ends(v), None, row)
+        D[:, N] = (out[0] - out[1]) / (2 * h)
         s = _equilibrated_solve(D, -G)
         step = np.zeros_like(u)
         step[:N] = s[:N]

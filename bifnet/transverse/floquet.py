@@ -270,6 +270,30 @@ def step_polynomials(x0, p, hs, c, a, b, P):
     return x
 
 @jit
+def flow_fixed(x0, p, hs, c, a, b):
+    """The state after the Runge-Kutta steps ``hs`` from ``x0`` (no tangent: the flow map on a fixed
+    mesh, smooth in ``x0`` and ``p``, for difference quotients)."""
+    s = c.shape[0]
+    x = x0.copy()
+    k = np.empty((s, n))
+    xt = np.empty(n)
+    for m in range(hs.shape[0]):
+        h = hs[m]
+        for i in range(s):
+            for q in range(n):
+                acc = x[q]
+                for j in range(i):
+                    acc += h * a[i, j] * k[j, q]
+                xt[q] = acc
+            hom_rhs(xt, p, k[i])
+        for q in range(n):
+            acc = 0.0
+            for i in range(s):
+                acc += b[i] * k[i, q]
+            x[q] += h * acc
+    return x
+
+@jit
 def monodromy_one(x0, p, hs, c, a, b, lam, M):
     """The monodromy of one real mode ``lam`` over the steps ``hs`` into ``M``
     (the Runge-Kutta solution of the joint system ``[x; Phi]``, without the
@@ -631,7 +655,7 @@ def _kernels(model: NodeModel):
     key = model_key(model, *sources, _KERNEL_HEADER, _KERNEL_BODY)
     module = keyed_kernel_module(key, "floquet_" + re.sub(r"\W", "_", model.name),
                                  lambda: floquet_module_source(model))
-    return {name: getattr(module, name) for name in ("step_polynomials", "monodromy_one", "propagate",
+    return {name: getattr(module, name) for name in ("step_polynomials", "monodromy_one", "flow_fixed", "propagate",
                                                     "propagate_modes", "dop853", "rhs", "jacobian", "shoot")}
 
 
