@@ -1081,7 +1081,7 @@ def test_a_period_doubling_hidden_by_a_fold_between_the_same_rows_is_an_event():
     counts = accounting.cycle_unstable_counts(rows)
     below = accounting.real_negative_outside(rows)
     assert list(counts) == [2, 2, 2, 2, 2] and list(below) == [1, 1, 2, 2, 0]
-    p = np.array([0.0, 0.1, 0.15, 0.12, 0.2])
+    p = np.array([0.0, 0.1, 0.15, 0.12, 0.1])   # one turn, at the fold
     lpc = SpecialPoint(kind=SpecialKind.LPC, index=2, parameters={"p": 0.16}, located=True, name="LPC1")
     branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("p",), columns={"p": p, "period": np.ones(5)},
                     special_points=(lpc,), variables=())
@@ -1109,3 +1109,127 @@ def test_a_period_doubling_that_changes_the_unstable_count_is_one_event():
     events = accounting.find_events(branch, counts, 0.0, below)
     assert [(e.what, e.index, e.last) for e in events] == [("doubling", 1, 2)]
     assert [(e.what, e.index) for e in accounting.find_events(branch, counts, 0.0)] == [("stability", 1)]
+
+
+def test_one_fold_explains_one_turn_of_a_snake():
+    """ngnmm_ping at eps = 30 with ntst = 150: the parameter turns at rows 35 and 36, and the fold of cycles
+    located at row 36 explained both, so the fold between rows 34 and 35 (Iext_e = 1.6132950, a dense scan
+    in the period) was never looked for. Each located fold explains one turn, the nearest first."""
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    p = np.array([0.0, 0.3, 0.6, 0.5, 0.7, 0.4, 0.2])   # turns at rows 2, 3 and 4
+    lpc = SpecialPoint(kind=SpecialKind.LPC, index=4, parameters={"p": 0.72}, located=True, name="LPC1")
+    columns = {"p": p, "period": np.arange(7.0), "x_min": np.zeros(7), "x_max": np.ones(7)}
+    branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("p",), columns=columns, special_points=(lpc,),
+                    variables=("x",))
+    counts = np.zeros(7, dtype=int)
+    events = accounting.find_events(branch, counts)
+    assert sorted((e.what, e.index) for e in events) == [("reversal", 2), ("reversal", 3)]
+    second = dataclasses.replace(lpc, index=3, parameters={"p": 0.49}, name="LPC2")
+    events = accounting.find_events(dataclasses.replace(branch, special_points=(lpc, second)), counts)
+    assert [(e.what, e.index) for e in events] == [("reversal", 2)]
+
+
+def test_snake_pairs_are_the_steps_that_can_hide_two_turns():
+    """A branch snaking in p while its period grows, turns 1.0 apart in the period. Row pairs whose period
+    step exceeds half the fold spacing near them are listed, with samples at most a quarter of it apart;
+    steps far from the turns, or where the period is not monotone, are not."""
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    T = np.array([0.0, 0.4, 0.8, 1.2, 1.6, 2.0, 2.4, 5.4, 5.8, 6.2, 5.9, 5.5] + [20.0 * k for k in range(1, 9)])
+    p = np.concatenate([[0.0, 0.1, 0.2, 0.3, 0.2, 0.1, 0.0], 0.1 * np.arange(1, 14)])
+    columns = {"p": p, "period": T, "x_min": np.zeros(20), "x_max": np.ones(20)}
+    branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("p",), columns=columns, variables=("x",))
+    # turns at rows 3 and 6 (periods 1.2 and 2.4): spacing 1.2. Only the step 6 -> 7 (3.0) exceeds half of
+    # it: ceil(4 * 3.0 / 1.2) = 10 samples. Steps of 0.4 are a third of it; the period turns at row 9; the
+    # long steps from row 12 on have one turn (row 6) within SNAKE_WINDOW rows
+    assert accounting.snake_pairs(branch) == [(6, 7, 10)]
+    # located folds are turns too: at rows 13 and 15 (periods 40 and 80) they make steps of 20 longer than half
+    # the spacing 37.6 (rows 6 and 13) where both are within SNAKE_WINDOW rows
+    lpcs = tuple(SpecialPoint(kind=SpecialKind.LPC, index=i, parameters={"p": p[i]}, located=True, name=f"LPC{i}")
+                 for i in (13, 15))
+    located = dataclasses.replace(branch, special_points=lpcs)
+    assert accounting.snake_pairs(located) == [(6, 7, 10), (12, 13, 8), (13, 14, 8), (14, 15, 8)]
+
+
+class _EnginePoint:
+    """The parts of an engine row the accounting reads."""
+
+    def __init__(self, state, times, multipliers, parameters):
+        import types
+
+        self.periodic_orbit = types.SimpleNamespace(state=state, normalized_time=times)
+        self.floquet_multipliers = list(multipliers)
+        self.all_parameters = parameters
+
+
+def _orbit_profile(model, values, x0, period, count=400):
+    """``(normalised times, states)`` of the orbit through ``x0``: an independent (scipy) integration."""
+    from scipy.integrate import solve_ivp
+
+    from bifnet.codegen import rhs_function
+
+    system = homogeneous_system(model)
+    f = rhs_function(system)
+    pv = np.array([values[n] for n in system.parameter_names])
+    t = np.linspace(0.0, period, count, endpoint=False)
+    sol = solve_ivp(lambda _, x: f(x, pv), (0.0, period), x0, t_eval=t, method="DOP853", rtol=1e-12, atol=1e-14)
+    return t / period, sol.y.T
+
+
+def test_a_hidden_pair_of_turns_is_found_next_to_a_fold_of_another_snake(ping):
+    """ngnmm_ping at eps = 30, rows 33 -> 34 (periods 74.93 -> 77.87 ms): a fold of cycles at Iext_e =
+    1.6132950 (75.91 ms) and a period doubling next to it lie between the rows, and a located fold of the
+    branch's second snake (Iext_e = 4.2476) has a period between the scan's samples there. The scan of the
+    pair solves the hidden fold and both period doublings; the other snake's fold, at another parameter,
+    does not stand for it (it did: the dedupe looked at the period only)."""
+    from bifnet.continuation.branch import Branch, BranchKind
+    from bifnet.continuation._auto import PERIOD_SLOT
+
+    x33 = np.array([0.016180149165, -1.0690455096, 0.015564445399, 0.016722571244, -0.994580563, 0.01467460812])
+    T33, I33, T34, I34 = 74.934551247, 1.6134877824, 77.870348773, 1.6135558479
+    values = ping.resolve_parameters({"eps": 30.0, "Iext_e": I33})
+    times, states = _orbit_profile(ping, values, x33, T33)
+    par = np.zeros(PERIOD_SLOT + 1)
+    raw = _EnginePoint(states, times, [1.0, 130.0, 1e-6], par)
+    other = SpecialPoint(kind=SpecialKind.LPC, index=1, parameters={"Iext_e": 4.2475780465}, located=True,
+                         name="LPC34", period=75.9933)
+    branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("Iext_e",), parameters=dict(values),
+                    columns={"Iext_e": np.array([I33, I34]), "period": np.array([T33, T34])}, variables=(),
+                    special_points=(other,), engine={"points": {0: raw}})
+    found = []
+    scan = accounting._scan_pair(branch, 0, 1, homogeneous_system(ping), 1e-8, found, samples=16)
+    assert scan and abs(scan[-1].parameter - I34) < 1e-8
+    folds = [sp for sp in found if sp.kind is SpecialKind.LPC]
+    doublings = sorted(sp.period for sp in found if sp.kind is SpecialKind.PD)
+    assert len(folds) == 1 and abs(folds[0].parameters["Iext_e"] - 1.6132950) < 1e-7 and folds[0].located
+    assert folds[0].residual < 1e-9 and 75.8 < folds[0].period < 76.0
+    assert len(doublings) == 2 and 75.8 < doublings[0] < 76.0 and 77.8 < doublings[1] < 77.87
+
+
+def test_a_poor_trivial_multiplier_is_a_mesh_symptom_only_off_the_branch(ping):
+    """ngnmm_ping at eps = 30: AUTO's trivial multiplier is off by 2e-3 - 9e-2 on the same rows with ntst = 60,
+    150 and 250 (its multipliers, not its mesh). A row counts as a symptom of a coarse mesh only where bifnet's
+    own orbit at the row's parameter has another period, by more than MESH_OFFSET in the parameter along the
+    branch: the row at the true (Iext_e, period) of rows 33 does not count, the same orbit with its period
+    0.05 ms off (1e-3 / ms slope: 5e-5 in Iext_e) does; a row with a good trivial multiplier is not solved."""
+    from bifnet.continuation._auto import PERIOD_SLOT, parameter_slots
+
+    x33 = np.array([0.016180149165, -1.0690455096, 0.015564445399, 0.016722571244, -0.994580563, 0.01467460812])
+    T33, I33 = 74.934551247, 1.6134877824
+    values = ping.resolve_parameters({"eps": 30.0, "Iext_e": I33})
+    times, states = _orbit_profile(ping, values, x33, T33)
+    slot = parameter_slots(tuple(ping.parameter_names))["Iext_e"]
+
+    def row(I, T, trivial):
+        par = np.zeros(max(slot, PERIOD_SLOT) + 1)
+        par[slot - 1], par[PERIOD_SLOT - 1] = I, T
+        return _EnginePoint(states, times, [trivial, 130.0, 1e-6], par)
+
+    # the neighbours give a slope of 1e-3 / ms to both poor rows
+    points = [row(I33 - 1e-3, T33 - 1.0, 1.0), row(I33, T33, 1.03), row(I33 + 1e-3, T33 + 1.0, 1.0),
+              row(I33, T33 + 0.05, 1.03), row(I33 + 2e-3, T33 + 2.0, 1.0)]
+    cache = {}
+    assert accounting.mesh_symptoms(points, ping, dict(values), "Iext_e", slot, PERIOD_SLOT, cache) == 1
+    assert cache == {(I33, T33): False, (I33, T33 + 0.05): True}
+    assert accounting.mesh_symptoms(points[:3], ping, dict(values), "Iext_e", slot, PERIOD_SLOT, cache) == 0

@@ -227,24 +227,28 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0,
         resolved = np.maximum(1e-10 * scale, tolerance * (1.0 + np.abs(values[1:])))
         sig = np.abs(d) > resolved
         idx = np.flatnonzero(sig)
-        for a, b in zip(idx[:-1], idx[1:]):
-            if np.sign(d[a]) == np.sign(d[b]):
+        turns = [(int(a), int(b)) for a, b in zip(idx[:-1], idx[1:])
+                 if np.sign(d[a]) != np.sign(d[b]) and b + 1 != last]   # the turn lies between rows a + 1 .. b
+        # each located fold explains one turn, the nearest first (on a snake a fold one row away is the
+        # next turn's: ngnmm_ping at eps = 30 turns at rows 35 and 36, and the fold at row 36 explained both)
+        fold_points = [sp for sp in branch.special_points if sp.kind in folds]
+        pairs = sorted((0 if a + 1 <= sp.index <= b else 1, t, k) for t, (a, b) in enumerate(turns)
+                       for k, sp in enumerate(fold_points) if a <= sp.index <= b + 1)
+        explained, used = set(), set()
+        for _, t, k in pairs:
+            if t not in explained and k not in used:
+                explained.add(t)
+                used.add(k)
+        for t, (a, b) in enumerate(turns):
+            if t in explained or _amplitude_zero(branch, b):
                 continue
-            row = b  # the turn lies between rows a + 1 .. b
-            if b + 1 == last:
-                continue
-            near = [sp for sp in branch.special_points if sp.kind in folds and a <= sp.index <= b + 1]
-            if near:
-                continue
-            if _amplitude_zero(branch, row):
-                continue
-            events.append(Event("reversal", int(row)))
+            events.append(Event("reversal", b))
     return events
 
 
 def _amplitude_zero(branch: Branch, row: int) -> bool:
     """A cycle branch turning back at a Hopf point (amplitude zero) is not a fold."""
-    if branch.kind is not BranchKind.CYCLES:
+    if branch.kind is not BranchKind.CYCLES or not branch.variables:
         return False
     spans = [branch[f"{v}_max"] - branch[f"{v}_min"] for v in branch.variables]
     amp = np.nanmax(np.vstack(spans), axis=0)
@@ -404,6 +408,12 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
             for row, value in recount_below.items():
                 below[row] = value
         events = find_events(branch, counts, settings.tolerance, below)
+    snakes = 0
+    if cycles and system.kind == "homogeneous":
+        before = len(branch.special_points)
+        branch, snakes = _scan_snakes(branch, system, settings.tolerance)
+        if len(branch.special_points) != before and events:
+            events = find_events(branch, counts, settings.tolerance, below)
     branch, dismissed_points = _drop_unsupported(branch, counts, below, rechecked)
     warn_failed(branch)
     if events:
@@ -414,10 +424,13 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
                                      if sp.details.get("found_by") == "accounting" and not sp.located)}
     if scanned:
         accounting["scanned"] = scanned
+    if snakes:
+        accounting["snake_scans"] = snakes
     if dismissed_points:
         accounting["dismissed_points"] = dismissed_points
     accounting.update(extra)
-    if extra.get("poor_mesh_points", 0) > 0.05 * len(branch):
+    if extra.get("poor_mesh_points", 0) > 0.05 * len(branch) and problem.system.kind != "homogeneous":
+        # (homogeneous branches: the caller checks those rows with bifnet's own orbits, mesh_symptoms)
         log.warning("%s: on %d rows the trivial multiplier is off by more than %g (worst %.2g): the mesh is "
                     "too coarse there for the stability to be trusted; raise ntst", branch.name,
                     extra["poor_mesh_points"], TRIVIAL_WARNING, extra["max_trivial_error"])
@@ -434,7 +447,9 @@ LARGE_MULTIPLIER = 100.0
 
 def recheck_large_multipliers(branch: Branch, system, multipliers: Sequence[np.ndarray],
                               cache: dict | None = None) -> tuple[list[np.ndarray], list[int]]:
-    """bifnet's own multipliers at the rows where the engine's largest exceeds :data:`LARGE_MULTIPLIER`.
+    """bifnet's own multipliers at the rows where the engine's largest exceeds :data:`LARGE_MULTIPLIER`
+    or its trivial one is off by more than ``TRIVIAL_WARNING`` (rows whose engine multipliers decide
+    nothing, :func:`_nontrivial`; their orbits are usually right, :func:`mesh_symptoms`).
 
     AUTO's multipliers of a strongly unstable orbit are wrong in size and sign. On ngnmm_ping at
     eps = 30, where the orbits pass close to a saddle (periods of 100-300 ms), AUTO's largest multiplier
@@ -454,7 +469,8 @@ def recheck_large_multipliers(branch: Branch, system, multipliers: Sequence[np.n
     cache = {} if cache is None else cache
     out, rows = list(multipliers), []
     for i, mu in enumerate(multipliers):
-        if mu.size == 0 or not np.all(np.isfinite(mu)) or float(np.max(np.abs(mu))) <= LARGE_MULTIPLIER:
+        if mu.size == 0 or not np.all(np.isfinite(mu)) or (
+                float(np.max(np.abs(mu))) <= LARGE_MULTIPLIER and float(np.min(np.abs(mu - 1.0))) <= TRIVIAL_WARNING):
             continue
         profile = engine_profile(points.get(i))
         if profile is None:
@@ -471,6 +487,54 @@ def recheck_large_multipliers(branch: Branch, system, multipliers: Sequence[np.n
         out[i] = cache[key]
         rows.append(i)
     return out, rows
+
+
+#: A row of a homogeneous cycle branch lies off the true branch by more than this, relative to
+#: ``1 + |parameter|``, when its mesh is too coarse (:func:`mesh_symptoms`).
+MESH_OFFSET = 1e-6
+
+
+def mesh_symptoms(points: Sequence, model, parameters: dict, free: str, slot: int, period_slot: int,
+                  cache: dict | None = None) -> int:
+    """The rows of an engine run whose mesh is too coarse: the trivial multiplier is off by more than
+    ``TRIVIAL_WARNING`` *and* the engine's orbit is not the model's.
+
+    A poor trivial multiplier alone does not say the mesh is too coarse: AUTO's multipliers lose
+    accuracy where others are large or the orbit is stiff. On ngnmm_ping at eps = 30 the same 8 of the
+    first 120 rows have trivial multipliers off by 2e-3 - 9e-2 with ``ntst`` = 60, 150 and 250, while
+    the rows themselves lie within 3e-6, 1e-9 and 1e-11 of the branch; at eps = 26 with 60 intervals,
+    57 rows off by 1e-3 - 1e-2 lie 1e-5 - 6e-4 off the branch, and with 150 none is poor. So at each
+    such row the orbit is solved again at the row's parameters by bifnet's multiple shooting
+    (:func:`~bifnet.continuation.verify_cycles.solve_periodic_orbit`, independent of the engine's mesh)
+    and the row counts when its period differs from the engine's by more than :data:`MESH_OFFSET`
+    ``(1 + |p|)`` in the parameter along the branch (``|T - T_engine| |dp/dT|``, the slope from the
+    neighbouring rows), or when that solve fails. ``cache``: (parameter, period) -> counted, across
+    the chunks of a run."""
+    from bifnet.continuation.verify_cycles import engine_profile, solve_periodic_orbit
+
+    cache = {} if cache is None else cache
+    p = np.array([_auto._param(pt, slot) for pt in points])
+    T = np.array([_auto._param(pt, period_slot) for pt in points])
+    errors = trivial_errors(point_multipliers(points))
+    count = 0
+    for i in np.flatnonzero(errors > TRIVIAL_WARNING):
+        key = (float(p[i]), float(T[i]))
+        if key not in cache:
+            profile = engine_profile(points[i])
+            bad = True
+            if profile is not None:
+                lo, hi = max(i - 1, 0), min(i + 1, len(points) - 1)
+                slope = abs((p[hi] - p[lo]) / (T[hi] - T[lo])) if T[hi] != T[lo] else np.inf
+                try:
+                    sol = solve_periodic_orbit(model, {**parameters, free: float(p[i])}, profile[1][0], float(T[i]),
+                                               profile=profile)
+                    offset = abs(sol.period - T[i]) * slope if abs(sol.period - T[i]) > 0 else 0.0
+                    bad = not sol.ok or not offset <= MESH_OFFSET * (1.0 + abs(p[i]))
+                except (ContinuationError, ValueError, np.linalg.LinAlgError):
+                    pass
+            cache[key] = bad
+        count += cache[key]
+    return count
 
 
 def _counts(branch: Branch, system, cycles: bool, cache: dict | None = None):
@@ -605,12 +669,8 @@ def _scan_events(branch: Branch, events: Sequence[Event], system,
     engine's multipliers are wrong on some rows, and the change they make moves the fold that explains
     the real one.
     """
-    from bifnet.continuation import verify
     from bifnet.continuation.restarts import _renumber
-    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan, engine_profile
 
-    points = (branch.engine or {}).get("points", {})
-    name = branch.free[0]
     if "period" not in branch.columns:
         return branch, 0, {}, {}
     core, extra, later = [], [], []
@@ -633,47 +693,139 @@ def _scan_events(branch: Branch, events: Sequence[Event], system,
     for a, b in pairs:
         if scanned >= MAX_SCANS:
             break
-        orbit = getattr(points.get(a), "periodic_orbit", None)
-        Ta, Tb = float(branch["period"][a]), float(branch["period"][b])
-        if orbit is None or not (np.isfinite(Ta) and np.isfinite(Tb)) or abs(Tb - Ta) < 1e-9 * Ta:
+        scan = _scan_pair(branch, a, b, system, tolerance, found)
+        if scan is None:
             continue
         scanned += 1
-        values = {**branch.parameters, **{f: float(branch[f][a]) for f in branch.free}}
-        try:
-            scanner = PeriodScan(system.model, values, name, np.asarray(orbit.state, dtype=float)[0], Ta,
-                                 profile=engine_profile(points.get(a)))
-            scan = scanner.run(Tb, float(branch[name][b]), tolerance=tolerance)
-        except (ContinuationError, ValueError, np.linalg.LinAlgError) as error:
-            log.debug("%s: period scan of rows %d-%d failed: %s", branch.name, a, b, error)
-            continue
-        if scan is None:
-            log.debug("%s: period scan of rows %d-%d did not arrive at row %d", branch.name, a, b, b)
-            continue
-        recount[a], recount[b] = scan[0].count, scan[-1].count
-        below[a], below[b] = (int(real_negative_outside([np.asarray(x.multipliers, dtype=complex)])[0])
-                              for x in (scan[0], scan[-1]))
-        for kind, j in crossings_in_scan(scan):
-            result = scanner.locate(kind, scan, j)
-            if result is None or not result.ok:
-                log.debug("%s: %s of the period scan of rows %d-%d not solved (%s)", branch.name, kind.value, a, b,
-                          result.reason if result is not None else "no orbit")
-                continue
-            p = result.parameters[name]
-            if any(o.kind is kind and o.located and abs(o.parameters[name] - p) <= 1e-7 * max(1.0, abs(p))
-                   and (not np.isfinite(o.period) or abs(o.period - result.period) <= 1e-6 * result.period)
-                   for o in list(branch.special_points) + found):
-                continue  # already on the branch
-            index = a if abs(result.period - Ta) <= abs(result.period - Tb) else b
-            sp = SpecialPoint(kind=kind, index=index, parameters={f: float(branch[f][index]) for f in branch.free},
-                              located=False, details={"found_by": "accounting"})
-            sp = verify.apply(sp, dataclasses.replace(result, method=f"rows {a}-{b}: {result.method}"), branch=branch)
-            sp = dataclasses.replace(sp, details={**sp.details, "found_by": "accounting", "reason": ""})
-            log.info("%s: %s located by bifnet between rows %d and %d at %s = %.10g (the engine missed it)",
-                     branch.name, kind.value, a, b, name, p)
-            found.append(sp)
+        if scan:
+            recount[a], recount[b] = scan[0].count, scan[-1].count
+            below[a], below[b] = (int(real_negative_outside([np.asarray(x.multipliers, dtype=complex)])[0])
+                                  for x in (scan[0], scan[-1]))
     if found:
         branch = dataclasses.replace(branch, special_points=_renumber(list(branch.special_points) + found))
     return branch, scanned, recount, below
+
+
+def _scan_pair(branch: Branch, a: int, b: int, system, tolerance: float, found: list, samples: int = 8):
+    """Follow the branch from row ``a`` to row ``b`` in the period (``samples`` steps) and solve every
+    crossing on the way that is not already a located point (appended to ``found``, ``found_by =
+    accounting``). Returns the scan's samples, ``[]`` when the scan did not arrive at row ``b`` or
+    failed, None when the pair cannot be scanned (no orbit, no change of period)."""
+    from bifnet.continuation import verify
+    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan, engine_profile
+
+    points = (branch.engine or {}).get("points", {})
+    name = branch.free[0]
+    orbit = getattr(points.get(a), "periodic_orbit", None)
+    Ta, Tb = float(branch["period"][a]), float(branch["period"][b])
+    if orbit is None or not (np.isfinite(Ta) and np.isfinite(Tb)) or abs(Tb - Ta) < 1e-9 * Ta:
+        return None
+    values = {**branch.parameters, **{f: float(branch[f][a]) for f in branch.free}}
+    try:
+        scanner = PeriodScan(system.model, values, name, np.asarray(orbit.state, dtype=float)[0], Ta,
+                             profile=engine_profile(points.get(a)))
+        scan = scanner.run(Tb, float(branch[name][b]), samples=samples, tolerance=tolerance)
+    except (ContinuationError, ValueError, np.linalg.LinAlgError) as error:
+        log.debug("%s: period scan of rows %d-%d failed: %s", branch.name, a, b, error)
+        return []
+    if scan is None:
+        log.debug("%s: period scan of rows %d-%d did not arrive at row %d", branch.name, a, b, b)
+        return []
+    known = [o for o in list(branch.special_points) + found if o.located and np.isfinite(o.period)]
+    for kind, j in crossings_in_scan(scan):
+        # a located point of this kind within the samples that bracket the crossing is this crossing
+        # (in the period and the parameter: two snakes of one branch can overlap in the period)
+        near = scan[max(j - 1, 0):j + 2]
+        lo, hi = min(x.period for x in near), max(x.period for x in near)
+        p_lo, p_hi = min(x.parameter for x in near), max(x.parameter for x in near)
+        if any(o.kind is kind and lo <= o.period <= hi and p_lo <= o.parameters[name] <= p_hi for o in known):
+            continue
+        result = scanner.locate(kind, scan, j)
+        if result is None or not result.ok:
+            log.debug("%s: %s of the period scan of rows %d-%d not solved (%s)", branch.name, kind.value, a, b,
+                      result.reason if result is not None else "no orbit")
+            continue
+        p = result.parameters[name]
+        if any(o.kind is kind and abs(o.parameters[name] - p) <= 1e-7 * max(1.0, abs(p))
+               and abs(o.period - result.period) <= 1e-6 * result.period for o in known):
+            continue  # already on the branch
+        index = a if abs(result.period - Ta) <= abs(result.period - Tb) else b
+        sp = SpecialPoint(kind=kind, index=index, parameters={f: float(branch[f][index]) for f in branch.free},
+                          located=False, details={"found_by": "accounting"})
+        sp = verify.apply(sp, dataclasses.replace(result, method=f"rows {a}-{b}: {result.method}"), branch=branch)
+        sp = dataclasses.replace(sp, details={**sp.details, "found_by": "accounting", "reason": ""})
+        log.info("%s: %s located by bifnet between rows %d and %d at %s = %.10g (the engine missed it)",
+                 branch.name, kind.value, a, b, name, p)
+        found.append(sp)
+        known.append(sp)
+    return scan
+
+
+MAX_SNAKE_SCANS = 300   #: row pairs per branch followed in the period to find the hidden turns of a snake
+SNAKE_STEP = 0.5        #: a row pair of a snake is scanned when its period step exceeds this share of the fold spacing
+SNAKE_WINDOW = 8        #: rows either side in which the neighbouring folds give the local fold spacing
+
+
+def snake_pairs(branch: Branch, tolerance: float = 0.0) -> list[tuple[int, int, int]]:
+    """Row pairs of a snaking cycle branch that may hide two turns: ``(a, a + 1, samples)``.
+
+    Near a homoclinic orbit the branch snakes: the parameter turns back and forth while the period
+    grows, the folds (and the period doublings next to them) ever closer together in the parameter.
+    An engine step that passes two turns changes neither the direction nor the stability, so no
+    accounting of the rows can see it: on ngnmm_ping at eps = 30, of the 23 folds between periods 56
+    and 108 ms (a dense scan in the period), runs with ``ntst`` = 60, 150 and 250 each missed
+    a different two to four. Where the branch is a graph over the period (monotone in it over the
+    pair and a row either side) and the rows within :data:`SNAKE_WINDOW` hold two or more turns
+    (rows where the parameter reverses, or located LPCs), a pair whose period step exceeds
+    :data:`SNAKE_STEP` of the smallest period spacing of those turns is followed in the period with
+    samples at most a quarter of that spacing apart."""
+    if "period" not in branch.columns or len(branch) < 4:
+        return []
+    name = branch.free[0]
+    p = np.asarray(branch[name], dtype=float)
+    T = np.asarray(branch["period"], dtype=float)
+    d = np.diff(p)
+    resolved = np.maximum(1e-10 * max(float(np.nanmax(np.abs(p))), 1.0), tolerance * (1.0 + np.abs(p[1:])))
+    sig = np.flatnonzero(np.abs(d) > resolved)
+    turns = {int(b) for a, b in zip(sig[:-1], sig[1:]) if np.sign(d[a]) != np.sign(d[b])}
+    turns |= {sp.index for sp in branch.special_points if sp.kind is SpecialKind.LPC and sp.located}
+    turns = np.array(sorted(turns), dtype=int)
+    if turns.size < 2:
+        return []
+    dT = np.diff(T)
+    out = []
+    for a in range(len(branch) - 1):
+        lo, hi = max(a - 1, 0), min(a + 2, len(branch) - 1)
+        steps = dT[lo:hi]
+        if not (np.all(steps > 0) or np.all(steps < 0)):
+            continue   # not a graph over the period here
+        near = turns[(turns >= a - SNAKE_WINDOW) & (turns <= a + 1 + SNAKE_WINDOW)]
+        if near.size < 2:
+            continue
+        spacing = float(np.min(np.abs(np.diff(T[near]))))
+        if not spacing > 0:
+            continue
+        if abs(dT[a]) > SNAKE_STEP * spacing:
+            out.append((a, a + 1, int(min(64, max(8, np.ceil(4.0 * abs(dT[a]) / spacing - 1e-9))))))
+    return out
+
+
+def _scan_snakes(branch: Branch, system, tolerance: float = 1e-8) -> tuple[Branch, int]:
+    """Follow the row pairs of :func:`snake_pairs` in the period and solve the turns and period doublings
+    they hide (``found_by = accounting``). Returns the branch and the number of pairs scanned."""
+    from bifnet.continuation.restarts import _renumber
+
+    pairs = snake_pairs(branch, tolerance)
+    found, scanned = [], 0
+    for a, b, samples in pairs[:MAX_SNAKE_SCANS]:
+        if _scan_pair(branch, a, b, system, tolerance, found, samples=samples) is not None:
+            scanned += 1
+    if len(pairs) > MAX_SNAKE_SCANS:
+        log.warning("%s: %d row pairs of its snakes may hide turns; the first %d were followed in the period "
+                    "(MAX_SNAKE_SCANS)", branch.name, len(pairs), MAX_SNAKE_SCANS)
+    if found:
+        branch = dataclasses.replace(branch, special_points=_renumber(list(branch.special_points) + found))
+    return branch, scanned
 
 
 def _report_unexplained(branch: Branch, events: Sequence[Event], system, cycles: bool, budget=None) -> Branch:

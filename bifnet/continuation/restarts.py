@@ -15,7 +15,7 @@ import numpy as np
 
 from bifnet._blas import single_threaded_blas
 from bifnet.continuation import _auto
-from bifnet.continuation.accounting import account
+from bifnet.continuation.accounting import MESH_OFFSET, account, mesh_symptoms
 from bifnet.continuation.equilibria import end_at_bounds
 from bifnet.continuation.verify import verify_branch
 from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
@@ -381,15 +381,15 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
     for ntst in ladder:
         cycles = _continue_cycles_once(branch, point, free, settings.replace(ntst=ntst), name,
                                        mesh_check=ntst != ladder[-1])
-        poor = cycles.accounting.get("poor_mesh_points", 0)
+        poor = cycles.accounting.get("mesh_symptoms", 0)
         cycles = dataclasses.replace(cycles, accounting={**cycles.accounting, "ntst": ntst})
         fraction = poor / max(len(cycles), 1)
         if best is None or fraction <= best_fraction:  # ties go to the finer mesh
             best, best_fraction = cycles, fraction
         if "refinements" in cycles.accounting:  # verified and accounted: the mesh was good enough
             break
-        log.info("%s: %d of %d rows have a poor trivial multiplier with ntst = %d: computing it again with a "
-                 "finer mesh", cycles.name, poor, len(cycles), ntst)
+        log.info("%s: %d of %d rows are off the branch (a poor trivial multiplier, and bifnet's own orbit "
+                 "differs) with ntst = %d: computing it again with a finer mesh", cycles.name, poor, len(cycles), ntst)
     if "refinements" not in best.accounting:  # the best mesh was only checked: verify it now
         ntst = best.accounting["ntst"]
         best = _continue_cycles_once(branch, point, free, settings.replace(ntst=ntst), name)
@@ -422,11 +422,18 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
     slot = problem.slots[free[0]]
     lo, hi = settings.bounds.get(free[0], (-np.inf, np.inf))
 
+    symptoms: dict = {}   # rows checked for a mesh too coarse, across the chunks
+
+    def poor_mesh(points) -> int:
+        if problem.system.kind != "homogeneous":
+            return _poor_mesh(points)
+        return mesh_symptoms(points, problem.system.model, params, free[0], slot, _auto.PERIOD_SLOT, symptoms)
+
     def done(points):
         last = points[-1]
         if not lo < _auto._param(last, slot) < hi or _blow_up_index(points, settings) is not None:
             return True
-        if mesh_check and _poor_mesh(points) > POOR_MESH_FRACTION * len(points):
+        if mesh_check and poor_mesh(points) > POOR_MESH_FRACTION * len(points):
             return True  # the mesh is too coarse: stop here, a finer one follows
         if sp.kind is SpecialKind.PD and convert(points).status.startswith("closed"):
             return True  # back at a PD point of the parent: the rest would be cut (the parent orbit twice)
@@ -457,12 +464,19 @@ def _continue_cycles_once(branch: Branch, point: str, free, settings: Continuati
     elif status == "ok" and _auto.abnormal_end(points):
         status = _auto.abnormal_end_status([points], problem, free)
     if mesh_check:
-        poor = _poor_mesh(points)
+        poor = poor_mesh(points)
         if poor > POOR_MESH_FRACTION * max(len(cycles), 1):
-            return dataclasses.replace(cycles, accounting={"poor_mesh_points": poor})
+            return dataclasses.replace(cycles, accounting={"mesh_symptoms": poor})
     # verify every point and explain every stability change (refining where needed)
     cycles = account(points, lambda raw: dataclasses.replace(convert(raw), status=status), problem, free,
                      settings, cycles=True)
+    if problem.system.kind == "homogeneous" and cycles.accounting.get("poor_mesh_points"):
+        off = poor_mesh(points)
+        cycles = dataclasses.replace(cycles, accounting={**cycles.accounting, "mesh_symptoms": off})
+        if off > POOR_MESH_FRACTION * len(cycles):
+            log.warning("%s: %d rows lie off the branch by more than %g of the parameter (bifnet's own orbits "
+                        "there): the mesh is too coarse for them; raise ntst", cycles.name, off,
+                        MESH_OFFSET)
     cycles = end_at_bounds(cycles, settings, problem.system)
     source = branch if branch.kind is BranchKind.EQUILIBRIA else None
     return _classify_blow_up(cycles, source, settings)
