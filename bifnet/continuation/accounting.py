@@ -13,6 +13,11 @@ finer mesh), and the new points are spliced in; at most :data:`MAX_REFINEMENTS`
 rounds. What is still unexplained is located by bifnet's own Newton solve of
 the defining system (:mod:`bifnet.continuation.verify`) or, failing that,
 reported as a point with ``located = False`` and a reason, with one warning.
+
+Homogeneous cycle branches are also followed in the period by bifnet's own
+multiple shooting where the rows cannot show what happens between them: the
+pairs of rows of unexplained events (:func:`_scan_events`) and, on snakes,
+the steps long enough to pass two turns unseen (:func:`snake_pairs`).
 """
 
 from __future__ import annotations

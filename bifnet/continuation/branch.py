@@ -144,7 +144,8 @@ class Branch:
     accounting : mapping
         What :mod:`bifnet.continuation.accounting` did: ``refinements``,
         ``events_found``, ``unexplained`` (and for cycles
-        ``max_trivial_error``, ``poor_mesh_points``).
+        ``max_trivial_error``, ``poor_mesh_points``, ``mesh_symptoms``,
+        ``scanned``, ``snake_scans``, ``rechecked_rows``).
     """
 
     kind: BranchKind

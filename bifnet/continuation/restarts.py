@@ -333,10 +333,13 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
                     settings: ContinuationSettings | None = None, name: str | None = None) -> Branch:
     """Periodic orbits from a Hopf point (or the doubled orbits from a PD point).
 
-    When more than :data:`POOR_MESH_FRACTION` of the rows have a trivial
-    multiplier off by more than ``TRIVIAL_WARNING`` (the mesh is too coarse
-    for the orbits), the branch is computed again with more mesh intervals
-    (:data:`MESH_LADDER`), and the best-resolved result is kept;
+    When more than :data:`POOR_MESH_FRACTION` of the rows are mesh symptoms
+    (a trivial multiplier off by more than ``TRIVIAL_WARNING`` on a row that
+    bifnet's own orbit puts off the branch,
+    :func:`~bifnet.continuation.accounting.mesh_symptoms`; on other than
+    homogeneous systems the trivial multiplier alone), the branch is computed
+    again with more mesh intervals (:data:`MESH_LADDER`), and the
+    best-resolved result is kept;
     ``accounting["ntst"]`` says which mesh it has. The doubled orbits from a
     PD point start on the mesh their parent branch ended with (they go round
     twice). On ngnmm_ping at eps = 30
@@ -402,7 +405,7 @@ def continue_cycles(branch: Branch, point: str, *, free: Sequence[str] | None = 
 def _continue_cycles_once(branch: Branch, point: str, free, settings: ContinuationSettings, name, *,
                           mesh_check: bool = False) -> Branch:
     """One cycle continuation on one mesh. With ``mesh_check``, a branch whose
-    mesh is too coarse is returned unverified (only its ``poor_mesh_points``
+    mesh is too coarse is returned unverified (only its ``mesh_symptoms``
     counted), as it will be computed again on a finer mesh."""
     free = tuple(free) if free else branch.free[:1]
     sp = branch.point(point)
