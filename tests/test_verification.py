@@ -1233,3 +1233,30 @@ def test_a_poor_trivial_multiplier_is_a_mesh_symptom_only_off_the_branch(ping):
     assert accounting.mesh_symptoms(points, ping, dict(values), "Iext_e", slot, PERIOD_SLOT, cache) == 1
     assert cache == {(I33, T33): False, (I33, T33 + 0.05): True}
     assert accounting.mesh_symptoms(points[:3], ping, dict(values), "Iext_e", slot, PERIOD_SLOT, cache) == 0
+
+
+def test_an_engine_that_wanders_is_one_stall_not_a_fold_at_every_turn():
+    """The doubled branch from a period doubling 1e-8 from a fold (ngnmm_ping, eps = 30): AUTO went back and
+    forth within 3e-6 of Iext_e and 0.01 ms of period for 110 rows, and each turn was reported as a fold it
+    could not locate. Rows that wander (parameter and period both turning, no net progress) are one stall,
+    reported once with located = False; a snake, which turns in the parameter while its period grows, is
+    not one, however many turns it has."""
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    rng = np.random.default_rng(3)
+    wander_p = 4.2458 + 3e-6 * rng.uniform(-1, 1, 60)
+    wander_T = 134.29 + 0.01 * rng.uniform(-1, 1, 60)
+    p = np.concatenate([np.linspace(4.2, 4.2458, 20), wander_p, np.linspace(4.2459, 4.3, 20)])
+    T = np.concatenate([np.linspace(120.0, 134.29, 20), wander_T, np.linspace(134.3, 150.0, 20)])
+    columns = {"Iext_e": p, "period": T, "x_min": np.zeros(100), "x_max": np.ones(100)}
+    branch = Branch(kind=BranchKind.CYCLES, name="lc", free=("Iext_e",), columns=columns, variables=("x",))
+    (stall,) = accounting.stalls(branch, 1e-8)
+    assert 14 <= stall[0] <= 22 and 76 <= stall[1] <= 84
+    events = accounting.find_events(branch, np.zeros(100, dtype=int), 1e-8)
+    assert len(events) > 10 and accounting._outside(events, [stall]) == []
+    reported = accounting._report_stalls(branch, 1e-8)
+    (mx,) = reported.special_points
+    assert mx.kind is SpecialKind.MX and not mx.located and "wandered" in mx.details["reason"]
+    # a snake: the same turns of the parameter, the period growing
+    snake = dataclasses.replace(branch, columns={**columns, "period": np.linspace(100.0, 200.0, 100)})
+    assert accounting.stalls(snake, 1e-8) == []

@@ -371,7 +371,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
         counts, extra, columns, below, rechecked = _counts(branch, system, cycles, recheck)
         if columns is not None:
             branch = dataclasses.replace(branch, columns=columns)
-        events = find_events(branch, counts, settings.tolerance, below)
+        events = _outside(find_events(branch, counts, settings.tolerance, below), stalls(branch, settings.tolerance))
         if round_ == 1:
             found = len(events)
         if not events or round_ > MAX_REFINEMENTS:
@@ -412,14 +412,15 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
             below = np.array(below, copy=True)
             for row, value in recount_below.items():
                 below[row] = value
-        events = find_events(branch, counts, settings.tolerance, below)
+        events = _outside(find_events(branch, counts, settings.tolerance, below), stalls(branch, settings.tolerance))
     snakes = 0
     if cycles and system.kind == "homogeneous":
         before = len(branch.special_points)
         branch, snakes = _scan_snakes(branch, system, settings.tolerance)
         if len(branch.special_points) != before and events:
-            events = find_events(branch, counts, settings.tolerance, below)
+            events = _outside(find_events(branch, counts, settings.tolerance, below), stalls(branch, settings.tolerance))
     branch, dismissed_points = _drop_unsupported(branch, counts, below, rechecked)
+    branch = _report_stalls(branch, settings.tolerance)
     warn_failed(branch)
     if events:
         branch = _report_unexplained(branch, events, system, cycles, budget)
@@ -709,6 +710,75 @@ def _scan_events(branch: Branch, events: Sequence[Event], system,
     if found:
         branch = dataclasses.replace(branch, special_points=_renumber(list(branch.special_points) + found))
     return branch, scanned, recount, below
+
+
+STALL_ROWS = 12   #: rows of a window in which the engine may be found wandering (:func:`stalls`)
+
+
+def stalls(branch: Branch, tolerance: float = 0.0) -> list[tuple[int, int]]:
+    """Stretches of rows ``(first, last)`` where the engine wandered instead of following the branch.
+
+    On ngnmm_ping at eps = 30 the period-doubled branch from a period doubling 1e-8 from a fold went back
+    and forth within 3e-6 of Iext_e and 0.01 ms of period for 110 rows, its trivial multiplier off by up to
+    10: each of its 25 turns of the parameter was reported as a fold it could not locate. A window of
+    :data:`STALL_ROWS` rows of a cycle branch is a stall when both the parameter and the period turn at
+    least twice in it (steps below the engine's tolerance left out) and the distance between its first and
+    last rows is less than a quarter of the path through it (each column scaled by its range on the
+    branch); a snake turns in the parameter only, while its period grows. Stall windows that overlap or
+    lie less than a window apart are merged."""
+    if branch.kind is not BranchKind.CYCLES or "period" not in branch.columns or len(branch) <= STALL_ROWS:
+        return []
+    name = branch.free[0]
+    X = np.column_stack([np.asarray(branch[name], dtype=float), np.asarray(branch["period"], dtype=float)])
+    if not np.all(np.isfinite(X)):
+        return []
+    scale = np.maximum(np.ptp(X, axis=0), 1e-12 * np.maximum(1.0, np.max(np.abs(X), axis=0)))
+    D = np.diff(X, axis=0)
+    resolved = np.maximum(tolerance, 1e-12) * (1.0 + np.abs(X[1:]))
+    sign = np.where(np.abs(D) > resolved, np.sign(D), 0.0)
+    step = np.linalg.norm(D / scale, axis=1)
+    out: list[tuple[int, int]] = []
+    for i in range(len(branch) - STALL_ROWS):
+        j = i + STALL_ROWS
+        turns = []
+        for c in range(2):
+            s = sign[i:j, c][sign[i:j, c] != 0]
+            turns.append(int(np.sum(s[1:] != s[:-1])))
+        path = float(step[i:j].sum())
+        net = float(np.linalg.norm((X[j] - X[i]) / scale))
+        if min(turns) >= 2 and path > 0 and net < 0.25 * path:
+            if out and i <= out[-1][1] + STALL_ROWS:   # close together: one stall
+                out[-1] = (out[-1][0], j)
+            else:
+                out.append((i, j))
+    return out
+
+
+def _outside(events: list, stretches: Sequence[tuple[int, int]]) -> list:
+    """The events that do not lie in a stall (:func:`stalls`); those are reported once, by :func:`_report_stalls`."""
+    return [e for e in events if not any(a <= e.index <= b for a, b in stretches)]
+
+
+def _report_stalls(branch: Branch, tolerance: float) -> Branch:
+    """One point with ``located = False`` (kind MX) at the start of each stall, with the reason."""
+    from bifnet.continuation.restarts import _renumber
+
+    stretches = stalls(branch, tolerance)
+    if not stretches:
+        return branch
+    name = branch.free[0]
+    specials = list(branch.special_points)
+    for a, b in stretches:
+        p, T = np.asarray(branch[name][a:b + 1], dtype=float), np.asarray(branch["period"][a:b + 1], dtype=float)
+        reason = (f"the engine wandered between rows {a} and {b} instead of following the branch: {name} went "
+                  f"back and forth within {np.ptp(p):.2g} of {p[0]:.8g} and the period within {np.ptp(T):.2g} ms "
+                  f"of {T[0]:.6g}; the rows after it may belong to another branch (try a smaller ds_max, or "
+                  f"another start)")
+        specials.append(SpecialPoint(kind=SpecialKind.MX, index=a, parameters={f: float(branch[f][a]) for f in branch.free},
+                                     period=float(T[0]), located=False,
+                                     details={"found_by": "accounting", "reason": reason}))
+        log.warning("%s: %s", branch.name, reason)
+    return dataclasses.replace(branch, special_points=_renumber(specials))
 
 
 def _scan_pair(branch: Branch, a: int, b: int, system, tolerance: float, found: list, samples: int = 8):
