@@ -279,19 +279,31 @@ def flow_fixed(x0, p, hs, c, a, b):
     xt = np.empty(n)
     for m in range(hs.shape[0]):
         h = hs[m]
-        for i in range(s):
-            for q in range(n):
-                acc = x[q]
-                for j in range(i):
-                    acc += h * a[i, j] * k[j, q]
-                xt[q] = acc
-            hom_rhs(xt, p, k[i])
-        for q in range(n):
-            acc = 0.0
-            for i in range(s):
-                acc += b[i] * k[i, q]
-            x[q] += h * acc
+        rk_stages(x, p, h, a, k, xt, 0, s)
+        rk_combine(x, h, b, k, s, x)
     return x
+
+
+@jit
+def rk_stages(x, p, h, a, k, xt, first, s):
+    """The stage slopes ``k[first:s]`` of an explicit Runge-Kutta step ``h`` from ``x``."""
+    for i in range(first, s):
+        for q in range(n):
+            acc = x[q]
+            for j in range(i):
+                acc += h * a[i, j] * k[j, q]
+            xt[q] = acc
+        hom_rhs(xt, p, k[i])
+
+
+@jit
+def rk_combine(x, h, b, k, s, out):
+    """``out = x + h sum_i b_i k_i`` (``out`` may be ``x``)."""
+    for q in range(n):
+        acc = 0.0
+        for i in range(s):
+            acc += b[i] * k[i, q]
+        out[q] = x[q] + h * acc
 
 @jit
 def monodromy_one(x0, p, hs, c, a, b, lam, M):
@@ -459,18 +471,8 @@ def dop853(x0, p, t_end, rtol, atol, h0, c, a, b, E3, E5, hs, ys, record):
             return x, m, 2
         rejected = False
         while True:
-            for i in range(1, s):
-                for q in range(n):
-                    acc = x[q]
-                    for j in range(i):
-                        acc += h * a[i, j] * k[j, q]
-                    xt[q] = acc
-                hom_rhs(xt, p, k[i])
-            for q in range(n):
-                acc = 0.0
-                for i in range(s):
-                    acc += b[i] * k[i, q]
-                xn[q] = x[q] + h * acc
+            rk_stages(x, p, h, a, k, xt, 1, s)
+            rk_combine(x, h, b, k, s, xn)
             hom_rhs(xn, p, k[s])
             e5 = 0.0
             e3 = 0.0
