@@ -226,14 +226,7 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0,
     name = branch.free[0]
     if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
         folds = {SpecialKind.LP, SpecialKind.BP} if branch.kind is BranchKind.EQUILIBRIA else {SpecialKind.LPC}
-        values = np.asarray(branch[name], dtype=float)
-        d = np.diff(values)
-        scale = max(float(np.nanmax(np.abs(values))), 1.0)
-        resolved = np.maximum(1e-10 * scale, tolerance * (1.0 + np.abs(values[1:])))
-        sig = np.abs(d) > resolved
-        idx = np.flatnonzero(sig)
-        turns = [(int(a), int(b)) for a, b in zip(idx[:-1], idx[1:])
-                 if np.sign(d[a]) != np.sign(d[b]) and b + 1 != last]   # the turn lies between rows a + 1 .. b
+        turns = [(a, b) for a, b in _turns(branch[name], tolerance) if b + 1 != last]
         # each located fold explains one turn, the nearest first (on a snake a fold one row away is the
         # next turn's: ngnmm_ping at eps = 30 turns at rows 35 and 36, and the fold at row 36 explained both)
         fold_points = [sp for sp in branch.special_points if sp.kind in folds]
@@ -249,6 +242,19 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0,
                 continue
             events.append(Event("reversal", b))
     return events
+
+
+def _turns(values, tolerance: float = 0.0) -> list[tuple[int, int]]:
+    """Turns of a column: ``(a, b)`` with the steps before rows ``a + 1`` and ``b + 1`` in opposite directions
+    and none resolved between them (the turn lies between rows ``a + 1`` and ``b``). A step smaller than
+    the engine's Newton tolerance on the value (``tolerance (1 + |value|)``, AUTO's EPSL test) is not
+    resolved: near a homoclinic orbit AUTO's parameter jitters by 4e-9 from step to step."""
+    values = np.asarray(values, dtype=float)
+    d = np.diff(values)
+    scale = max(float(np.nanmax(np.abs(values))), 1.0)
+    resolved = np.maximum(1e-10 * scale, tolerance * (1.0 + np.abs(values[1:])))
+    idx = np.flatnonzero(np.abs(d) > resolved)
+    return [(int(a), int(b)) for a, b in zip(idx[:-1], idx[1:]) if np.sign(d[a]) != np.sign(d[b])]
 
 
 def _amplitude_zero(branch: Branch, row: int) -> bool:
@@ -857,12 +863,8 @@ def snake_pairs(branch: Branch, tolerance: float = 0.0) -> list[tuple[int, int, 
     if "period" not in branch.columns or len(branch) < 4:
         return []
     name = branch.free[0]
-    p = np.asarray(branch[name], dtype=float)
     T = np.asarray(branch["period"], dtype=float)
-    d = np.diff(p)
-    resolved = np.maximum(1e-10 * max(float(np.nanmax(np.abs(p))), 1.0), tolerance * (1.0 + np.abs(p[1:])))
-    sig = np.flatnonzero(np.abs(d) > resolved)
-    turns = {int(b) for a, b in zip(sig[:-1], sig[1:]) if np.sign(d[a]) != np.sign(d[b])}
+    turns = {b for _, b in _turns(branch[name], tolerance)}
     turns |= {sp.index for sp in branch.special_points if sp.kind is SpecialKind.LPC and sp.located}
     turns = np.array(sorted(turns), dtype=int)
     if turns.size < 2:
