@@ -340,7 +340,10 @@ def test_folds_of_cycles_near_the_homoclinic_orbit_are_verified(ping):
     multiple shooting solves them to 1e-12."""
     settings = ContinuationSettings(bounds={"Iext_e": (0.0, 40.0)})
     eq = continue_equilibria(ping, ping.resolve_parameters({"eps": 29.5}), "Iext_e", settings=settings)
-    cycles = continue_from(eq, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=500, max_period=300.0))
+    # the first snake (Iext_e = 1.651 - 1.655) lies within the first 100 steps; 150 mesh intervals, where the
+    # mesh ladder ends up for this branch anyway (18 folds of the engine's there)
+    cycles = continue_from(eq, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=100, max_period=300.0,
+                                                                ntst=150))
     folds = [sp for sp in cycles.points_of_kind(SpecialKind.LPC) if sp.details.get("found_by", "engine") == "engine"]
     located = [sp for sp in folds if sp.located]
     assert len(folds) >= 10 and len(located) >= 0.75 * len(folds)
