@@ -214,12 +214,7 @@ def step_polynomials(x0, p, hs, c, a, b, P):
     for m in range(hs.shape[0]):
         h = hs[m]
         for i in range(s):
-            for q in range(n):
-                acc = x[q]
-                for j in range(i):
-                    acc += h * a[i, j] * k[j, q]
-                xt[q] = acc
-            hom_rhs(xt, p, k[i])
+            rk_stage(x, p, h, a, k, xt, i)
             mode_ab(xt, p, A, Bm)
             # Y_i = I + h sum_j a_ij K_j (degrees 0..i)
             w = (i + 1) * n
@@ -246,11 +241,7 @@ def step_polynomials(x0, p, hs, c, a, b, P):
                     if brt != 0.0:
                         for e in range(w):
                             K[i, r, n + e] += brt * Y[t, e]
-        for q in range(n):
-            acc = 0.0
-            for i in range(s):
-                acc += b[i] * k[i, q]
-            x[q] += h * acc
+        rk_combine(x, h, b, k, s, x)
         # P = I + h sum_i b_i K_i
         for r in range(n):
             for e in range(W):
@@ -285,15 +276,22 @@ def flow_fixed(x0, p, hs, c, a, b):
 
 
 @jit
+def rk_stage(x, p, h, a, k, xt, i):
+    """Stage ``i`` of an explicit Runge-Kutta step ``h`` from ``x``: its state into ``xt``, its slope into ``k[i]``
+    (the slopes ``k[:i]`` before it already there)."""
+    for q in range(n):
+        acc = x[q]
+        for j in range(i):
+            acc += h * a[i, j] * k[j, q]
+        xt[q] = acc
+    hom_rhs(xt, p, k[i])
+
+
+@jit
 def rk_stages(x, p, h, a, k, xt, first, s):
     """The stage slopes ``k[first:s]`` of an explicit Runge-Kutta step ``h`` from ``x``."""
     for i in range(first, s):
-        for q in range(n):
-            acc = x[q]
-            for j in range(i):
-                acc += h * a[i, j] * k[j, q]
-            xt[q] = acc
-        hom_rhs(xt, p, k[i])
+        rk_stage(x, p, h, a, k, xt, i)
 
 
 @jit
@@ -325,12 +323,7 @@ def monodromy_one(x0, p, hs, c, a, b, lam, M):
     for m in range(hs.shape[0]):
         h = hs[m]
         for i in range(s):
-            for q in range(n):
-                acc = x[q]
-                for j in range(i):
-                    acc += h * a[i, j] * k[j, q]
-                xt[q] = acc
-            hom_rhs(xt, p, k[i])
+            rk_stage(x, p, h, a, k, xt, i)
             mode_ab(xt, p, A, Bm)
             for r in range(n):
                 for q in range(n):
@@ -349,11 +342,7 @@ def monodromy_one(x0, p, hs, c, a, b, lam, M):
                     if jrt != 0.0:
                         for q in range(n):
                             Kp[i, r, q] += jrt * Y[t, q]
-        for q in range(n):
-            acc = 0.0
-            for i in range(s):
-                acc += b[i] * k[i, q]
-            x[q] += h * acc
+        rk_combine(x, h, b, k, s, x)
         for r in range(n):
             for q in range(n):
                 Z[r, q] = M[r, q]
