@@ -184,6 +184,34 @@ def test_tracing_a_callback_leaves_the_math_module_alone(toy_model):
     assert seen and all(seen) and math.exp is builtin
 
 
+def test_shallow_metadata_equals_bifpys(ping_eq15, monkeypatch):
+    """bifnet copies each labelled point's fort.8 header without bifpy's deep copy
+    (_auto._install_shallow_metadata): on every labelled point of a cycle run the fields equal bifpy's
+    own copy, and the no-record case gives the same Nones."""
+    from bifpy.auto import _parsing
+
+    from bifnet.continuation import _auto
+
+    _auto._auto()
+    original = _auto._cache_state.get("shallow_metadata")
+    if not original:
+        pytest.skip("not installed for this bifpy version")
+    shallow = _parsing._metadata_fields
+    compared = []
+
+    def both(record):
+        mine, theirs = shallow(record), original(record)
+        assert mine == theirs and list(mine) == list(theirs)
+        compared.append(record is not None and record.all_parameters is not None)
+        return theirs
+
+    monkeypatch.setattr(_parsing, "_metadata_fields", both)
+    branch, settings = ping_eq15
+    continue_from(branch, "HB1", settings=settings.replace(ds=0.05, ds_max=0.5, max_steps=12))
+    assert len(compared) >= 2 and all(compared)
+    assert shallow(None) == original(None)
+
+
 def test_fast_fort8_records_equal_bifpys(ping_eq15, monkeypatch):
     """bifnet reads fort.8's orbit records with numpy (_auto._install_fast_fort8): on every record of a
     cycle run (meshes, tangents, parameters) the result equals bifpy's own reader, number for number;

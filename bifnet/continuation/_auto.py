@@ -24,6 +24,11 @@ bifpy workarounds (see docs/engine.md):
   million calls, 11 s of a 125 s doubled branch at NTST 250); bifnet reads the
   records' numbers with numpy and hands bifpy the same record
   (:func:`_install_fast_fort8`).
+* bifpy 0.3.0 copies each labelled point's fort.8 header with
+  ``dataclasses.asdict``, which deep-copies every tuple number by number (550
+  000 Python calls, 9 % of the transverse curves of 8 modes); the fields are
+  immutable, so bifnet hands over the same values without the copy
+  (:func:`_install_shallow_metadata`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ def _auto():
     _install_transpile_cache()
     _install_plain_orbits()
     _install_fast_fort8()
+    _install_shallow_metadata()
     _install_picklable_names()
     if "watchdog" not in _cache_state:  # after the cache: it wraps bifpy's subprocess module last
         from bifpy.auto import _process
@@ -135,6 +141,31 @@ def _install_fast_fort8() -> None:
 
     _parsing._read_fort8_bvp_family_record = read_record
     _cache_state["fast_fort8"] = original  # bifpy's reader (the tests compare the two)
+
+
+def _install_shallow_metadata() -> None:
+    """bifpy's ``_metadata_fields`` without the deep copy (see the module docstring): the same field
+    names and equal values (its fields are numbers, tuples of numbers and None)."""
+    if "shallow_metadata" in _cache_state:
+        return
+    _cache_state["shallow_metadata"] = False
+    from importlib import metadata
+
+    from bifpy.auto import _parsing
+
+    if (metadata.version("bifpy") != _CHECKED_BIFPY or not hasattr(_parsing, "_metadata_fields")
+            or not hasattr(_parsing, "_METADATA_FIELD_NAMES")):
+        return
+    original = _parsing._metadata_fields
+    names = _parsing._METADATA_FIELD_NAMES
+
+    def fields(record):
+        if record is None:
+            return dict.fromkeys(names)
+        return {name: getattr(record, name) for name in names}
+
+    _parsing._metadata_fields = fields
+    _cache_state["shallow_metadata"] = original  # bifpy's copy (the tests compare the two)
 
 
 def _fast_fort8_record(lines, start, parsing):
