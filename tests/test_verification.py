@@ -544,6 +544,51 @@ def test_period_scan_finds_the_fold_between_two_orbits(tmp_path):
     assert abs(np.hypot(*result.state) - 1.0) < 1e-5
 
 
+def test_period_scan_starts_each_solve_on_the_line_through_the_nearest_samples(tmp_path):
+    """``PeriodScan.solve_near``: at a period between two samples of the sheared Bautin family (closed form
+    mu = rho^2 - 2 rho, period 2 pi / (w + rho)) the orbit solved from the line through the two samples has
+    the exact parameter, as the one solved from the nearest sample alone, in fewer evaluations of the
+    shooting equations; when the line's start fails the nearest sample is tried."""
+    from bifnet.continuation.verify_cycles import PeriodScan
+    from bifnet.model import load_model
+
+    text = (Path(__file__).parent / "data" / "stuart_landau.toml").read_text()
+    text = text.replace("- x*(x**2 + y**2)", "+ (2*(x**2 + y**2) - (x**2 + y**2)**2)*x")
+    text = text.replace("- y*(x**2 + y**2)", "+ (2*(x**2 + y**2) - (x**2 + y**2)**2)*y")
+    text = text.replace("omega*y", "(omega + x**2 + y**2)*y").replace("omega*x", "(omega + x**2 + y**2)*x")
+    path = tmp_path / "sheared_bautin.toml"
+    path.write_text(text)
+    model = load_model(path)
+    w = 1.0
+    mu = lambda rho: rho ** 2 - 2 * rho
+    period = lambda rho: 2 * np.pi / (w + rho)
+    scanner = PeriodScan(model, {"mu": mu(0.5), "omega": w}, "mu", np.array([np.sqrt(0.5), 0.0]), period(0.5))
+    samples = [scanner.solve(period(rho), scanner.sh.u0) for rho in (0.5, 0.6)]
+    assert all(s is not None for s in samples)
+    evaluations = []
+    plain = scanner._equations
+
+    def counted(u):
+        evaluations[-1] += 1
+        return plain(u)
+
+    scanner._equations = counted
+    rho = 0.7
+    evaluations.append(0)
+    near = scanner.solve_near(period(rho), samples)
+    evaluations.append(0)
+    alone = scanner.solve(period(rho), samples[1].u)
+    assert near is not None and alone is not None
+    assert abs(near.parameter - mu(rho)) < 1e-9 and abs(alone.parameter - mu(rho)) < 1e-9
+    assert evaluations[0] < evaluations[1], evaluations
+    starts = []
+    scanner.solve = lambda T, u: starts.append(u.copy()) or (None if len(starts) == 1 else samples[1])
+    assert scanner.solve_near(period(rho), samples) is samples[1]
+    t = (period(rho) - samples[1].period) / (samples[0].period - samples[1].period)
+    assert np.allclose(starts[0], samples[1].u + t * (samples[0].u - samples[1].u), rtol=0, atol=1e-12)
+    assert np.array_equal(starts[1], samples[1].u)
+
+
 def _doubled_loop(shape_gap=0.0, turns=3.0):
     """A parent cycle branch with PD points at p = 1 (period 10) and p = 2 (period 9), and a doubled branch
     going from the first to the second and back ``turns`` half-loops (as at eps = 29.5), its orbits off the
