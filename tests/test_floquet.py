@@ -275,24 +275,3 @@ def test_compiled_shooting_converges_to_the_cycle(model, cycle):
         assert abs(period - T) < 1e-7 * T
         xT, _, _ = _integrate(model, p, x, period, 1e-12)
         assert np.max(np.abs(xT - x) / amplitude) < 10 * _CYCLE_TOL
-
-
-def test_shooting_iterates_at_a_loose_tolerance_give_the_same_cycle(model, cycle, monkeypatch):
-    """Iterates far from the cycle integrate at 1e-5 of their residual (at most ``_LOOSE_RTOL``): the
-    cycle and period are those of shooting at rtol 1e-11 throughout, to the acceptance tolerance."""
-    from bifnet.transverse import maps
-    from bifnet.transverse.floquet import _integrate, _monodromies
-
-    p = _pvec(model, cycle.parameters)
-    x0, T = np.asarray(cycle.x0, dtype=float), float(cycle.period)
-    _, hs, _ = _integrate(model, p, x0, T, 1e-11)
-    M = _monodromies(model, p, x0, hs, np.array([1.0]), "dop853")[0][0]
-    guess = (x0 * (1 + 3e-3), T * 1.01)   # residual about 1e-2: the first iterates run at 1e-8
-    results = {}
-    for loose in (maps._LOOSE_RTOL, 1e-11):
-        monkeypatch.setattr(maps, "_LOOSE_RTOL", loose)
-        results[loose] = maps._shoot(model, p, *guess, M)
-        assert results[loose] is not None
-    (xa, Ta, amp), (xb, Tb, _) = results.values()
-    assert abs(Ta - Tb) < 1e-8 * T
-    assert np.max(np.abs(xa - xb) / amp) < 1e-7

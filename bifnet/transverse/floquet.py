@@ -519,14 +519,10 @@ def jacobian(x, p):
     return A
 
 @jit
-def shoot(x, T, M, have_M, p, c, a, b, E3, E5, rtol, loose, tol, period_change, max_chord, max_newton, max_steps):
+def shoot(x, T, M, have_M, p, c, a, b, E3, E5, rtol, tol, period_change, max_chord, max_newton, max_steps):
     """Newton on ``phi_T(x) = x`` with the phase condition ``(x - x_guess) . f(x_guess) = 0`` (the loop of
-    ``bifnet.transverse.maps._shoot``, compiled: no Python per iteration).
-
-    Chord iterations with the monodromy ``M`` (when ``have_M``) first, then a fresh monodromy at every
-    iterate. Each iterate integrates at ``1e-5`` of the last residual, between ``rtol`` and ``loose`` (the
-    integration error stays far below the residual); the residual that accepts the cycle is measured at
-    ``rtol``. (Broyden updates of the chord matrix were tried: more iterations, not fewer.)
+    ``bifnet.transverse.maps._shoot``, compiled: no Python per iteration). Chord iterations with the
+    monodromy ``M`` (when ``have_M``) first, then a fresh monodromy at every iterate.
     Returns ``(status, x, T, amplitude, iterations)``: status 0 converged (period within
     ``period_change`` of the guess), 1 converged too far in period, 2 failed."""
     x = x.copy()
@@ -535,21 +531,18 @@ def shoot(x, T, M, have_M, p, c, a, b, E3, E5, rtol, loose, tol, period_change, 
     x_g = x.copy()
     T_g = T
     fresh = not have_M
-    need_M = not have_M
+    use_M = have_M
     Mc = M.copy()
     hs = np.empty(max_steps)
     ys = np.empty((max_steps + 1, n))
     amplitude = np.empty(n)
     G = np.zeros((n + 1, n + 1))
     rv = np.empty(n + 1)
-    F = np.empty(n + 1)
     fT = np.empty(n)
     iterations = 0
-    err = np.inf
     while iterations < max_chord + max_newton:
-        tol_now = max(rtol, min(loose, 1e-5 * err))
         h0 = min(1e-2, 1e-3 * T)
-        xT, m, status = dop853(x, p, T, tol_now, 1e-2 * tol_now, h0, c, a, b, E3, E5, hs, ys, True)
+        xT, m, status = dop853(x, p, T, rtol, 1e-2 * rtol, h0, c, a, b, E3, E5, hs, ys, True)
         if status != 0:
             return 2, x, T, amplitude, iterations
         err = 0.0
@@ -567,38 +560,35 @@ def shoot(x, T, M, have_M, p, c, a, b, E3, E5, rtol, loose, tol, period_change, 
             if e > err:
                 err = e
         if err < tol:
-            if tol_now > rtol:
-                continue  # measured at the loose tolerance: measure again at rtol
             if abs(T - T_g) <= period_change * T_g:
                 return 0, x, T, amplitude, iterations
             return 1, x, T, amplitude, iterations
-        hom_rhs(xT, p, fT)
-        acc = 0.0
-        for q in range(n):
-            acc += (x[q] - x_g[q]) * g[q]
-        for r in range(n):
-            F[r] = xT[r] - x[r]
-        F[n] = acc
-        if (iterations >= max_chord and not fresh) or need_M:
+        if (iterations >= max_chord and not fresh) or not use_M:
             monodromy_one(x, p, hs[:m], c, a, b, UNIFORM, Mc)
+            use_M = True
             fresh = True
+        hom_rhs(xT, p, fT)
         for r in range(n):
             for q in range(n):
                 G[r, q] = Mc[r, q] - (1.0 if r == q else 0.0)
             G[r, n] = fT[r]
             G[n, r] = g[r]
+            rv[r] = -(xT[r] - x[r])
         G[n, n] = 0.0
-        for r in range(n + 1):
-            rv[r] = -F[r]
+        acc = 0.0
+        for q in range(n):
+            acc += (x[q] - x_g[q]) * g[q]
+        rv[n] = -acc
         try:
-            step = np.linalg.solve(G, rv)
+            delta = np.linalg.solve(G, rv)
         except Exception:
             return 2, x, T, amplitude, iterations
         for q in range(n):
-            x[q] += step[q]
-        T = T + step[n]
+            x[q] += delta[q]
+        T = T + delta[n]
         iterations += 1
-        need_M = fresh  # once fresh, a new monodromy at every iterate
+        if fresh:
+            use_M = False  # a new monodromy at the next iterate
         if not (np.isfinite(T) and T > 0):
             return 2, x, T, amplitude, iterations
         for q in range(n):

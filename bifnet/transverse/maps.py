@@ -53,7 +53,6 @@ NONE, EP, LC = 0, 1, 2
 _EQ_TOL = 1e-10       # max |f| of an accepted equilibrium
 _CYCLE_TOL = 1e-9     # max |phi_T(x) - x| / amplitude of an accepted cycle
 _FLOQUET_RTOL = 1e-7  # tolerance of the mesh the Floquet monodromies are computed on
-_LOOSE_RTOL = 1e-8   # loosest integration tolerance of shooting iterates (1e-5 of their residual)
 _PERIOD_CHANGE = 0.25  # largest relative change of the period from the guess (a neighbour's cycle)
 _MAX_ATTEMPTS = 3     # shooting attempts per grid point (from different solved neighbours)
 _MAX_DOUBLINGS = 3   # rounds of period-doubled cycles seeded from flip instabilities (periods 2T, 4T, 8T)
@@ -324,10 +323,7 @@ def _shoot(model, p, x, T, M, *, max_chord=10, max_newton=4):
     Returns ``(x, T, amplitude)`` or None.
 
     The iteration runs in the compiled ``shoot`` kernel of :mod:`bifnet.transverse.floquet`
-    (DOP853, at most 20 000 steps a period; the monodromies on the same steps). Iterates far from the
-    cycle integrate at 1e-5 of their residual, at most ``_LOOSE_RTOL``; the cycle is accepted at rtol
-    1e-11. Where that fails, the whole iteration runs again at 1e-11 (at step 0.2 of ``tvb68``'s map,
-    1 of 6000 cycles was lost without it)."""
+    (DOP853 at rtol 1e-11, at most 20 000 steps a period; the monodromies on the same steps)."""
     from bifnet.transverse.floquet import _dop853_errors, _kernels, _tableau
 
     ker = _kernels(model)
@@ -336,14 +332,11 @@ def _shoot(model, p, x, T, M, *, max_chord=10, max_newton=4):
     n = x.size
     have = M is not None
     M = np.ascontiguousarray(M, dtype=float) if have else np.zeros((n, n))
-    x = np.ascontiguousarray(x, dtype=float)
-    for loose in (_LOOSE_RTOL, 1e-11):
-        status, x_c, T_c, amplitude, _ = ker["shoot"](x, float(T), M, have, p, c, a, b, E3, E5, 1e-11, loose,
-                                                      _CYCLE_TOL, _PERIOD_CHANGE, max_chord, max_newton, 20_000)
-        if status != 2 or loose == 1e-11:
-            break
+    status, x, T, amplitude, _ = ker["shoot"](np.ascontiguousarray(x, dtype=float), float(T), M, have, p, c, a, b,
+                                              E3, E5, 1e-11, _CYCLE_TOL, _PERIOD_CHANGE, max_chord, max_newton,
+                                              20_000)
     # status 1: converged to a multiple of the period, or another orbit: not the continued cycle
-    return (x_c, float(T_c), amplitude) if status == 0 else None
+    return (x, float(T), amplitude) if status == 0 else None
 
 
 def _floquet(model, p, x, T, lams, uniform):
