@@ -112,6 +112,17 @@ def _finish(context: StepContext, step: str, branches: Sequence[Branch], failure
     return summary
 
 
+def _expected_cost(source) -> tuple:
+    """Sort key of a cycles step's source branch, likely longest first. Cycles from an equilibrium branch with
+    folds tend to end at a homoclinic orbit through the saddle the folds create, and snake there (ngnmm_ping
+    at eps = 26 - 30: 32 - 105 s against 1 - 6 s); the wider the parameter range with that saddle, the
+    longer (eps = 30: 1.77 wide, 105 s; eps = 29.5: 1.48, 55 s; eps = 26: 0.07, 32 s). Started in the run
+    file's order, eps = 30 began after the other two and set the step's wall time."""
+    folds = source.points_of_kind(SpecialKind.LP)
+    values = [float(sp.parameters[source.free[0]]) for sp in folds if source.free[0] in sp.parameters]
+    return (-len(folds), -(max(values) - min(values)) if len(values) > 1 else 0.0)
+
+
 def _restartable(sp) -> bool:
     """A point the engine located and bifnet verified: it has the engine data a restart needs."""
     return sp.located and sp.details.get("found_by", "engine") == "engine"
@@ -283,10 +294,8 @@ def cycles_step(context: StepContext, spec: dict) -> dict:
         log.info("  %s: %d start branches on %d threads", step, len(groups), n_threads)
         pool = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="bifnet-cycles")
         try:
-            # likely longest first: cycles from an equilibrium branch with folds tend to end at a homoclinic
-            # orbit through a saddle they create, and snake there (ngnmm_ping at eps = 26 - 30: 35 - 130 s
-            # against 2 - 8 s); the order of the results does not depend on it
-            order = sorted(groups.values(), key=lambda g: -len(g[0][1].points_of_kind(SpecialKind.LP)))
+            # likely longest first (the order of the results does not depend on it)
+            order = sorted(groups.values(), key=lambda g: _expected_cost(g[0][1]))
             futures = [pool.submit(run_group, g) for g in order]
             results = [f.result() for f in futures]
         except BaseException:  # Ctrl-C, SIGTERM: the other threads' AUTO runs go too, and no new ones start
