@@ -162,6 +162,25 @@ progress = false
     assert (out / "sweep_sw.nc.checkpoint.jsonl").read_text().splitlines() == checkpoint
 
 
+def test_cycle_sources_with_the_widest_fold_range_start_first():
+    """The cycles step's threads take the source branches likely longest first: more folds first, then the
+    widest parameter range between them (ngnmm_ping eps = 30, 29.5 and 26: 1.77, 1.48 and 0.07 wide, cycle
+    branches of 105, 55 and 32 s); ties keep the run file's order."""
+    from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
+    from bifnet.continuation.steps import _expected_cost
+
+    def source(name, folds):
+        points = tuple(SpecialPoint(kind=SpecialKind.LP, index=i, parameters={"I": v}, name=f"LP{i + 1}")
+                       for i, v in enumerate(folds))
+        return Branch(kind=BranchKind.EQUILIBRIA, name=name, free=("I",), variables=("x",),
+                      columns={"I": np.linspace(0.0, 5.0, 6)}, special_points=points)
+
+    sources = [source("none", []), source("narrow", [4.685, 4.611]), source("one", [2.0]),
+               source("wide", [4.010, 2.240]), source("middle", [4.078, 2.598]), source("none2", [])]
+    order = [b.name for b in sorted(sources, key=_expected_cost)]
+    assert order == ["wide", "middle", "narrow", "one", "none", "none2"]
+
+
 def test_cycles_on_threads_equal_the_serial_run(tmp_path):
     """Start branches of a cycles step run on threads; the tables are those of a serial run, row for row."""
     text = """
