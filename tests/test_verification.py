@@ -512,12 +512,9 @@ def test_accounting_dismisses_a_stability_change_the_engine_invented(tmp_path):
     assert list(out["stable"]) == [0, 0]
 
 
-def test_period_scan_finds_the_fold_between_two_orbits(tmp_path):
-    """The Bautin normal form with shear, z' = (mu + i (w + |z|^2)) z + 2 |z|^2 z - |z|^4 z: cycles rho = |z|^2
-    with mu = rho^2 - 2 rho and period 2 pi / (w + rho), so the family is a graph over the period while mu turns
-    at the fold rho = 1 (mu = -1, period 2 pi / (w + 1)). The scan from rho = 0.8 (unstable: amplitude exponent
-    4 rho (1 - rho) > 0) to rho = 1.25 (stable) must find that fold and nothing else."""
-    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan
+def _sheared_bautin(tmp_path):
+    """The Bautin normal form with shear, z' = (mu + i (w + |z|^2)) z + 2 |z|^2 z - |z|^4 z (from the
+    Stuart-Landau test model): cycles rho = |z|^2 with mu = rho^2 - 2 rho and period 2 pi / (w + rho)."""
     from bifnet.model import load_model
 
     text = (Path(__file__).parent / "data" / "stuart_landau.toml").read_text()
@@ -526,7 +523,17 @@ def test_period_scan_finds_the_fold_between_two_orbits(tmp_path):
     text = text.replace("omega*y", "(omega + x**2 + y**2)*y").replace("omega*x", "(omega + x**2 + y**2)*x")
     path = tmp_path / "sheared_bautin.toml"
     path.write_text(text)
-    model = load_model(path)
+    return load_model(path)
+
+
+def test_period_scan_finds_the_fold_between_two_orbits(tmp_path):
+    """The Bautin normal form with shear, z' = (mu + i (w + |z|^2)) z + 2 |z|^2 z - |z|^4 z: cycles rho = |z|^2
+    with mu = rho^2 - 2 rho and period 2 pi / (w + rho), so the family is a graph over the period while mu turns
+    at the fold rho = 1 (mu = -1, period 2 pi / (w + 1)). The scan from rho = 0.8 (unstable: amplitude exponent
+    4 rho (1 - rho) > 0) to rho = 1.25 (stable) must find that fold and nothing else."""
+    from bifnet.continuation.verify_cycles import PeriodScan, crossings_in_scan
+
+    model = _sheared_bautin(tmp_path)
     w = 1.0
     mu = lambda rho: rho ** 2 - 2 * rho
     period = lambda rho: 2 * np.pi / (w + rho)
@@ -550,15 +557,8 @@ def test_period_scan_starts_each_solve_on_the_line_through_the_nearest_samples(t
     the exact parameter, as the one solved from the nearest sample alone, in fewer evaluations of the
     shooting equations; when the line's start fails the nearest sample is tried."""
     from bifnet.continuation.verify_cycles import PeriodScan
-    from bifnet.model import load_model
 
-    text = (Path(__file__).parent / "data" / "stuart_landau.toml").read_text()
-    text = text.replace("- x*(x**2 + y**2)", "+ (2*(x**2 + y**2) - (x**2 + y**2)**2)*x")
-    text = text.replace("- y*(x**2 + y**2)", "+ (2*(x**2 + y**2) - (x**2 + y**2)**2)*y")
-    text = text.replace("omega*y", "(omega + x**2 + y**2)*y").replace("omega*x", "(omega + x**2 + y**2)*x")
-    path = tmp_path / "sheared_bautin.toml"
-    path.write_text(text)
-    model = load_model(path)
+    model = _sheared_bautin(tmp_path)
     w = 1.0
     mu = lambda rho: rho ** 2 - 2 * rho
     period = lambda rho: 2 * np.pi / (w + rho)
