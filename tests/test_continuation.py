@@ -184,18 +184,24 @@ def test_tracing_a_callback_leaves_the_math_module_alone(toy_model):
     assert seen and all(seen) and math.exp is builtin
 
 
+def _bifpy_original(workaround):
+    """bifpy's own function that the adapter's ``workaround`` replaced (skip where it is not installed)."""
+    from bifnet.continuation import _auto
+
+    _auto._auto()
+    original = _auto._cache_state.get(workaround)
+    if not original:
+        pytest.skip("not installed for this bifpy version")
+    return original
+
+
 def test_shallow_metadata_equals_bifpys(ping_eq15, monkeypatch):
     """bifnet copies each labelled point's fort.8 header without bifpy's deep copy
     (_auto._install_shallow_metadata): on every labelled point of a cycle run the fields equal bifpy's
     own copy, and the no-record case gives the same Nones."""
     from bifpy.auto import _parsing
 
-    from bifnet.continuation import _auto
-
-    _auto._auto()
-    original = _auto._cache_state.get("shallow_metadata")
-    if not original:
-        pytest.skip("not installed for this bifpy version")
+    original = _bifpy_original("shallow_metadata")
     shallow = _parsing._metadata_fields
     compared = []
 
@@ -220,10 +226,7 @@ def test_fast_fort8_records_equal_bifpys(ping_eq15, monkeypatch):
 
     from bifnet.continuation import _auto
 
-    _auto._auto()
-    original = _auto._cache_state.get("fast_fort8")
-    if not original:
-        pytest.skip("not installed for this bifpy version")
+    original = _bifpy_original("fast_fort8")
     fast = _parsing._read_fort8_bvp_family_record
     compared = []
 
