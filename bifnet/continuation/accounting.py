@@ -377,7 +377,7 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
         counts, extra, columns, below, rechecked = _counts(branch, system, cycles, recheck)
         if columns is not None:
             branch = dataclasses.replace(branch, columns=columns)
-        events = _outside(find_events(branch, counts, settings.tolerance, below), stalls(branch, settings.tolerance))
+        events = _events_outside_stalls(branch, counts, settings.tolerance, below)
         if round_ == 1:
             found = len(events)
         if not events or round_ > MAX_REFINEMENTS:
@@ -418,13 +418,13 @@ def account(points: list, convert: Callable[[list], Branch], problem, free: Sequ
             below = np.array(below, copy=True)
             for row, value in recount_below.items():
                 below[row] = value
-        events = _outside(find_events(branch, counts, settings.tolerance, below), stalls(branch, settings.tolerance))
+        events = _events_outside_stalls(branch, counts, settings.tolerance, below)
     snakes = 0
     if cycles and system.kind == "homogeneous":
         before = len(branch.special_points)
         branch, snakes = _scan_snakes(branch, system, settings.tolerance)
         if len(branch.special_points) != before and events:
-            events = _outside(find_events(branch, counts, settings.tolerance, below), stalls(branch, settings.tolerance))
+            events = _events_outside_stalls(branch, counts, settings.tolerance, below)
     branch, dismissed_points = _drop_unsupported(branch, counts, below, rechecked)
     branch = _report_stalls(branch, settings.tolerance)
     warn_failed(branch)
@@ -760,9 +760,12 @@ def stalls(branch: Branch, tolerance: float = 0.0) -> list[tuple[int, int]]:
     return out
 
 
-def _outside(events: list, stretches: Sequence[tuple[int, int]]) -> list:
-    """The events that do not lie in a stall (:func:`stalls`); those are reported once, by :func:`_report_stalls`."""
-    return [e for e in events if not any(a <= e.index <= b for a, b in stretches)]
+def _events_outside_stalls(branch: Branch, counts, tolerance: float, below) -> list:
+    """:func:`find_events` without the events that lie in a stall (:func:`stalls`); those are reported once,
+    by :func:`_report_stalls`."""
+    stretches = stalls(branch, tolerance)
+    return [e for e in find_events(branch, counts, tolerance, below)
+            if not any(a <= e.index <= b for a, b in stretches)]
 
 
 def _report_stalls(branch: Branch, tolerance: float) -> Branch:
