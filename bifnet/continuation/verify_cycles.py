@@ -37,10 +37,12 @@ integrated again adaptively at rtol 1e-12 at the end.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Sequence
 
 import numba
 import numpy as np
+from scipy.linalg import LinAlgWarning, lu_factor, lu_solve
 
 from bifnet.continuation.branch import Branch, SpecialKind, SpecialPoint
 from bifnet.continuation.verify import RESIDUAL_TOLERANCE, TRIVIAL_WARNING, Verification, _close_to_branch
@@ -207,6 +209,29 @@ def _equilibrated_solve(D: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         return C * np.linalg.solve(A, rhs * R)
     except np.linalg.LinAlgError:
         return C * np.linalg.lstsq(A, rhs * R, rcond=None)[0]
+
+
+def _chord_factor(D: np.ndarray):
+    """Row and column scalings and LU factors of ``D`` for repeated :func:`_chord_solve` (as
+    :func:`_equilibrated_solve`); None factors when ``D`` is singular (then least squares)."""
+    R = 1.0 / np.maximum(np.max(np.abs(D), axis=1), 1e-300)
+    DR = D * R[:, None]
+    C = 1.0 / np.maximum(np.max(np.abs(DR), axis=0), 1e-300)
+    A = DR * C[None, :]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LinAlgWarning)
+        try:
+            lu = lu_factor(A, check_finite=False)
+        except (LinAlgWarning, ValueError):   # an exactly singular matrix: least squares each time
+            lu = None
+    return R, C, A, lu
+
+
+def _chord_solve(factor, rhs: np.ndarray) -> np.ndarray:
+    R, C, A, lu = factor
+    if lu is None:
+        return C * np.linalg.lstsq(A, rhs * R, rcond=None)[0]
+    return C * lu_solve(lu, rhs * R, check_finite=False)
 
 
 class _MultipleShooting:
@@ -627,6 +652,10 @@ class ScanSample:
     multipliers: np.ndarray = dataclasses.field(repr=False)
     residual: float = 0.0
     count: int = -1     #: multipliers outside the unit circle, trivial one left out (-1: undecided)
+    #: the segment monodromies at ``u``, from which :class:`PeriodScan` builds the chord Jacobian of the
+    #: solves that start from this sample (once: kept in ``jacobian``)
+    monodromies: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    jacobian: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
 def _critical(mu: np.ndarray) -> complex:
@@ -710,45 +739,109 @@ class PeriodScan:
         ends, Ms = self.sh.flows(u)
         return self.sh.orbit_equations(u, ends, Ms, np.empty(self.N + 1)), ends, Ms
 
-    def _newton_step(self, u, G, ends, Ms):
+    def _residual(self, u):
+        """The shooting equations and phase at ``u`` from the segments' end states alone (no monodromies)."""
+        return self.sh.orbit_equations(u, self.sh.ends(u), None, np.empty(self.N + 1))
+
+    def _jacobian(self, u, ends, Ms):
+        """The Jacobian of the shooting equations and phase in the segment states and the parameter (the
+        period fixed): the states' columns exact
+        (``M_k``, ``-I``), the parameter's column by central differences of the end states; returned as
+        the equilibrated LU factors of :func:`_chord_factor`."""
         N = self.N
         D = self.sh.orbit_jacobian(u, ends, Ms, np.zeros((N + 1, N + 1)))
         h = 1e-7 * (1.0 + abs(u[-1]))
         up, um = u.copy(), u.copy()
         up[-1] += h
         um[-1] -= h
-        sh, out = self.sh, np.empty((2, N + 1))
-        for row, v in zip(out, (up, um)):   # the parameter's column: only the end states move (no monodromies)
-            sh.orbit_equations(v, sh.ends(v), None, row)
-        D[:, N] = (out[0] - out[1]) / (2 * h)
-        s = _equilibrated_solve(D, -G)
-        step = np.zeros_like(u)
-        step[:N] = s[:N]
-        step[-1] = s[N]
-        return step
+        D[:, N] = (self._residual(up) - self._residual(um)) / (2 * h)
+        return _chord_factor(D)
 
-    def solve(self, period: float, u_start: np.ndarray, max_iterations: int = 8) -> ScanSample | None:
+    def _sample_jacobian(self, sample: ScanSample):
+        """The LU factors of the Jacobian at ``sample`` (built once, kept in the sample)."""
+        if "factor" not in sample.jacobian:
+            ends = self.sh.ends(sample.u)
+            sample.jacobian["factor"] = self._jacobian(sample.u, ends, sample.monodromies)
+        return sample.jacobian["factor"]
+
+    def solve(self, period: float, u_start: np.ndarray, max_iterations: int = 8,
+              near: ScanSample | None = None) -> ScanSample | None:
+        """The orbit at ``period`` (the parameter free) from ``u_start``, by chord iterations.
+
+        The Jacobian is computed once: the Jacobian at the sample ``near`` (a neighbour's, built once for
+        all the solves that start from it; at the start when None), and afresh at the current iterate
+        only when an iteration does not reduce the residual tenfold, at most ``max_iterations`` times.
+        The iterations integrate the segments' end states alone, without the monodromies (a third of the
+        cost). Each iteration takes the full step, or with a fresh Jacobian halves it until the residual
+        decreases; the solve stops below 1e-12, when no step decreases the residual, or when the step is
+        negligible. The monodromies are then computed at the solution, for its multipliers and the
+        residual (at most :data:`RESIDUAL_TOLERANCE`)."""
+        N = self.N
         u = u_start.copy()
-        u[self.N] = period
+        u[N] = period
         with np.errstate(all="ignore"):
-            u, G, ends, Ms, res = _damped_newton(u, self._equations, self._newton_step, max_iterations)
+            if near is None or near.monodromies is None:
+                G, ends, Ms = self._equations(u)
+                factor, fresh = self._jacobian(u, ends, Ms), True
+            else:
+                G, factor, fresh = self._residual(u), self._sample_jacobian(near), False
+            res = float(np.max(np.abs(G)))
+            if not np.isfinite(res):
+                return None
+            refreshes, iterations = 0, 0
+            while res >= 1e-12 and iterations < 4 * max_iterations:
+                iterations += 1
+                step = np.zeros_like(u)
+                s = _chord_solve(factor, -G)
+                step[:N], step[-1] = s[:N], s[N]
+                lam, accepted = 1.0, False
+                while lam >= 1.0 / 64:
+                    trial = u + lam * step
+                    if np.all(np.isfinite(trial)):
+                        Gt = self._residual(trial)
+                        rt = float(np.max(np.abs(Gt)))
+                        if rt < res:
+                            accepted = True
+                            break
+                    if not fresh:
+                        break   # a stale Jacobian: refresh it before shortening the step
+                    lam /= 2
+                slow = not accepted or rt > 0.1 * res
+                if accepted:
+                    small = np.max(np.abs(lam * step)) < 1e-13 * (1.0 + np.max(np.abs(u)))
+                    u, G, res = trial, Gt, rt
+                    if small:
+                        break
+                if slow:
+                    if fresh and not accepted:
+                        break   # no step decreases the residual: converged as far as the arithmetic allows
+                    if refreshes == max_iterations:
+                        break
+                    refreshes += 1
+                    G, ends, Ms = self._equations(u)
+                    factor, fresh = self._jacobian(u, ends, Ms), True
+                elif accepted:
+                    fresh = False
+            G, ends, Ms = self._equations(u)
+            res = float(np.max(np.abs(G)))
             if not np.isfinite(res) or res > RESIDUAL_TOLERANCE:
                 return None
             mu = product_eigenvalues(Ms)
-        return ScanSample(period=float(u[self.N]), parameter=float(u[-1]), u=u, multipliers=mu,
-                          residual=float(res), count=_count(mu))
+        return ScanSample(period=float(u[N]), parameter=float(u[-1]), u=u, multipliers=mu,
+                          residual=float(res), count=_count(mu), monodromies=Ms)
 
     def solve_near(self, period: float, samples: Sequence[ScanSample]) -> ScanSample | None:
         """:meth:`solve` at ``period`` from the line through the two samples nearest in the period (secant
         predictor: Newton from the nearest sample alone took 5 iterations and 9 evaluations a solve on the
-        eps = 15 snake scans); from the nearest sample alone when that fails or there is one sample."""
+        eps = 15 snake scans), with the nearest sample's Jacobian for the chord iterations; from the nearest
+        sample alone when that fails or there is one sample."""
         near = sorted(samples, key=lambda s: abs(s.period - period))[:2]
         if len(near) == 2 and near[0].period != near[1].period:
             t = (period - near[0].period) / (near[1].period - near[0].period)
-            got = self.solve(period, near[0].u + t * (near[1].u - near[0].u))
+            got = self.solve(period, near[0].u + t * (near[1].u - near[0].u), near=near[0])
             if got is not None:
                 return got
-        return self.solve(period, near[0].u)
+        return self.solve(period, near[0].u, near=near[0])
 
     def run(self, period_b: float, parameter_b: float, samples: int = 8,
             halvings: int = HALVINGS, tolerance: float = 1e-8) -> list[ScanSample] | None:
