@@ -129,3 +129,21 @@ def test_map_tasks_returns_objects_in_order_on_every_scheduler():
     assert {p[1]["pid"] for p in pool} != {__import__("os").getpid()}  # ran in other processes
     with pytest.raises(BifnetError, match="1 of 2 task.*negative"):
         map_tasks(_array_task, [{"a": 1.0, "b": 1.0}, {"a": -1.0, "b": 1.0}], workers=2)
+
+
+def test_map_tasks_logs_each_finished_task_when_asked(caplog):
+    """``progress``: one line per finished task, counting up to the number of tasks (failed ones included)."""
+    import logging
+
+    from bifnet.errors import BifnetError
+    from bifnet.sweep import map_tasks
+
+    tasks = [{"a": float(k), "b": 1.0} for k in range(3)] + [{"a": -1.0, "b": 1.0}]
+    with caplog.at_level(logging.INFO, logger="bifnet.sweep"), pytest.raises(BifnetError):
+        map_tasks(_array_task, tasks, scheduler="serial", progress="grid rows")
+    lines = [r.getMessage() for r in caplog.records if "tasks done" in r.getMessage()]
+    assert [line.split("(")[0].strip() for line in lines] == [f"grid rows: {k} of 4 tasks done" for k in (1, 2, 3, 4)]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bifnet.sweep"):
+        map_tasks(_array_task, tasks[:2], scheduler="serial")
+    assert not [r for r in caplog.records if "tasks done" in r.getMessage()]

@@ -440,8 +440,10 @@ def mode_chunks(modes: Sequence[Mode], count: int) -> list[list[int]]:
 
 def trace_curves_parallel(model: NodeModel, parameters: Mapping[str, float], modes: Sequence[Mode],
                           free: tuple[str, str], levels: Sequence[float], settings: ContinuationSettings, *,
-                          scheduler=None, workers: int | None = None, chunks: int | None = None):
-    """:func:`trace_transverse_curves` with the modes' curves traced in parallel.
+                          scheduler=None, workers: int | None = None, chunks: int | None = None,
+                          label: str = "transverse curves"):
+    """:func:`trace_transverse_curves` with the modes' curves traced in parallel (each finished task logged
+    with ``label``).
 
     The levels and their crossings are computed here; the curves of interleaved
     groups of modes are traced by independent tasks (each continues the levels
@@ -463,7 +465,8 @@ def trace_curves_parallel(model: NodeModel, parameters: Mapping[str, float], mod
     groups = mode_chunks(modes, chunks or 2 * n)
     tasks = [dict(model_source=model.source, parameters=dict(parameters), modes=list(modes), free=tuple(free),
                   levels=list(levels), settings=settings, trace=g) for g in groups]
-    results = map_tasks(trace_modes_task, tasks, scheduler=scheduler, workers=workers)
+    results = map_tasks(trace_modes_task, tasks, scheduler=scheduler, workers=workers,
+                        progress=label)
     order = {m.mode: k for k, m in enumerate(modes)}
     curves = [attach(model, free, c) for part in results for c in part]
     curves.sort(key=lambda c: (order.get(c.mode, len(order)), c.name))

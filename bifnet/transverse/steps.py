@@ -359,7 +359,7 @@ def _parallel_level_cycles(context, params, free, levels, settings, groups, step
                   settings=settings, groups=list(groups), step=step) for level in levels]
     out = {}
     for level, (cycles, rows, table) in zip(levels, map_tasks(level_cycles_task, tasks, scheduler=scheduler,
-                                                               workers=workers)):
+                                                               workers=workers, progress=f"{step}: level cycles")):
         cycles = [attach(context.model, free, c) for c in cycles]
         by_name = {c.name: c for c in cycles}
         out[level] = (cycles, rows, [(by_name.get(c.name, c), r) for c, r in table])
@@ -465,7 +465,8 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
         from bifnet.transverse.curves import trace_curves_parallel
 
         curves, crossings, table = trace_curves_parallel(context.model, params, groups, free, levels, settings,
-                                                         scheduler=scheduler, workers=workers)
+                                                         scheduler=scheduler, workers=workers,
+                                                         label=f"{step}: transverse curves")
         log.info("  %s: %d transverse curves of %d modes in parallel (%.0f s)", step, len(curves), followed,
                  time.perf_counter() - begin)
     else:
@@ -531,7 +532,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
         result = instability_map(context.model, params, free, grid[p1], grid[q], [g.Lambda for g in groups],
                                  {level: table[level][0] for level in table},
                                  level_cycles if spec.get("cycles", True) else None,
-                                 scheduler=scheduler, workers=workers)
+                                 scheduler=scheduler, workers=workers, label=f"{step}: map")
         samples, map_rows = result.values1, list(result.values2)
         map_solution, map_rates = result.solution, result.growth_rate
         _write_map(context, step, free, map_rows, samples, groups, map_solution, map_rates,
