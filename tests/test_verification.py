@@ -1206,6 +1206,25 @@ def test_one_fold_explains_one_turn_of_a_snake():
     assert [(e.what, e.index) for e in events] == [("reversal", 2)]
 
 
+def test_a_doubled_branch_turning_at_its_first_step_has_no_fold():
+    """Doubled orbits leave their parent's PD point (row 0) at the vertex of a parabola in the parameter, so
+    the engine's first step may land on its far side: ngnmm_ping at eps = 13, the doubled branch from PD1 at
+    Iext_e = 8.956791 had row 1 1e-6 below row 0 and then went up, and the turn at row 1 was listed as an
+    unlocated LPC (no fold of cycles there: an independent continuation and up/down sweeps show none). A turn
+    at the first step is no event on a branch from a PD point; on a branch from a Hopf point it is, and a
+    later turn of the doubled branch still is."""
+    from bifnet.continuation.branch import Branch, BranchKind
+
+    p = 8.956791 + np.array([0.0, -1e-6, 5e-6, 2.5e-5, 6e-5, 1.1e-4, 0.9e-4, 0.5e-4])   # turns at rows 1 and 5
+    columns = {"p": p, "period": 48.76 - np.arange(8.0) * 1e-3, "x_min": np.zeros(8), "x_max": np.ones(8)}
+    counts = np.zeros(8, dtype=int)
+    for origin, expected in ((("lc", "PD1"), [("reversal", 5)]), (("eq", "HB1"), [("reversal", 1), ("reversal", 5)]),
+                             (None, [("reversal", 1), ("reversal", 5)])):
+        branch = Branch(kind=BranchKind.CYCLES, name="lc2", free=("p",), columns=columns, variables=("x",),
+                        origin=origin)
+        assert sorted((e.what, e.index) for e in accounting.find_events(branch, counts)) == expected, origin
+
+
 def test_snake_pairs_are_the_steps_that_can_hide_two_turns():
     """A branch snaking in p while its period grows, turns 1.0 apart in the period. Row pairs whose period
     step exceeds half the fold spacing near them are listed, with samples at most a quarter of it apart;

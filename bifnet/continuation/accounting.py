@@ -226,7 +226,12 @@ def find_events(branch: Branch, counts: np.ndarray, tolerance: float = 0.0,
     name = branch.free[0]
     if branch.kind in (BranchKind.EQUILIBRIA, BranchKind.CYCLES) and len(branch) >= 3:
         folds = {SpecialKind.LP, SpecialKind.BP} if branch.kind is BranchKind.EQUILIBRIA else {SpecialKind.LPC}
-        turns = [(a, b) for a, b in _turns(branch[name], tolerance) if b + 1 != last]
+        # likewise the first row of a branch of doubled orbits is the parent's PD point, the vertex of that
+        # parabola, and the engine's first step may land on its far side (ngnmm_ping at eps = 13: row 1 lay
+        # 1e-6 below row 0, and the turn at row 1 was listed as an unlocated fold of cycles)
+        doubled = (branch.kind is BranchKind.CYCLES and branch.origin is not None
+                   and str(branch.origin[1]).startswith(SpecialKind.PD.value))
+        turns = [(a, b) for a, b in _turns(branch[name], tolerance) if b + 1 != last and not (doubled and a == 0)]
         # each located fold explains one turn, the nearest first (on a snake a fold one row away is the
         # next turn's: ngnmm_ping at eps = 30 turns at rows 35 and 36, and the fold at row 36 explained both)
         fold_points = [sp for sp in branch.special_points if sp.kind in folds]
