@@ -247,3 +247,65 @@ def test_fast_fort8_records_equal_bifpys(ping_eq15, monkeypatch):
     assert _auto._fast_fort8_record(lines, 0, _parsing) is None
     record, end = fast(lines, 0)
     assert end == 3 and record.state == ((1.0, 2.0), (3.0, 2.22507e-308)) and record.all_parameters == (1.0, 2.0, 11.0)
+
+
+class _FakeLocus:
+    special_points = ()
+
+    def __init__(self, curve, name):
+        self.curve, self.name = curve, name
+
+    def __len__(self):
+        return 10
+
+
+def test_loci_side_by_side_equal_loci_one_after_another(monkeypatch, caplog):
+    """``_loci_in_order`` with 2 threads: the same loci, failures and log lines as with 1. Start points
+    b and d, of a's source branch, lie on a's locus and are skipped, and are not computed ahead either;
+    c fails; the slow first locus does not hold up the ones after it (they run while it runs)."""
+    import logging
+    import threading
+    import time
+    import types
+
+    from bifnet.continuation import steps
+    from bifnet.errors import ContinuationError
+
+    curve_of = {"a": 1, "b": 1, "c": 2, "d": 1, "e": 3}
+    delay = {"a": 0.4, "b": 0.1, "c": 0.1, "d": 0.1, "e": 0.1}
+    running, overlap, computed = set(), [], []
+
+    def fake_locus(source, point, free, *, settings=None, name=None):
+        computed.append(point)
+        running.add(point)
+        overlap.append(len(running))
+        time.sleep(delay[point])
+        running.discard(point)
+        if point == "c":
+            raise ContinuationError("no convergence")
+        return _FakeLocus(curve_of[point], name)
+
+    monkeypatch.setattr(steps, "continue_locus", fake_locus)
+    monkeypatch.setattr(steps, "_on_existing_locus",
+                        lambda loci, source, point, free: any(l.curve == curve_of[point] for l in loci))
+    sources = {p: types.SimpleNamespace(name=name) for p, name in zip("abcde", ["lc1", "lc1", "lc2", "lc1", "lc3"])}
+    starts = [(sources[p], p) for p in "abcde"]
+    results = {}
+    for threads in (1, 2):
+        caplog.clear()
+        overlap.clear()
+        computed.clear()
+        with caplog.at_level(logging.INFO, logger="bifnet"):
+            t0 = time.perf_counter()
+            loci, failures = steps._loci_in_order("lpc", starts, ("p", "q"), None, True, threads)
+            seconds = time.perf_counter() - t0
+        results[threads] = ([l.name for l in loci], failures,
+                            [r.getMessage() for r in caplog.records if r.getMessage().startswith("  lpc@")],
+                            max(overlap), seconds, sorted(computed))
+    assert results[1][:3] == results[2][:3]
+    assert results[1][0] == ["lpc@lc1:a", "lpc@lc3:e"] and results[1][1] == ["lpc@lc2:c: no convergence"]
+    assert results[1][3] == 1 and results[2][3] == 2
+    assert results[2][4] < results[1][4] - 0.1, (results[1][4], results[2][4])
+    # ahead only start points of other source branches: b and d (a's branch) are never computed
+    assert results[1][5] == results[2][5] == ["a", "c", "e"]
+    assert threading.active_count() < 10
