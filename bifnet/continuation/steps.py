@@ -398,16 +398,20 @@ def _loci_in_order(step, starts, free, settings, dedupe: bool, threads: int):
 
     def top_up(i):
         """Keep up to ``threads`` loci running: start point ``i``, then the next ones (at most ``4 threads``
-        ahead) that are not on a kept locus and whose source branch no running start point has (the start
-        points of one branch mostly lie on one locus: at eps = 26 – 30 of ngnmm_ping 12 of 14 were)."""
-        busy = {starts[j][0].name for j, f in ahead.items() if not f.done()}
+        ahead) that are not on a kept locus and whose source branch has no start point running or waiting
+        to be kept, ``i``'s included (the start points of one branch mostly lie on one locus: at eps = 26 –
+        30 of ngnmm_ping 12 of 14 were)."""
+        running = sum(1 for f in ahead.values() if not f.done())
+        claimed = {starts[j][0].name for j in ahead} | {starts[i][0].name}
         for j in range(i, min(i + 4 * threads, len(starts))):
-            if len(busy) >= threads:
+            if running >= threads:
                 break
             source, point = starts[j]
-            if j not in ahead and (j == i or source.name not in busy) and not on_kept(source, point):
-                ahead[j] = pool.submit(compute, source, point, f"{step}@{source.name}:{point}")
-                busy.add(source.name)
+            if j in ahead or (j != i and source.name in claimed) or on_kept(source, point):
+                continue
+            ahead[j] = pool.submit(compute, source, point, f"{step}@{source.name}:{point}")
+            running += 1
+            claimed.add(source.name)
 
     try:
         for i, (source, point) in enumerate(starts):
