@@ -336,3 +336,31 @@ def test_mode_chunks_keep_conjugates_together():
     modes = [Mode(1.0, (1,)), Mode(0.5 + 0.1j, (2,)), Mode(0.5 - 0.1j, (3,)), Mode(0.2, (4,)), Mode(-0.3, (5, 6))]
     assert mode_chunks(modes, 2) == [[2, 3, 5], [4]]
     assert mode_chunks(modes, 1) == [[2, 3, 4, 5]]
+
+
+def test_complex_augmented_system_of_a_sigmoid_model_is_split_exactly():
+    """Wilson-Cowan's sigmoid of a complex input: the real and imaginary parts of the complex augmented
+    system contain no re() or im() (they did: exp of a sum was expanded into a product of exponentials
+    first, AUTO-07p could not compile it, and every complex mode's curve failed), and on a = x, b = 0 the
+    (a, b) block of its Jacobian has the eigenvalues of J(Lambda) = A + Lambda B and their conjugates."""
+    import sympy
+
+    from bifnet.codegen import jacobian_function, mode_jacobian_functions
+    from bifnet.model import load_model
+    from bifnet.systems import complex_augmented_system
+
+    model = load_model("wilson_cowan")
+    system = complex_augmented_system(model)
+    assert not any(e.has(sympy.re, sympy.im) for e in system.rhs)
+    n = model.n_variables
+    values = model.resolve_parameters({"eps": -2.0, "Iext_e": 0.9})
+    x = np.array([0.13, 0.31])
+    lam = 0.0496 + 0.3768j
+    p = np.array([values.get(s, {"Lambda": lam.real, "Lambda_imag": lam.imag}.get(s)) for s in
+                  system.parameter_names], dtype=float)
+    J = jacobian_function(system)(np.concatenate([x, x, np.zeros(n)]), p)[n:, n:]
+    A, B = mode_jacobian_functions(model)
+    q = np.array([values[k] for k in model.parameter_names])
+    expected = np.linalg.eigvals(A(x, q) + lam * B(x, q))
+    got = np.sort_complex(np.linalg.eigvals(J))
+    assert np.allclose(got, np.sort_complex(np.concatenate([expected, expected.conj()])), rtol=0, atol=1e-12)

@@ -741,6 +741,14 @@ def verify_branch(branch: Branch, system: SymbolicSystem | None = None, *, memo:
                 result = solve_generalised_hopf(system, branch, sp)
                 out.append(apply(sp, result, branch=branch) if result.ok else
                            apply(sp, check_generalised_hopf(system, sp, branch), branch=branch, polish=False))
+            elif branch.kind is BranchKind.LOCUS and sp.kind is SpecialKind.GH and system.kind == "augmented":
+                # a transverse Hopf curve: the augmented system follows one mode, and the first Lyapunov
+                # coefficient of its Hopf points is not the network's (the modes interact through the
+                # nonlinear terms): the engine's GH label is no point of the network (wilson_cowan on tvb96
+                # gave five along one complex mode's curve, where the pattern's l1 keeps its sign)
+                out.append(dataclasses.replace(sp, located=False, verification="not verified", details={
+                    **sp.details, "reason": "the engine's generalised-Hopf test on the one-mode augmented system, "
+                    "whose Lyapunov coefficient is not the network's (the network's: transverse_points.csv, l1)"}))
             elif branch.kind is BranchKind.LOCUS and branch.locus_of in (SpecialKind.LP, SpecialKind.HB) \
                     and sp.kind in _CODIM2:
                 out.append(apply(sp, check_codim2(system, sp, branch), branch=branch,

@@ -212,7 +212,7 @@ def _curves_frame(curves, free):
 
     rows = []
     for c in curves:
-        kinds = {sp.index: sp.kind.value for sp in c.special_points}
+        kinds = {sp.index: sp.kind.value for sp in c.special_points if sp.located}   # verified ones only
         with np.errstate(divide="ignore", invalid="ignore"):
             freq = 1000.0 / c["period"] if "period" in c.columns else np.full(len(c), np.nan)
         frame = pd.DataFrame({
@@ -671,7 +671,7 @@ def _codim2_labels(curves, free):
     for c in curves:
         by_kind = {}
         for sp in c.special_points:
-            if sp.kind in _CODIM2 or sp.kind is SpecialKind.BP:
+            if (sp.kind in _CODIM2 or sp.kind is SpecialKind.BP) and sp.located:
                 by_kind.setdefault(sp.kind, []).append(sp)
         for kind, points in by_kind.items():
             tag = f" m{c.mode}" if c.mode not in (None, 1) else ""
