@@ -309,3 +309,26 @@ def test_loci_side_by_side_equal_loci_one_after_another(monkeypatch, caplog):
     # ahead only start points of other source branches: b and d (a's branch) are never computed
     assert results[1][5] == results[2][5] == ["a", "c", "e"]
     assert threading.active_count() < 10
+
+
+def test_loci_side_by_side_start_the_next_locus_while_others_run_ahead(monkeypatch):
+    """Start point b shares a's source branch, so it is not computed ahead; when a is kept, c is done and
+    d and e (other branches) are running ahead on both threads: b must still be started (it was not: a
+    KeyError ended the homogeneous study's hopf step). All five loci differ and are kept, in order."""
+    import time
+    import types
+
+    from bifnet.continuation import steps
+
+    spec = {"a": ("A", 0.2), "b": ("A", 0.1), "c": ("C", 0.05), "d": ("D", 0.4), "e": ("E", 0.4)}
+
+    def fake_locus(source, point, free, *, settings=None, name=None):
+        time.sleep(spec[point][1])
+        return _FakeLocus(point, name)
+
+    monkeypatch.setattr(steps, "continue_locus", fake_locus)
+    monkeypatch.setattr(steps, "_on_existing_locus", lambda loci, source, point, free: any(l.curve == point for l in loci))
+    starts = [(types.SimpleNamespace(name=spec[p][0]), p) for p in "abcde"]
+    for threads in (1, 2, 3):
+        loci, failures = steps._loci_in_order("hopf", starts, ("p", "q"), None, True, threads)
+        assert [l.curve for l in loci] == list("abcde") and not failures, threads

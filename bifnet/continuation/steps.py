@@ -397,17 +397,20 @@ def _loci_in_order(step, starts, free, settings, dedupe: bool, threads: int):
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bifnet-loci")
 
     def top_up(i):
-        """Keep up to ``threads`` loci running: start point ``i``, then the next ones (at most ``4 threads``
-        ahead) that are not on a kept locus and whose source branch has no start point running or waiting
-        to be kept, ``i``'s included (the start points of one branch mostly lie on one locus: at eps = 26 –
-        30 of ngnmm_ping 12 of 14 were)."""
+        """Start point ``i`` (always), then keep up to ``threads`` loci running with the next start points (at
+        most ``4 threads`` ahead) that are not on a kept locus and whose source branch has no start point
+        running or waiting to be kept, ``i``'s included (the start points of one branch mostly lie on one
+        locus: at eps = 26 – 30 of ngnmm_ping 12 of 14 were)."""
+        if i not in ahead:
+            source, point = starts[i]
+            ahead[i] = pool.submit(compute, source, point, f"{step}@{source.name}:{point}")
         running = sum(1 for f in ahead.values() if not f.done())
-        claimed = {starts[j][0].name for j in ahead} | {starts[i][0].name}
-        for j in range(i, min(i + 4 * threads, len(starts))):
+        claimed = {starts[j][0].name for j in ahead}
+        for j in range(i + 1, min(i + 4 * threads, len(starts))):
             if running >= threads:
                 break
             source, point = starts[j]
-            if j in ahead or (j != i and source.name in claimed) or on_kept(source, point):
+            if j in ahead or source.name in claimed or on_kept(source, point):
                 continue
             ahead[j] = pool.submit(compute, source, point, f"{step}@{source.name}:{point}")
             running += 1
@@ -427,7 +430,8 @@ def _loci_in_order(step, starts, free, settings, dedupe: bool, threads: int):
                 top_up(i)
                 while not ahead[i].done():   # the next ones start as soon as a thread is free
                     wait([f for f in ahead.values() if not f.done()], return_when=FIRST_COMPLETED)
-                    top_up(i)
+                    if not ahead[i].done():
+                        top_up(i)
                 locus, error = ahead.pop(i).result()
             if error is not None:
                 failures.append(f"{name}: {error}")
