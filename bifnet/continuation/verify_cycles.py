@@ -200,20 +200,13 @@ def _bordered(A: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
 
 
 def _equilibrated_solve(D: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """``D^{-1} rhs`` after scaling rows and columns to unit max-norm."""
-    R = 1.0 / np.maximum(np.max(np.abs(D), axis=1), 1e-300)
-    DR = D * R[:, None]
-    C = 1.0 / np.maximum(np.max(np.abs(DR), axis=0), 1e-300)
-    A = DR * C[None, :]
-    try:
-        return C * np.linalg.solve(A, rhs * R)
-    except np.linalg.LinAlgError:
-        return C * np.linalg.lstsq(A, rhs * R, rcond=None)[0]
+    """``D^{-1} rhs`` after scaling rows and columns to unit max-norm (least squares when ``D`` is singular)."""
+    return _chord_solve(_chord_factor(D), rhs)
 
 
 def _chord_factor(D: np.ndarray):
-    """Row and column scalings and LU factors of ``D`` for repeated :func:`_chord_solve` (as
-    :func:`_equilibrated_solve`); None factors when ``D`` is singular (then least squares)."""
+    """Row and column scalings to unit max-norm and the LU factors of the scaled ``D``, for repeated
+    :func:`_chord_solve`; None factors when ``D`` is exactly singular (then least squares)."""
     R = 1.0 / np.maximum(np.max(np.abs(D), axis=1), 1e-300)
     DR = D * R[:, None]
     C = 1.0 / np.maximum(np.max(np.abs(DR), axis=0), 1e-300)
@@ -230,7 +223,10 @@ def _chord_factor(D: np.ndarray):
 def _chord_solve(factor, rhs: np.ndarray) -> np.ndarray:
     R, C, A, lu = factor
     if lu is None:
-        return C * np.linalg.lstsq(A, rhs * R, rcond=None)[0]
+        try:
+            return C * np.linalg.lstsq(A, rhs * R, rcond=None)[0]
+        except np.linalg.LinAlgError:   # a matrix with NaN: no step (the iteration rejects it)
+            return np.full_like(rhs * R, np.nan)
     return C * lu_solve(lu, rhs * R, check_finite=False)
 
 
