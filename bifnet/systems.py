@@ -245,7 +245,6 @@ def augmented_system(model: NodeModel, homogeneous: str = "flow") -> SymbolicSys
     )
 
 
-@functools.lru_cache(maxsize=None)
 def _real_imag(value):
     """``(re, im)`` of an expression in real symbols and ``I``, free of ``re()`` and ``im()`` where sympy can.
 
@@ -265,6 +264,7 @@ def _smaller(*forms):
     return min(forms, key=sympy.count_ops)
 
 
+@functools.lru_cache(maxsize=None)
 def complex_augmented_system(model: NodeModel) -> SymbolicSystem:
     """The augmented system for a complex ``Lambda = Lambda + i Lambda_imag``.
 

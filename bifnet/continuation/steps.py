@@ -375,8 +375,9 @@ def _loci_in_order(step, starts, free, settings, dedupe: bool, threads: int):
     on a locus already kept is skipped (``dedupe``). With ``threads`` > 1 the next start points (not on a
     kept locus, from source branches other than the running ones) are computed ahead whenever a thread is
     free, up to ``4 threads`` ahead; a locus computed ahead whose start point turns out to lie on a locus
-    kept before it is thrown away. The loci, failures and log lines are those of one after another, in
-    the starts' order. Returns ``(loci, failures)``."""
+    kept before it is thrown away. The loci, failures and the step's own log lines are those of one after
+    another, in the starts' order (lines from inside a locus computed ahead may come earlier). Returns
+    ``(loci, failures)``."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     loci, failures = [], []
