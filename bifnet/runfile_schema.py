@@ -171,8 +171,6 @@ class CurveStep(_Continuation):
     free: Annotated[list[str], Field(min_length=2, max_length=2)]
     dedupe: bool = True
     max_per_branch: PositiveInt | None = None
-    workers: PositiveInt | None = Field(None, description="threads for loci computed side by side, the result "
-                                        "that of one after another (default: the CPUs available)")
 
 
 class DispersionStep(_Step):

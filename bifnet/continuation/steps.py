@@ -337,11 +337,9 @@ def curve_step(context: StepContext, spec: dict) -> dict:
     ``max_per_branch`` keeps the first N start points of each branch (cycle
     branches that wind towards a homoclinic orbit carry dozens of folds);
     ``dedupe = false`` continues points that lie on a curve already computed.
-    ``workers`` (default: the available cores) loci are computed side by side
-    (:func:`_loci_in_order`); the result is that of one after another.
     """
     step = spec["name"]
-    check_keys(spec, _COMMON | {"dedupe", "max_per_branch", "workers"}, step)
+    check_keys(spec, _COMMON | {"dedupe", "max_per_branch"}, step)
     free = _free(spec, 2, step)
     context.model.check_parameter_names(free)
     settings = step_settings(context, spec, free)
@@ -360,100 +358,24 @@ def curve_step(context: StepContext, spec: dict) -> dict:
         if len(selected) < len(starts):
             log.info("  %s: %d of %d start points kept (max_per_branch = %d)", step, len(selected), len(starts), limit)
         starts = selected
-    workers = spec.get("workers")
-    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
-        raise RunFileError(f"step {step!r}: workers must be a positive integer, got {workers!r}")
-    loci, failures = _loci_in_order(step, starts, free, settings, bool(spec.get("dedupe", True)),
-                                    min(workers or _available_cpus(), max(len(starts), 1)))
+    loci, failures = [], []
+    for source, point in starts:
+        name = f"{step}@{source.name}:{point}"
+        if spec.get("dedupe", True) and _on_existing_locus(loci, source, point, free):
+            log.info("  %s: already on a computed curve, skipped", name)
+            continue
+        try:
+            locus = continue_locus(source, point, free, settings=settings, name=name)
+        except BifnetError as error:
+            failures.append(f"{name}: {error}")
+            log.warning("  %s failed: %s", name, error)
+            continue
+        log.info("  %s: %d points; %s", name, len(locus),
+                 ", ".join(sp.name for sp in locus.special_points) or "no codimension-two points")
+        loci.append(locus)
     context.results[step] = loci
     _plot_two_parameter(context, step, free)
     return _finish(context, step, loci, failures, "locus")
-
-
-def _loci_in_order(step, starts, free, settings, dedupe: bool, threads: int):
-    """The loci from ``starts`` as one after another would give them: in the starts' order, a start point
-    on a locus already kept is skipped (``dedupe``). With ``threads`` > 1 the next start points (not on a
-    kept locus, from source branches other than the running ones) are computed ahead whenever a thread is
-    free, up to ``4 threads`` ahead; a locus computed ahead whose start point turns out to lie on a locus
-    kept before it is thrown away. The loci, failures and the step's own log lines are those of one after
-    another, in the starts' order (lines from inside a locus computed ahead may come earlier). Returns
-    ``(loci, failures)``."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    loci, failures = [], []
-
-    def on_kept(source, point):
-        return dedupe and _on_existing_locus(loci, source, point, free)
-
-    def compute(source, point, name):
-        try:
-            return continue_locus(source, point, free, settings=settings, name=name), None
-        except BifnetError as error:
-            return None, error
-
-    pool, ahead = None, {}
-    if threads > 1 and len(starts) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bifnet-loci")
-
-    def top_up(i):
-        """Start point ``i`` (always), then keep up to ``threads`` loci running with the next start points (at
-        most ``4 threads`` ahead) that are not on a kept locus and whose source branch has no start point
-        running or waiting to be kept, ``i``'s included (the start points of one branch mostly lie on one
-        locus: at eps = 26 – 30 of ngnmm_ping 12 of 14 were)."""
-        if i not in ahead:
-            source, point = starts[i]
-            ahead[i] = pool.submit(compute, source, point, f"{step}@{source.name}:{point}")
-        running = sum(1 for f in ahead.values() if not f.done())
-        claimed = {starts[j][0].name for j in ahead}
-        for j in range(i + 1, min(i + 4 * threads, len(starts))):
-            if running >= threads:
-                break
-            source, point = starts[j]
-            if j in ahead or source.name in claimed or on_kept(source, point):
-                continue
-            ahead[j] = pool.submit(compute, source, point, f"{step}@{source.name}:{point}")
-            running += 1
-            claimed.add(source.name)
-
-    try:
-        for i, (source, point) in enumerate(starts):
-            name = f"{step}@{source.name}:{point}"
-            if on_kept(source, point):
-                if i in ahead:
-                    ahead.pop(i).cancel()   # computed ahead for nothing (or not started yet)
-                log.info("  %s: already on a computed curve, skipped", name)
-                continue
-            if pool is None:
-                locus, error = compute(source, point, name)
-            else:
-                top_up(i)
-                while not ahead[i].done():   # the next ones start as soon as a thread is free
-                    wait([f for f in ahead.values() if not f.done()], return_when=FIRST_COMPLETED)
-                    if not ahead[i].done():
-                        top_up(i)
-                locus, error = ahead.pop(i).result()
-            if error is not None:
-                failures.append(f"{name}: {error}")
-                log.warning("  %s failed: %s", name, error)
-                continue
-            log.info("  %s: %d points; %s", name, len(locus),
-                     ", ".join(sp.name for sp in locus.special_points) or "no codimension-two points")
-            loci.append(locus)
-    except BaseException:
-        if pool is not None:   # Ctrl-C, SIGTERM: the other threads' AUTO runs go too
-            from bifnet.continuation import _watchdog
-
-            _watchdog.stop_all()
-            pool.shutdown(wait=True, cancel_futures=True)
-            _watchdog.allow_runs()
-            pool = None
-        raise
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    return loci, failures
 
 
 def _on_existing_locus(loci: Sequence[Branch], source: Branch, point: str, free) -> bool:
