@@ -364,3 +364,27 @@ def test_complex_augmented_system_of_a_sigmoid_model_is_split_exactly():
     expected = np.linalg.eigvals(A(x, q) + lam * B(x, q))
     got = np.sort_complex(np.linalg.eigvals(J))
     assert np.allclose(got, np.sort_complex(np.concatenate([expected, expected.conj()])), rtol=0, atol=1e-12)
+
+
+def test_engine_gh_on_a_transverse_hopf_curve_is_not_a_located_point():
+    """The engine's GH label on a Hopf curve of the augmented system (one mode; its Lyapunov coefficient is
+    not the network's) is kept with located = False, 'not verified' and the reason, and is left out of the
+    codim2 column of transverse_curves.csv; the same label on a homogeneous Hopf locus is still solved."""
+    from bifnet.continuation.branch import Branch, BranchKind, SpecialKind, SpecialPoint
+    from bifnet.continuation.verify import verify_branch
+    from bifnet.model import load_model
+    from bifnet.systems import augmented_system
+    from bifnet.transverse.steps import _curves_frame
+
+    model = load_model("ngnmm_ping")
+    system = augmented_system(model, "gradient")
+    gh = SpecialPoint(kind=SpecialKind.GH, index=1, parameters={"Iext_e": 1.0, "eps": 5.0}, located=True, name="GH1")
+    columns = {"Iext_e": np.array([0.9, 1.0, 1.1]), "eps": np.array([4.0, 5.0, 6.0]), "period": np.full(3, 20.0)}
+    curve = Branch(kind=BranchKind.LOCUS, name="HB[mode68]#1", free=("Iext_e", "eps"), columns=columns,
+                   special_points=(gh,), locus_of=SpecialKind.HB, mode=68, Lambda=-0.3, engine={})
+    checked = verify_branch(curve, system)
+    (point,) = checked.special_points
+    assert not point.located and point.verification == "not verified"
+    assert "augmented system" in point.details["reason"]
+    assert list(_curves_frame([checked], ("Iext_e", "eps"))["codim2"]) == ["", "", ""]
+    assert list(_curves_frame([curve], ("Iext_e", "eps"))["codim2"]) == ["", "GH", ""]
