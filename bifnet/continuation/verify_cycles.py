@@ -37,12 +37,11 @@ integrated again adaptively at rtol 1e-12 at the end.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Sequence
 
 import numba
 import numpy as np
-from scipy.linalg import LinAlgWarning, lu_factor, lu_solve
+from scipy.linalg.lapack import dgetrf, dgetrs
 
 from bifnet.continuation.branch import Branch, SpecialKind, SpecialPoint
 from bifnet.continuation.verify import RESIDUAL_TOLERANCE, TRIVIAL_WARNING, Verification, _close_to_branch
@@ -211,13 +210,10 @@ def _chord_factor(D: np.ndarray):
     DR = D * R[:, None]
     C = 1.0 / np.maximum(np.max(np.abs(DR), axis=0), 1e-300)
     A = DR * C[None, :]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", LinAlgWarning)
-        try:
-            lu = lu_factor(A, check_finite=False)
-        except (LinAlgWarning, ValueError):   # an exactly singular matrix: least squares each time
-            lu = None
-    return R, C, A, lu
+    # LAPACK's LU directly (what numpy's solve does): its info flags an exactly singular matrix without the
+    # warnings machinery, whose filters are global and not safe in the cycle step's threads
+    lu, piv, info = dgetrf(A)
+    return R, C, A, ((lu, piv) if info == 0 else None)
 
 
 def _chord_solve(factor, rhs: np.ndarray) -> np.ndarray:
@@ -227,7 +223,8 @@ def _chord_solve(factor, rhs: np.ndarray) -> np.ndarray:
             return C * np.linalg.lstsq(A, rhs * R, rcond=None)[0]
         except np.linalg.LinAlgError:   # a matrix with NaN: no step (the iteration rejects it)
             return np.full_like(rhs * R, np.nan)
-    return C * lu_solve(lu, rhs * R, check_finite=False)
+    x, _ = dgetrs(*lu, rhs * R)
+    return C * x
 
 
 class _MultipleShooting:
