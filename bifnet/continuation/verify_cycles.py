@@ -645,9 +645,10 @@ class ScanSample:
     multipliers: np.ndarray = dataclasses.field(repr=False)
     residual: float = 0.0
     count: int = -1     #: multipliers outside the unit circle, trivial one left out (-1: undecided)
-    #: the segment monodromies at ``u``, from which :class:`PeriodScan` builds the chord Jacobian of the
-    #: solves that start from this sample (once: kept in ``jacobian``)
+    #: the segment monodromies and end states at ``u``, from which :class:`PeriodScan` builds the chord
+    #: Jacobian of the solves that start from this sample (once: kept in ``jacobian``)
     monodromies: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    ends: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     jacobian: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
@@ -738,9 +739,8 @@ class PeriodScan:
 
     def _jacobian(self, u, ends, Ms):
         """The Jacobian of the shooting equations and phase in the segment states and the parameter (the
-        period fixed): the states' columns exact
-        (``M_k``, ``-I``), the parameter's column by central differences of the end states; returned as
-        the equilibrated LU factors of :func:`_chord_factor`."""
+        period fixed): the states' columns exact (``M_k``, ``-I``), the parameter's column by central
+        differences of the end states; returned as the equilibrated LU factors of :func:`_chord_factor`."""
         N = self.N
         D = self.sh.orbit_jacobian(u, ends, Ms, np.zeros((N + 1, N + 1)))
         h = 1e-7 * (1.0 + abs(u[-1]))
@@ -753,7 +753,7 @@ class PeriodScan:
     def _sample_jacobian(self, sample: ScanSample):
         """The LU factors of the Jacobian at ``sample`` (built once, kept in the sample)."""
         if "factor" not in sample.jacobian:
-            ends = self.sh.ends(sample.u)
+            ends = sample.ends if sample.ends is not None else self.sh.ends(sample.u)
             sample.jacobian["factor"] = self._jacobian(sample.u, ends, sample.monodromies)
         return sample.jacobian["factor"]
 
@@ -821,7 +821,7 @@ class PeriodScan:
                 return None
             mu = product_eigenvalues(Ms)
         return ScanSample(period=float(u[N]), parameter=float(u[-1]), u=u, multipliers=mu,
-                          residual=float(res), count=_count(mu), monodromies=Ms)
+                          residual=float(res), count=_count(mu), monodromies=Ms, ends=ends)
 
     def solve_near(self, period: float, samples: Sequence[ScanSample]) -> ScanSample | None:
         """:meth:`solve` at ``period`` from the line through the two samples nearest in the period (secant
