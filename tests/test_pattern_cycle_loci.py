@@ -169,36 +169,32 @@ def test_the_lpc_locus_is_the_closed_form_and_the_fold_of_a_branch_at_another_be
     assert lpc.located and abs(lpc.parameters["mu"] - locus["mu"][row]) < 1e-6
 
 
-def test_a_fold_with_a_branch_point_between_the_same_rows_is_located(pair):
+def test_a_fold_with_a_branch_point_next_to_it_is_located(pair):
     """beta = 1.2, antiphase orbits (mode 2) with r^2 = |z|^2 and c = r^2 (beta - 2 r^2): the fold's multiplier
     exp(4 pi c) and the in-phase radial one exp(4 pi (c - eps)). The latter passes through +1 where c = eps:
     r^2 = 0.1 and 0.5, branch points (symmetry-breaking) at mu = -0.21 and -0.45 with no turn of mu; the fold
-    is at r^2 = 0.6, mu = -0.46. On the 12-step branch -0.45 and -0.46 lie between the same two rows, where
-    two real multipliers pass through 1 (the count above 1 changes by 2): the fold was rejected for it. Now
-    LPC1 is located at the closed form (1e-6, the RK4 map's offset) with a double multiplier 1, and both BPs
-    are reported (not re-solved) in row intervals containing their closed forms, neither of them as a fold."""
+    is at r^2 = 0.6, mu = -0.46. LPC1 is located at the closed form (1e-6, the RK4 map's offset) with a double
+    multiplier 1, and both BPs are reported (not re-solved) in row intervals containing their closed forms,
+    neither of them as a fold. Whether the second BP and the fold share a row interval depends on the steps,
+    which rounding changes from one CPU to another (on one machine the BP lay between rows 12 and 13 and the
+    fold between 13 and 14, and the BP was reported between 13 and 14, a tie broken the wrong way); the
+    synthetic test in test_pattern_cycle_points.py places them both ways."""
     model, operator, _ = pair
     beta, eps = 1.2, LPC_CASE["eps"]
-    _, branch = _branch(model, operator, {**LPC_CASE, "beta": beta}, 2, steps=12)
-    mu = branch["mu"]
+    _, branch = _branch(model, operator, {**LPC_CASE, "beta": beta}, 2, steps=16)
     (lpc,) = [sp for sp in branch.special_points if sp.kind is SpecialKind.LPC]
     assert lpc.located, lpc.details.get("reason")
     assert abs(lpc.parameters["mu"] - (-eps - beta ** 2 / 4)) < 1e-6
     assert lpc.period == pytest.approx(2 * np.pi, abs=1e-6) and lpc.residual < 1e-9
     near = sorted(lpc.eigenvalues, key=lambda m: abs(m - 1))
     assert abs(near[0] - 1) < 1e-6 and abs(near[1] - 1) < 1e-6       # the trivial multiplier and the fold's
+    # the orbits are circles: r^2 = x^2 + y^2 of node 0 at any phase
+    r2 = [float(np.sum(x[0, :2] ** 2)) for x in branch.engine["states"]]
+    assert r2[lpc.index - 1] < beta / 2 < r2[lpc.index + 1]
     bps = [sp for sp in branch.special_points if sp.kind is SpecialKind.BP]
     assert len(bps) == 2 and not any(sp.located for sp in bps)
-    for sp, r2 in zip(sorted(bps, key=lambda sp: sp.index), (0.1, 0.5)):
-        exact = -eps - beta * r2 + r2 ** 2
-        i = sp.index
-        assert min(mu[i], mu[i + 1]) < exact < max(mu[i], mu[i + 1])
-    # the second BP (r^2 = 0.5) and the fold (r^2 = 0.6) between the same rows (the orbits are circles,
-    # r^2 = x^2 + y^2 of node 0 at any phase); the count above 1 from 2 to 0 there
-    i = bps[1].index
-    r2 = [float(np.sum(branch.engine["states"][row][0, :2] ** 2)) for row in (i, i + 1)]
-    assert r2[0] < 0.5 and r2[1] > 0.6 and lpc.index in (i, i + 1)
-    assert lpc.details["above_one"] == [2, 0]
+    for sp, exact in zip(sorted(bps, key=lambda sp: sp.index), (0.1, 0.5)):
+        assert r2[sp.index] < exact < r2[sp.index + 1], (sp.index, exact, r2)
 
 
 def test_a_real_multiplier_through_one_without_a_turn_is_no_fold(pair):

@@ -351,3 +351,35 @@ def test_a_fold_takes_one_crossing_of_plus_one_and_a_crossing_without_a_turn_is_
     points = detect([0.0, 0.2, 0.35, 0.4, 0.35], spectra)
     assert [(k, i) for k, i, _ in points] == [("BP", 2), ("LPC", 3)]
     assert "besides the fold's own" in points[0][2]
+    # a BP through +1 between rows 2 and 3 and the fold's between 3 and 4 (the parameter's vertex at row
+    # 3.21): both intervals are half a row from the turning row 3, and the tie went to the BP's interval
+    p = [0.0, 0.2, 0.35, 0.40, 0.38, 0.30]
+    spectra = [[one, 3.0, 1.5], [one, 2.0, 1.2], [one, 1.5, 0.8], [one, 0.7, 0.6], [one, 0.4, 0.5]]
+    assert [(k, i) for k, i, _ in detect(p, spectra)] == [("BP", 2), ("LPC", 3)]
+    # mirrored: the vertex at row 2.79, the fold's crossing between rows 2 and 3, the BP's between 3 and 4
+    p = [0.0, 0.2, 0.38, 0.40, 0.35, 0.20]
+    spectra = [[one, 3.0, 1.5], [one, 2.0, 1.3], [one, 0.7, 1.1], [one, 0.5, 0.9], [one, 0.4, 0.5]]
+    assert sorted((k, i) for k, i, _ in detect(p, spectra)) == [("BP", 3), ("LPC", 3)]
+
+
+def test_the_turn_of_the_parameter_is_the_vertex_of_its_parabola():
+    """turn_position: the vertex of p = -(s - s*)^2 over uneven arclengths, and over the row index."""
+    from bifnet.continuation.accounting import turn_position
+
+    s = np.array([0.0, 1.0, 2.5, 3.0, 4.0])
+    assert turn_position(-(s - 2.2) ** 2, 2, s) == pytest.approx(1 + 1.2 / 1.5, abs=1e-12)
+    assert turn_position(-(s - 2.8) ** 2, 2, s) == pytest.approx(2 + 0.3 / 0.5, abs=1e-12)
+    assert turn_position(-(np.arange(5.0) - 2.7) ** 2, 3) == pytest.approx(2.7, abs=1e-12)
+
+
+def test_a_pattern_fold_takes_the_real_count_change_at_its_vertex():
+    """Equilibrium patterns: the real unstable count 2 -> 1 between rows 2 and 3 and 1 -> 0 between 3 and 4,
+    the parameter turning at row 3 with its vertex at 3.21 (the fold's eigenvalue through 0 between rows 3
+    and 4): the BP is between rows 2 and 3. Mirrored (vertex at 2.79): the BP is between rows 3 and 4."""
+    from bifnet.patterns.equilibria import _detected_points
+
+    unstable = np.array([2, 2, 2, 1, 0, 0])
+    none = np.zeros(6, dtype=int)
+    for p, bp in (([0.0, 0.2, 0.35, 0.40, 0.38, 0.30], 2), ([0.0, 0.2, 0.38, 0.40, 0.35, 0.20], 3)):
+        points = _detected_points(np.array(p), unstable, none, None, "mu", -1)
+        assert sorted((sp.kind.value, sp.index) for sp in points) == sorted([("BP", bp), ("LP", 3)])

@@ -262,6 +262,28 @@ def _turns(values, tolerance: float = 0.0) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(idx[:-1], idx[1:]) if np.sign(d[a]) != np.sign(d[b])]
 
 
+def turn_position(p, f: int, s=None) -> float:
+    """Where the parameter ``p`` turns near its turning row ``f``, in fractional row units (``f - 0.3``: 0.7 of
+    the way from row ``f - 1`` to row ``f``): the vertex of the parabola through rows ``f - 1, f, f + 1``
+    over the branch's arclength ``s`` (the row index when not given), clipped to those rows.
+
+    A fold's own eigenvalue (multiplier) passes through 0 (+1) at the vertex, so the row interval holding
+    it is the fold's; with the row's midpoint intervals ``f - 1`` and ``f`` would tie, and a branch point
+    next to the fold could take the fold's crossing."""
+    s = np.arange(len(p), dtype=float) if s is None else np.asarray(s, dtype=float)
+    x0, x1, x2 = s[f - 1], s[f], s[f + 1]
+    y0, y1, y2 = float(p[f - 1]), float(p[f]), float(p[f + 1])
+    # divided differences: p ~ y0 + d1 (x - x0) + d2 (x - x0)(x - x1)
+    d1 = (y1 - y0) / (x1 - x0)
+    d2 = ((y2 - y1) / (x2 - x1) - d1) / (x2 - x0)
+    if not (np.isfinite(d2) and d2 != 0.0):
+        return float(f)
+    vertex = min(max((x0 + x1) / 2 - d1 / (2 * d2), x0), x2)
+    if vertex <= x1:
+        return float(f - 1 + (vertex - x0) / (x1 - x0))
+    return float(f + (vertex - x1) / (x2 - x1))
+
+
 def _amplitude_zero(branch: Branch, row: int) -> bool:
     """A cycle branch turning back at a Hopf point (amplitude zero) is not a fold."""
     if branch.kind is not BranchKind.CYCLES or not branch.variables:

@@ -725,7 +725,10 @@ def _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient
     from bifnet.patterns.verify_cycles import detect_points, verify_points
 
     o = slice(0, orbit_rows)    # the points are sought between orbits only
-    detected = detect_points(p[o], period[o], counts[o], unstable[o], multipliers[:orbit_rows], free)
+    w = arclength_weights(D)
+    path = np.column_stack([states.reshape(k, D), period, p])[o]
+    arclength = np.concatenate([[0.0], np.cumsum(np.sqrt(np.diff(path, axis=0) ** 2 @ w))])
+    detected = detect_points(p[o], period[o], counts[o], unstable[o], multipliers[:orbit_rows], free, arclength)
     verified, orbits = verify_points(problem, rows, detected, free, settings, n)
     special += verified
     if end is not None:

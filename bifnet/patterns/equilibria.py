@@ -317,7 +317,10 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
                             residual=float(residuals[bp_index]),
                             details={"mode": int(mode), "criticality": nf.criticality,
                                      "nf_quadratic": nf.quadratic, "nf_cubic": nf.cubic})]
-    special += _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index)
+    flat = states.reshape(len(p), -1)
+    arclength = np.concatenate([[0.0], np.cumsum(np.sqrt(np.sum(np.diff(flat, axis=0) ** 2, axis=1) / flat.shape[1]
+                                                          + np.diff(p) ** 2))])
+    special += _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index, arclength)
     from bifnet.patterns.verify import NetworkDerivatives, verify_pattern_points
 
     special, solutions = verify_pattern_points(NetworkDerivatives(model, operator, parameters), points, special, free,
@@ -334,7 +337,7 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
                           "solutions": solutions})
 
 
-def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index):
+def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index, s=None):
     """Folds (turning points of ``p``) and changes of the unstable count (BP/LP: a real
     eigenvalue, HB: a complex pair) between rows, interpolated (``located = False`` until
     :func:`bifnet.patterns.verify.verify_pattern_points` solves them).
@@ -342,7 +345,10 @@ def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index)
     A fold's own eigenvalue crosses 0 next to its turning row: each LP takes one unit of the change of the
     real count in the row intervals next to it (the nearest first), no more; what is left is a BP, also
     where it lies between the same rows as the fold (the real count then changes by 2 there). A change of
-    the real count where ``p`` does not turn is a BP, never an LP."""
+    the real count where ``p`` does not turn is a BP, never an LP. Nearest: to the vertex of the parameter's
+    parabola over the arclength ``s`` of the rows (:func:`bifnet.continuation.accounting.turn_position`)."""
+    from bifnet.continuation.accounting import turn_position
+
     out = []
     counts = {}
 
@@ -361,7 +367,8 @@ def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index)
     real = unstable - 2 * unstable_complex
     units = {i: abs(int(real[i + 1]) - int(real[i])) for i in range(len(p) - 1) if bp_index not in (i, i + 1)}
     near, spare = {}, set(folds)     # interval -> the fold next to it; folds still to take their unit
-    for _, i, f in sorted((abs(i + 0.5 - f), i, f) for i in units for f in folds if abs(f - i) <= 1):
+    turn = {f: turn_position(p, f, s) for f in folds}
+    for _, i, f in sorted((abs(i + 0.5 - turn[f]), i, f) for i in units for f in folds if abs(f - i) <= 1):
         near.setdefault(i, f)
         if f in spare and units[i] > 0:
             spare.discard(f)

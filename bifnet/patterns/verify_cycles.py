@@ -402,7 +402,7 @@ def _orbit_residual(problem, z, S):
 # --------------------------------------------------------------------------- #
 
 
-def detect_points(p, period, counts, unstable, multipliers, free):
+def detect_points(p, period, counts, unstable, multipliers, free, s=None):
     """Turning points (LPC) and multipliers crossing the unit circle between rows (BP, PD, NS; matched
     from row to row by :func:`bifnet.patterns.verify_cycles.multiplier_crossings`), ``located = False``.
 
@@ -413,8 +413,12 @@ def detect_points(p, period, counts, unstable, multipliers, free):
     in the row intervals next to it (the nearest first) and no more. Any other crossing of +1 is a branch
     point of cycles (``BP``), also where it lies in the same row interval as the fold (the count of real
     multipliers above 1 then changes by 2 there). Only a turn of the parameter makes an LPC: a crossing of +1
-    without one is a BP.
+    without one is a BP. Nearest: where ``|mu| - 1`` interpolates to 0 between the rows, against the vertex of
+    the parameter's parabola over the arclength ``s`` of the rows
+    (:func:`bifnet.continuation.accounting.turn_position`).
     """
+    from bifnet.continuation.accounting import turn_position
+
     out = []
     tally: dict = {}
 
@@ -447,8 +451,9 @@ def detect_points(p, period, counts, unstable, multipliers, free):
     # each fold explains one crossing of +1 next to its row, the nearest first
     units = [u for *_, u in found]
     near = {}       # crossing -> the fold next to it
-    pairs = sorted((abs(i + 0.5 - f), j, f) for j, (i, kind, _, _) in enumerate(found) if kind is SpecialKind.BP
-                   for f in folds if f - 2 <= i <= f + 1)
+    turn = {f: turn_position(p, f, s) for f in folds}
+    pairs = sorted((abs(_crossing_position(i, c) - turn[f]), j, f) for j, (i, kind, c, _) in enumerate(found)
+                   if kind is SpecialKind.BP for f in folds if f - 2 <= i <= f + 1)
     spare = set(folds)
     for _, j, f in pairs:
         near.setdefault(j, f)
@@ -474,6 +479,15 @@ def detect_points(p, period, counts, unstable, multipliers, free):
                                  f"{value:.6g} is a rough estimate)")
         add(kind, i, value, found_by, c, **details)
     return sorted(out, key=lambda item: item[0].index)
+
+
+def _crossing_position(i, crossing) -> float:
+    """Where ``|mu| - 1`` interpolates to 0 between rows ``i`` and ``i + 1`` (fractional row units; the
+    interval's middle when the multipliers were not paired)."""
+    if crossing is None:
+        return i + 0.5
+    ga, gb = abs(crossing.mu_a) - 1.0, abs(crossing.mu_b) - 1.0
+    return i + ga / (ga - gb)
 
 
 def verify_points(problem, rows, detected, free, settings, n):
