@@ -370,6 +370,7 @@ def test_the_turn_of_the_parameter_is_the_vertex_of_its_parabola():
     assert turn_position(-(s - 2.2) ** 2, 2, s) == pytest.approx(1 + 1.2 / 1.5, abs=1e-12)
     assert turn_position(-(s - 2.8) ** 2, 2, s) == pytest.approx(2 + 0.3 / 0.5, abs=1e-12)
     assert turn_position(-(np.arange(5.0) - 2.7) ** 2, 3) == pytest.approx(2.7, abs=1e-12)
+    assert turn_position([0.0, 1.0, 0.5], 1, [0.0, 1.0, 1.0]) == 1.0      # two rows at one place: the row
 
 
 def test_a_pattern_fold_takes_the_real_count_change_at_its_vertex():

@@ -273,6 +273,8 @@ def turn_position(p, f: int, s=None) -> float:
     s = np.arange(len(p), dtype=float) if s is None else np.asarray(s, dtype=float)
     x0, x1, x2 = s[f - 1], s[f], s[f + 1]
     y0, y1, y2 = float(p[f - 1]), float(p[f]), float(p[f + 1])
+    if not (x0 < x1 < x2):
+        return float(f)
     # divided differences: p ~ y0 + d1 (x - x0) + d2 (x - x0)(x - x1)
     d1 = (y1 - y0) / (x1 - x0)
     d2 = ((y2 - y1) / (x2 - x1) - d1) / (x2 - x0)
