@@ -388,3 +388,67 @@ def test_engine_gh_on_a_transverse_hopf_curve_is_not_a_located_point():
     assert "augmented system" in point.details["reason"]
     assert list(_curves_frame([checked], ("Iext_e", "eps"))["codim2"]) == ["", "", ""]
     assert list(_curves_frame([curve], ("Iext_e", "eps"))["codim2"]) == ["", "GH", ""]
+
+
+ATAN_NODE = """
+name = "atanode"
+time_unit = "ms"
+[variables]
+x = { initial = 0.0 }
+y = { initial = 0.0 }
+[parameters]
+I = { value = 0.0 }
+eps = { value = 1.0 }
+[equations]
+x = "-x + atan(2*x - y + I + C)"
+y = "(-y + x) / 2"
+[coupling]
+variable = "x"
+strength = "eps"
+input = "C"
+"""
+
+
+def _atan_node_files(folder, levels):
+    """The atan node on a random directed 5-node connectome (modes 4 and 5 a complex pair)."""
+    W = np.random.default_rng(1).random((5, 5))
+    np.fill_diagonal(W, 0.0)
+    np.savetxt(folder / "w5.csv", W, delimiter=",")
+    (folder / "atanode.toml").write_text(ATAN_NODE)
+    run = folder / "tr.toml"
+    run.write_text(f'model = "{folder / "atanode.toml"}"\nconnectome = "{folder / "w5.csv"}"\n'
+                   '[[steps]]\nname = "tr"\nkind = "transverse"\nfree = ["I", "eps"]\n'
+                   f'range = {{ I = [-3.0, 3.0], eps = [-6.0, 6.0] }}\nmodes = "all"\nlevels = {levels}\n'
+                   'cycles = false\n')
+    return run
+
+
+def test_a_model_without_complex_curves_keeps_its_real_ones(tmp_path):
+    """atan of a complex argument does not split into real and imaginary parts, so the complex modes have no
+    curves. That failure used to end the step (rebuilding the curves' systems in the parent process built
+    the complex one too) and lost the real modes' curves, after one warning per crossing. Now: one line in
+    run.json's `failures`, and the real modes' Hopf curves, checked against the closed form of the 2 x 2
+    mode Jacobian J(L) = [[-1 + g (2 + eps L), -g], [1/2, -1/2]], g = 1 / (1 + u^2), u = (1 + eps) x + I at
+    x = atan(u): trace 0 and frequency sqrt(det) / 2 pi."""
+    import json
+
+    from bifnet.runs import execute_run_file
+
+    out = execute_run_file(_atan_node_files(tmp_path, "[1.2]"), out=tmp_path / "out")
+    (step,) = json.loads((out / "run.json").read_text())["steps"]
+    assert step["status"] == "ok" and step["complex_modes"] == [4, 5]
+    assert len(step["failures"]) == 1 and "complex modes" in step["failures"][0]
+    curves = pd.read_csv(out / "transverse_curves.csv")
+    assert set(curves["mode"]) == {2, 3} and set(curves["kind"]) == {"HB"} and curves["curve"].nunique() == 3
+    rows = pd.read_csv(out / "branches.csv")
+    rows = rows[rows["branch"].isin(set(curves["curve"]))]       # the curves' homogeneous states (x = y)
+    assert len(rows) == len(curves)
+    x, I, eps, lam = (rows[c].to_numpy() for c in ("x", "I", "eps", "Lambda"))
+    u = (1 + eps) * x + I
+    # the CSV holds 11 significant digits, and next to the homogeneous fold (ZH) x is ill-conditioned
+    assert np.max(np.abs(x - np.arctan(u))) < 1e-8 and np.max(np.abs(rows["y"] - x)) < 1e-8
+    g = 1.0 / (1.0 + u ** 2)
+    trace = np.abs(-1.5 + g * (2 + eps * lam))                                      # trace J(L) = 0
+    assert np.median(trace) < 1e-10 and np.max(trace) < 1e-7
+    frequency = 1000 * np.sqrt(0.5 * (1.0 - g * (1 + eps * lam))) / (2 * np.pi)    # sqrt(det J(L)), Hz
+    assert np.max(np.abs(frequency - rows["frequency_hz"])) < 1e-5

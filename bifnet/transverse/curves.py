@@ -28,7 +28,7 @@ from bifnet.continuation.branch import Branch, SpecialKind
 from bifnet.continuation.equilibria import continue_equilibria
 from bifnet.continuation.restarts import continue_locus
 from bifnet.continuation.settings import ContinuationSettings
-from bifnet.errors import BifnetError
+from bifnet.errors import BifnetError, ModelError
 from bifnet.model import NodeModel
 from bifnet.systems import augmented_system, complex_augmented_system
 
@@ -282,7 +282,8 @@ def locate_and_continue(model: NodeModel, level_branch: Branch, crossing: Crossi
 
 def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], modes: Sequence[Mode],
                             free: tuple[str, str], levels: Sequence[float], settings: ContinuationSettings,
-                            *, progress=None, trace: Sequence[int] | None = None) -> tuple[list[Branch], list[Crossing], dict]:
+                            *, progress=None, trace: Sequence[int] | None = None,
+                            failures: list[str] | None = None) -> tuple[list[Branch], list[Crossing], dict]:
     """Every transverse fold and Hopf curve of equilibria, mode by mode.
 
     Parameters
@@ -305,6 +306,8 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
     trace : sequence of int, optional
         Only continue the curves of these modes (by ``Mode.mode``; an empty
         list: none, only the levels and their crossings). Default: all.
+    failures : list, optional
+        Gets one line per level or curve that failed (each is also a warning).
 
     Returns
     -------
@@ -324,6 +327,7 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
     crossings: list[Crossing] = []
     table = {}
     followed = [m for m in modes if m.mode != 1]
+    unsplit: list = []      # the model's complex augmented system cannot be built (one warning, not one a crossing)
     for level in levels:
         params = dict(parameters)
         params[p1] = lo1
@@ -334,6 +338,8 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
                                      name=f"level[{q}={level:g}]")
         except BifnetError as error:
             log.warning("level %s = %g: no homogeneous equilibrium branch (%s)", q, level, error)
+            if failures is not None:
+                failures.append(f"level {q} = {level:g}: no homogeneous equilibrium branch ({error})")
             continue
         # every mode's growth rate (the map reuses them); crossings of all but mode 1
         lams = [float(level)] if neutral else [m.Lambda for m in modes]
@@ -359,10 +365,21 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
                 continue
             tag = f"Lambda={c.Lambda:.6g}" if mode is None else f"mode{mode.mode}"
             name = f"{c.kind.value}[{tag}]#{sum(1 for cv in curves if cv.name.startswith(f'{c.kind.value}[{tag}]')) + 1}"
+            complex_mode = abs(complex(c.Lambda).imag) > 0
+            if complex_mode and unsplit:
+                continue    # said once: the model has no complex augmented system
             try:
                 locus = locate_and_continue(model, eq, c, free, settings, Lambda=c.Lambda, name=name)
             except BifnetError as error:
+                if complex_mode and isinstance(error, ModelError):
+                    unsplit.append(error)
+                    log.warning("the curves of complex modes are skipped: %s", error)
+                    if failures is not None:
+                        failures.append(f"the curves of complex modes: {error}")
+                    continue
                 log.warning("%s from %s = %g: %s", name, p1, c.value, error)
+                if failures is not None:
+                    failures.append(f"{name} from {p1} = {c.value:g}: {error}")
                 continue
             if locus is None:
                 continue
@@ -378,12 +395,23 @@ def trace_transverse_curves(model: NodeModel, parameters: Mapping[str, float], m
 # curves of groups of modes in parallel
 
 def _systems_by_name(model: NodeModel, free: tuple[str, str]) -> dict:
+    """The systems a curve can be a locus of, by name; one the model cannot have (the complex augmented
+    system of a model whose right-hand side does not split into real and imaginary parts) is left out, so
+    it cannot cost the curves of the others."""
     from bifnet.systems import homogeneous_system, transverse_fold_system
 
-    systems = [homogeneous_system(model), augmented_system(model, "gradient"), transverse_fold_system(model, free[0])]
+    builders = [homogeneous_system, lambda m: augmented_system(m, "gradient"),
+                lambda m: transverse_fold_system(m, free[0])]
     if model.coupling is not None:
-        systems.append(complex_augmented_system(model))
-    return {s.name: s for s in systems}
+        builders.append(complex_augmented_system)
+    systems = {}
+    for build in builders:
+        try:
+            system = build(model)
+        except ModelError:
+            continue
+        systems[system.name] = system
+    return systems
 
 
 def detach(branch: Branch) -> Branch:
@@ -416,8 +444,10 @@ def trace_modes_task(*, model_source: str, parameters: dict, modes, free, levels
     from bifnet.model import load_model
 
     model = load_model(model_source)
-    curves, _, _ = trace_transverse_curves(model, parameters, modes, tuple(free), levels, settings, trace=trace)
-    return [detach(c) for c in curves]
+    failures: list[str] = []
+    curves, _, _ = trace_transverse_curves(model, parameters, modes, tuple(free), levels, settings, trace=trace,
+                                           failures=failures)
+    return [detach(c) for c in curves], failures
 
 
 def mode_chunks(modes: Sequence[Mode], count: int) -> list[list[int]]:
@@ -441,7 +471,7 @@ def mode_chunks(modes: Sequence[Mode], count: int) -> list[list[int]]:
 def trace_curves_parallel(model: NodeModel, parameters: Mapping[str, float], modes: Sequence[Mode],
                           free: tuple[str, str], levels: Sequence[float], settings: ContinuationSettings, *,
                           scheduler=None, workers: int | None = None, chunks: int | None = None,
-                          label: str = "transverse curves"):
+                          label: str = "transverse curves", failures: list[str] | None = None):
     """:func:`trace_transverse_curves` with the modes' curves traced in parallel (each finished task logged
     with ``label``).
 
@@ -460,7 +490,9 @@ def trace_curves_parallel(model: NodeModel, parameters: Mapping[str, float], mod
 
     from bifnet.sweep import map_tasks
 
-    _, crossings, table = trace_transverse_curves(model, parameters, modes, free, levels, settings, trace=[])
+    found: list[str] = []
+    _, crossings, table = trace_transverse_curves(model, parameters, modes, free, levels, settings, trace=[],
+                                                  failures=found)
     n = workers or os.cpu_count() or 1
     groups = mode_chunks(modes, chunks or 2 * n)
     tasks = [dict(model_source=model.source, parameters=dict(parameters), modes=list(modes), free=tuple(free),
@@ -468,6 +500,8 @@ def trace_curves_parallel(model: NodeModel, parameters: Mapping[str, float], mod
     results = map_tasks(trace_modes_task, tasks, scheduler=scheduler, workers=workers,
                         progress=label)
     order = {m.mode: k for k, m in enumerate(modes)}
-    curves = [attach(model, free, c) for part in results for c in part]
+    curves = [attach(model, free, c) for part, _ in results for c in part]
+    if failures is not None:    # each task continues the levels again: a level's failure once
+        failures.extend(dict.fromkeys(found + [line for _, lines in results for line in lines]))
     curves.sort(key=lambda c: (order.get(c.mode, len(order)), c.name))
     return curves, crossings, table

@@ -276,7 +276,8 @@ def _cycle_crossings(context, cycles, groups, p1, q, level):
     return rows, table
 
 
-def _continue_cycle_crossings(context, step, level_branch, rows, cycle_modes, groups, free, settings, done):
+def _continue_cycle_crossings(context, step, level_branch, rows, cycle_modes, groups, free, settings, done,
+                              failures):
     """Continue the cycle crossings of the modes in ``cycle_modes`` (see
     :mod:`bifnet.transverse.cycle_curves`); one augmented cycle branch per Hopf
     point and mode, reused for all its crossings."""
@@ -307,6 +308,7 @@ def _continue_cycle_crossings(context, step, level_branch, rows, cycle_modes, gr
                                       row[p1], free, settings, name=name)
         except BifnetError as error:
             log.warning("  %s: %s: %s", step, name, error)
+            failures.append(f"{name}: {error}")
             continue
         if locus is None:
             log.info("  %s: %s at %s = %.5g: no matching point on the augmented cycles", step, name, p1, row[p1])
@@ -317,7 +319,7 @@ def _continue_cycle_crossings(context, step, level_branch, rows, cycle_modes, gr
     return new
 
 
-def _level_cycles(eq, settings, step):
+def _level_cycles(eq, settings, step, failures):
     """The homogeneous cycles from the Hopf points of a level's equilibrium branch (one per closed branch)."""
     cycles = []
     for hb in eq.points_of_kind(SpecialKind.HB):
@@ -328,6 +330,7 @@ def _level_cycles(eq, settings, step):
                                           name=f"{eq.name}:{hb.name}"))
         except BifnetError as error:
             log.warning("  %s: cycles from %s on %s failed: %s", step, hb.name, eq.name, error)
+            failures.append(f"cycles from {hb.name} on {eq.name}: {error}")
     return cycles
 
 
@@ -345,21 +348,25 @@ def level_cycles_task(*, model_source, parameters, free, level, settings, groups
     params = {**parameters, p1: lo1, q: float(level)}
     eq = continue_equilibria(model, params, p1, settings=settings.replace(bounds={p1: (lo1, hi1)}),
                              name=f"level[{q}={level:g}]")
-    cycles = _level_cycles(eq, settings, step)
+    failures: list[str] = []
+    cycles = _level_cycles(eq, settings, step, failures)
     rows, table = _cycle_crossings(types.SimpleNamespace(model=model), cycles, groups, p1, q, level)
-    return [detach(c) for c in cycles], rows, [(detach(c), r) for c, r in table]
+    return [detach(c) for c in cycles], rows, [(detach(c), r) for c, r in table], failures
 
 
-def _parallel_level_cycles(context, params, free, levels, settings, groups, step, scheduler, workers):
-    """``{level: (cycles, crossing rows, [(cycle, rates)])}`` computed by one task per level."""
+def _parallel_level_cycles(context, params, free, levels, settings, groups, step, scheduler, workers, failures):
+    """``{level: (cycles, crossing rows, [(cycle, rates)])}`` computed by one task per level (what failed
+    appended to ``failures``)."""
     from bifnet.sweep import map_tasks
     from bifnet.transverse.curves import attach
 
     tasks = [dict(model_source=context.model.source, parameters=dict(params), free=tuple(free), level=level,
                   settings=settings, groups=list(groups), step=step) for level in levels]
     out = {}
-    for level, (cycles, rows, table) in zip(levels, map_tasks(level_cycles_task, tasks, scheduler=scheduler,
-                                                               workers=workers, progress=f"{step}: level cycles")):
+    for level, (cycles, rows, table, lost) in zip(levels, map_tasks(level_cycles_task, tasks, scheduler=scheduler,
+                                                                     workers=workers,
+                                                                     progress=f"{step}: level cycles")):
+        failures.extend(lost)
         cycles = [attach(context.model, free, c) for c in cycles]
         by_name = {c.name: c for c in cycles}
         out[level] = (cycles, rows, [(by_name.get(c.name, c), r) for c, r in table])
@@ -449,6 +456,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
     cycle_modes = select_modes(spec.get("cycle_curves", []), eigenvalues, step, "cycle_curves")
     begin = time.perf_counter()
     done = []
+    failures: list[str] = []    # levels, curves and cycles that failed (each also a warning)
 
     def progress(name, locus):
         done.append(name)
@@ -466,12 +474,12 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
 
         curves, crossings, table = trace_curves_parallel(context.model, params, groups, free, levels, settings,
                                                          scheduler=scheduler, workers=workers,
-                                                         label=f"{step}: transverse curves")
+                                                         label=f"{step}: transverse curves", failures=failures)
         log.info("  %s: %d transverse curves of %d modes in parallel (%.0f s)", step, len(curves), followed,
                  time.perf_counter() - begin)
     else:
         curves, crossings, table = trace_transverse_curves(context.model, params, groups, free, levels, settings,
-                                                           progress=progress)
+                                                           progress=progress, failures=failures)
     for c in curves:
         c.engine["modes"] = next((g.modes for g in groups if g.mode == c.mode), (c.mode,))
     # where the growth rates of the equilibria change sign on each level (interpolated)
@@ -495,7 +503,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
         # highest eps levels take three quarters of the time), which must not start last
         order = sorted(table, key=lambda level: -len(table[level][0]))
         parallel_cycles = _parallel_level_cycles(context, params, free, order, settings, groups, step,
-                                                 scheduler, workers)
+                                                 scheduler, workers, failures)
         log.info("  %s: cycles of %d levels in parallel (%.0f s)", step, len(table), time.perf_counter() - begin)
     for level in levels:
         if level not in table:
@@ -508,7 +516,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
             if level in parallel_cycles:
                 cycles, rows, cyc_table = parallel_cycles[level]
             else:
-                cycles = _level_cycles(eq, settings, step)
+                cycles = _level_cycles(eq, settings, step, failures)
                 rows, cyc_table = _cycle_crossings(context, cycles, groups, p1, q, level)
             level_cycles[level] = cycles
             point_rows.extend(rows)
@@ -516,7 +524,7 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
             curves.extend(_continue_cycle_crossings(context, step, eq, rows, cycle_modes, groups, free, settings,
                                                     [c for c in curves if c.kind is BranchKind.LOCUS
                                                      and c.locus_of in (SpecialKind.PD, SpecialKind.NS,
-                                                                        SpecialKind.LPC)]))
+                                                                        SpecialKind.LPC)], failures))
         if grid is None:
             sol, rates = _map_level(branch_rates, samples, len(groups))
             map_solution.append(sol)
@@ -557,10 +565,13 @@ def transverse_step(context: StepContext, spec: dict) -> dict:
                        "map_points_by_solution": {k: int(np.sum(np.asarray(map_solution) == c))
                                                   for k, c in (("none", 0), ("EP", 1), ("LC", 2))},
                        "map_max_unstable_modes": int(counts.max()) if counts.size else 0}
-    return {"curves": len(curves), "curves_by_kind": kinds, "levels": levels, **summary_map,
-            "modes_with_curves": sorted({c.mode for c in curves}),
-            "cycle_crossings": sum(1 for r in point_rows if r["solution"] == "LC"),
-            "complex_modes": [g.mode for g in complex_groups]}
+    summary = {"curves": len(curves), "curves_by_kind": kinds, "levels": levels, **summary_map,
+               "modes_with_curves": sorted({c.mode for c in curves}),
+               "cycle_crossings": sum(1 for r in point_rows if r["solution"] == "LC"),
+               "complex_modes": [g.mode for g in complex_groups]}
+    if failures:
+        summary["failures"] = failures
+    return summary
 
 
 def _unit(context: StepContext, name: str) -> str:
@@ -802,7 +813,9 @@ def neutral_step(context: StepContext, spec: dict) -> dict:
     settings = step_settings(context, spec, (p1, "Lambda"))
     params = _step_parameters(context, spec)
     levels = _levels({"levels": spec.get("levels", 21)}, settings.bounds["Lambda"], step)
-    curves, crossings, _ = trace_transverse_curves(context.model, params, [], (p1, "Lambda"), levels, settings)
+    failures: list[str] = []
+    curves, crossings, _ = trace_transverse_curves(context.model, params, [], (p1, "Lambda"), levels, settings,
+                                                   failures=failures)
     import pandas as pd
 
     rows = []
@@ -828,4 +841,7 @@ def neutral_step(context: StepContext, spec: dict) -> dict:
     ax.set_title(f"{context.model.name}: neutral curves (red HB, blue LP; grey lines: connectome eigenvalues)",
                  fontsize=9)
     io.save_figure(context.out_dir / f"neutral_{step}.png", fig)
-    return {"curves": len(curves), "crossings": len(crossings)}
+    summary = {"curves": len(curves), "crossings": len(crossings)}
+    if failures:
+        summary["failures"] = failures
+    return summary
