@@ -247,3 +247,45 @@ def test_fast_fort8_records_equal_bifpys(ping_eq15, monkeypatch):
     assert _auto._fast_fort8_record(lines, 0, _parsing) is None
     record, end = fast(lines, 0)
     assert end == 3 and record.state == ((1.0, 2.0), (3.0, 2.22507e-308)) and record.all_parameters == (1.0, 2.0, 11.0)
+
+
+def test_a_branch_ends_at_its_bound_without_the_fold_past_it(tmp_path):
+    """x' = -x + atan(2x - y + I + eps x), y' = (x - y)/2 self-coupled (eps = 3.6): equilibria x = atan(u),
+    I = u - 4.6 atan(u), folds at u = -+sqrt(3.6), I = +-3.0970674873 (closed form), just past the range
+    [-3, 3]. AUTO's last step went round the fold onto the middle branch (I = 3.0714, one unstable
+    eigenvalue); bifnet located the fold at 3.0970674873 and reported it, and the row that replaced the
+    step past the bound (the lower branch at I = 3, stable) kept the middle branch's `stable = 0`. Now the
+    end row's stability is its own (the eigenvalues of the exact Jacobian there), and the fold, outside
+    the range, is not reported; with the range [-3, 3.2] it is, at the closed form."""
+    from bifnet.continuation.branch import SpecialKind
+    from bifnet.continuation.equilibria import continue_equilibria
+    from bifnet.continuation.settings import ContinuationSettings
+    from bifnet.model import load_model
+
+    (tmp_path / "atanode.toml").write_text(
+        'name = "atanode"\n[variables]\nx = { initial = 0.0 }\ny = { initial = 0.0 }\n'
+        '[parameters]\nI = { value = 0.0 }\neps = { value = 3.6 }\n'
+        '[equations]\nx = "-x + atan(2*x - y + I + C)"\ny = "(-y + x) / 2"\n'
+        '[coupling]\nvariable = "x"\nstrength = "eps"\ninput = "C"\n')
+    model = load_model(tmp_path / "atanode.toml")
+    u = -np.sqrt(3.6)
+    fold = u - 4.6 * np.arctan(u)
+    assert fold == pytest.approx(3.0970674873, abs=1e-10)
+    for hi in (3.0, 3.2):
+        params = model.resolve_parameters({"I": -3.0})
+        branch = continue_equilibria(model, params, "I", settings=ContinuationSettings(bounds={"I": (-3.0, hi)}))
+        I, x = branch["I"], branch["x"]
+        assert I.max() <= hi + 1e-12
+        u_rows = 4.6 * x + I
+        assert np.max(np.abs(x - np.arctan(u_rows))) < 1e-8
+        # J = [[-1 + 5.6 g, -g], [1/2, -1/2]]: stable iff det = 0.5 - 2.3 g > 0 and trace = -1.5 + 5.6 g < 0
+        g = 1.0 / (1.0 + u_rows ** 2)
+        stable = ((0.5 - 2.3 * g > 0) & (-1.5 + 5.6 * g < 0)).astype(int)
+        rows = np.setdiff1d(np.arange(len(branch)), [sp.index for sp in branch.special_points])  # det = 0 at LP
+        assert np.array_equal(branch["stable"][rows], stable[rows])
+        folds = [sp for sp in branch.special_points if sp.kind is SpecialKind.LP]
+        if hi == 3.0:
+            assert folds == [] and branch["stable"][-1] == 1      # the lower branch at I = 3
+        else:
+            assert any(sp.located and abs(sp.parameters["I"] - fold) < 1e-8 for sp in folds)
+            assert all(-3.0 <= sp.parameters["I"] <= hi for sp in branch.special_points)

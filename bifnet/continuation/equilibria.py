@@ -244,8 +244,12 @@ def end_at_bounds(branch: Branch, settings: ContinuationSettings, system: Symbol
 
     AUTO stops at the first point beyond a bound. For equilibria that end row
     is replaced by the equilibrium at the bound itself (Newton's method from
-    the interpolated state); rows that cannot be solved, and cycle rows past a
-    bound, are dropped.
+    the interpolated state), its ``stable`` from the exact Jacobian there (the
+    row past the bound can lie on another part of the curve: past a fold the
+    last step jumped over); rows that cannot be solved, and cycle rows past a
+    bound, are dropped, and so are special points past the bound the branch
+    now ends at (a fold that bifnet located between the last row inside and
+    the one past the bound lies outside the range, not between the rows).
     """
     import dataclasses
 
@@ -258,6 +262,7 @@ def end_at_bounds(branch: Branch, settings: ContinuationSettings, system: Symbol
     columns = {k: np.array(v, copy=True) for k, v in branch.columns.items()}
     keep = np.ones(n, dtype=bool)
     special_rows = {sp.index for sp in branch.special_points}
+    cut = []    # (bound, value of the row inside it) where the branch is ended
     for end, inner in ((0, 1), (n - 1, n - 2)):
         v = float(values[end])
         if lo - 1e-12 * max(1.0, abs(lo)) <= v <= hi + 1e-12 * max(1.0, abs(hi)) or end in special_rows:
@@ -275,18 +280,49 @@ def end_at_bounds(branch: Branch, settings: ContinuationSettings, system: Symbol
                 columns[name][end] = bound
                 for c, value in zip(branch.variables, x):
                     columns[c][end] = value
+                if "stable" in columns:
+                    columns["stable"][end] = _stability_at(system, {**branch.parameters, name: bound}, x)
                 solved = True
         if not solved:
             keep[end] = False
+        cut.append((bound, float(values[inner])))
     if keep.all() and np.array_equal(columns[name], values):
         return branch
     index = np.cumsum(keep) - 1
     columns = {k: v[keep] for k, v in columns.items()}
-    specials = tuple(dataclasses.replace(sp, index=int(index[sp.index])) for sp in branch.special_points)
+    specials = []
+    for sp in branch.special_points:
+        value = sp.parameters.get(name)
+        past = [bound for bound, inside in cut if value is not None and (value - bound) * (bound - inside) > 0]
+        if past:
+            log.info("%s: %s at %s = %.10g lies past the end of its range (%s = %g): not reported", branch.name,
+                     sp.name, name, value, name, past[0])
+            continue
+        specials.append(dataclasses.replace(sp, index=int(index[sp.index])))
+    if len(specials) < len(branch.special_points):
+        from bifnet.continuation.restarts import _renumber
+
+        specials = _renumber(specials)
+    specials = tuple(specials)
     engine = dict(branch.engine or {})
     if "points" in engine:
         engine["points"] = {int(index[i]): p for i, p in engine["points"].items() if i < n and keep[i]}
     return dataclasses.replace(branch, columns=columns, special_points=specials, engine=engine)
+
+
+def _stability_at(system: SymbolicSystem, parameters: Mapping[str, float], x) -> int:
+    """``stable`` of an equilibrium from the exact Jacobian: 1, 0, or -1 (an eigenvalue within a relative 1e-9
+    of the imaginary axis)."""
+    from bifnet.codegen import jacobian_function
+    from bifnet.continuation.accounting import unstable_counts
+
+    p = np.array([parameters[n] for n in system.parameter_names], dtype=float)
+    with np.errstate(all="ignore"):
+        M = jacobian_function(system)(np.asarray(x, dtype=float), p)
+    if not np.all(np.isfinite(M)):
+        return -1
+    count = int(unstable_counts(np.linalg.eigvals(M)[None, :])[0])
+    return -1 if count < 0 else int(count == 0)
 
 
 def _with_status(branch: Branch, status: str) -> Branch:
