@@ -457,6 +457,7 @@ def test_retry_failed(swept, tmp_path, capsys):
 def test_damaged_kernel_cache_heals(tmp_path):
     """A truncated numba cache entry: one warning, rebuilt, then silent."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BIFNET_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("NUMBA_CACHE_DIR", None)   # numba's index files next to the kernel source, where this test looks
     code = ("import numpy as np\nfrom bifnet.model import load_model\nfrom bifnet.network.core import build_network\n"
             "from bifnet.network.integrate import simulate\nm = load_model('wilson_cowan')\n"
             "net = build_network(m, np.array([[0.0, 1.0], [1.0, 0.0]]), m.resolve_parameters({}))\n"
