@@ -472,3 +472,50 @@ def test_transverse_hopf_l1_against_the_network_integrator():
     times = np.array([np.mean(result.t[i * 64:(i + 1) * 64]) for i in range(periods)])
     slope = np.polyfit(times[5:], inverse[5:], 1)[0]
     assert slope == pytest.approx(-2 * nf.omega * nf.l1, rel=0.01)
+
+
+def test_a_pattern_that_folds_next_to_its_branch_point_is_not_the_homogeneous_branch():
+    """The Brusselator on tvb96 at eps = 0.002, mode 96 (Lambda next to mode 95's: the centre manifold is
+    nearly two-dimensional): on one side the pattern folds 0.0004 in b from its branch point (y = -0.0058).
+    The first step (0.01) passed the fold and the corrector fell onto the homogeneous branch, which passes
+    through the branch point: half of "the pattern" was the homogeneous state (spread 1e-13), with 56 BP and
+    HB points of its own, and the stable small pattern was missing. Now no row but the branch point is
+    homogeneous, the row next to it is the stable small pattern (an equilibrium of the network field, no
+    eigenvalue of a finite-difference Jacobian in the right half plane), and the fold is located: the
+    parameter turns there and the finite-difference Jacobian has an eigenvalue at 0."""
+    from bifnet.connectome import load_connectome
+    from bifnet.network.core import network_rhs
+    from bifnet.patterns.equilibria import PatternSettings, stationary_pattern_branch
+
+    brus = load_model("brusselator")
+    con = load_connectome("tvb96")
+    operator = coupling_operator(con, brus.coupling)
+    mode = con.n_regions
+    model, (params, x) = _turing_point(operator, mode, {"eps": 0.002})
+    branch = stationary_pattern_branch(model, operator, params, "b", x, mode,
+                                       PatternSettings(ds=0.01, ds_max=0.05, max_steps=12, bounds=(2.0, 6.0)))
+    states, b, k0 = branch.engine["states"], branch["b"], branch.engine["bp_index"]
+    spread = np.linalg.norm(states - states.mean(axis=1, keepdims=True), axis=(1, 2))
+    assert spread[k0] < 1e-12 and np.all(np.delete(spread, k0) > 1e-4)
+    network = build_network(model, operator, params)
+
+    def fd_jacobian(X, p):
+        net = network.with_parameters(b=float(p))
+        X = X.ravel()
+        h = 1e-7
+        return np.column_stack([(network_rhs(net, X + h * e) - network_rhs(net, X - h * e)) / (2 * h)
+                                for e in np.eye(X.size)])
+
+    # the side where the pattern folds: its first row is the stable small pattern
+    side = k0 - 1 if abs(b[k0 - 1] - b[k0]) < abs(b[k0 + 1] - b[k0]) else k0 + 1
+    assert np.max(np.abs(network_rhs(network.with_parameters(b=float(b[side])), states[side].ravel()))) < 1e-10
+    assert np.max(np.linalg.eigvals(fd_jacobian(states[side], b[side])).real) < 0
+    assert branch["stable"][side] == 1
+    fold = min((sp for sp in branch.special_points if sp.kind.value == "LP"),
+               key=lambda sp: abs(sp.parameters["b"] - params["b"]))
+    assert fold.located and abs(fold.parameters["b"] - params["b"]) < 1e-3
+    i = fold.index
+    assert (b[i] - b[i - 1]) * (b[i + 1] - b[i]) < 0 or (b[i + 1] - b[i]) * (b[i + 2] - b[i + 1]) < 0
+    X = branch.engine["solutions"][fold.name].X.reshape(states[0].shape)
+    assert branch.engine["solutions"][fold.name].value == fold.parameters["b"]
+    assert np.min(np.abs(np.linalg.eigvals(fd_jacobian(X, fold.parameters["b"])))) < 1e-5

@@ -133,18 +133,44 @@ def _correct(problem, z_pred, t, iterations):
     return z, res, res < RESIDUAL_TOLERANCE, iterations
 
 
+#: A corrected point whose non-uniform part is below this fraction of its prediction's fell onto the
+#: homogeneous branch (:func:`continue_network_equilibria`).
+COLLAPSE = 1e-3
+
+
+def _nonuniform(z, N: int, n: int) -> float:
+    """Euclidean norm of the state's departure from its regional mean (0 on the homogeneous branch)."""
+    X = np.asarray(z[:N * n]).reshape(N, n)
+    return float(np.linalg.norm(X - X.mean(axis=0)))
+
+
 def continue_network_equilibria(problem: NetworkProblem, z0, t0, settings: PatternSettings):
     """Pseudo-arclength continuation of full-network equilibria from ``z0 = (X, p)`` along ``t0``.
 
     Returns ``(points (k, N n + 1), residuals (k,), status)``; ``z0`` itself is not included.
+    A corrected point that is homogeneous where its prediction was not is refused (the step is halved):
+    the homogeneous branch crosses every pattern branch at its branch points.
     """
     n = z0.size - 1
     z, t = np.asarray(z0, dtype=float), np.asarray(t0, dtype=float) / np.linalg.norm(t0)
     ds = settings.ds
     lo, hi = settings.bounds
+    N, nv = problem.base.state_shape
     out, residuals, status = [], [], "max_steps"
     while len(out) < settings.max_steps:
         z_new, res, ok, its = _correct(problem, z + ds * t, t, settings.newton_iterations)
+        predicted = _nonuniform(z + ds * t, N, nv)
+        if ok and predicted > 1e-12 and _nonuniform(z_new, N, nv) < COLLAPSE * predicted:
+            # the corrector fell onto the homogeneous branch, which passes through every branch point: on
+            # tvb96 the Brusselator's mode-96 pattern folds 0.006 from its branch point, and the first step
+            # (0.01) landed on the homogeneous state, continued as "the pattern" with 56 special points
+            log.debug("  the point corrected at %s = %.8g is homogeneous (the prediction was not): step %.3g "
+                      "halved", problem.free, z_new[n], ds)
+            ok = False
+            if ds / 2 < settings.ds_min:
+                status = (f"reached the homogeneous state at {problem.free} = {z_new[n]:.8g} (every step down to "
+                          f"ds_min fell onto it)")
+                break
         if not ok:
             ds /= 2
             if ds < settings.ds_min:
