@@ -157,6 +157,7 @@ def continue_network_equilibria(problem: NetworkProblem, z0, t0, settings: Patte
     lo, hi = settings.bounds
     N, nv = problem.base.state_shape
     out, residuals, status = [], [], "max_steps"
+    travelled = 0.0
     while len(out) < settings.max_steps:
         z_new, res, ok, its = _correct(problem, z + ds * t, t, settings.newton_iterations)
         predicted = _nonuniform(z + ds * t, N, nv)
@@ -178,11 +179,18 @@ def continue_network_equilibria(problem: NetworkProblem, z0, t0, settings: Patte
                 break
             continue
         t = _tangent(problem.DX(z_new[:n], z_new[n]), problem.Dp(z_new[:n], z_new[n]), t)
+        travelled += float(np.linalg.norm(z_new - z))
         z = z_new
         out.append(z.copy())
         residuals.append(res)
         if not lo <= z[n] <= hi:
             status = "bound"
+            break
+        back = float(np.linalg.norm(z - z0))
+        if travelled > 5 * ds and back < 1.5 * ds:
+            # an isola through the start: going on would go round it again (Wilson-Cowan on 20 nodes went
+            # round twice in each direction, and every fold and Hopf point appeared four times)
+            status = f"closed (back at the start after {len(out)} points)"
             break
         if its <= 3:
             ds = min(ds * 1.5, settings.ds_max)
@@ -288,6 +296,9 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
     for sign in (1.0, -1.0):
         pts, res, status = continue_network_equilibria(problem, z0, sign * t0, settings)
         halves.append((pts, res, status))
+        if status.startswith("closed"):   # the other direction is the same loop backwards
+            halves.append((np.empty((0, z0.size)), np.empty(0), "not run (the + direction closed the loop)"))
+            break
     (pa, ra, sa), (pb, rb, sb) = halves
     if len(pa) + len(pb) == 0:
         raise ContinuationError(f"mode {mode}: no pattern point converged next to the branch point at "
@@ -363,6 +374,37 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
                           "solutions": solutions})
 
 
+def _hopf_crossings(p, eigenvalues, unstable_complex, i):
+    """``[(value, omega or None)]``: the complex pairs that cross the imaginary axis between rows ``i`` and
+    ``i + 1``, one entry each, where the real part interpolates to 0.
+
+    The pairs (the members with ``Im > 0``) are matched from row to row by an assignment on their distance;
+    when the matched crossings do not add up to the change of the unstable pair count, each unit of that
+    change is one entry at the interval's middle (``omega`` None). Two pairs crossing between the same rows
+    (Wilson-Cowan on 20 nodes: 4 -> 8 unstable eigenvalues) are two Hopf points, not one."""
+    change = int(unstable_complex[i + 1]) - int(unstable_complex[i])
+    middle = [(0.5 * (p[i] + p[i + 1]), None)] * abs(change)
+    if eigenvalues is None:
+        return middle
+    from scipy.optimize import linear_sum_assignment
+
+    a, b = np.asarray(eigenvalues[i]), np.asarray(eigenvalues[i + 1])
+    scale = [max(1.0, float(np.max(np.abs(e)))) for e in (a, b)]
+    a, b = a[a.imag > 1e-9 * scale[0]], b[b.imag > 1e-9 * scale[1]]
+    if a.size == 0 or b.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return middle
+    ia, ib = linear_sum_assignment(np.abs(a[:, None] - b[None, :]))
+    out, net = [], 0
+    for x, y in zip(a[ia], b[ib]):
+        out_a, out_b = x.real > 1e-9 * scale[0], y.real > 1e-9 * scale[1]
+        if out_a == out_b:
+            continue
+        net += 1 if out_b else -1
+        w = x.real / (x.real - y.real)
+        out.append((float(p[i] + w * (p[i + 1] - p[i])), float(x.imag + w * (y.imag - x.imag))))
+    return sorted(out) if net == change else middle
+
+
 def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index, s=None):
     """Folds (turning points of ``p``) and changes of the unstable count (BP/LP: a real
     eigenvalue, HB: a complex pair) between rows, interpolated (``located = False`` until
@@ -402,8 +444,8 @@ def _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index,
     for i in range(len(p) - 1):
         if bp_index in (i, i + 1):
             continue
-        if unstable_complex[i] != unstable_complex[i + 1]:
-            add(SpecialKind.HB, i, 0.5 * (p[i] + p[i + 1]))
+        for value, omega in _hopf_crossings(p, eigenvalues, unstable_complex, i):
+            add(SpecialKind.HB, i, value, **({} if omega is None else {"omega_guess": omega}))
         if units[i] > 0:
             details = {}
             if i in near:

@@ -434,9 +434,11 @@ def solve_pattern_fold(D: NetworkDerivatives, X, values: Mapping[str, float], fr
                                                     f"(residual {res:.2g})")
 
 
-def solve_pattern_hopf(D: NetworkDerivatives, X, values: Mapping[str, float], free: str) -> PatternVerification:
+def solve_pattern_hopf(D: NetworkDerivatives, X, values: Mapping[str, float], free: str, omega: float | None = None
+                       ) -> PatternVerification:
     """Newton's method on the Hopf system of the full network from the guess ``(X, values[free])``,
-    starting from the complex pair nearest the imaginary axis."""
+    starting from the complex pair nearest the imaginary axis (nearest ``i omega`` when the crossing's
+    frequency is known: two pairs can cross between the same rows)."""
     X = np.asarray(X, dtype=float).ravel()
     d = X.size
     J = D.J(X, values)
@@ -447,7 +449,7 @@ def solve_pattern_hopf(D: NetworkDerivatives, X, values: Mapping[str, float], fr
         return PatternVerification(ok=False, residual=math.inf, method=HOPF_METHOD, value=float(values[free]), X=X,
                                    vector=np.empty(0), eigenvalues=w,
                                    reason="no complex eigenvalue pair at the detected point")
-    k = int(pairs[np.argmin(np.abs(w[pairs].real))])
+    k = int(pairs[np.argmin(np.abs(w[pairs].real) if omega is None else np.abs(w[pairs] - 1j * omega))])
     v = V[:, k]
     c = np.real(v) / float(np.real(v) @ np.real(v))
     v = v / complex(c @ v)
@@ -532,11 +534,17 @@ def verify_pattern_point(D: NetworkDerivatives, points: np.ndarray, sp: SpecialP
     solver = _SOLVERS[sp.kind]
     i = sp.index
     j = min(i + 1, len(points) - 1)
-    # a fold is a row; a crossing lies between rows i and i + 1
-    guess = points[i] if sp.kind is SpecialKind.LP else 0.5 * (points[i] + points[j])
+    # a fold is a row; a crossing lies between rows i and i + 1, where it was interpolated
+    guess = points[i]
+    if sp.kind is not SpecialKind.LP:
+        span = points[j, -1] - points[i, -1]
+        w = (sp.parameters[free] - points[i, -1]) / span if span else 0.5
+        guess = points[i] + (w if 0.0 <= w <= 1.0 else 0.5) * (points[j] - points[i])
     values = {free: float(guess[-1])}
+    omega = sp.details.get("omega_guess")
     try:
-        result = solver(D, guess[:-1], values, free)
+        result = solver(D, guess[:-1], values, free, omega) if omega is not None else solver(D, guess[:-1], values,
+                                                                                              free)
     except (BifnetError, np.linalg.LinAlgError, ValueError, FloatingPointError) as error:
         return PatternVerification(ok=False, residual=math.inf, method=solver.__name__, value=float(guess[-1]),
                                    X=guess[:-1], vector=np.empty(0), reason=f"failed: {error}")
@@ -571,6 +579,7 @@ def verify_pattern_points(D: NetworkDerivatives, points: np.ndarray, special, fr
             result = dataclasses.replace(result, ok=False, reason=f"Newton's method converged to the point "
                                                                   f"already verified as {twin}")
         details = dict(sp.details)
+        details.pop("omega_guess", None)
         if not result.ok:
             details["reason"] = result.reason
             log.warning("  pattern %s near %s = %.8g failed verification: %s", sp.name, free, sp.parameters[free],
