@@ -12,6 +12,8 @@ back at Iext_e = 49.033 (amplitude 0.845, period 3.4102) and ran over the same o
 and the three torus points met a second time).
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -384,3 +386,32 @@ def test_a_pattern_fold_takes_the_real_count_change_at_its_vertex():
     for p, bp in (([0.0, 0.2, 0.35, 0.40, 0.38, 0.30], 2), ([0.0, 0.2, 0.38, 0.40, 0.35, 0.20], 3)):
         points = _detected_points(np.array(p), unstable, none, None, "mu", -1)
         assert sorted((sp.kind.value, sp.index) for sp in points) == sorted([("BP", bp), ("LP", 3)])
+
+
+def test_a_fold_of_cycles_next_to_a_row_is_located(tmp_path):
+    """The subcritical Stuart-Landau pattern of mode 20 on a sparse 20-node connectome (eps = 0.5) turns at
+    a row: the fold lies 2.4e-11 above that row's mu, within what the solves resolve (residuals 1e-9), and
+    its check that the parameter turns there (the point beyond both bracketing rows, then to 1e-12) said
+    "the parameter does not turn there". Now LPC1 is located, at the branch's least mu (independently: the
+    turn of the rows) to 1e-8."""
+    import pandas as pd
+
+    from bifnet.runs import execute_run_file
+
+    weights = Path(__file__).parent / "data" / "rand20_sparse.csv"
+    run = tmp_path / "sl.toml"
+    run.write_text(f'model = "stuart_landau"\nconnectome = "{weights}"\n[parameters]\neps = 0.5\n'
+                   '[[steps]]\nname = "tr"\nkind = "transverse"\nfree = ["mu", "eps"]\n'
+                   'range = { mu = [-0.5, 0.5], eps = [0.2, 1.0] }\nmodes = "most_negative"\nlevels = [0.5]\n'
+                   'cycles = false\n'
+                   '[[steps]]\nname = "osc"\nkind = "pattern"\nstart = "tr:HB[mode20]#1"\n'
+                   'range = { mu = [-0.5, 0.5] }\nsettings = { ds = 0.02, ds_max = 0.3, max_steps = 47 }\n'
+                   'shooting = { first_amplitude = 0.01 }\n')
+    out = execute_run_file(run, out=tmp_path / "out")
+    points = pd.read_csv(out / "special_points.csv")
+    (lpc,) = points[(points["step"] == "osc") & (points["kind"] == "LPC")].itertuples()
+    assert lpc.located, lpc.reason
+    rows = pd.read_csv(out / "branches.csv")
+    mu = rows[rows["step"] == "osc"]["mu"].to_numpy()
+    turn = int(np.argmin(mu))
+    assert 0 < turn < len(mu) - 1 and abs(lpc.mu - mu[turn]) < 1e-8
