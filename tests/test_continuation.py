@@ -289,3 +289,16 @@ def test_a_branch_ends_at_its_bound_without_the_fold_past_it(tmp_path):
         else:
             assert any(sp.located and abs(sp.parameters["I"] - fold) < 1e-8 for sp in folds)
             assert all(-3.0 <= sp.parameters["I"] <= hi for sp in branch.special_points)
+
+
+def test_an_unstable_equilibrium_is_found_where_the_state_settles_on_a_cycle():
+    """Stuart-Landau at mu = 0.4 (the origin an unstable focus, every other state goes to the cycle): the
+    settled state is on the cycle, where Newton's method finds nothing, and the search failed with "the
+    homogeneous state may oscillate here". Newton's method from the start state itself reaches the origin,
+    the exact equilibrium."""
+    from bifnet.continuation.equilibria import find_equilibrium
+    from bifnet.model import load_model
+
+    model = load_model("stuart_landau")
+    x = find_equilibrium(model, model.resolve_parameters({"mu": 0.4, "eps": 0.5}))
+    assert np.max(np.abs(x)) < 1e-10

@@ -561,3 +561,22 @@ def test_hopf_points_that_cross_between_the_same_rows_are_each_located():
         assert np.max(np.abs(network_rhs(net, X))) < 1e-9
         assert all(abs(v - solution.value) > 1e-7 or abs(w - omega) > 1e-6 for v, w in seen), sp.name
         seen.append((solution.value, omega))
+
+
+def test_a_pattern_step_whose_range_excludes_its_start_is_refused(tmp_path):
+    """The Brusselator's mode-68 branch point on tvb68 lies at b = 2.3905; a range of b from 3 to 6 used to
+    give 3 points outside the range and exit 0. Now the step fails with one line that names both."""
+    import json
+
+    from bifnet.errors import BifnetError
+    from bifnet.runs import execute_run_file
+
+    run = tmp_path / "pat.toml"
+    run.write_text('model = "brusselator"\nconnectome = "tvb68"\n[[steps]]\nname = "pat"\nkind = "pattern"\n'
+                   'start = { mode = 68, b = 2.39 }\nparameters = { eps = 1.0 }\nrange = { b = [3.0, 6.0] }\n')
+    with pytest.raises(BifnetError, match="1 step"):
+        execute_run_file(run, out=tmp_path / "out")
+    (partial,) = tmp_path.glob("out*")
+    (step,) = json.loads((partial / "run.json").read_text())["steps"]
+    assert step["status"] == "failed"
+    assert "lies outside the step's range [3, 6] of b" in step["error"] and "b = 2.39" in step["error"]

@@ -109,26 +109,33 @@ def find_equilibrium(model_or_system, parameters: Mapping[str, float], x0=None, 
         return call
 
     rhs, jac = guarded(lambda t, y: f(y, p)), guarded(lambda t, y: J(y, p))
+    starts = [x]
     if settle_time > 0:
         try:
             sol = solve_ivp(rhs, (0.0, settle_time), x, method="LSODA", jac=jac, rtol=1e-9, atol=1e-12)
             if sol.success and np.all(np.isfinite(sol.y[:, -1])):
-                x = sol.y[:, -1]
+                # the settled state first (a stable equilibrium), then x0 itself: where the state settles on
+                # a cycle, Newton's method from x0 can still reach an unstable equilibrium next to it
+                starts = [sol.y[:, -1], x]
         except _Stop as stop:  # the integration diverged or took too long: polish from x0
             log.debug("find_equilibrium: settling stopped (%s)", stop)
     residual, best = np.inf, x
-    for method in ("hybr", "lm"):
-        try:
-            with np.errstate(all="ignore"):
-                sol = root(guarded(lambda y: f(y, p)), x, jac=guarded(lambda y: J(y, p)), method=method, tol=1e-13)
-                value = float(np.max(np.abs(f(sol.x, p))))
-        except _Stop as stop:
-            if str(stop) == "time":
-                raise ContinuationError(f"no equilibrium found within {time_limit:g} s (the search was stopped);"
-                                        " give x0 or start where the system is at rest") from None
-            continue
-        if np.all(np.isfinite(sol.x)) and value < residual:
-            residual, best = value, sol.x
+    for start in starts:
+        for method in ("hybr", "lm"):
+            try:
+                with np.errstate(all="ignore"):
+                    sol = root(guarded(lambda y: f(y, p)), start, jac=guarded(lambda y: J(y, p)), method=method,
+                               tol=1e-13)
+                    value = float(np.max(np.abs(f(sol.x, p))))
+            except _Stop as stop:
+                if str(stop) == "time":
+                    raise ContinuationError(f"no equilibrium found within {time_limit:g} s (the search was "
+                                            "stopped); give x0 or start where the system is at rest") from None
+                continue
+            if np.all(np.isfinite(sol.x)) and value < residual:
+                residual, best = value, sol.x
+            if residual <= tolerance:
+                break
         if residual <= tolerance:
             break
     if not np.isfinite(residual) or residual > tolerance:

@@ -162,6 +162,10 @@ def pattern_step(context: StepContext, spec: dict) -> dict:
         model.observed_index(observe)
     settings = step_settings(context, spec, (free,))
     mode, kind, value, x = _start(context, spec, free, params)
+    lo, hi = settings.bounds[free]
+    if not lo <= value <= hi:
+        raise RunFileError(f"step {step!r}: the start ({kind} of mode {mode} at {free} = {value:.8g}) lies outside "
+                           f"the step's range [{lo:g}, {hi:g}] of {free}")
     if kind == "HB":   # a transverse Hopf point: the oscillatory pattern (bifnet.patterns.cycle_steps)
         from bifnet.patterns.cycle_steps import oscillatory_pattern_step
 
