@@ -1,6 +1,8 @@
 """Continuation checked against answers known independently:
 closed forms (fold, Stuart-Landau Hopf) and eigenvalue crossings."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -249,7 +251,7 @@ def test_fast_fort8_records_equal_bifpys(ping_eq15, monkeypatch):
     assert end == 3 and record.state == ((1.0, 2.0), (3.0, 2.22507e-308)) and record.all_parameters == (1.0, 2.0, 11.0)
 
 
-def test_a_branch_ends_at_its_bound_without_the_fold_past_it(tmp_path):
+def test_a_branch_ends_at_its_bound_without_the_fold_past_it():
     """x' = -x + atan(2x - y + I + eps x), y' = (x - y)/2 self-coupled (eps = 3.6): equilibria x = atan(u),
     I = u - 4.6 atan(u), folds at u = -+sqrt(3.6), I = +-3.0970674873 (closed form), just past the range
     [-3, 3]. AUTO's last step went round the fold onto the middle branch (I = 3.0714, one unstable
@@ -262,17 +264,12 @@ def test_a_branch_ends_at_its_bound_without_the_fold_past_it(tmp_path):
     from bifnet.continuation.settings import ContinuationSettings
     from bifnet.model import load_model
 
-    (tmp_path / "atanode.toml").write_text(
-        'name = "atanode"\n[variables]\nx = { initial = 0.0 }\ny = { initial = 0.0 }\n'
-        '[parameters]\nI = { value = 0.0 }\neps = { value = 3.6 }\n'
-        '[equations]\nx = "-x + atan(2*x - y + I + C)"\ny = "(-y + x) / 2"\n'
-        '[coupling]\nvariable = "x"\nstrength = "eps"\ninput = "C"\n')
-    model = load_model(tmp_path / "atanode.toml")
+    model = load_model(Path(__file__).parent / "data" / "atanode.toml")
     u = -np.sqrt(3.6)
     fold = u - 4.6 * np.arctan(u)
     assert fold == pytest.approx(3.0970674873, abs=1e-10)
     for hi in (3.0, 3.2):
-        params = model.resolve_parameters({"I": -3.0})
+        params = model.resolve_parameters({"I": -3.0, "eps": 3.6})
         branch = continue_equilibria(model, params, "I", settings=ContinuationSettings(bounds={"I": (-3.0, hi)}))
         I, x = branch["I"], branch["x"]
         assert I.max() <= hi + 1e-12

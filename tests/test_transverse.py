@@ -1,6 +1,8 @@
 """Transverse stability checked independently: the full network Jacobian against the
 mode Jacobians, transverse curves against brentq roots of the growth rate."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -390,23 +392,7 @@ def test_engine_gh_on_a_transverse_hopf_curve_is_not_a_located_point():
     assert list(_curves_frame([curve], ("Iext_e", "eps"))["codim2"]) == ["", "GH", ""]
 
 
-ATAN_NODE = """
-name = "atanode"
-time_unit = "ms"
-[variables]
-x = { initial = 0.0 }
-y = { initial = 0.0 }
-[parameters]
-I = { value = 0.0 }
-eps = { value = 1.0 }
-[equations]
-x = "-x + atan(2*x - y + I + C)"
-y = "(-y + x) / 2"
-[coupling]
-variable = "x"
-strength = "eps"
-input = "C"
-"""
+ATAN_NODE = (Path(__file__).parent / "data" / "atanode.toml").read_text()
 
 
 def _atan_node_files(folder, levels):
