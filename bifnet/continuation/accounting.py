@@ -262,6 +262,16 @@ def _turns(values, tolerance: float = 0.0) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(idx[:-1], idx[1:]) if np.sign(d[a]) != np.sign(d[b])]
 
 
+def row_arclength(states, others) -> np.ndarray:
+    """Cumulative arclength of a branch's rows in the norm of bifnet's own continuations: the root mean square
+    of the state components (``states``, rows x D) and each column of ``others`` (rows x m: the parameter,
+    the period) in full."""
+    states = np.asarray(states, dtype=float).reshape(len(states), -1)
+    others = np.asarray(others, dtype=float).reshape(len(states), -1)
+    step = np.sum(np.diff(states, axis=0) ** 2, axis=1) / states.shape[1] + np.sum(np.diff(others, axis=0) ** 2, axis=1)
+    return np.concatenate([[0.0], np.cumsum(np.sqrt(step))])
+
+
 def turn_position(p, f: int, s=None) -> float:
     """Where the parameter ``p`` turns near its turning row ``f``, in fractional row units (``f - 0.3``: 0.7 of
     the way from row ``f - 1`` to row ``f``): the vertex of the parabola through rows ``f - 1, f, f + 1``

@@ -725,9 +725,9 @@ def _assemble(model, operator, parameters, free, x, mode, nf, speed, coefficient
     from bifnet.patterns.verify_cycles import detect_points, verify_points
 
     o = slice(0, orbit_rows)    # the points are sought between orbits only
-    w = arclength_weights(D)
-    path = np.column_stack([states.reshape(k, D), period, p])[o]
-    arclength = np.concatenate([[0.0], np.cumsum(np.sqrt(np.diff(path, axis=0) ** 2 @ w))])
+    from bifnet.continuation.accounting import row_arclength
+
+    arclength = row_arclength(states.reshape(k, D)[o], np.column_stack([period, p])[o])   # arclength_weights' norm
     detected = detect_points(p[o], period[o], counts[o], unstable[o], multipliers[:orbit_rows], free, arclength)
     verified, orbits = verify_points(problem, rows, detected, free, settings, n)
     special += verified

@@ -160,8 +160,8 @@ def continue_network_equilibria(problem: NetworkProblem, z0, t0, settings: Patte
     travelled = 0.0
     while len(out) < settings.max_steps:
         z_new, res, ok, its = _correct(problem, z + ds * t, t, settings.newton_iterations)
-        predicted = _nonuniform(z + ds * t, N, nv)
-        if ok and predicted > 1e-12 and _nonuniform(z_new, N, nv) < COLLAPSE * predicted:
+        predicted = _nonuniform(z + ds * t, N, nv) if ok else 0.0
+        if predicted > 1e-12 and _nonuniform(z_new, N, nv) < COLLAPSE * predicted:
             # the corrector fell onto the homogeneous branch, which passes through every branch point: on
             # tvb96 the Brusselator's mode-96 pattern folds 0.006 from its branch point, and the first step
             # (0.01) landed on the homogeneous state, continued as "the pattern" with 56 special points
@@ -354,10 +354,10 @@ def _stationary_pattern_branch(model, operator, parameters, free, x, mode, setti
                             residual=float(residuals[bp_index]),
                             details={"mode": int(mode), "criticality": nf.criticality,
                                      "nf_quadratic": nf.quadratic, "nf_cubic": nf.cubic})]
-    flat = states.reshape(len(p), -1)
-    arclength = np.concatenate([[0.0], np.cumsum(np.sqrt(np.sum(np.diff(flat, axis=0) ** 2, axis=1) / flat.shape[1]
-                                                          + np.diff(p) ** 2))])
-    special += _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index, arclength)
+    from bifnet.continuation.accounting import row_arclength
+
+    special += _detected_points(p, unstable, unstable_complex, eigenvalues, free, bp_index,
+                                row_arclength(states, p))
     from bifnet.patterns.verify import NetworkDerivatives, verify_pattern_points
 
     special, solutions = verify_pattern_points(NetworkDerivatives(model, operator, parameters), points, special, free,

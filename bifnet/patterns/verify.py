@@ -571,7 +571,7 @@ def _hopf_guess(D: NetworkDerivatives, points: np.ndarray, i: int, free: str, om
         got = _equilibrium_between(D, a, b, mid, 0.5 * (X_lo + X_hi), free)
         if got is None:
             return None
-        lam = nearest(got[2], lam_a + (mid - 0.0) * (lam_b - lam_a))
+        lam = nearest(got[2], lam_a + mid * (lam_b - lam_a))
         if lam is None:
             return None
         best = got + (lam,)
