@@ -548,6 +548,11 @@ def test_hopf_points_that_cross_between_the_same_rows_are_each_located():
     for sp in hopf:
         per_interval[sp.index] = per_interval.get(sp.index, 0) + 1
     assert max(per_interval.values()) >= 2        # two or more pairs between the same rows, each located
+    # no located point of the pattern is a homogeneous state (a transverse point of the homogeneous branch
+    # 0.01 from the pattern's rows was a located "BP" at spread 1e-15)
+    for name, solution in branch.engine["solutions"].items():
+        X = solution.X.reshape(20, -1)
+        assert np.linalg.norm(X - X.mean(axis=0)) > 1e-4, name
     seen = []
     for sp in hopf:
         solution = branch.engine["solutions"][sp.name]

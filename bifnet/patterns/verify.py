@@ -621,6 +621,20 @@ def verify_pattern_point(D: NetworkDerivatives, points: np.ndarray, sp: SpecialP
         result = dataclasses.replace(result, ok=False,
                                      reason=f"Newton's method converged to {free} = {result.value:.8g}, away from "
                                             f"the detected point near {guess[-1]:.8g}")
+    if result.ok:
+        from bifnet.patterns.equilibria import COLLAPSE, _nonuniform
+
+        N, n = D.shape
+        rows = min(_nonuniform(points[i], N, n), _nonuniform(points[j], N, n))
+        a, b = (points[k, :-1].reshape(N, n) for k in (i, j))
+        through = float(np.sum((a - a.mean(axis=0)) * (b - b.mean(axis=0)))) < 0    # the pattern crosses it
+        if not through and _nonuniform(result.X, N, n) < COLLAPSE * rows:
+            # a transverse point of the homogeneous branch next to the pattern's rows (Wilson-Cowan, 20 nodes:
+            # a "BP" at spread 1e-15, 0.01 from a pattern that turns at a fold before reaching it); where the
+            # pattern passes through the homogeneous state between the rows, that point is its own
+            result = dataclasses.replace(result, ok=False,
+                                         reason=f"Newton's method converged to the homogeneous state at {free} = "
+                                                f"{result.value:.8g}, not a point of this pattern")
     return result
 
 
